@@ -1,0 +1,1 @@
+"""Generated from proto/notifyagent/v1 by scripts/genproto.py; do not edit."""

@@ -1,0 +1,71 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from notifyagent.v1 import notify_pb2 as _notify_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StateCount(_message.Message):
+    __slots__ = ("state", "count")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    state: _notify_pb2.State
+    count: int
+    def __init__(self, state: _Optional[_Union[_notify_pb2.State, str]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class QueueStats(_message.Message):
+    __slots__ = ("name", "pending", "in_flight")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    pending: int
+    in_flight: int
+    def __init__(self, name: _Optional[str] = ..., pending: _Optional[int] = ..., in_flight: _Optional[int] = ...) -> None: ...
+
+class DispatcherInfo(_message.Message):
+    __slots__ = ("dispatcher_id", "version", "capacity", "credit", "leases", "connect_time")
+    DISPATCHER_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    CONNECT_TIME_FIELD_NUMBER: _ClassVar[int]
+    dispatcher_id: str
+    version: str
+    capacity: int
+    credit: int
+    leases: int
+    connect_time: _timestamp_pb2.Timestamp
+    def __init__(self, dispatcher_id: _Optional[str] = ..., version: _Optional[str] = ..., capacity: _Optional[int] = ..., credit: _Optional[int] = ..., leases: _Optional[int] = ..., connect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetStatusResponse(_message.Message):
+    __slots__ = ("start_time", "pid", "version", "counts", "sent_ok", "sent_failed", "dispatchers", "queues", "wheel_size")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    SENT_OK_FIELD_NUMBER: _ClassVar[int]
+    SENT_FAILED_FIELD_NUMBER: _ClassVar[int]
+    DISPATCHERS_FIELD_NUMBER: _ClassVar[int]
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    WHEEL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    pid: int
+    version: str
+    counts: _containers.RepeatedCompositeFieldContainer[StateCount]
+    sent_ok: int
+    sent_failed: int
+    dispatchers: _containers.RepeatedCompositeFieldContainer[DispatcherInfo]
+    queues: _containers.RepeatedCompositeFieldContainer[QueueStats]
+    wheel_size: int
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pid: _Optional[int] = ..., version: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., sent_ok: _Optional[int] = ..., sent_failed: _Optional[int] = ..., dispatchers: _Optional[_Iterable[_Union[DispatcherInfo, _Mapping]]] = ..., queues: _Optional[_Iterable[_Union[QueueStats, _Mapping]]] = ..., wheel_size: _Optional[int] = ...) -> None: ...
