@@ -1,0 +1,63 @@
+"""One HTTP attempt as plain data: what to send and what came of it.
+
+These types are the dispatcher's domain side; the stream client converts the
+scheduler's grants into `OutgoingCall` and `CallOutcome` back into results.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingCall:
+    notify_id: str
+    attempt: int
+    method: str  # "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"
+    url: str
+    headers: Mapping[str, str]
+    body: bytes  # final bytes: sent exactly as given
+    query: Mapping[str, str]  # appended to the url's own query
+    timeout: float  # seconds for the whole attempt
+    success_codes: tuple[int, ...]  # empty = any 2xx
+    body_contains: str  # "" = no body match
+    fire_and_forget: bool  # any HTTP answer counts as success
+
+
+class ErrorKind(enum.Enum):
+    NONE = "none"  # the target answered (the answer may still be a failure)
+    CONNECT = "connect"  # DNS failure, refused, unreachable, TLS handshake
+    TIMEOUT = "timeout"  # the attempt ran out of time
+    BLOCKED = "blocked"  # refused before sending: SSRF guard or invalid request
+    PROTOCOL = "protocol"  # connection dropped or broken HTTP mid-exchange
+    CANCELLED = "cancelled"  # set by callers that turn a revoke into an outcome
+
+
+_RETRYABLE_KINDS = frozenset({ErrorKind.CONNECT, ErrorKind.TIMEOUT, ErrorKind.PROTOCOL})
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    status_code: int  # 0 when there was no answer
+    success: bool
+    error: str  # "" on success, otherwise a message for people
+    error_kind: ErrorKind
+    start_time: float  # time.time()
+    end_time: float
+    snippet: bytes  # the first snippet_limit bytes of the response body
+    retry_after: float | None  # seconds from Retry-After, None if absent or bad
+
+    @property
+    def retryable(self) -> bool:
+        """True for failures without a usable answer (connect, timeout, protocol).
+
+        False for blocked and cancelled calls, and for HTTP answers: whether
+        an answered failure is retried (retry_codes) is the scheduler's call.
+        """
+        return self.error_kind in _RETRYABLE_KINDS
+
+    @property
+    def latency(self) -> float:
+        return max(0.0, self.end_time - self.start_time)
