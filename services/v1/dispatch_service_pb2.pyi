@@ -24,16 +24,18 @@ class DispatcherHello(_message.Message):
     def __init__(self, dispatcher_id: _Optional[str] = ..., version: _Optional[str] = ..., capacity: _Optional[int] = ..., credit: _Optional[int] = ...) -> None: ...
 
 class LeaseResult(_message.Message):
-    __slots__ = ("lease_id", "notify_id", "attempt", "retry_after")
+    __slots__ = ("lease_id", "notify_id", "attempt", "retry_after", "permanent")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     NOTIFY_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    PERMANENT_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     notify_id: str
     attempt: _notify_pb2.Attempt
     retry_after: _duration_pb2.Duration
-    def __init__(self, lease_id: _Optional[str] = ..., notify_id: _Optional[str] = ..., attempt: _Optional[_Union[_notify_pb2.Attempt, _Mapping]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    permanent: bool
+    def __init__(self, lease_id: _Optional[str] = ..., notify_id: _Optional[str] = ..., attempt: _Optional[_Union[_notify_pb2.Attempt, _Mapping]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., permanent: _Optional[bool] = ...) -> None: ...
 
 class LeaseExtension(_message.Message):
     __slots__ = ("lease_id", "extend_by")
@@ -44,16 +46,18 @@ class LeaseExtension(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., extend_by: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class LeaseRequest(_message.Message):
-    __slots__ = ("hello", "credit", "results", "extensions")
+    __slots__ = ("hello", "credit", "results", "extensions", "draining")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     CREDIT_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     hello: DispatcherHello
     credit: int
     results: _containers.RepeatedCompositeFieldContainer[LeaseResult]
     extensions: _containers.RepeatedCompositeFieldContainer[LeaseExtension]
-    def __init__(self, hello: _Optional[_Union[DispatcherHello, _Mapping]] = ..., credit: _Optional[int] = ..., results: _Optional[_Iterable[_Union[LeaseResult, _Mapping]]] = ..., extensions: _Optional[_Iterable[_Union[LeaseExtension, _Mapping]]] = ...) -> None: ...
+    draining: bool
+    def __init__(self, hello: _Optional[_Union[DispatcherHello, _Mapping]] = ..., credit: _Optional[int] = ..., results: _Optional[_Iterable[_Union[LeaseResult, _Mapping]]] = ..., extensions: _Optional[_Iterable[_Union[LeaseExtension, _Mapping]]] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class LeaseGrant(_message.Message):
     __slots__ = ("lease_id", "notify", "attempt", "deadline")

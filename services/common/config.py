@@ -1,0 +1,113 @@
+"""Settings: one frozen dataclass, filled from flags, NOTIFY_* variables and a
+TOML file, in that order of precedence, and checked once. Every field's
+flag, variable and help come from the same declaration."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it and says what is accepted."""
+
+
+def _opt(default: Any, help: str, *, env: str | None = None, roles: str = "all") -> Any:
+    return field(default=default, metadata={"help": help, "env": env, "roles": roles})
+
+
+@dataclass(frozen=True)
+class Settings:
+    grpc_addr: str = _opt("127.0.0.1:50051", "gRPC address the scheduler serves (clients connect here)")
+    http_addr: str = _opt("127.0.0.1:8080", "HTTP address for /metrics and /healthz; empty turns it off")
+    store: str = _opt("sqlite:///notifyagent.db", "sqlite:///relative.db, sqlite:////abs.db (?synchronous=NORMAL) or postgresql://...", roles="scheduler")
+    registry: str = _opt("memory", "memory, static:host:port,... or consul://host:port")
+    allow_networks: str = _opt("", "CIDRs opened to delivery despite the SSRF guard (dev opens loopback)", roles="dispatcher")
+    log_format: str = _opt("console", "console or json")
+    log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR")
+    capacity: int = _opt(256, "calls one dispatcher makes at once", roles="dispatcher")
+    grace: float = _opt(30.0, "seconds to finish work in flight on SIGTERM/SIGINT")
+    horizon: float = _opt(300.0, "seconds ahead the scheduler holds due notifies in memory", roles="scheduler")
+    max_body_bytes: int = _opt(1 << 20, "largest request body accepted", roles="scheduler")
+    signing_secret: str = _opt("", "whsec_... secret: sign outgoing calls per Standard Webhooks", roles="dispatcher")
+    service_name: str = _opt("notifyagent-scheduler", "name the scheduler registers under and dispatchers look up")
+    advertise_addr: str = _opt("", "host:port dispatchers should dial (default: the bound gRPC address)", roles="scheduler")
+    config: str = _opt("", "TOML file with any of these settings (keys as the field names)")
+
+    def check(self) -> "Settings":
+        if self.log_format not in ("console", "json"):
+            raise ConfigError(f"NOTIFY_LOG_FORMAT must be console or json, not {self.log_format!r}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"NOTIFY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}")
+        if self.capacity < 1:
+            raise ConfigError(f"NOTIFY_CAPACITY must be at least 1, not {self.capacity}")
+        if self.grace < 0 or self.horizon < 1:
+            raise ConfigError("NOTIFY_GRACE must be >= 0 and NOTIFY_HORIZON >= 1 (seconds)")
+        split_addr(self.grpc_addr, "NOTIFY_GRPC_ADDR")
+        if self.http_addr:
+            split_addr(self.http_addr, "NOTIFY_HTTP_ADDR")
+        return self
+
+
+def env_name(name: str) -> str:
+    return f"NOTIFY_{name.upper()}"
+
+
+def split_addr(addr: str, setting: str) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"{setting} must be host:port, not {addr!r}")
+    return host.strip("[]"), int(port)
+
+
+def add_flags(parser: argparse.ArgumentParser, role: str) -> None:
+    """Adds --grpc-addr and friends; unset flags stay None so lower layers show through."""
+    for f in fields(Settings):
+        if f.metadata["roles"] not in ("all", role) and role != "dev":
+            continue
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}", dest=f.name, default=None, type=type(f.default),
+            help=f"{f.metadata['help']} [{env_name(f.name)}; default {f.default!r}]",
+        )  # fmt: skip
+
+
+def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Builds Settings: overrides (code defaults of a subcommand) < file < environment < flags."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = dict(overrides)
+    path = flags.get("config") or environ.get("NOTIFY_CONFIG") or ""
+    if path:
+        try:
+            doc = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"cannot read config file {path} (NOTIFY_CONFIG / --config): {e}") from e
+        values.update(doc.get("notifyagent", doc))
+    known = {f.name: f for f in fields(Settings)}
+    for name, f in known.items():
+        raw = environ.get(env_name(name))
+        if raw is not None:
+            values[name] = raw
+    values.update(flags)
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}; see `notifyagent --help`")
+    for name, value in list(values.items()):
+        kind = type(known[name].default)
+        try:
+            values[name] = kind(value)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{env_name(name)} must be {kind.__name__}, not {value!r}") from e
+    return replace(Settings(), **values).check()
+
+
+def settings_table() -> str:
+    """The README's configuration table, from the declarations."""
+    rows = ["| variable | flag | default | meaning |", "| --- | --- | --- | --- |"]
+    for f in fields(Settings):
+        rows.append(f"| `{env_name(f.name)}` | `--{f.name.replace('_', '-')}` | `{f.default!r}` | {f.metadata['help']} |")
+    return "\n".join(rows)

@@ -1,0 +1,36 @@
+"""gRPC server plumbing shared by the services: health, reflection, port 0."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+
+def create_server(addr: str, registrations, service_names: list[str]) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """Builds a server with health and reflection on addr; returns (server, bound port, health).
+
+    registrations: callables taking the server (the generated add_*_to_server with a servicer bound).
+    """
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", 64 << 20),
+            ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    for register in registrations:
+        register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(addr)
+    if port == 0:
+        raise OSError(f"cannot listen on {addr}: address in use or not valid (set NOTIFY_GRPC_ADDR)")
+    return server, port, health_servicer
+
+
+async def set_serving(health_servicer, service_names: list[str], serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ["", *service_names]:
+        await health_servicer.set(name, status)

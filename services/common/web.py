@@ -1,0 +1,58 @@
+"""The small HTTP side of a process: /healthz and Prometheus /metrics."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .config import split_addr
+
+
+class _Collector:
+    def __init__(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        self.collect = collect
+
+
+def gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> GaugeMetricFamily:
+    g = GaugeMetricFamily(name, doc, labels=list(labels or {}))
+    g.add_metric(list((labels or {}).values()), value)
+    return g
+
+
+class OpsServer:
+    """Serves /healthz (200 while healthy()) and /metrics (from collect(), read at scrape time)."""
+
+    def __init__(self, addr: str, *, healthy: Callable[[], bool], collect: Callable[[], Iterable[Metric]]) -> None:
+        self._addr = addr
+        self._healthy = healthy
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(_Collector(collect))
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        host, port = split_addr(self._addr, "NOTIFY_HTTP_ADDR")
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def _health(self, request: web.Request) -> web.Response:
+        ok = self._healthy()
+        return web.Response(status=200 if ok else 503, text="ok\n" if ok else "not serving\n")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,71 @@
+"""The dispatcher's composition root: HTTP sender, lease client, registry entry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+from ..common.config import Settings
+from ..common.web import OpsServer, gauge
+from ..registry import Node, Registry
+from .client import LeaseClient
+from .guard import NetworkPolicy
+from .http import HttpSender
+from .signing import parse_secret
+
+log = logging.getLogger(__name__)
+REGISTRY_TTL_S = 10.0
+
+
+class DispatcherApp:
+    def __init__(self, settings: Settings, *, registry: Registry, dispatcher_id: str | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        secret = parse_secret(settings.signing_secret) if settings.signing_secret else None
+        self.sender = HttpSender(policy=NetworkPolicy.from_csv(settings.allow_networks), signing_secret=secret)
+        self.client = LeaseClient(
+            sender=self.sender, discover=self._discover, capacity=settings.capacity, dispatcher_id=dispatcher_id
+        )
+        self._task: asyncio.Task | None = None
+        self._ops: OpsServer | None = None
+        self._stopped = False
+
+    async def _discover(self) -> str:
+        nodes = await self.registry.get_service(self.settings.service_name)
+        if not nodes:
+            raise LookupError(f"no healthy {self.settings.service_name} in the registry ({self.settings.registry})")
+        node = random.choice(nodes)
+        return f"{node.address}:{node.port}"
+
+    async def start(self) -> None:
+        await self.sender.start()
+        node = Node(id=self.client.dispatcher_id, address="", port=0, metadata={"role": "dispatcher"})
+        await self.registry.register("notifyagent-dispatcher", node, ttl=REGISTRY_TTL_S)
+        self._task = asyncio.create_task(self.client.run(), name="lease-client")
+        if self.settings.http_addr:
+            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: not self._stopped, collect=self._metrics)
+            await self._ops.start()
+        log.info("dispatcher %s started (capacity %d)", self.client.dispatcher_id, self.settings.capacity)
+
+    async def stop(self) -> None:
+        """Deregister, stop taking grants, finish and report calls within the grace period. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            await self.registry.deregister("notifyagent-dispatcher", self.client.dispatcher_id)
+        except Exception as e:
+            log.warning("deregistering failed: %s", e)
+        await self.client.stop(self.settings.grace)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.sender.close()
+        if self._ops is not None:
+            await self._ops.stop()
+        log.info("dispatcher %s stopped after %d calls", self.client.dispatcher_id, self.client.calls_done)
+
+    def _metrics(self):
+        yield gauge("notifyagent_dispatcher_in_flight", "Calls running now", self.client.in_flight)
+        yield gauge("notifyagent_dispatcher_calls", "Calls made since start", self.client.calls_done)

@@ -1,0 +1,191 @@
+"""LeaseClient: the dispatcher's side of DispatchService.Lease.
+
+One stream to the scheduler. It announces its capacity, runs each granted
+call as a task, and reports results on the stream, giving back one credit
+per finished call. Results stay until the scheduler acks them and are sent
+again after a reconnect (the scheduler still takes them while their leases
+live). Reconnects back off exponentially with jitter (tenacity).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Awaitable, Callable
+
+import grpc
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from .. import __version__
+from ..v1 import dispatch_service_pb2 as pb, dispatch_service_pb2_grpc as pb_grpc
+from .call import CallOutcome, ErrorKind
+from .convert import lease_result, outgoing_call
+from .http import HttpSender
+
+log = logging.getLogger(__name__)
+HEALTHY_STREAM_S = 5.0  # a stream that lived this long resets the reconnect backoff
+
+
+class StreamEnded(Exception):
+    """The Lease stream ended or could not be opened; connect again."""
+
+
+class LeaseClient:
+    def __init__(
+        self, *, sender: HttpSender, discover: Callable[[], Awaitable[str]], capacity: int,
+        dispatcher_id: str | None = None, max_backoff_s: float = 5.0,
+    ) -> None:  # fmt: skip
+        self.dispatcher_id = dispatcher_id or f"dispatcher-{os.uname().nodename}-{os.getpid()}-{os.urandom(3).hex()}"
+        self.capacity = capacity
+        self.calls_done = 0
+        self._sender = sender
+        self._discover = discover
+        self._max_backoff = max_backoff_s
+        self._running: dict[str, asyncio.Task] = {}
+        self._unacked: dict[str, pb.LeaseResult] = {}
+        self._unsent: list[str] = []
+        self._credit_due = 0
+        self._draining = False
+        self._drain_sent = False
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._call: grpc.aio.StreamStreamCall | None = None
+        self._generation = 0  # which stream's request generator is the live one
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    async def run(self) -> None:
+        """Keeps a stream open until stop(); returns then."""
+        retrying = AsyncRetrying(
+            wait=wait_exponential_jitter(initial=0.05, max=self._max_backoff),
+            retry=retry_if_exception_type((StreamEnded, grpc.RpcError, OSError, LookupError)),
+            before_sleep=lambda rs: log.warning("scheduler stream down (%s); reconnecting", rs.outcome.exception()),
+        )
+        while not self._stopped.is_set():
+            try:
+                await retrying(self._stream_once)
+            except asyncio.CancelledError:
+                raise
+
+    async def wait_connected(self, timeout: float) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def stop(self, grace_s: float) -> None:
+        """Takes no more work, finishes calls in flight within grace_s, reports them, closes."""
+        if self._stopped.is_set():
+            return
+        self._draining = True
+        self._wake.set()
+        deadline = time.monotonic() + grace_s
+        while (self._running or self._unacked) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for task in list(self._running.values()):
+            task.cancel()
+        if self._running or self._unacked:
+            log.warning("stopped with %d calls running and %d results unacked; their leases expire and are granted again",
+                        len(self._running), len(self._unacked))  # fmt: skip
+        self._stopped.set()
+        self._wake.set()
+        if self._call is not None:
+            self._call.cancel()
+
+    # --- one stream -----------------------------------------------------
+
+    async def _stream_once(self) -> None:
+        if self._stopped.is_set():
+            return
+        addr = await self._discover()
+        opened = time.monotonic()
+        async with grpc.aio.insecure_channel(addr) as channel:
+            self._call = pb_grpc.DispatchServiceStub(channel).Lease(self._requests())
+            try:
+                async for resp in self._call:
+                    self._connected.set()
+                    self._on_response(resp)
+            except grpc.RpcError as e:
+                if self._stopped.is_set():
+                    return
+                if time.monotonic() - opened < HEALTHY_STREAM_S:
+                    raise
+                log.warning("scheduler stream at %s broke: %s", addr, e.code())
+            finally:
+                self._connected.clear()
+                self._call = None
+        if not self._stopped.is_set() and time.monotonic() - opened < HEALTHY_STREAM_S:
+            raise StreamEnded(f"stream to {addr} ended")
+
+    async def _requests(self):
+        # Hello and the credit reset happen together: calls finishing from now
+        # on give credit on this stream; those already done are not running.
+        self._generation += 1
+        generation = self._generation
+        self._credit_due = 0
+        self._unsent = []
+        self._drain_sent = self._draining
+        hello = pb.DispatcherHello(
+            dispatcher_id=self.dispatcher_id, version=__version__, capacity=self.capacity,
+            credit=0 if self._draining else max(0, self.capacity - len(self._running)),
+        )  # fmt: skip
+        first = pb.LeaseRequest(hello=hello, results=list(self._unacked.values()), draining=self._draining)
+        log.info("dispatcher %s opening stream (credit %d, %d results to report)",
+                 self.dispatcher_id, hello.credit, len(first.results))  # fmt: skip
+        yield first
+        while not self._stopped.is_set():
+            await self._wake.wait()
+            if generation != self._generation:
+                return  # a newer stream took over
+            self._wake.clear()
+            req = pb.LeaseRequest()
+            ids, self._unsent = self._unsent, []
+            req.results.extend(self._unacked[i] for i in ids if i in self._unacked)
+            if self._draining and not self._drain_sent:
+                req.draining = self._drain_sent = True
+            elif not self._draining:
+                req.credit, self._credit_due = self._credit_due, 0
+            if req.results or req.credit or req.draining:
+                yield req
+
+    def _on_response(self, resp: pb.LeaseResponse) -> None:
+        for lease_id in resp.acked_lease_ids:
+            self._unacked.pop(lease_id, None)
+        for lease_id in resp.revoked_lease_ids:
+            task = self._running.get(lease_id)
+            if task is not None:
+                log.info("lease %s revoked: the notify was cancelled", lease_id)
+                task.cancel()
+        for grant in resp.grants:
+            if grant.lease_id in self._running or grant.lease_id in self._unacked:
+                continue
+            task = asyncio.create_task(self._deliver(grant))
+            self._running[grant.lease_id] = task
+        if resp.drain and not self._draining:
+            log.info("scheduler asked dispatcher %s to drain", self.dispatcher_id)
+            self._draining = True
+            self._wake.set()
+
+    async def _deliver(self, grant: pb.LeaseGrant) -> None:
+        try:
+            try:
+                call = outgoing_call(grant)
+                outcome = await self._sender.send(call)
+            except asyncio.CancelledError:
+                return  # revoked or stopping: the scheduler decides what happens next
+            except Exception as e:  # a bug here must not lose the lease silently
+                log.exception("notify %s attempt %d: dispatcher error", grant.notify.id, grant.attempt)
+                now = time.time()
+                outcome = CallOutcome(0, False, f"dispatcher error: {e!r}", ErrorKind.PROTOCOL, now, now, b"", None)
+            log.info("notify %s attempt %d: %s %s in %.0f ms", grant.notify.id, grant.attempt,
+                     outcome.status_code or "-", "ok" if outcome.success else outcome.error,
+                     (outcome.end_time - outcome.start_time) * 1000)  # fmt: skip
+            self._unacked[grant.lease_id] = lease_result(grant, outcome, self.dispatcher_id)
+            self._unsent.append(grant.lease_id)
+            self.calls_done += 1
+        finally:
+            self._running.pop(grant.lease_id, None)
+            self._credit_due += 1
+            self._wake.set()

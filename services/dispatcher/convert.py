@@ -1,0 +1,77 @@
+"""protobuf <-> the dispatcher's domain (OutgoingCall, CallOutcome)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from ..v1 import dispatch_service_pb2 as dpb, notify_pb2 as pb
+from .call import CallOutcome, ErrorKind, OutgoingCall
+
+_METHODS = {
+    pb.HTTP_METHOD_UNSPECIFIED: "POST",
+    pb.HTTP_METHOD_GET: "GET",
+    pb.HTTP_METHOD_POST: "POST",
+    pb.HTTP_METHOD_PUT: "PUT",
+    pb.HTTP_METHOD_PATCH: "PATCH",
+    pb.HTTP_METHOD_DELETE: "DELETE",
+    pb.HTTP_METHOD_HEAD: "HEAD",
+}
+_PERMANENT = (ErrorKind.BLOCKED,)
+
+
+def outgoing_call(grant: dpb.LeaseGrant) -> OutgoingCall:
+    n = grant.notify
+    r = n.request
+    method = _METHODS.get(r.method, "#invalid")
+    headers = dict(r.headers)
+    query: dict[str, str] = {}
+    body = r.body
+    if r.json_body:
+        body = r.json_body.encode()
+        _default_header(headers, "Content-Type", "application/json")
+    elif r.form_body:
+        if method in ("GET", "HEAD"):
+            query = dict(r.form_body)
+        else:
+            body = urlencode(sorted(r.form_body.items())).encode()
+            _default_header(headers, "Content-Type", "application/x-www-form-urlencoded")
+    timeout = n.timeout.seconds + n.timeout.nanos / 1e9 if n.HasField("timeout") else 30.0
+    return OutgoingCall(
+        notify_id=n.id,
+        attempt=grant.attempt,
+        method=method,
+        url=r.url,
+        headers=headers,
+        body=body,
+        query=query,
+        timeout=timeout,
+        success_codes=tuple(n.success.status_codes),
+        body_contains=n.success.body_contains,
+        fire_and_forget=n.fire_and_forget,
+    )
+
+
+def _default_header(headers: dict[str, str], name: str, value: str) -> None:
+    if not any(k.lower() == name.lower() for k in headers):
+        headers[name] = value
+
+
+def lease_result(grant: dpb.LeaseGrant, outcome: CallOutcome, dispatcher_id: str) -> dpb.LeaseResult:
+    attempt = pb.Attempt(
+        number=grant.attempt,
+        dispatcher_id=dispatcher_id,
+        status_code=outcome.status_code,
+        error=outcome.error,
+        response_snippet=outcome.snippet,
+        success=outcome.success,
+    )
+    attempt.start_time.FromNanoseconds(int(outcome.start_time * 1e9))
+    attempt.end_time.FromNanoseconds(int(outcome.end_time * 1e9))
+    attempt.latency.FromNanoseconds(int((outcome.end_time - outcome.start_time) * 1e9))
+    result = dpb.LeaseResult(
+        lease_id=grant.lease_id, notify_id=grant.notify.id, attempt=attempt,
+        permanent=outcome.error_kind in _PERMANENT,
+    )  # fmt: skip
+    if outcome.retry_after is not None:
+        result.retry_after.FromNanoseconds(int(outcome.retry_after * 1e9))
+    return result

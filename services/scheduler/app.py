@@ -1,0 +1,123 @@
+"""The scheduler's composition root: reads settings, builds the store, engine,
+servers and registry entry, and owns start and stop."""
+
+from __future__ import annotations
+
+import logging
+import os
+from urllib.parse import parse_qs, urlsplit
+
+from ..common.config import ConfigError, Settings, split_addr
+from ..common.grpcutil import create_server, set_serving
+from ..common.web import OpsServer, gauge
+from ..registry import Node, Registry
+from ..v1 import admin_service_pb2_grpc, dispatch_service_pb2_grpc, notify_service_pb2_grpc
+from .dispatch import DispatchServicer
+from .engine import Engine, EngineSettings
+from .servicer import AdminServicer, NotifyServicer
+from .sqlite_store import SqliteStore
+from .store import Store
+from .validate import Limits
+
+log = logging.getLogger(__name__)
+SERVICES = ["notifyagent.v1.NotifyService", "notifyagent.v1.DispatchService", "notifyagent.v1.AdminService"]
+REGISTRY_TTL_S = 10.0
+
+
+def make_store(url: str) -> Store:
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = url[len("sqlite:///"):].split("?", 1)[0] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise ConfigError(f"NOTIFY_STORE: write sqlite:///relative/path.db or sqlite:////absolute/path.db, not {url!r}")
+        sync = parse_qs(parts.query).get("synchronous", ["FULL"])[0]
+        return SqliteStore(path, synchronous=sync)
+    if parts.scheme in ("postgres", "postgresql"):
+        try:
+            from .postgres_store import PostgresStore
+        except ImportError as e:
+            raise ConfigError(f"NOTIFY_STORE is PostgreSQL but its driver is missing ({e}); pip install 'notifyagent[postgres]'") from e
+        return PostgresStore(url)
+    raise ConfigError(f"NOTIFY_STORE must start with sqlite:/// or postgresql://, not {url!r}")
+
+
+class SchedulerApp:
+    def __init__(self, settings: Settings, *, registry: Registry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = make_store(settings.store)
+        self.engine = Engine(
+            store=self.store,
+            settings=EngineSettings(horizon_s=settings.horizon, limits=Limits(max_body_bytes=settings.max_body_bytes)),
+        )
+        self.port = 0
+        self._server = None
+        self._health = None
+        self._ops: OpsServer | None = None
+        self._node: Node | None = None
+        self._stopped = False
+
+    @property
+    def address(self) -> str:
+        host, _ = split_addr(self.settings.grpc_addr, "NOTIFY_GRPC_ADDR")
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.engine.start()
+        e = self.engine
+        self._server, self.port, self._health = create_server(
+            self.settings.grpc_addr,
+            [
+                lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(NotifyServicer(e), s),
+                lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(e), s),
+                lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(e), s),
+            ],
+            SERVICES,
+        )
+        await self._server.start()
+        await set_serving(self._health, SERVICES, True)
+        host, port = split_addr(self.settings.advertise_addr or self.address, "NOTIFY_ADVERTISE_ADDR")
+        self._node = Node(id=f"scheduler-{os.getpid()}-{port}", address=host, port=port, metadata={"role": "scheduler"})
+        await self.registry.register(self.settings.service_name, self._node, ttl=REGISTRY_TTL_S)
+        if self.settings.http_addr:
+            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: e.accepting, collect=self._metrics)
+            await self._ops.start()
+        log.info("scheduler serving gRPC on %s (store %s)", self.address, _redact(self.settings.store))
+
+    async def stop(self) -> None:
+        """Health NOT_SERVING, deregister, stop granting and wait for results, stop serving, close. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._health is not None:
+            await set_serving(self._health, SERVICES, False)
+        if self._node is not None:
+            try:
+                await self.registry.deregister(self.settings.service_name, self._node.id)
+            except Exception as e:  # stopping must go on
+                log.warning("deregistering failed: %s", e)
+        await self.engine.drain(self.settings.grace)
+        if self._server is not None:
+            await self._server.stop(grace=1.0)
+        await self.engine.stop()
+        await self.store.close()
+        if self._ops is not None:
+            await self._ops.stop()
+        log.info("scheduler stopped")
+
+    def _metrics(self):
+        e = self.engine
+        yield gauge("notifyagent_sent_ok", "Notifies delivered since start", e.sent_ok)
+        yield gauge("notifyagent_sent_failed", "Notifies failed for good since start", e.sent_failed)
+        yield gauge("notifyagent_leases", "Calls leased to dispatchers now", len(e.leases))
+        yield gauge("notifyagent_ready", "Due notifies waiting for a dispatcher", len(e.ready))
+        yield gauge("notifyagent_wheel", "Notifies held by the timer wheel", len(e.wheel))
+        yield gauge("notifyagent_dispatchers", "Connected dispatchers", len(e.sessions))
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url

@@ -1,0 +1,95 @@
+"""Spec <-> JSON for the stores (the spec column); rows <-> Notification."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Sequence
+
+from .model import AttemptRecord, Notification, Request, RetryPolicy, Spec, State, Success
+
+COLUMNS = (
+    "id, request_id, state, queue, ordering_key, trigger_key, due_ms, create_ms,"
+    " complete_ms, attempt_count, budget_base, first_attempt_ms, spec"
+)
+ATTEMPT_COLUMNS = "number, start_ms, end_ms, dispatcher_id, status_code, error, success, snippet"
+
+
+def spec_to_json(spec: Spec) -> str:
+    r, p, s = spec.request, spec.retry, spec.success
+    doc: dict[str, Any] = {
+        "m": r.method,
+        "u": r.url,
+        "h": r.headers,
+        "b": base64.b64encode(r.body).decode() if r.body else "",
+        "j": r.json_body,
+        "f": r.form,
+        "at": spec.deliver_at_ms,
+        "r": [p.max_attempts, p.min_backoff, p.max_backoff, p.multiplier, p.max_retry_duration, list(p.retry_codes)],
+        "s": [list(s.status_codes), s.body_contains],
+        "ff": spec.fire_and_forget,
+        "t": spec.timeout,
+        "x": spec.expire_at_ms,
+        "cb": spec.callback_url,
+        "l": spec.labels,
+    }
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def spec_from_json(text: str, *, trigger_key: str, ordering_key: str, queue: str) -> Spec:
+    d = json.loads(text)
+    r = d["r"]
+    return Spec(
+        request=Request(
+            method=d["m"],
+            url=d["u"],
+            headers=d["h"],
+            body=base64.b64decode(d["b"]) if d["b"] else b"",
+            json_body=d["j"],
+            form=d["f"],
+        ),
+        deliver_at_ms=d["at"],
+        trigger_key=trigger_key,
+        ordering_key=ordering_key,
+        queue=queue,
+        retry=RetryPolicy(r[0], r[1], r[2], r[3], r[4], tuple(r[5])),
+        success=Success(tuple(d["s"][0]), d["s"][1]),
+        fire_and_forget=d["ff"],
+        timeout=d["t"],
+        expire_at_ms=d["x"],
+        callback_url=d["cb"],
+        labels=d["l"],
+    )
+
+
+def to_row(n: Notification) -> tuple:
+    s = n.spec
+    return (
+        n.id, n.request_id, int(n.state), s.queue, s.ordering_key, s.trigger_key, n.due_ms, n.create_ms,
+        n.complete_ms, n.attempt_count, n.budget_base, n.first_attempt_ms, spec_to_json(s),
+    )  # fmt: skip
+
+
+def from_row(row: Sequence) -> Notification:
+    (nid, request_id, state, queue, okey, tkey, due, create, complete, count, base, first, spec) = row
+    return Notification(
+        id=nid,
+        spec=spec_from_json(spec, trigger_key=tkey, ordering_key=okey, queue=queue),
+        state=State(state),
+        create_ms=create,
+        request_id=request_id,
+        due_ms=due,
+        complete_ms=complete,
+        attempt_count=count,
+        budget_base=base,
+        first_attempt_ms=first,
+    )
+
+
+def attempt_row(notify_id: str, a: AttemptRecord) -> tuple:
+    return (notify_id, a.number, a.start_ms, a.end_ms, a.dispatcher_id, a.status_code, a.error, a.success, a.snippet)
+
+
+def attempt_from_row(row: Sequence) -> AttemptRecord:
+    number, start, end, dispatcher, code, error, success, snippet = row
+    return AttemptRecord(number, start, end, dispatcher, code, error, bool(success), bytes(snippet or b""))

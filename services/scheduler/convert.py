@@ -1,0 +1,141 @@
+"""protobuf <-> domain for the scheduler's servicers. The only place both meet."""
+
+from __future__ import annotations
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from ..v1 import notify_pb2 as pb
+from .model import METHODS, AttemptRecord, NewNotify, Notification, Request, RetryPolicy, Spec, State, Success
+
+DEFAULT_RETRY = RetryPolicy()
+DEFAULT_TIMEOUT_S = 30.0
+_METHOD_BY_ENUM = {i + 1: m for i, m in enumerate(METHODS)}  # HTTP_METHOD_GET = 1 ... HEAD = 6
+_ENUM_BY_METHOD = {m: i for i, m in _METHOD_BY_ENUM.items()}
+
+
+def seconds(d: duration_pb2.Duration) -> float:
+    return d.seconds + d.nanos / 1e9
+
+
+def duration(s: float) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(int(round(s * 1e9)))
+    return out
+
+
+def millis(t: timestamp_pb2.Timestamp) -> int:
+    return t.seconds * 1000 + t.nanos // 1_000_000
+
+
+def timestamp(ms: int) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    out.FromMilliseconds(ms)
+    return out
+
+
+def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, prefix: str = "notify") -> tuple[NewNotify, list[tuple[str, str]]]:
+    """Builds a domain NewNotify; returns the violations found in converting (the rest are validate's)."""
+    violations: list[tuple[str, str]] = []
+    r = p.request
+    method = _METHOD_BY_ENUM.get(r.method, "POST" if r.method == pb.HTTP_METHOD_UNSPECIFIED else f"#{r.method}")
+    deliver_at = None
+    which = p.WhichOneof("schedule")
+    if which == "deliver_at":
+        deliver_at = millis(p.deliver_at)
+    elif which == "delay":
+        delay = seconds(p.delay)
+        if delay < 0:
+            violations.append((f"{prefix}.delay", "must not be negative"))
+        deliver_at = now_ms + int(max(0.0, delay) * 1000)
+    elif which == "trigger_key" and not p.trigger_key:
+        violations.append((f"{prefix}.trigger_key", "must not be empty when set"))
+    rp = p.retry
+    retry = RetryPolicy(
+        max_attempts=rp.max_attempts or DEFAULT_RETRY.max_attempts,
+        min_backoff=seconds(rp.min_backoff) if rp.HasField("min_backoff") else DEFAULT_RETRY.min_backoff,
+        max_backoff=seconds(rp.max_backoff) if rp.HasField("max_backoff") else DEFAULT_RETRY.max_backoff,
+        multiplier=rp.multiplier or DEFAULT_RETRY.multiplier,
+        max_retry_duration=(
+            seconds(rp.max_retry_duration) if rp.HasField("max_retry_duration") else DEFAULT_RETRY.max_retry_duration
+        ),
+        retry_codes=tuple(rp.retry_codes),
+    )
+    if rp.HasField("min_backoff") and not rp.HasField("max_backoff"):
+        retry = RetryPolicy(**{**_asdict(retry), "max_backoff": max(retry.max_backoff, retry.min_backoff)})
+    spec = Spec(
+        request=Request(
+            method=method, url=r.url, headers=dict(r.headers), body=r.body, json_body=r.json_body, form=dict(r.form_body)
+        ),
+        deliver_at_ms=deliver_at,
+        trigger_key=p.trigger_key,
+        ordering_key=p.ordering_key,
+        queue=p.queue or "default",
+        retry=retry,
+        success=Success(tuple(p.success.status_codes), p.success.body_contains),
+        fire_and_forget=p.fire_and_forget,
+        timeout=seconds(p.timeout) if p.HasField("timeout") else DEFAULT_TIMEOUT_S,
+        expire_at_ms=millis(p.expire_at) if p.HasField("expire_at") else None,
+        callback_url=p.callback_url,
+        labels=dict(p.labels),
+    )
+    return NewNotify(spec, request_id), violations
+
+
+def _asdict(policy: RetryPolicy) -> dict:
+    return {f: getattr(policy, f) for f in policy.__slots__}
+
+
+def notify_to_proto(n: Notification, *, with_attempts: bool = True) -> pb.Notify:
+    s, r = n.spec, n.spec.request
+    out = pb.Notify(
+        id=n.id,
+        request=pb.HttpRequest(
+            method=_ENUM_BY_METHOD[r.method], url=r.url, headers=r.headers, body=r.body,
+            json_body=r.json_body, form_body=r.form,
+        ),  # fmt: skip
+        ordering_key=s.ordering_key,
+        queue=s.queue,
+        state=int(n.state),
+        retry=pb.RetryPolicy(
+            max_attempts=s.retry.max_attempts,
+            min_backoff=duration(s.retry.min_backoff),
+            max_backoff=duration(s.retry.max_backoff),
+            multiplier=s.retry.multiplier,
+            max_retry_duration=duration(s.retry.max_retry_duration),
+            retry_codes=s.retry.retry_codes,
+        ),
+        success=pb.SuccessCriteria(status_codes=s.success.status_codes, body_contains=s.success.body_contains),
+        fire_and_forget=s.fire_and_forget,
+        timeout=duration(s.timeout),
+        callback_url=s.callback_url,
+        labels=s.labels,
+        create_time=timestamp(n.create_ms),
+        attempt_count=n.attempt_count,
+    )
+    if s.trigger_key:
+        out.trigger_key = s.trigger_key
+    elif s.deliver_at_ms is not None:
+        out.deliver_at.CopyFrom(timestamp(s.deliver_at_ms))
+    if s.expire_at_ms is not None:
+        out.expire_at.CopyFrom(timestamp(s.expire_at_ms))
+    if n.due_ms is not None and not n.state.terminal and n.state != State.WAITING_TRIGGER:
+        out.next_attempt_time.CopyFrom(timestamp(n.due_ms))
+    if n.complete_ms is not None:
+        out.complete_time.CopyFrom(timestamp(n.complete_ms))
+    if with_attempts:
+        out.attempts.extend(attempt_to_proto(a) for a in n.attempts)
+    return out
+
+
+def attempt_to_proto(a: AttemptRecord) -> pb.Attempt:
+    return pb.Attempt(
+        number=a.number,
+        start_time=timestamp(a.start_ms),
+        end_time=timestamp(a.end_ms),
+        dispatcher_id=a.dispatcher_id,
+        status_code=a.status_code,
+        error=a.error,
+        latency=duration((a.end_ms - a.start_ms) / 1000),
+        response_snippet=a.snippet,
+        success=a.success,
+    )

@@ -1,0 +1,114 @@
+"""DispatchService.Lease: one stream per dispatcher, a reader task and a writer loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from ..v1 import dispatch_service_pb2 as pb, dispatch_service_pb2_grpc as pb_grpc
+from . import convert
+from .engine import Engine, ResultIn
+from .retry import Outcome
+from .sessions import Ack, Drain, Grant, Revoke, Session
+
+log = logging.getLogger(__name__)
+_CLOSED = None  # outbox sentinel: the dispatcher's side of the stream ended
+
+
+class DispatchServicer(pb_grpc.DispatchServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def Lease(self, request_iterator, context):
+        try:
+            first = await request_iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        hello = first.hello
+        if not first.HasField("hello") or not hello.dispatcher_id or hello.capacity <= 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "the first LeaseRequest must carry hello with dispatcher_id and capacity > 0")  # fmt: skip
+        session = self._engine.connect(
+            dispatcher_id=hello.dispatcher_id, version=hello.version, capacity=hello.capacity, credit=hello.credit
+        )
+        pending: set[asyncio.Task] = set()
+        reader = asyncio.create_task(self._read(first, request_iterator, session, pending))
+        try:
+            while True:
+                item = await session.outbox.get()
+                if item is _CLOSED:
+                    return
+                items = [item]
+                while not session.outbox.empty():
+                    nxt = session.outbox.get_nowait()
+                    if nxt is _CLOSED:
+                        session.outbox.put_nowait(_CLOSED)
+                        break
+                    items.append(nxt)
+                yield _response(items)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            self._engine.disconnect(session)
+
+    async def _read(self, first, request_iterator, session: Session, pending: set[asyncio.Task]) -> None:
+        try:
+            self._handle(first, session, pending)
+            async for req in request_iterator:
+                self._handle(req, session, pending)
+        except asyncio.CancelledError:
+            raise
+        except grpc.RpcError as e:
+            log.info("stream from dispatcher %s broke: %s", session.dispatcher_id, e)
+        finally:
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+            session.outbox.put_nowait(_CLOSED)
+
+    def _handle(self, req: pb.LeaseRequest, session: Session, pending: set[asyncio.Task]) -> None:
+        if req.results:
+            task = asyncio.create_task(self._engine.complete(session, [_result(r) for r in req.results]))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        for ext in req.extensions:
+            self._engine.extend(session, ext.lease_id, convert.seconds(ext.extend_by))
+        if req.draining:
+            self._engine.set_draining(session)
+        elif req.credit:
+            self._engine.add_credit(session, req.credit)
+
+
+def _result(r: pb.LeaseResult) -> ResultIn:
+    a = r.attempt
+    outcome = Outcome(
+        status_code=a.status_code,
+        success=a.success,
+        error=a.error,
+        no_answer_retryable=not r.permanent,
+        retry_after_s=convert.seconds(r.retry_after) if r.HasField("retry_after") else None,
+    )
+    return ResultIn(r.lease_id, outcome, convert.millis(a.start_time), convert.millis(a.end_time), a.response_snippet)
+
+
+def _response(items) -> pb.LeaseResponse:
+    out = pb.LeaseResponse()
+    for item in items:
+        if isinstance(item, Grant):
+            lease = item.lease
+            out.grants.append(
+                pb.LeaseGrant(
+                    lease_id=lease.lease_id,
+                    notify=convert.notify_to_proto(lease.notify, with_attempts=False),
+                    attempt=lease.attempt,
+                    deadline=convert.timestamp(lease.deadline_ms),
+                )
+            )
+        elif isinstance(item, Ack):
+            out.acked_lease_ids.append(item.lease_id)
+        elif isinstance(item, Revoke):
+            out.revoked_lease_ids.append(item.lease_id)
+        elif isinstance(item, Drain):
+            out.drain = True
+    return out

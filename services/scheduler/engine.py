@@ -1,0 +1,469 @@
+"""The scheduler's core: notifies from creation to their end.
+
+The store is the source of truth; memory holds what is due within the
+horizon (in the timer wheel), what is due (the ready queue) and what is
+leased. Everything here runs on one event loop, so a decision and the
+memory change it implies happen without interleaving; store writes are
+awaited after the decision and their follow-ups check that nothing has
+moved on meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..common.ids import IdGenerator
+from .errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from .leases import Lease, LeaseBook
+from .model import AttemptRecord, ListFilter, NewNotify, Notification, State
+from .ready import ReadyQueue
+from .retry import Outcome, decide
+from .sessions import Ack, Drain, Grant, Revoke, Session
+from .store import ResultWrite, Store
+from .validate import Limits, check_spec
+from .wheel import TimerWheel
+
+log = logging.getLogger(__name__)
+
+UNFINISHED = (State.SCHEDULED, State.WAITING_TRIGGER, State.PENDING, State.DELIVERING, State.RETRY_WAIT)
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int: ...
+
+
+class SystemClock:
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    horizon_s: float = 300.0  # due within this is held in memory
+    load_interval_s: float = 1.0
+    load_batch: int = 10_000
+    lease_margin_s: float = 5.0  # a lease lasts the attempt timeout plus this
+    limits: Limits = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class ResultIn:
+    """An attempt result reported by a dispatcher."""
+
+    lease_id: str
+    outcome: Outcome
+    start_ms: int
+    end_ms: int
+    snippet: bytes = b""
+
+
+class Engine:
+    def __init__(self, *, store: Store, settings: EngineSettings = EngineSettings(), clock: Clock | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.ids = IdGenerator()
+        self.live: dict[str, Notification] = {}
+        self.wheel = TimerWheel(now_ms=self.clock.now_ms())
+        self.ready = ReadyQueue(is_live=lambda n: self.live.get(n.id) is n and n.state == State.PENDING)
+        self.leases = LeaseBook()
+        self.sessions: dict[str, Session] = {}
+        self.cursor: tuple[int, str] = (0, "")
+        self.start_ms = self.clock.now_ms()
+        self.sent_ok = 0
+        self.sent_failed = 0
+        self.accepting = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: int | None = None
+        self._pump_soon = False
+        self._loader: asyncio.Task | None = None
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self._turn = 0
+
+    # --- life cycle -----------------------------------------------------
+
+    async def start(self) -> None:
+        for key, notify_id in await self.store.blocked_heads():
+            self.ready.hold(key, notify_id)
+        await self._load_once()
+        self.accepting = True
+        self._loader = asyncio.create_task(self._load_loop(), name="horizon-loader")
+        log.info("engine started: %d due or near due in memory", len(self.live))
+
+    async def drain(self, grace_s: float) -> None:
+        """Stops granting and waits up to grace_s for results of leases in flight."""
+        self.accepting = False
+        for s in self.sessions.values():
+            s.send(Drain())
+        deadline = time.monotonic() + grace_s
+        while len(self.leases) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if len(self.leases):
+            log.warning("stopping with %d leases in flight; they are delivered again after restart", len(self.leases))
+
+    async def stop(self) -> None:
+        """Stops timers and background work. Safe to call twice."""
+        self.accepting = False
+        self._stop.set()
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        tasks = [t for t in (self._loader, *self._tasks) if t and not t.done()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- API operations -------------------------------------------------
+
+    async def create(self, news: list[NewNotify]) -> list[Notification]:
+        if not self.accepting:
+            raise Unavailable("scheduler is not accepting work (starting or shutting down)")
+        now = self.clock.now_ms()
+        violations = []
+        items = []
+        for i, new in enumerate(news):
+            prefix = "notify" if len(news) == 1 else f"requests[{i}].notify"
+            violations += check_spec(new.spec, now_ms=now, limits=self.settings.limits, prefix=prefix)
+            items.append(self._new_notification(new, now))
+        if violations:
+            raise InvalidArgument(violations)
+        stored = await self.store.insert(items)
+        for mine, got in zip(items, stored):
+            if got is mine:
+                log.debug("notify %s created: %s %s, due %s", got.id, got.spec.request.method, got.spec.request.url, got.due_ms)
+                self._admit(got)
+        return stored
+
+    def _new_notification(self, new: NewNotify, now: int) -> Notification:
+        spec = new.spec
+        if spec.trigger_key:
+            state, due = State.WAITING_TRIGGER, None
+        elif spec.deliver_at_ms is not None and spec.deliver_at_ms > now:
+            state, due = State.SCHEDULED, spec.deliver_at_ms
+        else:
+            state, due = State.PENDING, now
+        return Notification(id=self.ids.new(now), spec=spec, state=state, create_ms=now, request_id=new.request_id, due_ms=due)
+
+    async def get(self, notify_id: str) -> Notification:
+        n = await self.store.get(notify_id)
+        if n is None:
+            raise NotFound(f"notify {notify_id!r} not found")
+        return self._overlay(n)
+
+    async def list(self, f: ListFilter, *, after_id: str, limit: int) -> list[Notification]:
+        return [self._overlay(n) for n in await self.store.list(f, after_id=after_id, limit=limit)]
+
+    def _overlay(self, n: Notification) -> Notification:
+        """The stored copy with the in-memory state (DELIVERING lives only in memory)."""
+        mine = self.live.get(n.id)
+        if mine is not None and not n.state.terminal:
+            n.state, n.due_ms = mine.state, mine.due_ms
+        return n
+
+    async def cancel(self, notify_id: str) -> Notification:
+        now = self.clock.now_ms()
+        mine = self.live.get(notify_id)
+        if mine is not None:
+            if mine.state.terminal:  # its final result is being committed
+                raise FailedPrecondition(f"notify {notify_id} is already {mine.state.name}; only unfinished notifies can be cancelled")
+            self._forget(notify_id, mine.spec.ordering_key, revoke=True)  # before any await: no grant or result slips in
+        changed, cur = await self.store.transition(
+            notify_id, allowed=UNFINISHED, state=State.CANCELLED, due_ms=None, complete_ms=now
+        )
+        if cur is None:
+            raise NotFound(f"notify {notify_id!r} not found")
+        if not changed:
+            raise FailedPrecondition(f"notify {notify_id} is already {cur.state.name}; only unfinished notifies can be cancelled")
+        self._forget(notify_id, cur.spec.ordering_key, revoke=True)
+        log.info("notify %s cancelled", notify_id)
+        return cur
+
+    async def retry(self, notify_id: str) -> Notification:
+        now = self.clock.now_ms()
+        changed, cur = await self.store.transition(
+            notify_id, allowed=(State.FAILED, State.CANCELLED), state=State.PENDING, due_ms=now,
+            complete_ms=None, reset_budget=True,
+        )  # fmt: skip
+        if cur is None:
+            raise NotFound(f"notify {notify_id!r} not found")
+        if not changed:
+            raise FailedPrecondition(f"notify {notify_id} is {cur.state.name}; only FAILED or CANCELLED ones can be retried")
+        log.info("notify %s sent again by RetryNotify", notify_id)
+        self._admit(cur)
+        return cur
+
+    async def trigger(self, trigger_key: str, delay_s: float) -> int:
+        if not trigger_key:
+            raise InvalidArgument([("trigger_key", "is required")])
+        if delay_s < 0:
+            raise InvalidArgument([("delay", "must not be negative")])
+        now = self.clock.now_ms()
+        state = State.PENDING if delay_s == 0 else State.SCHEDULED
+        fired = await self.store.trigger(trigger_key, state=state, due_ms=now + int(delay_s * 1000))
+        for n in fired:
+            self._admit(n)
+        log.info("trigger %r fired %d notifies", trigger_key, len(fired))
+        return len(fired)
+
+    # --- memory: admission, timer, loader -------------------------------
+
+    def _admit(self, n: Notification) -> None:
+        """Takes a committed active notify into memory if it is due within what is loaded."""
+        if n.due_ms is None or n.id in self.live or (n.due_ms, n.id) >= self.cursor:
+            return
+        self.live[n.id] = n
+        if n.due_ms <= self.clock.now_ms():
+            self._make_ready(n)
+        else:
+            self._schedule(n.due_ms, n)
+
+    def _make_ready(self, n: Notification) -> None:
+        n.state = State.PENDING
+        self.ready.offer(n)
+        self._pump()
+
+    def _schedule(self, due_ms: int, item: Notification | Lease) -> None:
+        self.wheel.add(due_ms, item)
+        self._arm()
+
+    def _arm(self) -> None:
+        at = self.wheel.next_event_ms()
+        if at == self._timer_at:
+            return
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None and not self._stop.is_set():
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(loop.time() + max(0, at - self.clock.now_ms()) / 1000, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        for due, item in self.wheel.advance(self.clock.now_ms()):
+            if isinstance(item, Lease):
+                if self.leases.get(item.lease_id) is item and item.deadline_ms == due:
+                    self._spawn(self._expire(item))
+            elif self.live.get(item.id) is item and item.due_ms == due and item.state in (State.SCHEDULED, State.RETRY_WAIT):
+                self._make_ready(item)
+        self._arm()
+
+    async def _load_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.settings.load_interval_s)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                await self._load_once()
+            except Unavailable as e:
+                log.error("loading due notifies failed, will try again: %s", e)
+
+    async def _load_once(self) -> None:
+        """Moves what becomes due within the horizon from the store into memory."""
+        until = self.clock.now_ms() + int(self.settings.horizon_s * 1000)
+        while True:
+            after = self.cursor
+            self.cursor = (until, "")
+            page = await self.store.load_due(after=after, until_ms=until, limit=self.settings.load_batch)
+            if len(page) == self.settings.load_batch:
+                self.cursor = (page[-1].due_ms, page[-1].id)
+            for n in page:
+                self._admit(n)
+            if len(page) < self.settings.load_batch or self._stop.is_set():
+                return
+            await asyncio.sleep(0)
+
+    def _forget(self, notify_id: str, ordering_key: str, *, revoke: bool) -> None:
+        """Drops a finished notify from memory and frees its ordering key."""
+        mine = self.live.pop(notify_id, None)
+        if mine is not None:
+            mine.state = State.CANCELLED if revoke else mine.state
+        lease = self.leases.for_notify(notify_id)
+        if lease is not None and revoke:
+            self.leases.end(lease)
+            session = self.sessions.get(lease.dispatcher_id)
+            if session:
+                session.send(Revoke(lease.lease_id))
+        self.ready.release(ordering_key, notify_id)
+        self._pump()
+
+    # --- granting -------------------------------------------------------
+
+    def _pump(self) -> None:
+        if not self._pump_soon:
+            self._pump_soon = True
+            asyncio.get_running_loop().call_soon(self._grant_ready)
+
+    def _grant_ready(self) -> None:
+        self._pump_soon = False
+        if not self.accepting:
+            return
+        sessions = [s for s in self.sessions.values() if s.credit > 0 and not s.closed]
+        now = self.clock.now_ms()
+        while sessions and len(self.ready):
+            n = self.ready.pop()
+            if n is None:
+                break
+            if n.spec.expire_at_ms is not None and now > n.spec.expire_at_ms:
+                self._spawn(self._finish_unattempted(n, "expired: expire_at passed before delivery"))
+                continue
+            self._turn = (self._turn + 1) % len(sessions)
+            s = sessions[self._turn]
+            deadline = now + int((n.spec.timeout + self.settings.lease_margin_s) * 1000)
+            lease = self.leases.grant(n, s.dispatcher_id, now_ms=now, deadline_ms=deadline)
+            n.state = State.DELIVERING
+            s.credit -= 1
+            s.send(Grant(lease))
+            self.wheel.add(deadline, lease)
+            if s.credit == 0:
+                sessions.remove(s)
+        self._arm()
+
+    # --- dispatcher sessions and results --------------------------------
+
+    def connect(self, *, dispatcher_id: str, version: str, capacity: int, credit: int) -> Session:
+        old = self.sessions.get(dispatcher_id)
+        if old is not None:
+            self.disconnect(old)
+            old.close()
+        s = Session(dispatcher_id, version, capacity, max(0, credit), self.clock.now_ms())
+        self.sessions[dispatcher_id] = s
+        log.info("dispatcher %s connected (capacity %d, credit %d)", dispatcher_id, capacity, s.credit)
+        self._pump()
+        return s
+
+    def disconnect(self, session: Session) -> None:
+        session.closed = True
+        self._reclaim_unsent(session)
+        if self.sessions.get(session.dispatcher_id) is session:
+            del self.sessions[session.dispatcher_id]
+            log.info("dispatcher %s disconnected; its %d leases run until their deadlines",
+                     session.dispatcher_id, self.leases.held_by(session.dispatcher_id))  # fmt: skip
+
+    def _reclaim_unsent(self, session: Session) -> None:
+        """Grants still in a dead stream's outbox never left: they go back to the ready queue."""
+        while not session.outbox.empty():
+            item = session.outbox.get_nowait()
+            if isinstance(item, Grant) and self.leases.get(item.lease.lease_id) is item.lease:
+                self.leases.end(item.lease)
+                n = item.lease.notify
+                if self.live.get(n.id) is n:
+                    n.state = State.PENDING
+                    self.ready.offer(n)
+        self._pump()
+
+    def set_draining(self, session: Session) -> None:
+        session.credit = 0
+        session.capacity = 0
+        log.info("dispatcher %s is draining; no more grants to it", session.dispatcher_id)
+
+    def add_credit(self, session: Session, credit: int) -> None:
+        if credit > 0:
+            session.credit = min(session.capacity, session.credit + credit)
+            self._pump()
+
+    def extend(self, session: Session, lease_id: str, by_s: float) -> None:
+        lease = self.leases.get(lease_id)
+        if lease is None or lease.dispatcher_id != session.dispatcher_id:
+            return
+        now = self.clock.now_ms()
+        lease.deadline_ms = max(lease.deadline_ms, now + int(min(by_s, 600.0) * 1000))
+        self._schedule(lease.deadline_ms, lease)
+
+    async def complete(self, session: Session, results: list[ResultIn]) -> None:
+        """Commits results of live leases; acks every result, refused ones too."""
+        now = self.clock.now_ms()
+        writes = []
+        for r in results:
+            lease = self.leases.get(r.lease_id)
+            if lease is None or lease.dispatcher_id != session.dispatcher_id or now > lease.deadline_ms:
+                log.warning("result for lease %s refused: expired, unknown or not this dispatcher's (%s)",
+                            r.lease_id, session.dispatcher_id)  # fmt: skip
+                continue
+            self.leases.end(lease)
+            attempt = AttemptRecord(lease.attempt, r.start_ms, r.end_ms, session.dispatcher_id,
+                                    r.outcome.status_code, r.outcome.error, r.outcome.success, r.snippet)  # fmt: skip
+            writes.append(self._apply(lease.notify, attempt, r.outcome, now))
+        await self._commit(writes)
+        for r in results:
+            session.send(Ack(r.lease_id))
+
+    async def _expire(self, lease: Lease) -> None:
+        self.leases.end(lease)
+        now = self.clock.now_ms()
+        error = f"lease expired: no result from dispatcher {lease.dispatcher_id} by the deadline"
+        attempt = AttemptRecord(lease.attempt, lease.granted_ms, now, lease.dispatcher_id, 0, error, False)
+        await self._commit([self._apply(lease.notify, attempt, Outcome(0, False, error), now)])
+
+    async def _finish_unattempted(self, n: Notification, reason: str) -> None:
+        n.state, n.due_ms, n.complete_ms = State.FAILED, None, self.clock.now_ms()
+        log.info("notify %s FAILED: %s", n.id, reason)
+        await self._commit([ResultWrite(n, None)])
+
+    def _apply(self, n: Notification, attempt: AttemptRecord, outcome: Outcome, now: int) -> ResultWrite:
+        """Counts an attempt and decides what comes next, in memory; the caller commits."""
+        n.attempt_count += 1
+        if n.first_attempt_ms is None:
+            n.first_attempt_ms = attempt.start_ms
+        d = decide(n, outcome, now)
+        n.state, n.due_ms = d.state, d.due_ms
+        n.complete_ms = now if d.state.terminal else None
+        level = logging.INFO if d.state.terminal or not outcome.success else logging.DEBUG
+        log.log(level, "notify %s attempt %d: %s -> %s (%s)", n.id, attempt.number,
+                outcome.status_code or outcome.error, d.state.name, d.reason)  # fmt: skip
+        return ResultWrite(n, attempt)
+
+    async def _commit(self, writes: list[ResultWrite]) -> None:
+        if not writes:
+            return
+        await self.store.save_results(writes)
+        for w in writes:
+            n = w.notify
+            if self.live.get(n.id) is not n:
+                continue  # cancelled while the write was in flight
+            if n.state.terminal:
+                if n.state == State.SUCCEEDED:
+                    self.sent_ok += 1
+                else:
+                    self.sent_failed += 1
+                self._forget(n.id, n.spec.ordering_key, revoke=False)
+            elif (n.due_ms, n.id) < self.cursor:
+                self._schedule(n.due_ms, n)
+            else:
+                del self.live[n.id]  # back to the store; the loader brings it in when it nears
+        self._pump()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background step failed: %r", task.exception())
+
+    # --- status ---------------------------------------------------------
+
+    async def counts(self) -> dict[State, int]:
+        counts = await self.store.counts()
+        delivering = len(self.leases)
+        if delivering:
+            counts[State.DELIVERING] = delivering
+            counts[State.PENDING] = max(0, counts.get(State.PENDING, 0) - delivering)
+        return counts
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
+
+

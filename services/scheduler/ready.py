@@ -1,0 +1,92 @@
+"""The ready queue: due notifies waiting for a dispatcher, fair across named queues,
+one at a time per ordering key."""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from typing import Callable
+
+from .model import Notification
+
+
+class ReadyQueue:
+    """FIFO per named queue, served round-robin. An ordering key is held by one
+    notify (its head) from the moment it is due until it finishes; the others
+    wait in due order behind it."""
+
+    def __init__(self, *, is_live: Callable[[Notification], bool]) -> None:
+        self._is_live = is_live
+        self._queues: dict[str, deque[Notification]] = {}
+        self._turns: deque[str] = deque()
+        self._heads: dict[str, str] = {}
+        self._waiting: dict[str, list[tuple[int, str, Notification]]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def hold(self, key: str, notify_id: str) -> None:
+        """Marks key as held by notify_id (a head waiting to retry, found at start-up)."""
+        self._heads[key] = notify_id
+
+    def offer(self, n: Notification) -> None:
+        key = n.spec.ordering_key
+        if key:
+            head = self._heads.setdefault(key, n.id)
+            if head != n.id:
+                heapq.heappush(self._waiting.setdefault(key, []), (n.due_ms or 0, n.id, n))
+                return
+        self._push(n)
+
+    def release(self, key: str, notify_id: str) -> None:
+        """The head of key finished (or was cancelled): the next live notify behind it gets its turn."""
+        if not key or self._heads.get(key) != notify_id:
+            return
+        del self._heads[key]
+        waiting = self._waiting.get(key)
+        while waiting:
+            _, _, n = heapq.heappop(waiting)
+            if self._is_live(n):
+                self._heads[key] = n.id
+                self._push(n)
+                break
+        if not waiting:
+            self._waiting.pop(key, None)
+
+    def pop(self, allowed: Callable[[str], bool] = lambda queue: True) -> Notification | None:
+        """The next live notify from the next queue whose turn it is and that `allowed` admits."""
+        for _ in range(len(self._turns)):
+            name = self._turns[0]
+            self._turns.rotate(-1)
+            if not allowed(name):
+                continue
+            q = self._queues[name]
+            while q:
+                n = q.popleft()
+                self._count -= 1
+                if self._is_live(n):
+                    self._drop_if_empty(name)
+                    return n
+            self._drop_if_empty(name)
+        return None
+
+    def depth(self, name: str) -> int:
+        return len(self._queues.get(name, ()))
+
+    def queue_names(self) -> list[str]:
+        return list(self._queues)
+
+    def _push(self, n: Notification) -> None:
+        name = n.spec.queue
+        q = self._queues.get(name)
+        if q is None:
+            q = self._queues[name] = deque()
+            self._turns.append(name)
+        q.append(n)
+        self._count += 1
+
+    def _drop_if_empty(self, name: str) -> None:
+        if not self._queues[name]:
+            del self._queues[name]
+            self._turns.remove(name)

@@ -1,0 +1,180 @@
+"""NotifyService and AdminService: protobuf in, domain calls, protobuf out.
+
+Domain errors become gRPC status codes here and nowhere else."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import logging
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from .. import __version__
+from ..v1 import admin_service_pb2 as admin_pb, admin_service_pb2_grpc as admin_grpc
+from ..v1 import notify_service_pb2 as api, notify_service_pb2_grpc as api_grpc
+from . import convert
+from .engine import Engine
+from .errors import FailedPrecondition, InvalidArgument, NotFound, NotifyError, Unavailable
+from .model import ListFilter, State
+
+log = logging.getLogger(__name__)
+
+_CODES = {
+    InvalidArgument: code_pb2.INVALID_ARGUMENT,
+    NotFound: code_pb2.NOT_FOUND,
+    FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    Unavailable: code_pb2.UNAVAILABLE,
+}
+MAX_PAGE = 1000
+DEFAULT_PAGE = 50
+
+
+def to_status(e: NotifyError) -> status_pb2.Status:
+    code = next((c for cls, c in _CODES.items() if isinstance(e, cls)), code_pb2.INTERNAL)
+    status = status_pb2.Status(code=code, message=str(e))
+    if isinstance(e, InvalidArgument):
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in e.violations
+                ]
+            )
+        )
+        status.details.append(detail)
+    return status
+
+
+def maps_errors(handler):
+    @functools.wraps(handler)
+    async def wrapper(self, request, context):
+        try:
+            return await handler(self, request, context)
+        except NotifyError as e:
+            await context.abort_with_status(rpc_status.to_status(to_status(e)))
+
+    return wrapper
+
+
+class NotifyServicer(api_grpc.NotifyServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def _convert_all(self, requests, now_ms: int, batch: bool):
+        news, violations = [], []
+        for i, req in enumerate(requests):
+            new, bad = convert.new_notify(req.notify, req.request_id, now_ms=now_ms,
+                                          prefix=f"requests[{i}].notify" if batch else "notify")  # fmt: skip
+            news.append(new)
+            violations += bad
+        if violations:
+            raise InvalidArgument(violations)
+        return news
+
+    @maps_errors
+    async def CreateNotify(self, request, context):
+        news = self._convert_all([request], self._engine.clock.now_ms(), batch=False)
+        (n,) = await self._engine.create(news)
+        return api.CreateNotifyResponse(notify=convert.notify_to_proto(n))
+
+    @maps_errors
+    async def BatchCreateNotify(self, request, context):
+        if not request.requests:
+            raise InvalidArgument([("requests", "must hold at least one request")])
+        news = self._convert_all(request.requests, self._engine.clock.now_ms(), batch=True)
+        stored = await self._engine.create(news)
+        return api.BatchCreateNotifyResponse(notifies=[convert.notify_to_proto(n) for n in stored])
+
+    @maps_errors
+    async def Trigger(self, request, context):
+        delay = convert.seconds(request.delay) if request.HasField("delay") else 0.0
+        return api.TriggerResponse(triggered=await self._engine.trigger(request.trigger_key, delay))
+
+    @maps_errors
+    async def GetNotify(self, request, context):
+        return api.GetNotifyResponse(notify=convert.notify_to_proto(await self._engine.get(_require_id(request.id))))
+
+    @maps_errors
+    async def ListNotifies(self, request, context):
+        if request.page_size < 0 or request.page_size > MAX_PAGE:
+            raise InvalidArgument([("page_size", f"must be between 0 and {MAX_PAGE}")])
+        size = request.page_size or DEFAULT_PAGE
+        after = _decode_token(request.page_token)
+        if request.state and request.state not in State.__members__.values():
+            raise InvalidArgument([("state", f"unknown state {request.state}")])
+        f = ListFilter(
+            state=State(request.state) if request.state else None,
+            queue=request.queue,
+            trigger_key=request.trigger_key,
+            ordering_key=request.ordering_key,
+        )
+        items = await self._engine.list(f, after_id=after, limit=size + 1)
+        token = _encode_token(items[size - 1].id) if len(items) > size else ""
+        return api.ListNotifiesResponse(
+            notifies=[convert.notify_to_proto(n, with_attempts=False) for n in items[:size]], next_page_token=token
+        )
+
+    @maps_errors
+    async def CancelNotify(self, request, context):
+        return api.CancelNotifyResponse(notify=convert.notify_to_proto(await self._engine.cancel(_require_id(request.id))))
+
+    @maps_errors
+    async def RetryNotify(self, request, context):
+        return api.RetryNotifyResponse(notify=convert.notify_to_proto(await self._engine.retry(_require_id(request.id))))
+
+
+def _require_id(notify_id: str) -> str:
+    if not notify_id:
+        raise InvalidArgument([("id", "is required")])
+    return notify_id
+
+
+def _encode_token(last_id: str) -> str:
+    return base64.urlsafe_b64encode(f"v1:{last_id}".encode()).decode()
+
+
+def _decode_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        text = base64.urlsafe_b64decode(token.encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        text = ""
+    if not text.startswith("v1:"):
+        raise InvalidArgument([("page_token", "is not a token this server gave out")])
+    return text[3:]
+
+
+class AdminServicer(admin_grpc.AdminServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @maps_errors
+    async def GetStatus(self, request, context):
+        e = self._engine
+        counts = await e.counts()
+        in_flight = e.leases.by_queue()
+        queues = sorted(set(e.ready.queue_names()) | set(in_flight))
+        return admin_pb.GetStatusResponse(
+            start_time=convert.timestamp(e.start_ms),
+            pid=e.pid,
+            version=__version__,
+            counts=[admin_pb.StateCount(state=int(s), count=c) for s, c in sorted(counts.items())],
+            sent_ok=e.sent_ok,
+            sent_failed=e.sent_failed,
+            dispatchers=[
+                admin_pb.DispatcherInfo(
+                    dispatcher_id=s.dispatcher_id, version=s.version, capacity=s.capacity, credit=s.credit,
+                    leases=e.leases.held_by(s.dispatcher_id), connect_time=convert.timestamp(s.connect_ms),
+                )  # fmt: skip
+                for s in e.sessions.values()
+            ],
+            queues=[
+                admin_pb.QueueStats(name=q, pending=e.ready.depth(q), in_flight=in_flight.get(q, 0)) for q in queues
+            ],
+            wheel_size=len(e.wheel),
+        )

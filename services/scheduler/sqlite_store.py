@@ -1,0 +1,283 @@
+"""SqliteStore: the embedded store, SQLite in WAL mode with group commit.
+
+All writes go to one writer thread. It takes every operation waiting in its
+queue, runs them in one transaction (a savepoint each, so one failing
+operation does not undo the others) and commits once: with the default
+synchronous=FULL that is one fsync of the WAL per group, however many
+creates and results it holds. Reads that must see every committed write in
+order (the timer's loads) also run on the writer; GetNotify and
+ListNotifies read on a second connection in a reader thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from . import codec
+from .errors import Unavailable
+from .model import ListFilter, Notification, State
+from .store import ACTIVE, ResultWrite
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS notifies (
+    id TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    queue TEXT NOT NULL,
+    ordering_key TEXT NOT NULL,
+    trigger_key TEXT NOT NULL,
+    due_ms INTEGER,
+    create_ms INTEGER NOT NULL,
+    complete_ms INTEGER,
+    attempt_count INTEGER NOT NULL,
+    budget_base INTEGER NOT NULL,
+    first_attempt_ms INTEGER,
+    spec TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS notifies_request_id ON notifies(request_id) WHERE request_id != '';
+CREATE INDEX IF NOT EXISTS notifies_due ON notifies(due_ms, id) WHERE state IN (1, 3, 5);
+CREATE INDEX IF NOT EXISTS notifies_trigger ON notifies(trigger_key) WHERE state = 2;
+CREATE INDEX IF NOT EXISTS notifies_state ON notifies(state, id);
+CREATE TABLE IF NOT EXISTS attempts (
+    notify_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    dispatcher_id TEXT NOT NULL,
+    status_code INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    success INTEGER NOT NULL,
+    snippet BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_notify ON attempts(notify_id, number);
+"""
+
+_INSERT = f"INSERT INTO notifies ({codec.COLUMNS}) VALUES ({', '.join('?' * 13)})"
+_ACTIVE_SQL = ", ".join(str(int(s)) for s in ACTIVE)
+MAX_GROUP = 4096
+
+
+class SqliteStore:
+    """Store on one SQLite file. `synchronous` is FULL (fsync per group commit) or NORMAL."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+        self._path = str(path)
+        self._sync = synchronous.upper()
+        if self._sync not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"NOTIFY_STORE: synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+        self._ops: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
+        self._local = threading.local()
+        self._closed = False
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._sync}")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    async def open(self) -> None:
+        if self._path != ":memory:":
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = self._connect()
+        except sqlite3.Error as e:
+            raise Unavailable(f"cannot open SQLite store {self._path}: {e}") from e
+        conn.executescript(SCHEMA)
+        self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="sqlite-writer", daemon=True)
+        self._writer.start()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._ops.put(None)
+            await asyncio.to_thread(self._writer.join)
+        self._reader.shutdown(wait=True)
+
+    # --- plumbing -------------------------------------------------------
+
+    def _write_loop(self, conn: sqlite3.Connection) -> None:
+        while True:
+            op = self._ops.get()
+            if op is None:
+                break
+            batch = [op]
+            stop = False
+            while len(batch) < MAX_GROUP:
+                try:
+                    nxt = self._ops.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._run_group(conn, batch)
+            if stop:
+                break
+        conn.close()
+
+    def _run_group(self, conn: sqlite3.Connection, batch: list) -> None:
+        results: list[tuple[Any, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, fut in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    results.append((fut, fn(conn), None))
+                    conn.execute("RELEASE op")
+                except Exception as e:  # one bad op must not undo its group
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((fut, None, e))
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            log.error("store commit failed: %s", e)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            err = Unavailable(f"store commit failed: {e}")
+            results = [(fut, None, err) for _, fut in batch]
+        loop = batch[0][1].get_loop()
+        loop.call_soon_threadsafe(_resolve, results)
+
+    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future:
+        if self._closed:
+            raise Unavailable("store is closed")
+        fut = asyncio.get_running_loop().create_future()
+        self._ops.put((fn, fut))
+        return fut
+
+    def _read_conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._reader, lambda: fn(self._read_conn()))
+
+    # --- operations -----------------------------------------------------
+
+    async def insert(self, items: list[Notification]) -> list[Notification]:
+        def op(conn: sqlite3.Connection) -> list[Notification]:
+            out = []
+            for n in items:
+                cur = conn.execute(_INSERT + " ON CONFLICT(request_id) WHERE request_id != '' DO NOTHING", codec.to_row(n))
+                if cur.rowcount == 1:
+                    out.append(n)
+                else:
+                    row = conn.execute(f"SELECT {codec.COLUMNS} FROM notifies WHERE request_id = ?", (n.request_id,)).fetchone()
+                    out.append(codec.from_row(row))
+            return out
+
+        return await self._write(op)
+
+    async def save_results(self, writes: list[ResultWrite]) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE notifies SET state=?, due_ms=?, complete_ms=?, attempt_count=?, first_attempt_ms=? WHERE id=? AND state != 8",
+                [
+                    (int(w.notify.state), w.notify.due_ms, w.notify.complete_ms, w.notify.attempt_count,
+                     w.notify.first_attempt_ms, w.notify.id)
+                    for w in writes
+                ],
+            )  # fmt: skip
+            conn.executemany(
+                f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                [codec.attempt_row(w.notify.id, w.attempt) for w in writes if w.attempt is not None],
+            )
+
+        await self._write(op)
+
+    async def transition(self, notify_id, *, allowed, state, due_ms, complete_ms, reset_budget=False):
+        def op(conn: sqlite3.Connection):
+            marks = ",".join(str(int(s)) for s in allowed)
+            budget = "budget_base = attempt_count, first_attempt_ms = NULL," if reset_budget else ""
+            row = conn.execute(
+                f"UPDATE notifies SET {budget} state=?, due_ms=?, complete_ms=? WHERE id=? AND state IN ({marks})"
+                f" RETURNING {codec.COLUMNS}",
+                (int(state), due_ms, complete_ms, notify_id),
+            ).fetchone()
+            if row is not None:
+                return True, codec.from_row(row)
+            row = conn.execute(f"SELECT {codec.COLUMNS} FROM notifies WHERE id=?", (notify_id,)).fetchone()
+            return False, codec.from_row(row) if row else None
+
+        return await self._write(op)
+
+    async def trigger(self, trigger_key: str, *, state: State, due_ms: int) -> list[Notification]:
+        def op(conn: sqlite3.Connection) -> list[Notification]:
+            rows = conn.execute(
+                f"UPDATE notifies SET state=?, due_ms=? WHERE trigger_key=? AND state={int(State.WAITING_TRIGGER)}"
+                f" RETURNING {codec.COLUMNS}",
+                (int(state), due_ms, trigger_key),
+            ).fetchall()
+            return sorted((codec.from_row(r) for r in rows), key=lambda n: n.id)
+
+        return await self._write(op)
+
+    async def get(self, notify_id: str) -> Notification | None:
+        def op(conn: sqlite3.Connection) -> Notification | None:
+            row = conn.execute(f"SELECT {codec.COLUMNS} FROM notifies WHERE id=?", (notify_id,)).fetchone()
+            if row is None:
+                return None
+            n = codec.from_row(row)
+            rows = conn.execute(
+                f"SELECT {codec.ATTEMPT_COLUMNS} FROM attempts WHERE notify_id=? ORDER BY number, rowid", (notify_id,)
+            ).fetchall()
+            n.attempts = [codec.attempt_from_row(r) for r in rows]
+            return n
+
+        return await self._read(op)
+
+    async def list(self, f: ListFilter, *, after_id: str, limit: int) -> list[Notification]:
+        where, args = ["id > ?"], [after_id]
+        for column, value in (("queue", f.queue), ("trigger_key", f.trigger_key), ("ordering_key", f.ordering_key)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if f.state is not None:
+            where.append("state = ?")
+            args.append(int(f.state))
+        sql = f"SELECT {codec.COLUMNS} FROM notifies WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
+        rows = await self._read(lambda conn: conn.execute(sql, (*args, limit)).fetchall())
+        return [codec.from_row(r) for r in rows]
+
+    async def load_due(self, *, after: tuple[int, str], until_ms: int, limit: int) -> list[Notification]:
+        sql = (
+            f"SELECT {codec.COLUMNS} FROM notifies WHERE state IN ({_ACTIVE_SQL}) AND (due_ms, id) > (?, ?)"
+            " AND due_ms < ? ORDER BY due_ms, id LIMIT ?"
+        )
+        rows = await self._write(lambda conn: conn.execute(sql, (*after, until_ms, limit)).fetchall())
+        return [codec.from_row(r) for r in rows]
+
+    async def blocked_heads(self) -> list[tuple[str, str]]:
+        sql = f"SELECT ordering_key, id FROM notifies WHERE state = {int(State.RETRY_WAIT)} AND ordering_key != ''"
+        return await self._write(lambda conn: conn.execute(sql).fetchall())
+
+    async def counts(self) -> dict[State, int]:
+        rows = await self._read(lambda conn: conn.execute("SELECT state, COUNT(*) FROM notifies GROUP BY state").fetchall())
+        return {State(s): c for s, c in rows}
+
+
+def _resolve(results: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    for fut, value, err in results:
+        if fut.cancelled():
+            continue
+        if err is not None:
+            fut.set_exception(err)
+        else:
+            fut.set_result(value)
