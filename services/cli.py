@@ -155,7 +155,7 @@ def run_client(a: argparse.Namespace) -> int:
         try:
             for attempt in Retrying(
                 retry=retry_if_exception(unavailable), reraise=True,
-                stop=stop_after_attempt(3 if _safe_to_repeat(a) else 1), wait=wait_exponential_jitter(0.2, 2),
+                stop=stop_after_attempt(3 if _safe_to_repeat(a) else 1), wait=wait_exponential_jitter(multiplier=0.2, max=2, jitter=0.1),
             ):  # fmt: skip
                 with attempt:
                     resp = _call(a, channel)

@@ -32,6 +32,7 @@ class Settings:
     capacity: int = _opt(256, "calls one dispatcher makes at once", roles="dispatcher")
     grace: float = _opt(30.0, "seconds to finish work in flight on SIGTERM/SIGINT")
     horizon: float = _opt(300.0, "seconds ahead the scheduler holds due notifies in memory", roles="scheduler")
+    lease_margin: float = _opt(5.0, "seconds a lease outlives its attempt timeout before it expires", roles="scheduler")
     max_body_bytes: int = _opt(1 << 20, "largest request body accepted", roles="scheduler")
     signing_secret: str = _opt("", "whsec_... secret: sign outgoing calls per Standard Webhooks", roles="dispatcher")
     service_name: str = _opt("notifyagent-scheduler", "name the scheduler registers under and dispatchers look up")

@@ -43,6 +43,7 @@ class DispatcherApp:
         node = Node(id=self.client.dispatcher_id, address="", port=0, metadata={"role": "dispatcher"})
         await self.registry.register("notifyagent-dispatcher", node, ttl=REGISTRY_TTL_S)
         self._task = asyncio.create_task(self.client.run(), name="lease-client")
+        self._task.add_done_callback(_log_if_failed)
         if self.settings.http_addr:
             self._ops = OpsServer(self.settings.http_addr, healthy=lambda: not self._stopped, collect=self._metrics)
             await self._ops.start()
@@ -69,3 +70,8 @@ class DispatcherApp:
     def _metrics(self):
         yield gauge("notifyagent_dispatcher_in_flight", "Calls running now", self.client.in_flight)
         yield gauge("notifyagent_dispatcher_calls", "Calls made since start", self.client.calls_done)
+
+
+def _log_if_failed(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("lease client died; this dispatcher takes no more work: %r", task.exception())

@@ -19,6 +19,7 @@ import grpc
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from .. import __version__
+from ..registry import RegistryError
 from ..v1 import dispatch_service_pb2 as pb, dispatch_service_pb2_grpc as pb_grpc
 from .call import CallOutcome, ErrorKind
 from .convert import lease_result, outgoing_call
@@ -62,8 +63,8 @@ class LeaseClient:
     async def run(self) -> None:
         """Keeps a stream open until stop(); returns then."""
         retrying = AsyncRetrying(
-            wait=wait_exponential_jitter(initial=0.05, max=self._max_backoff),
-            retry=retry_if_exception_type((StreamEnded, grpc.RpcError, OSError, LookupError)),
+            wait=wait_exponential_jitter(multiplier=0.05, max=self._max_backoff, jitter=0.05),
+            retry=retry_if_exception_type((StreamEnded, grpc.RpcError, OSError, LookupError, RegistryError)),
             before_sleep=lambda rs: log.warning("scheduler stream down (%s); reconnecting", rs.outcome.exception()),
         )
         while not self._stopped.is_set():
@@ -104,8 +105,9 @@ class LeaseClient:
         async with grpc.aio.insecure_channel(addr) as channel:
             self._call = pb_grpc.DispatchServiceStub(channel).Lease(self._requests())
             try:
+                await self._call.initial_metadata()
+                self._connected.set()
                 async for resp in self._call:
-                    self._connected.set()
                     self._on_response(resp)
             except grpc.RpcError as e:
                 if self._stopped.is_set():

@@ -48,7 +48,9 @@ class SchedulerApp:
         self.store = make_store(settings.store)
         self.engine = Engine(
             store=self.store,
-            settings=EngineSettings(horizon_s=settings.horizon, limits=Limits(max_body_bytes=settings.max_body_bytes)),
+            settings=EngineSettings(
+                horizon_s=settings.horizon, lease_margin_s=settings.lease_margin,
+                limits=Limits(max_body_bytes=settings.max_body_bytes)),
         )
         self.port = 0
         self._server = None

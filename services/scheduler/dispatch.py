@@ -33,6 +33,7 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
         session = self._engine.connect(
             dispatcher_id=hello.dispatcher_id, version=hello.version, capacity=hello.capacity, credit=hello.credit
         )
+        await context.send_initial_metadata(())  # tells the dispatcher its hello was taken
         pending: set[asyncio.Task] = set()
         reader = asyncio.create_task(self._read(first, request_iterator, session, pending))
         try:

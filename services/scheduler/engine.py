@@ -162,8 +162,8 @@ class Engine:
     def _overlay(self, n: Notification) -> Notification:
         """The stored copy with the in-memory state (DELIVERING lives only in memory)."""
         mine = self.live.get(n.id)
-        if mine is not None and not n.state.terminal:
-            n.state, n.due_ms = mine.state, mine.due_ms
+        if mine is not None and not n.state.terminal and mine.state in (State.PENDING, State.DELIVERING):
+            n.state = mine.state  # due, or leased: known only here; other changes show once committed
         return n
 
     async def cancel(self, notify_id: str) -> Notification:

@@ -1,0 +1,372 @@
+"""PostgresStore: the store for deployments that outgrow one machine, on asyncpg.
+
+Same semantics as SqliteStore, with the same group commit on the event loop:
+every write goes to one writer task, which takes every operation waiting in
+its queue, runs them in one transaction (a savepoint each, so one failing
+operation does not undo the others), commits once and only then resolves
+each caller's future. The writer runs operations in the order they were
+issued, so reads that must see every earlier write (the timer's load_due and
+blocked_heads) run on it too; GetNotify, ListNotifies and counts read on a
+small pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import asyncpg
+
+from . import codec
+from .errors import Unavailable
+from .model import ListFilter, Notification, State
+from .store import ACTIVE, ResultWrite
+
+log = logging.getLogger(__name__)
+
+# ids compare byte-wise (COLLATE "C"), as in SQLite and Python: list pages and the
+# timer's (due_ms, id) cursor must not depend on the database's locale.
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS notifies (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    queue TEXT NOT NULL,
+    ordering_key TEXT NOT NULL,
+    trigger_key TEXT NOT NULL,
+    due_ms BIGINT,
+    create_ms BIGINT NOT NULL,
+    complete_ms BIGINT,
+    attempt_count INTEGER NOT NULL,
+    budget_base INTEGER NOT NULL,
+    first_attempt_ms BIGINT,
+    spec TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS notifies_request_id ON notifies (request_id) WHERE request_id <> '';
+CREATE INDEX IF NOT EXISTS notifies_due ON notifies (due_ms, id) WHERE state IN ({", ".join(str(int(s)) for s in ACTIVE)});
+CREATE INDEX IF NOT EXISTS notifies_trigger ON notifies (trigger_key) WHERE state = {int(State.WAITING_TRIGGER)};
+CREATE INDEX IF NOT EXISTS notifies_state ON notifies (state, id);
+CREATE TABLE IF NOT EXISTS attempts (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    notify_id TEXT COLLATE "C" NOT NULL,
+    number INTEGER NOT NULL,
+    start_ms BIGINT NOT NULL,
+    end_ms BIGINT NOT NULL,
+    dispatcher_id TEXT NOT NULL,
+    status_code INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    success BOOLEAN NOT NULL,
+    snippet BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_notify ON attempts (notify_id, number, seq);
+"""
+_SCHEMA_LOCK = 0x4E6F7469667941  # pg_advisory_xact_lock key: stores opening at once create the schema once
+
+# One statement per insert call: rows go in in the caller's order, so within a
+# batch the first of two items sharing a request_id is the one kept.
+_ROW_TYPES = ("text", "text", "int", "text", "text", "text", "bigint", "bigint", "bigint", "int", "int", "bigint", "text")
+_COLS = [f"c{i}" for i in range(len(_ROW_TYPES))]
+_INSERT = (
+    f"INSERT INTO notifies ({codec.COLUMNS}) SELECT {', '.join(_COLS)} FROM unnest("
+    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_ROW_TYPES, 1))
+    + f") WITH ORDINALITY AS t({', '.join(_COLS)}, ord) ORDER BY ord"
+    " ON CONFLICT (request_id) WHERE request_id <> '' DO NOTHING RETURNING id"
+)
+_SAVE = (
+    "UPDATE notifies SET state=$1, due_ms=$2, complete_ms=$3, attempt_count=$4, first_attempt_ms=$5"
+    f" WHERE id=$6 AND state <> {int(State.CANCELLED)}"
+)
+_ADD_ATTEMPT = f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+_BY_ID = f"SELECT {codec.COLUMNS} FROM notifies WHERE id = $1"
+_LOAD_DUE = (
+    f"SELECT {codec.COLUMNS} FROM notifies WHERE state IN ({', '.join(str(int(s)) for s in ACTIVE)})"
+    " AND (due_ms, id) > ($1, $2) AND due_ms < $3 ORDER BY due_ms, id LIMIT $4"
+)
+_BLOCKED = f"SELECT ordering_key, id FROM notifies WHERE state = {int(State.RETRY_WAIT)} AND ordering_key <> ''"
+
+# Errors that mean "the database is gone or refusing us", not "this operation is wrong".
+_CONNECTION_ERRORS = (
+    OSError,  # refused, reset, timed out (TimeoutError is an OSError)
+    asyncpg.PostgresConnectionError,  # includes "connection does not exist" 
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+)
+_CLOSE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+MAX_GROUP = 4096
+
+Op = Callable[[asyncpg.Connection], Awaitable[Any]]
+
+
+class PostgresStore:
+    """Store on PostgreSQL. `pool_size` connections serve reads; writes use one more of their own.
+
+    `schema` puts the tables in that schema (created if missing) via each
+    connection's search_path; tests use it to isolate themselves.
+    """
+
+    def __init__(
+        self, dsn: str, *, pool_size: int = 4, schema: str | None = None, connect_timeout: float = 10.0
+    ) -> None:
+        if pool_size < 1:
+            raise ValueError(f"NOTIFY_STORE: pool_size must be at least 1, not {pool_size}")
+        self._dsn = dsn
+        self._where, self._secret = _describe(dsn)
+        self._pool_size = pool_size
+        self._schema = schema
+        self._timeout = connect_timeout
+        self._settings = {"search_path": _quote_ident(schema)} if schema else {}
+        self._ops: asyncio.Queue[tuple[Op, asyncio.Future] | None] = asyncio.Queue()
+        self._conn: asyncpg.Connection | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._writer: asyncio.Task | None = None
+        self._closed = False
+
+    async def open(self) -> None:
+        try:
+            self._conn = await self._connect()
+            async with self._conn.transaction():
+                await self._conn.execute(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
+                if self._schema:
+                    await self._conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(self._schema)}")
+                await self._conn.execute(SCHEMA)
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=self._pool_size, timeout=self._timeout, server_settings=self._settings
+            )
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            await self._discard()
+            raise self._unavailable("cannot open the store", e) from e
+        self._writer = asyncio.create_task(self._write_loop(), name="postgres-writer")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._ops.put_nowait(None)
+            await self._writer
+        await self._discard()
+
+    # --- plumbing -------------------------------------------------------
+
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self._dsn, timeout=self._timeout, server_settings=self._settings)
+
+    async def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        pool, self._pool = self._pool, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await conn.close(timeout=5)
+            except _CLOSE_ERRORS as e:  # already gone, or the server does not answer
+                log.debug("closing the writer connection: %s", e)
+                conn.terminate()
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=5)
+            except _CLOSE_ERRORS as e:
+                log.debug("closing the read pool: %s", e)
+                pool.terminate()
+
+    def _unavailable(self, what: str, e: BaseException) -> Unavailable:
+        detail = f"{type(e).__name__}: {e}"
+        if self._secret:
+            detail = detail.replace(self._secret, "***")
+        return Unavailable(f"PostgreSQL store at {self._where}: {what} ({detail})")
+
+    async def _write_loop(self) -> None:
+        try:
+            while (op := await self._ops.get()) is not None:
+                batch = [op]
+                stop = False
+                while len(batch) < MAX_GROUP and not self._ops.empty():
+                    nxt = self._ops.get_nowait()
+                    if nxt is None:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                await self._run_group(batch)
+                if stop:
+                    break
+        finally:  # cancelled or stopped: nobody may wait forever
+            while not self._ops.empty():
+                if (left := self._ops.get_nowait()) is not None:
+                    _settle(left[1], None, Unavailable("store is closed"))
+
+    async def _run_group(self, batch: list[tuple[Op, asyncio.Future]]) -> None:
+        results: list[tuple[asyncio.Future, Any, BaseException | None]] = []
+        try:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await self._connect()
+            conn = self._conn
+            async with conn.transaction():
+                for fn, fut in batch:
+                    try:
+                        async with conn.transaction():  # a savepoint
+                            value = await fn(conn)
+                        results.append((fut, value, None))
+                    except Exception as e:  # one bad op must not undo its group; a lost connection does
+                        if isinstance(e, _CONNECTION_ERRORS) or conn.is_closed():
+                            raise
+                        results.append((fut, None, e))
+        except Exception as e:  # noqa: BLE001 -- whatever broke the group, every caller must hear of it
+            lost = self._conn is None or self._conn.is_closed()
+            failure = self._unavailable("lost its connection during a commit" if lost else "commit failed", e)
+            log.error("%s", failure)
+            self._drop_writer_conn()
+            results = [(fut, None, failure) for _, fut in batch]
+        except asyncio.CancelledError:
+            self._drop_writer_conn()
+            for _, fut in batch:
+                _settle(fut, None, Unavailable("store is closed"))
+            raise
+        for fut, value, err in results:
+            _settle(fut, value, err)
+
+    def _drop_writer_conn(self) -> None:
+        """The writer's connection is in an unknown state: the next group starts on a new one."""
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+
+    def _write(self, fn: Op) -> asyncio.Future:
+        if self._closed or self._writer is None:
+            raise Unavailable("store is closed" if self._closed else "store is not open")
+        fut = asyncio.get_running_loop().create_future()
+        self._ops.put_nowait((fn, fut))
+        return fut
+
+    async def _read(self, fn: Op) -> Any:
+        if self._closed or self._pool is None:
+            raise Unavailable("store is closed" if self._closed else "store is not open")
+        try:
+            async with self._pool.acquire() as conn:
+                return await fn(conn)
+        except _CONNECTION_ERRORS as e:
+            raise self._unavailable("read failed", e) from e
+
+    # --- operations -----------------------------------------------------
+
+    async def insert(self, items: list[Notification]) -> list[Notification]:
+        if not items:
+            return []
+
+        async def op(conn: asyncpg.Connection) -> list[Notification]:
+            columns = [list(c) for c in zip(*(codec.to_row(n) for n in items))]
+            inserted = {r[0] for r in await conn.fetch(_INSERT, *columns)}
+            seen = [n.request_id for n in items if n.id not in inserted]
+            firsts: dict[str, Notification] = {}
+            if seen:
+                rows = await conn.fetch(f"SELECT {codec.COLUMNS} FROM notifies WHERE request_id = ANY($1::text[])", seen)
+                firsts = {r["request_id"]: codec.from_row(r) for r in rows}
+            return [n if n.id in inserted else firsts[n.request_id] for n in items]
+
+        return await self._write(op)
+
+    async def save_results(self, writes: list[ResultWrite]) -> None:
+        async def op(conn: asyncpg.Connection) -> None:
+            await conn.executemany(
+                _SAVE,
+                [
+                    (int(w.notify.state), w.notify.due_ms, w.notify.complete_ms, w.notify.attempt_count,
+                     w.notify.first_attempt_ms, w.notify.id)
+                    for w in writes
+                ],
+            )  # fmt: skip
+            attempts = [codec.attempt_row(w.notify.id, w.attempt) for w in writes if w.attempt is not None]
+            if attempts:
+                await conn.executemany(_ADD_ATTEMPT, attempts)
+
+        if writes:
+            await self._write(op)
+
+    async def transition(self, notify_id, *, allowed, state, due_ms, complete_ms, reset_budget=False):
+        budget = "budget_base = attempt_count, first_attempt_ms = NULL," if reset_budget else ""
+        sql = (
+            f"UPDATE notifies SET {budget} state=$1, due_ms=$2, complete_ms=$3 WHERE id=$4 AND state = ANY($5::int[])"
+            f" RETURNING {codec.COLUMNS}"
+        )
+
+        async def op(conn: asyncpg.Connection) -> tuple[bool, Notification | None]:
+            row = await conn.fetchrow(sql, int(state), due_ms, complete_ms, notify_id, [int(s) for s in allowed])
+            if row is not None:
+                return True, codec.from_row(row)
+            row = await conn.fetchrow(_BY_ID, notify_id)
+            return False, codec.from_row(row) if row else None
+
+        return await self._write(op)
+
+    async def trigger(self, trigger_key: str, *, state: State, due_ms: int) -> list[Notification]:
+        sql = (
+            f"UPDATE notifies SET state=$1, due_ms=$2 WHERE trigger_key=$3 AND state={int(State.WAITING_TRIGGER)}"
+            f" RETURNING {codec.COLUMNS}"
+        )
+
+        async def op(conn: asyncpg.Connection) -> list[Notification]:
+            rows = await conn.fetch(sql, int(state), due_ms, trigger_key)
+            return sorted((codec.from_row(r) for r in rows), key=lambda n: n.id)
+
+        return await self._write(op)
+
+    async def get(self, notify_id: str) -> Notification | None:
+        async def op(conn: asyncpg.Connection) -> Notification | None:
+            row = await conn.fetchrow(_BY_ID, notify_id)
+            if row is None:
+                return None
+            n = codec.from_row(row)
+            rows = await conn.fetch(
+                f"SELECT {codec.ATTEMPT_COLUMNS} FROM attempts WHERE notify_id=$1 ORDER BY number, seq", notify_id
+            )
+            n.attempts = [codec.attempt_from_row(r) for r in rows]
+            return n
+
+        return await self._read(op)
+
+    async def load_due(self, *, after: tuple[int, str], until_ms: int, limit: int) -> list[Notification]:
+        rows = await self._write(lambda conn: conn.fetch(_LOAD_DUE, after[0], after[1], until_ms, limit))
+        return [codec.from_row(r) for r in rows]
+
+    async def blocked_heads(self) -> list[tuple[str, str]]:
+        rows = await self._write(lambda conn: conn.fetch(_BLOCKED))
+        return [(r[0], r[1]) for r in rows]
+
+    async def counts(self) -> dict[State, int]:
+        rows = await self._read(lambda conn: conn.fetch("SELECT state, COUNT(*) FROM notifies GROUP BY state"))
+        return {State(s): c for s, c in rows}
+
+    async def list(self, f: ListFilter, *, after_id: str, limit: int) -> list[Notification]:
+        where: list[str] = ["id > $1"]
+        args: list[object] = [after_id]
+        for column, value in (("queue", f.queue), ("trigger_key", f.trigger_key), ("ordering_key", f.ordering_key)):
+            if value:
+                args.append(value)
+                where.append(f"{column} = ${len(args)}")
+        if f.state is not None:
+            args.append(int(f.state))
+            where.append(f"state = ${len(args)}")
+        args.append(limit)
+        sql = f"SELECT {codec.COLUMNS} FROM notifies WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}"
+        rows = await self._read(lambda conn: conn.fetch(sql, *args))
+        return [codec.from_row(r) for r in rows]
+
+
+def _settle(fut: asyncio.Future, value: Any, err: BaseException | None) -> None:
+    if fut.done():
+        return
+    if err is not None:
+        fut.set_exception(err)
+    else:
+        fut.set_result(value)
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _describe(dsn: str) -> tuple[str, str]:
+    """'host[:port]/database' for messages, and the password to keep out of them."""
+    parts = urlsplit(dsn)
+    hosts = parts.netloc.rpartition("@")[2] or parse_qs(parts.query).get("host", ["localhost"])[0]
+    return f"{hosts}{parts.path or '/'}", unquote(parts.password or "")
