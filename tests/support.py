@@ -187,13 +187,16 @@ class Proc:
         self.popen: subprocess.Popen | None = None
 
     def start(self) -> "Proc":
-        log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen([sys.executable, "-m", "notifyagent", *self.args], stdout=log, stderr=log, env=self.env)
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "notifyagent", *self.args], stdout=log, stderr=log, env=self.env
+            )
         return self
 
     def kill(self) -> None:
         if self.popen and self.popen.poll() is None:
             self.popen.send_signal(signal.SIGKILL)
+        if self.popen:
             self.popen.wait(10)
 
     def terminate(self, timeout: float = 20) -> int:

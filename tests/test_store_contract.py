@@ -1,0 +1,483 @@
+"""Store behaviour: one contract suite over every adapter, then adapter specifics.
+
+The contract runs against SqliteStore (a file in tmp_path) and PostgresStore on
+the PostgreSQL at NOTIFY_TEST_POSTGRES (default postgresql://postgres@127.0.0.1:5432/test),
+each test in a fresh schema dropped afterwards. Without that server the
+PostgreSQL cases are skipped locally and fail when CI is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+from notifyagent.scheduler.errors import Unavailable
+from notifyagent.scheduler.model import (
+    AttemptRecord,
+    ListFilter,
+    Notification,
+    Request,
+    RetryPolicy,
+    Spec,
+    State,
+    Success,
+)
+from notifyagent.scheduler.postgres_store import PostgresStore
+from notifyagent.scheduler.sqlite_store import SqliteStore
+from notifyagent.scheduler.store import ResultWrite, Store
+
+PG_DSN = os.environ.get("NOTIFY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+ADAPTERS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+START = (-1, "")  # a load_due cursor before everything
+
+OpenStore = Callable[[], Awaitable[Store]]
+
+
+async def postgres_admin() -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(PG_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        where = urlsplit(PG_DSN).netloc.rpartition("@")[2]  # never the password
+        reason = f"PostgreSQL at NOTIFY_TEST_POSTGRES ({where}) is unreachable: {type(e).__name__}: {e}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI must not skip the PostgreSQL store)")
+        pytest.skip(reason)
+
+
+@contextlib.asynccontextmanager
+async def backing(kind: str, tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """Opens stores that share one backing database (a file, or a schema of its own)."""
+    opened: list[Store] = []
+    admin = schema = None
+    if kind == "sqlite":
+        def build() -> Store:
+            return SqliteStore(tmp_path / "notify.db")
+    else:
+        admin = await postgres_admin()
+        schema = f"t_{uuid.uuid4().hex[:16]}"
+
+        def build() -> Store:
+            return PostgresStore(PG_DSN, schema=schema, pool_size=2)
+
+    async def open_one() -> Store:
+        store = build()
+        await store.open()
+        opened.append(store)
+        return store
+
+    try:
+        yield open_one
+    finally:
+        for store in opened:
+            await store.close()
+        if admin is not None:
+            await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            await admin.close()
+
+
+@pytest.fixture(params=ADAPTERS)
+async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
+    async with backing(request.param, tmp_path) as open_one:
+        yield open_one
+
+
+@pytest.fixture
+async def store(open_store: OpenStore) -> Store:
+    return await open_store()
+
+
+def nid(i: int) -> str:
+    return f"01J{i:023d}"
+
+
+def notify(
+    i: int, *, state: State = State.PENDING, due_ms: int | None = 1_000, request_id: str = "", queue: str = "default",
+    ordering_key: str = "", trigger_key: str = "",
+) -> Notification:
+    spec = Spec(
+        request=Request("POST", f"https://example.com/hook/{i}"), queue=queue, ordering_key=ordering_key,
+        trigger_key=trigger_key,
+    )  # fmt: skip
+    return Notification(id=nid(i), spec=spec, state=state, create_ms=500, request_id=request_id, due_ms=due_ms)
+
+
+def rich_notify() -> Notification:
+    """A notify that sets every field, with values that trip naive encodings."""
+    spec = Spec(
+        request=Request(
+            method="PUT",
+            url="https://example.com/hook?a=1&b=é",
+            headers={"X-Trace": "abc", "Content-Type": "application/octet-stream", "X-Ünï": "ok"},
+            body=bytes(range(256)) + b"\x00\x00",
+            json_body='{"b": 2, "a": [1.50, "\\u00e9"]}',
+            form={"name": "a b&c", "emoji": "🙂"},
+        ),
+        deliver_at_ms=1_700_000_000_123,
+        trigger_key="",
+        ordering_key="customer-42",
+        queue="billing",
+        retry=RetryPolicy(max_attempts=7, min_backoff=1.5, max_backoff=600.0, multiplier=3.0,
+                          max_retry_duration=3600.0, retry_codes=(429, 503)),
+        success=Success(status_codes=(200, 202), body_contains='"ok":true'),
+        fire_and_forget=True,
+        timeout=12.5,
+        expire_at_ms=1_700_000_900_000,
+        callback_url="https://example.com/callback",
+        labels={"team": "payments", "env": "prod"},
+    )  # fmt: skip
+    return Notification(
+        id=nid(1), spec=spec, state=State.SCHEDULED, create_ms=1_699_999_999_000, request_id="req-rich",
+        due_ms=1_700_000_000_123, complete_ms=None, attempt_count=0, budget_base=0, first_attempt_ms=None,
+    )  # fmt: skip
+
+
+def attempt(number: int, *, code: int = 503, success: bool = False, snippet: bytes = b"busy") -> AttemptRecord:
+    start = 2_000 + number * 100
+    error = "" if code else "timeout"
+    return AttemptRecord(number, start, start + 42, f"dispatcher-{number}", code, error, success, snippet)
+
+
+def result(n: Notification, *, state: State, attempt_record: AttemptRecord | None, due_ms: int | None = None,
+           complete_ms: int | None = None) -> ResultWrite:
+    after = dataclasses.replace(
+        n, state=state, due_ms=due_ms, complete_ms=complete_ms, attempt_count=n.attempt_count + 1,
+        first_attempt_ms=n.first_attempt_ms or 2_000, attempts=[],
+    )  # fmt: skip
+    return ResultWrite(after, attempt_record)
+
+
+# --- insert and get ------------------------------------------------------
+
+
+async def test_insert_then_get_round_trips_every_field(store: Store) -> None:
+    n = rich_notify()
+    assert await store.insert([n]) == [rich_notify()]
+    assert await store.get(n.id) == rich_notify()
+
+
+async def test_insert_returns_the_given_objects_for_new_notifies(store: Store) -> None:
+    items = [notify(1), notify(2, request_id="r2")]
+    got = await store.insert(items)
+    assert all(a is b for a, b in zip(got, items, strict=True))
+
+
+async def test_get_returns_attempts_ordered_by_number_with_binary_snippets(store: Store) -> None:
+    n = rich_notify()
+    await store.insert([n])
+    first = attempt(1, snippet=b"\x00\xffnot utf-8\x80")
+    second = attempt(2, code=0, snippet=b"")
+    third = attempt(3, code=200, success=True, snippet=b"ok")
+    await store.save_results([result(n, state=State.RETRY_WAIT, attempt_record=first, due_ms=5_000)])
+    await store.save_results([result(n, state=State.RETRY_WAIT, attempt_record=third, due_ms=6_000)])
+    await store.save_results([result(n, state=State.SUCCEEDED, attempt_record=second, complete_ms=7_000)])
+    got = await store.get(n.id)
+    assert got is not None
+    assert got.attempts == [first, second, third]
+
+
+async def test_get_of_an_unknown_id_is_none(store: Store) -> None:
+    assert await store.get(nid(404)) is None
+
+
+async def test_duplicate_request_id_returns_the_first_notify_and_keeps_one_row(store: Store) -> None:
+    await store.insert([notify(1, request_id="same")])
+    again = await store.insert([notify(2, request_id="same", queue="other")])
+    assert [n.id for n in again] == [nid(1)]
+    assert again[0].spec.queue == "default"
+    assert await store.get(nid(2)) is None
+    assert await store.counts() == {State.PENDING: 1}
+
+
+async def test_duplicate_request_id_within_one_batch_returns_the_first_for_both(store: Store) -> None:
+    got = await store.insert([notify(1, request_id="same"), notify(2), notify(3, request_id="same")])
+    assert [n.id for n in got] == [nid(1), nid(2), nid(1)]
+    assert await store.get(nid(3)) is None
+    assert await store.counts() == {State.PENDING: 2}
+
+
+async def test_empty_request_ids_never_collide(store: Store) -> None:
+    await store.insert([notify(1), notify(2)])
+    await store.insert([notify(3)])
+    assert await store.counts() == {State.PENDING: 3}
+
+
+async def test_concurrent_inserts_all_commit(store: Store) -> None:
+    batches = await asyncio.gather(*(store.insert([notify(i, request_id=f"r{i}")]) for i in range(200)))
+    assert [b[0].id for b in batches] == [nid(i) for i in range(200)]
+    assert await store.counts() == {State.PENDING: 200}
+    assert len(await store.list(ListFilter(), after_id="", limit=1000)) == 200
+
+
+async def test_one_failing_write_does_not_undo_the_writes_grouped_with_it(store: Store) -> None:
+    await store.insert([notify(1)])
+    outcomes = await asyncio.gather(
+        store.insert([notify(2)]), store.insert([notify(1)]), store.insert([notify(3)]), return_exceptions=True
+    )
+    assert [type(o) for o in (outcomes[0], outcomes[2])] == [list, list]
+    assert isinstance(outcomes[1], Exception)  # the id is taken
+    assert await store.counts() == {State.PENDING: 3}
+
+
+# --- results and transitions ---------------------------------------------
+
+
+async def test_save_results_updates_state_and_appends_attempts(store: Store) -> None:
+    a, b = notify(1), notify(2)
+    await store.insert([a, b])
+    await store.save_results([
+        result(a, state=State.RETRY_WAIT, attempt_record=attempt(1), due_ms=9_000),
+        result(b, state=State.SUCCEEDED, attempt_record=attempt(1, code=200, success=True), complete_ms=2_500),
+    ])  # fmt: skip
+    got_a, got_b = await store.get(a.id), await store.get(b.id)
+    assert (got_a.state, got_a.due_ms, got_a.attempt_count) == (State.RETRY_WAIT, 9_000, 1)
+    assert got_a.first_attempt_ms == 2_000
+    assert (got_b.state, got_b.due_ms, got_b.complete_ms) == (State.SUCCEEDED, None, 2_500)
+    assert got_a.attempts == [attempt(1)]
+    assert got_b.attempts == [attempt(1, code=200, success=True)]
+
+
+async def test_save_results_without_an_attempt_only_updates_the_notify(store: Store) -> None:
+    n = notify(1)
+    await store.insert([n])
+    await store.save_results([result(n, state=State.FAILED, attempt_record=None, complete_ms=3_000)])
+    got = await store.get(n.id)
+    assert (got.state, got.complete_ms, got.attempts) == (State.FAILED, 3_000, [])
+
+
+async def test_save_results_does_not_resurrect_a_cancelled_notify(store: Store) -> None:
+    n = notify(1)
+    await store.insert([n])
+    await store.transition(n.id, allowed=(State.PENDING,), state=State.CANCELLED, due_ms=None, complete_ms=1_500)
+    await store.save_results([result(n, state=State.SUCCEEDED, attempt_record=attempt(1, code=200, success=True),
+                                     complete_ms=2_500)])  # fmt: skip
+    got = await store.get(n.id)
+    assert (got.state, got.complete_ms, got.attempt_count) == (State.CANCELLED, 1_500, 0)
+    assert got.attempts == [attempt(1, code=200, success=True)]  # what happened is still recorded
+
+
+async def test_transition_moves_a_notify_in_an_allowed_state(store: Store) -> None:
+    await store.insert([notify(1, state=State.SCHEDULED, due_ms=5_000)])
+    changed, cur = await store.transition(
+        nid(1), allowed=(State.SCHEDULED, State.PENDING), state=State.CANCELLED, due_ms=None, complete_ms=1_234
+    )
+    assert changed
+    assert (cur.id, cur.state, cur.due_ms, cur.complete_ms) == (nid(1), State.CANCELLED, None, 1_234)
+    assert (await store.get(nid(1))).state == State.CANCELLED
+
+
+async def test_transition_leaves_a_notify_in_another_state_and_returns_it(store: Store) -> None:
+    await store.insert([notify(1, state=State.SUCCEEDED, due_ms=None)])
+    changed, cur = await store.transition(
+        nid(1), allowed=(State.FAILED, State.CANCELLED), state=State.PENDING, due_ms=9, complete_ms=None
+    )
+    assert not changed
+    assert (cur.state, cur.due_ms) == (State.SUCCEEDED, None)
+    assert (await store.get(nid(1))).state == State.SUCCEEDED
+
+
+async def test_transition_of_an_unknown_id_returns_false_and_none(store: Store) -> None:
+    assert await store.transition(
+        nid(404), allowed=(State.PENDING,), state=State.CANCELLED, due_ms=None, complete_ms=1
+    ) == (False, None)
+
+
+async def test_transition_with_reset_budget_restarts_the_retry_budget(store: Store) -> None:
+    n = notify(1)
+    await store.insert([n])
+    failed = dataclasses.replace(n, state=State.FAILED, due_ms=None, complete_ms=4_000, attempt_count=3,
+                                 first_attempt_ms=2_000)  # fmt: skip
+    await store.save_results([ResultWrite(failed, attempt(3))])
+    changed, cur = await store.transition(
+        n.id, allowed=(State.FAILED, State.CANCELLED), state=State.PENDING, due_ms=5_000, complete_ms=None,
+        reset_budget=True,
+    )  # fmt: skip
+    assert changed
+    assert (cur.state, cur.due_ms, cur.complete_ms) == (State.PENDING, 5_000, None)
+    assert (cur.attempt_count, cur.budget_base, cur.first_attempt_ms, cur.attempts_in_budget) == (3, 3, None, 0)
+    assert (await store.get(n.id)).budget_base == 3
+
+
+async def test_transition_without_reset_budget_keeps_the_budget(store: Store) -> None:
+    n = notify(1)
+    await store.insert([n])
+    await store.save_results([ResultWrite(dataclasses.replace(n, state=State.FAILED, attempt_count=2,
+                                                              first_attempt_ms=2_000), None)])  # fmt: skip
+    _, cur = await store.transition(n.id, allowed=(State.FAILED,), state=State.PENDING, due_ms=1, complete_ms=None)
+    assert (cur.budget_base, cur.first_attempt_ms) == (0, 2_000)
+
+
+# --- trigger -------------------------------------------------------------
+
+
+async def test_trigger_moves_only_notifies_waiting_on_that_key_and_returns_them_by_id(store: Store) -> None:
+    await store.insert([
+        notify(3, state=State.WAITING_TRIGGER, due_ms=None, trigger_key="order-7"),
+        notify(1, state=State.WAITING_TRIGGER, due_ms=None, trigger_key="order-7"),
+        notify(2, state=State.WAITING_TRIGGER, due_ms=None, trigger_key="order-8"),
+        notify(4, state=State.CANCELLED, due_ms=None, trigger_key="order-7"),
+    ])  # fmt: skip
+    fired = await store.trigger("order-7", state=State.SCHEDULED, due_ms=8_000)
+    assert [(n.id, n.state, n.due_ms) for n in fired] == [
+        (nid(1), State.SCHEDULED, 8_000),
+        (nid(3), State.SCHEDULED, 8_000),
+    ]
+    assert (await store.get(nid(2))).state == State.WAITING_TRIGGER
+    assert (await store.get(nid(4))).state == State.CANCELLED
+    assert await store.trigger("order-7", state=State.PENDING, due_ms=9_000) == []
+
+
+# --- list ----------------------------------------------------------------
+
+
+async def test_list_filters_by_state_queue_trigger_key_and_ordering_key(store: Store) -> None:
+    await store.insert([
+        notify(1, queue="a", ordering_key="k1"),
+        notify(2, queue="b", ordering_key="k1"),
+        notify(3, queue="a", state=State.WAITING_TRIGGER, due_ms=None, trigger_key="t"),
+        notify(4, queue="a", ordering_key="k2", state=State.SCHEDULED),
+    ])  # fmt: skip
+
+    async def ids(f: ListFilter) -> list[str]:
+        return [n.id for n in await store.list(f, after_id="", limit=100)]
+
+    assert await ids(ListFilter()) == [nid(1), nid(2), nid(3), nid(4)]
+    assert await ids(ListFilter(queue="a")) == [nid(1), nid(3), nid(4)]
+    assert await ids(ListFilter(state=State.PENDING)) == [nid(1), nid(2)]
+    assert await ids(ListFilter(trigger_key="t")) == [nid(3)]
+    assert await ids(ListFilter(ordering_key="k1")) == [nid(1), nid(2)]
+    assert await ids(ListFilter(queue="a", ordering_key="k1", state=State.PENDING)) == [nid(1)]
+    assert await ids(ListFilter(queue="nope")) == []
+
+
+async def test_list_pages_by_after_id(store: Store) -> None:
+    await store.insert([notify(i) for i in (5, 1, 4, 2, 3)])
+    first = await store.list(ListFilter(), after_id="", limit=2)
+    second = await store.list(ListFilter(), after_id=first[-1].id, limit=2)
+    third = await store.list(ListFilter(), after_id=second[-1].id, limit=2)
+    assert [[n.id for n in page] for page in (first, second, third)] == [[nid(1), nid(2)], [nid(3), nid(4)], [nid(5)]]
+    assert await store.list(ListFilter(), after_id=nid(5), limit=2) == []
+
+
+# --- the timer's reads ---------------------------------------------------
+
+
+async def test_load_due_returns_only_active_states_in_due_order_before_until(store: Store) -> None:
+    await store.insert([
+        notify(1, state=State.PENDING, due_ms=300),
+        notify(2, state=State.SCHEDULED, due_ms=100),
+        notify(3, state=State.RETRY_WAIT, due_ms=200),
+        notify(4, state=State.SCHEDULED, due_ms=100),
+        notify(5, state=State.SCHEDULED, due_ms=1_000),  # not before until
+        notify(6, state=State.WAITING_TRIGGER, due_ms=None, trigger_key="t"),
+        notify(7, state=State.SUCCEEDED, due_ms=50),
+        notify(8, state=State.FAILED, due_ms=50),
+        notify(9, state=State.CANCELLED, due_ms=50),
+        notify(10, state=State.DELIVERING, due_ms=50),
+    ])  # fmt: skip
+    due = await store.load_due(after=START, until_ms=1_000, limit=100)
+    assert [(n.due_ms, n.id) for n in due] == [(100, nid(2)), (100, nid(4)), (200, nid(3)), (300, nid(1))]
+
+
+async def test_load_due_resumes_after_the_cursor_and_honours_limit(store: Store) -> None:
+    await store.insert([notify(i, due_ms=100 * (i // 2)) for i in range(1, 8)])  # due 0,100,100,200,200,300,300
+    first = await store.load_due(after=START, until_ms=10_000, limit=3)
+    assert [(n.due_ms, n.id) for n in first] == [(0, nid(1)), (100, nid(2)), (100, nid(3))]
+    rest = await store.load_due(after=(first[-1].due_ms, first[-1].id), until_ms=10_000, limit=3)
+    assert [(n.due_ms, n.id) for n in rest] == [(200, nid(4)), (200, nid(5)), (300, nid(6))]
+    mid_tie = await store.load_due(after=(100, nid(2)), until_ms=10_000, limit=1)
+    assert [n.id for n in mid_tie] == [nid(3)]
+
+
+async def test_load_due_sees_writes_issued_before_it(store: Store) -> None:
+    _, _, due = await asyncio.gather(
+        store.insert([notify(1, state=State.SCHEDULED, due_ms=100)]),
+        store.trigger("never", state=State.PENDING, due_ms=0),
+        store.load_due(after=START, until_ms=1_000, limit=10),
+    )
+    assert [n.id for n in due] == [nid(1)]
+
+
+async def test_blocked_heads_are_retry_waiting_notifies_with_an_ordering_key(store: Store) -> None:
+    await store.insert([
+        notify(1, state=State.RETRY_WAIT, ordering_key="k1"),
+        notify(2, state=State.RETRY_WAIT),
+        notify(3, state=State.PENDING, ordering_key="k1"),
+        notify(4, state=State.RETRY_WAIT, ordering_key="k2"),
+        notify(5, state=State.FAILED, due_ms=None, ordering_key="k3"),
+    ])  # fmt: skip
+    assert sorted(await store.blocked_heads()) == [("k1", nid(1)), ("k2", nid(4))]
+
+
+async def test_counts_are_per_state(store: Store) -> None:
+    assert await store.counts() == {}
+    await store.insert([
+        notify(1), notify(2), notify(3, state=State.SCHEDULED),
+        notify(4, state=State.WAITING_TRIGGER, due_ms=None, trigger_key="t"), notify(5, state=State.SUCCEEDED),
+    ])  # fmt: skip
+    assert await store.counts() == {State.PENDING: 2, State.SCHEDULED: 1, State.WAITING_TRIGGER: 1, State.SUCCEEDED: 1}
+
+
+# --- lifetime ------------------------------------------------------------
+
+
+async def test_data_survives_close_and_reopen(open_store: OpenStore) -> None:
+    first = await open_store()
+    n = rich_notify()
+    await first.insert([n, notify(2, request_id="r2")])
+    await first.save_results([result(n, state=State.RETRY_WAIT, attempt_record=attempt(1), due_ms=9_000)])
+    await first.close()
+
+    second = await open_store()
+    got = await second.get(n.id)
+    assert (got.state, got.due_ms, got.attempts, got.spec) == (State.RETRY_WAIT, 9_000, [attempt(1)], n.spec)
+    assert [x.id for x in await second.insert([notify(3, request_id="r2")])] == [nid(2)]
+
+
+async def test_close_is_idempotent_and_later_calls_are_unavailable(store: Store) -> None:
+    await store.close()
+    await store.close()
+    with pytest.raises(Unavailable):
+        await store.insert([notify(1)])
+    with pytest.raises(Unavailable):
+        await store.load_due(after=START, until_ms=1, limit=1)
+
+
+# --- PostgresStore specifics ---------------------------------------------
+
+
+async def test_unreachable_postgres_is_unavailable_naming_the_host_but_not_the_password() -> None:
+    store = PostgresStore("postgresql://notify:s3cret-pw@127.0.0.1:1/notify", connect_timeout=2)
+    with pytest.raises(Unavailable) as caught:
+        await store.open()
+    assert "127.0.0.1:1" in str(caught.value)
+    assert "s3cret-pw" not in str(caught.value)
+    await store.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_writer_reconnects_after_losing_its_connection(tmp_path: Path) -> None:
+    async with backing("postgres", tmp_path) as open_store:
+        await _lose_and_regain_the_writer(await open_store())
+
+
+async def _lose_and_regain_the_writer(store: PostgresStore) -> None:
+    await store.insert([notify(1)])
+    admin = await postgres_admin()
+    try:
+        await admin.execute("SELECT pg_terminate_backend($1)", store._conn.get_server_pid())
+    finally:
+        await admin.close()
+    try:
+        await store.insert([notify(2)])
+    except Unavailable:
+        pass  # the group that found the connection gone fails; the next one reconnects
+    await store.insert([notify(3)])
+    assert {n.id for n in await store.load_due(after=START, until_ms=10_000, limit=10)} >= {nid(1), nid(3)}
