@@ -27,6 +27,7 @@ from .store import ACTIVE, ResultWrite
 
 log = logging.getLogger(__name__)
 
+_ACTIVE_SQL = ", ".join(str(int(s)) for s in ACTIVE)
 # ids compare byte-wise (COLLATE "C"), as in SQLite and Python: list pages and the
 # timer's (due_ms, id) cursor must not depend on the database's locale.
 SCHEMA = f"""
@@ -46,7 +47,7 @@ CREATE TABLE IF NOT EXISTS notifies (
     spec TEXT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS notifies_request_id ON notifies (request_id) WHERE request_id <> '';
-CREATE INDEX IF NOT EXISTS notifies_due ON notifies (due_ms, id) WHERE state IN ({", ".join(str(int(s)) for s in ACTIVE)});
+CREATE INDEX IF NOT EXISTS notifies_due ON notifies (due_ms, id) WHERE state IN ({_ACTIVE_SQL});
 CREATE INDEX IF NOT EXISTS notifies_trigger ON notifies (trigger_key) WHERE state = {int(State.WAITING_TRIGGER)};
 CREATE INDEX IF NOT EXISTS notifies_state ON notifies (state, id);
 CREATE TABLE IF NOT EXISTS attempts (
@@ -67,7 +68,9 @@ _SCHEMA_LOCK = 0x4E6F7469667941  # pg_advisory_xact_lock key: stores opening at 
 
 # One statement per insert call: rows go in in the caller's order, so within a
 # batch the first of two items sharing a request_id is the one kept.
-_ROW_TYPES = ("text", "text", "int", "text", "text", "text", "bigint", "bigint", "bigint", "int", "int", "bigint", "text")
+_ROW_TYPES = (  # the SQL types of codec.COLUMNS, in order
+    "text", "text", "int", "text", "text", "text", "bigint", "bigint", "bigint", "int", "int", "bigint", "text",
+)  # fmt: skip
 _COLS = [f"c{i}" for i in range(len(_ROW_TYPES))]
 _INSERT = (
     f"INSERT INTO notifies ({codec.COLUMNS}) SELECT {', '.join(_COLS)} FROM unnest("
@@ -81,8 +84,9 @@ _SAVE = (
 )
 _ADD_ATTEMPT = f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 _BY_ID = f"SELECT {codec.COLUMNS} FROM notifies WHERE id = $1"
+_BY_REQUEST_IDS = f"SELECT {codec.COLUMNS} FROM notifies WHERE request_id = ANY($1::text[])"
 _LOAD_DUE = (
-    f"SELECT {codec.COLUMNS} FROM notifies WHERE state IN ({', '.join(str(int(s)) for s in ACTIVE)})"
+    f"SELECT {codec.COLUMNS} FROM notifies WHERE state IN ({_ACTIVE_SQL})"
     " AND (due_ms, id) > ($1, $2) AND due_ms < $3 ORDER BY due_ms, id LIMIT $4"
 )
 _BLOCKED = f"SELECT ordering_key, id FROM notifies WHERE state = {int(State.RETRY_WAIT)} AND ordering_key <> ''"
@@ -90,7 +94,7 @@ _BLOCKED = f"SELECT ordering_key, id FROM notifies WHERE state = {int(State.RETR
 # Errors that mean "the database is gone or refusing us", not "this operation is wrong".
 _CONNECTION_ERRORS = (
     OSError,  # refused, reset, timed out (TimeoutError is an OSError)
-    asyncpg.PostgresConnectionError,  # includes "connection does not exist" 
+    asyncpg.PostgresConnectionError,  # includes "connection does not exist"
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
 )
@@ -144,7 +148,7 @@ class PostgresStore:
         if self._closed:
             return
         self._closed = True
-        if self._writer is not None:
+        if self._writer is not None and not self._writer.done():
             self._ops.put_nowait(None)
             await self._writer
         await self._discard()
@@ -197,6 +201,7 @@ class PostgresStore:
 
     async def _run_group(self, batch: list[tuple[Op, asyncio.Future]]) -> None:
         results: list[tuple[asyncio.Future, Any, BaseException | None]] = []
+        conn = None
         try:
             if self._conn is None or self._conn.is_closed():
                 self._conn = await self._connect()
@@ -212,8 +217,8 @@ class PostgresStore:
                             raise
                         results.append((fut, None, e))
         except Exception as e:  # noqa: BLE001 -- whatever broke the group, every caller must hear of it
-            lost = self._conn is None or self._conn.is_closed()
-            failure = self._unavailable("lost its connection during a commit" if lost else "commit failed", e)
+            what = "cannot connect" if conn is None else "lost its connection" if conn.is_closed() else "commit failed"
+            failure = self._unavailable(what, e)
             log.error("%s", failure)
             self._drop_writer_conn()
             results = [(fut, None, failure) for _, fut in batch]
@@ -232,7 +237,7 @@ class PostgresStore:
             conn.terminate()
 
     def _write(self, fn: Op) -> asyncio.Future:
-        if self._closed or self._writer is None:
+        if self._closed or self._writer is None or self._writer.done():
             raise Unavailable("store is closed" if self._closed else "store is not open")
         fut = asyncio.get_running_loop().create_future()
         self._ops.put_nowait((fn, fut))
@@ -259,7 +264,7 @@ class PostgresStore:
             seen = [n.request_id for n in items if n.id not in inserted]
             firsts: dict[str, Notification] = {}
             if seen:
-                rows = await conn.fetch(f"SELECT {codec.COLUMNS} FROM notifies WHERE request_id = ANY($1::text[])", seen)
+                rows = await conn.fetch(_BY_REQUEST_IDS, seen)
                 firsts = {r["request_id"]: codec.from_row(r) for r in rows}
             return [n if n.id in inserted else firsts[n.request_id] for n in items]
 
@@ -282,7 +287,10 @@ class PostgresStore:
         if writes:
             await self._write(op)
 
-    async def transition(self, notify_id, *, allowed, state, due_ms, complete_ms, reset_budget=False):
+    async def transition(
+        self, notify_id: str, *, allowed: tuple[State, ...], state: State, due_ms: int | None,
+        complete_ms: int | None, reset_budget: bool = False,
+    ) -> tuple[bool, Notification | None]:  # fmt: skip
         budget = "budget_base = attempt_count, first_attempt_ms = NULL," if reset_budget else ""
         sql = (
             f"UPDATE notifies SET {budget} state=$1, due_ms=$2, complete_ms=$3 WHERE id=$4 AND state = ANY($5::int[])"
