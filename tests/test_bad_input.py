@@ -106,3 +106,10 @@ async def test_trigger_without_a_key_and_bad_page_token_are_invalid(system):
         with pytest.raises(grpc.RpcError) as e:
             await call
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("request_id", ["x" * 257, "a\x00b", "tab\there"])
+async def test_bad_request_id_is_invalid_argument(system, request_id):
+    with pytest.raises(grpc.RpcError) as e:
+        await system.api.CreateNotify(api.CreateNotifyRequest(notify=pb.Notify(request=_req()), request_id=request_id))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in violations(e.value)

@@ -61,7 +61,7 @@ def lease_result(grant: dpb.LeaseGrant, outcome: CallOutcome, dispatcher_id: str
         number=grant.attempt,
         dispatcher_id=dispatcher_id,
         status_code=outcome.status_code,
-        error=outcome.error,
+        error=outcome.error.replace("\x00", ""),  # stores refuse NUL in text
         response_snippet=outcome.snippet,
         success=outcome.success,
     )

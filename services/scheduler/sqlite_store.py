@@ -92,9 +92,9 @@ class SqliteStore:
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = self._connect()
+            conn.executescript(SCHEMA)
         except sqlite3.Error as e:
             raise Unavailable(f"cannot open SQLite store {self._path}: {e}") from e
-        conn.executescript(SCHEMA)
         self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="sqlite-writer", daemon=True)
         self._writer.start()
 
@@ -105,7 +105,13 @@ class SqliteStore:
         if self._writer is not None:
             self._ops.put(None)
             await asyncio.to_thread(self._writer.join)
-        self._reader.shutdown(wait=True)
+        await asyncio.get_running_loop().run_in_executor(self._reader, self._close_reader)
+        await asyncio.to_thread(self._reader.shutdown)
+
+    def _close_reader(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
 
     # --- plumbing -------------------------------------------------------
 
@@ -243,19 +249,6 @@ class SqliteStore:
 
         return await self._read(op)
 
-    async def list(self, f: ListFilter, *, after_id: str, limit: int) -> list[Notification]:
-        where, args = ["id > ?"], [after_id]
-        for column, value in (("queue", f.queue), ("trigger_key", f.trigger_key), ("ordering_key", f.ordering_key)):
-            if value:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if f.state is not None:
-            where.append("state = ?")
-            args.append(int(f.state))
-        sql = f"SELECT {codec.COLUMNS} FROM notifies WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
-        rows = await self._read(lambda conn: conn.execute(sql, (*args, limit)).fetchall())
-        return [codec.from_row(r) for r in rows]
-
     async def load_due(self, *, after: tuple[int, str], until_ms: int, limit: int) -> list[Notification]:
         sql = (
             f"SELECT {codec.COLUMNS} FROM notifies WHERE state IN ({_ACTIVE_SQL}) AND (due_ms, id) > (?, ?)"
@@ -271,6 +264,19 @@ class SqliteStore:
     async def counts(self) -> dict[State, int]:
         rows = await self._read(lambda conn: conn.execute("SELECT state, COUNT(*) FROM notifies GROUP BY state").fetchall())
         return {State(s): c for s, c in rows}
+
+    async def list(self, f: ListFilter, *, after_id: str, limit: int) -> list[Notification]:
+        where, args = ["id > ?"], [after_id]
+        for column, value in (("queue", f.queue), ("trigger_key", f.trigger_key), ("ordering_key", f.ordering_key)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if f.state is not None:
+            where.append("state = ?")
+            args.append(int(f.state))
+        sql = f"SELECT {codec.COLUMNS} FROM notifies WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
+        rows = await self._read(lambda conn: conn.execute(sql, (*args, limit)).fetchall())
+        return [codec.from_row(r) for r in rows]
 
 
 def _resolve(results: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
