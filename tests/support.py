@@ -46,7 +46,8 @@ class Target:
     script: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     in_flight: int = 0
     max_in_flight: int = 0
-    max_in_flight_by_key: dict[str, int] = field(default_factory=dict)
+    in_flight_by_path: dict[str, int] = field(default_factory=dict)
+    peak_by_path: dict[str, int] = field(default_factory=dict)
     port: int = 0
     _runner: web.AppRunner | None = None
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -77,13 +78,17 @@ class Target:
         self._arrived.set()
         answers = self.script.get(request.path, [(200, 0.0)])
         status, delay = answers.pop(0) if len(answers) > 1 else answers[0]
+        path = request.path
         self.in_flight += 1
+        self.in_flight_by_path[path] = self.in_flight_by_path.get(path, 0) + 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.peak_by_path[path] = max(self.peak_by_path.get(path, 0), self.in_flight_by_path[path])
         try:
             if delay:
                 await asyncio.sleep(delay)
         finally:
             self.in_flight -= 1
+            self.in_flight_by_path[path] -= 1
         return web.Response(status=status, text=f"answer {status}")
 
     def ids(self) -> list[str]:

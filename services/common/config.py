@@ -100,6 +100,10 @@ def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | No
         if raw is not None:
             values[name] = raw
     values.update(flags)
+    if isinstance(values.get("queues"), dict):  # TOML: [queues.name] tables
+        values["queues"] = ",".join(
+            ":".join([name, *(f"{k}={v}" for k, v in limits.items())]) for name, limits in values["queues"].items()
+        )
     unknown = set(values) - set(known)
     if unknown:
         raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}; see `notifyagent --help`")

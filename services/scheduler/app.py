@@ -3,6 +3,7 @@ servers and registry entry, and owns start and stop."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from urllib.parse import parse_qs, urlsplit
@@ -12,6 +13,7 @@ from ..common.grpcutil import create_server, set_serving
 from ..common.web import OpsServer, gauge
 from ..registry import Node, Registry
 from ..v1 import admin_service_pb2_grpc, dispatch_service_pb2_grpc, notify_service_pb2_grpc
+from . import queues
 from .dispatch import DispatchServicer
 from .engine import Engine, EngineSettings
 from .servicer import AdminServicer, NotifyServicer
@@ -66,7 +68,7 @@ class SchedulerApp:
 
     async def start(self) -> None:
         await self.store.open()
-        await self.engine.start()
+        await self.engine.start(self._queue_configs(self.settings))
         e = self.engine
         self._server, self.port, self._health = create_server(
             self.settings.grpc_addr,
@@ -107,6 +109,19 @@ class SchedulerApp:
         if self._ops is not None:
             await self._ops.stop()
         log.info("scheduler stopped")
+
+    @staticmethod
+    def _queue_configs(settings: Settings):
+        try:
+            return queues.parse(settings.queues)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    async def reload(self, settings: Settings) -> list[str]:
+        """Applies what can change without a restart (queue limits); returns what changed."""
+        changes = await self.engine.configure_queues(self._queue_configs(settings))
+        self.settings = dataclasses.replace(self.settings, queues=settings.queues)
+        return changes
 
     def _metrics(self):
         e = self.engine

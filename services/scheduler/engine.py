@@ -20,7 +20,8 @@ from typing import Protocol
 from ..common.ids import IdGenerator
 from .errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from .leases import Lease, LeaseBook
-from .model import AttemptRecord, ListFilter, NewNotify, Notification, State
+from .model import AttemptRecord, ListFilter, NewNotify, Notification, QueueConfig, State
+from .queues import Queues
 from .ready import ReadyQueue
 from .retry import Outcome, decide
 from .sessions import Ack, Drain, Grant, Revoke, Session
@@ -72,6 +73,8 @@ class Engine:
         self.wheel = TimerWheel(now_ms=self.clock.now_ms())
         self.ready = ReadyQueue(is_live=lambda n: self.live.get(n.id) is n and n.state == State.PENDING)
         self.leases = LeaseBook()
+        self.queues = Queues()
+        self._rate_timer: asyncio.TimerHandle | None = None
         self.sessions: dict[str, Session] = {}
         self.cursor: tuple[int, str] = (0, "")
         self.start_ms = self.clock.now_ms()
@@ -88,7 +91,13 @@ class Engine:
 
     # --- life cycle -----------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, queues: list[QueueConfig] = ()) -> None:
+        """Loads persisted queue settings, applies `queues` (limits from config; pause state
+        stays as persisted), holds blocked ordering keys and loads what is due."""
+        now = self.clock.now_ms()
+        for cfg in await self.store.load_queues():
+            self.queues.configure(cfg, now)
+        await self.configure_queues(queues)
         for key, notify_id in await self.store.blocked_heads():
             self.ready.hold(key, notify_id)
         await self._load_once()
@@ -111,9 +120,10 @@ class Engine:
         """Stops timers and background work. Safe to call twice."""
         self.accepting = False
         self._stop.set()
-        if self._timer:
-            self._timer.cancel()
-            self._timer = None
+        for handle in (self._timer, self._rate_timer):
+            if handle:
+                handle.cancel()
+        self._timer = self._rate_timer = None
         tasks = [t for t in (self._loader, *self._tasks) if t and not t.done()]
         for t in tasks:
             t.cancel()
@@ -309,10 +319,13 @@ class Engine:
             return
         sessions = [s for s in self.sessions.values() if s.credit > 0 and not s.closed]
         now = self.clock.now_ms()
+        allowed = lambda q: self.queues.allowed(q, self.leases.in_flight(q), now)  # noqa: E731
         while sessions and len(self.ready):
-            n = self.ready.pop()
+            n = self.ready.pop(allowed)
             if n is None:
+                self._wake_for_tokens(now)
                 break
+            self.queues.on_grant(n.spec.queue, now)
             if n.spec.expire_at_ms is not None and now > n.spec.expire_at_ms:
                 self._spawn(self._finish_unattempted(n, "expired: expire_at passed before delivery"))
                 continue
@@ -327,6 +340,38 @@ class Engine:
             if s.credit == 0:
                 sessions.remove(s)
         self._arm()
+
+    def _wake_for_tokens(self, now: int) -> None:
+        """Ready work waits on a rate limit: pump again when the first token is due."""
+        wait = self.queues.ms_until_token(self.ready.queue_names(), now)
+        if wait is not None and self._rate_timer is None:
+            def wake() -> None:
+                self._rate_timer = None
+                self._pump()
+
+            self._rate_timer = asyncio.get_running_loop().call_later(wait / 1000, wake)
+
+    # --- queues -----------------------------------------------------------
+
+    async def configure_queues(self, configs: list[QueueConfig]) -> list[str]:
+        """Applies limits from configuration (pause state is kept); returns what changed."""
+        changes = []
+        for cfg in configs:
+            old = self.queues.config(cfg.name)
+            new = QueueConfig(cfg.name, cfg.max_concurrent, cfg.rate, cfg.burst, old.paused)
+            if new != old:
+                await self.update_queue(new)
+                changes.append(f"queue {cfg.name}: max_concurrent={new.max_concurrent} rate={new.rate:g} burst={new.burst}")
+        return changes
+
+    async def update_queue(self, cfg: QueueConfig) -> QueueConfig:
+        """Persists and applies a queue's settings."""
+        self.queues.configure(cfg, self.clock.now_ms())  # checks it first
+        await self.store.save_queue(cfg)
+        log.info("queue %s: %s", cfg.name, "paused" if cfg.paused else
+                 f"max_concurrent={cfg.max_concurrent or 'unlimited'} rate={cfg.rate or 'unlimited'}")  # fmt: skip
+        self._pump()
+        return cfg
 
     # --- dispatcher sessions and results --------------------------------
 
@@ -454,13 +499,14 @@ class Engine:
 
     # --- status ---------------------------------------------------------
 
-    async def counts(self) -> dict[State, int]:
+    async def counts(self) -> dict[tuple[str, State], int]:
+        """Notifies by (queue, state), with DELIVERING (known only in memory) split from PENDING."""
         counts = await self.store.counts()
-        delivering = len(self.leases)
-        if delivering:
-            counts[State.DELIVERING] = delivering
-            counts[State.PENDING] = max(0, counts.get(State.PENDING, 0) - delivering)
-        return counts
+        for queue, leased in self.leases.by_queue().items():
+            counts[(queue, State.DELIVERING)] = leased
+            pending = counts.get((queue, State.PENDING), 0)
+            counts[(queue, State.PENDING)] = max(0, pending - leased)
+        return {k: v for k, v in counts.items() if v}
 
     @property
     def pid(self) -> int:

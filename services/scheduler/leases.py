@@ -27,6 +27,7 @@ class LeaseBook:
         self._by_notify: dict[str, Lease] = {}
         self._prefix = os.urandom(4).hex()
         self._seq = itertools.count(1)
+        self._per_queue: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -37,6 +38,7 @@ class LeaseBook:
         lease = Lease(f"{self._prefix}-{next(self._seq)}", n, dispatcher_id, n.attempt_count + 1, now_ms, deadline_ms)
         self._by_id[lease.lease_id] = lease
         self._by_notify[n.id] = lease
+        self._per_queue[n.spec.queue] = self._per_queue.get(n.spec.queue, 0) + 1
         return lease
 
     def get(self, lease_id: str) -> Lease | None:
@@ -46,15 +48,17 @@ class LeaseBook:
         return self._by_notify.get(notify_id)
 
     def end(self, lease: Lease) -> None:
-        self._by_id.pop(lease.lease_id, None)
+        if self._by_id.pop(lease.lease_id, None) is None:
+            return
         if self._by_notify.get(lease.notify.id) is lease:
             del self._by_notify[lease.notify.id]
+        self._per_queue[lease.notify.spec.queue] -= 1
 
     def held_by(self, dispatcher_id: str) -> int:
         return sum(1 for lease in self._by_id.values() if lease.dispatcher_id == dispatcher_id)
 
+    def in_flight(self, queue: str) -> int:
+        return self._per_queue.get(queue, 0)
+
     def by_queue(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for lease in self._by_id.values():
-            out[lease.notify.spec.queue] = out.get(lease.notify.spec.queue, 0) + 1
-        return out
+        return {q: n for q, n in self._per_queue.items() if n}

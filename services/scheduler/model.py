@@ -117,3 +117,14 @@ class ListFilter:
     queue: str = ""
     trigger_key: str = ""
     ordering_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """Limits of a named queue; 0 means unlimited. burst 0 means max(1, rate)."""
+
+    name: str
+    max_concurrent: int = 0
+    rate: float = 0.0  # grants per second
+    burst: int = 0
+    paused: bool = False

@@ -22,7 +22,7 @@ import asyncpg
 
 from . import codec
 from .errors import Unavailable
-from .model import ListFilter, Notification, State
+from .model import ListFilter, Notification, QueueConfig, State
 from .store import ACTIVE, ResultWrite
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,13 @@ CREATE TABLE IF NOT EXISTS attempts (
     snippet BYTEA NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attempts_notify ON attempts (notify_id, number, seq);
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT COLLATE "C" PRIMARY KEY,
+    max_concurrent INTEGER NOT NULL,
+    rate DOUBLE PRECISION NOT NULL,
+    burst INTEGER NOT NULL,
+    paused BOOLEAN NOT NULL
+);
 """
 _SCHEMA_LOCK = 0x4E6F7469667941  # pg_advisory_xact_lock key: stores opening at once create the schema once
 
@@ -340,9 +347,22 @@ class PostgresStore:
         rows = await self._write(lambda conn: conn.fetch(_BLOCKED))
         return [(r[0], r[1]) for r in rows]
 
-    async def counts(self) -> dict[State, int]:
-        rows = await self._read(lambda conn: conn.fetch("SELECT state, COUNT(*) FROM notifies GROUP BY state"))
-        return {State(s): c for s, c in rows}
+    async def counts(self) -> dict[tuple[str, State], int]:
+        rows = await self._read(lambda conn: conn.fetch("SELECT queue, state, COUNT(*) FROM notifies GROUP BY queue, state"))
+        return {(q, State(s)): c for q, s, c in rows}
+
+    async def save_queue(self, q: QueueConfig) -> None:
+        sql = (
+            "INSERT INTO queues (name, max_concurrent, rate, burst, paused) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (name) DO UPDATE SET max_concurrent = EXCLUDED.max_concurrent, rate = EXCLUDED.rate,"
+            " burst = EXCLUDED.burst, paused = EXCLUDED.paused"
+        )
+        await self._write(lambda conn: conn.execute(sql, q.name, q.max_concurrent, q.rate, q.burst, q.paused))
+
+    async def load_queues(self) -> list[QueueConfig]:
+        sql = "SELECT name, max_concurrent, rate, burst, paused FROM queues ORDER BY name"
+        rows = await self._write(lambda conn: conn.fetch(sql))
+        return [QueueConfig(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     async def list(self, f: ListFilter, *, after_id: str, limit: int) -> list[Notification]:
         where: list[str] = ["id > $1"]

@@ -5,6 +5,7 @@ Domain errors become gRPC status codes here and nowhere else."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import logging
 
@@ -153,12 +154,32 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
+    async def _queue_stats(self, names: list[str] | None = None) -> list[admin_pb.QueueStats]:
+        e = self._engine
+        counts = await e.counts()
+        if names is None:
+            names = sorted({q for q, _ in counts} | set(e.ready.queue_names()) | {c.name for c in e.queues.configs()})
+        out = []
+        for name in names:
+            by_state = {s: c for (q, s), c in counts.items() if q == name}
+            cfg = e.queues.config(name)
+            out.append(admin_pb.QueueStats(
+                name=name,
+                pending=by_state.get(State.PENDING, 0),
+                in_flight=e.leases.in_flight(name),
+                scheduled=sum(by_state.get(s, 0) for s in (State.SCHEDULED, State.RETRY_WAIT, State.WAITING_TRIGGER)),
+                failed=by_state.get(State.FAILED, 0),
+                succeeded=by_state.get(State.SUCCEEDED, 0),
+                paused=cfg.paused, max_concurrent=cfg.max_concurrent, rate=cfg.rate, burst=cfg.burst,
+            ))  # fmt: skip
+        return out
+
     @maps_errors
     async def GetStatus(self, request, context):
         e = self._engine
-        counts = await e.counts()
-        in_flight = e.leases.by_queue()
-        queues = sorted(set(e.ready.queue_names()) | set(in_flight))
+        counts: dict[State, int] = {}
+        for (_, state), c in (await e.counts()).items():
+            counts[state] = counts.get(state, 0) + c
         return admin_pb.GetStatusResponse(
             start_time=convert.timestamp(e.start_ms),
             pid=e.pid,
@@ -173,8 +194,29 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
                 )  # fmt: skip
                 for s in e.sessions.values()
             ],
-            queues=[
-                admin_pb.QueueStats(name=q, pending=e.ready.depth(q), in_flight=in_flight.get(q, 0)) for q in queues
-            ],
+            queues=await self._queue_stats(),
             wheel_size=len(e.wheel),
         )
+
+    async def _change_queue(self, name: str, **changes) -> admin_pb.QueueStats:
+        if not name:
+            raise InvalidArgument([("name", "is required")])
+        cfg = self._engine.queues.config(name)
+        await self._engine.update_queue(dataclasses.replace(cfg, **changes))
+        (stats,) = await self._queue_stats([name])
+        return stats
+
+    @maps_errors
+    async def PauseQueue(self, request, context):
+        return admin_pb.PauseQueueResponse(queue=await self._change_queue(request.name, paused=True))
+
+    @maps_errors
+    async def ResumeQueue(self, request, context):
+        return admin_pb.ResumeQueueResponse(queue=await self._change_queue(request.name, paused=False))
+
+    @maps_errors
+    async def SetQueueLimits(self, request, context):
+        stats = await self._change_queue(
+            request.name, max_concurrent=request.max_concurrent, rate=request.rate, burst=request.burst
+        )
+        return admin_pb.SetQueueLimitsResponse(queue=stats)

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from . import codec
 from .errors import Unavailable
-from .model import ListFilter, Notification, State
+from .model import ListFilter, Notification, QueueConfig, State
 from .store import ACTIVE, ResultWrite
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,13 @@ CREATE TABLE IF NOT EXISTS attempts (
     snippet BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attempts_notify ON attempts(notify_id, number);
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    max_concurrent INTEGER NOT NULL,
+    rate REAL NOT NULL,
+    burst INTEGER NOT NULL,
+    paused INTEGER NOT NULL
+);
 """
 
 _INSERT = f"INSERT INTO notifies ({codec.COLUMNS}) VALUES ({', '.join('?' * 13)})"
@@ -261,9 +268,18 @@ class SqliteStore:
         sql = f"SELECT ordering_key, id FROM notifies WHERE state = {int(State.RETRY_WAIT)} AND ordering_key != ''"
         return await self._write(lambda conn: conn.execute(sql).fetchall())
 
-    async def counts(self) -> dict[State, int]:
-        rows = await self._read(lambda conn: conn.execute("SELECT state, COUNT(*) FROM notifies GROUP BY state").fetchall())
-        return {State(s): c for s, c in rows}
+    async def counts(self) -> dict[tuple[str, State], int]:
+        sql = "SELECT queue, state, COUNT(*) FROM notifies GROUP BY queue, state"
+        return {(q, State(s)): c for q, s, c in await self._read(lambda conn: conn.execute(sql).fetchall())}
+
+    async def save_queue(self, q: QueueConfig) -> None:
+        sql = "INSERT OR REPLACE INTO queues (name, max_concurrent, rate, burst, paused) VALUES (?, ?, ?, ?, ?)"
+        await self._write(lambda conn: conn.execute(sql, (q.name, q.max_concurrent, q.rate, q.burst, int(q.paused))))
+
+    async def load_queues(self) -> list[QueueConfig]:
+        sql = "SELECT name, max_concurrent, rate, burst, paused FROM queues ORDER BY name"
+        rows = await self._write(lambda conn: conn.execute(sql).fetchall())
+        return [QueueConfig(n, m, r, b, bool(p)) for n, m, r, b, p in rows]
 
     async def list(self, f: ListFilter, *, after_id: str, limit: int) -> list[Notification]:
         where, args = ["id > ?"], [after_id]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from .model import AttemptRecord, ListFilter, Notification, State
+from .model import AttemptRecord, ListFilter, Notification, QueueConfig, State
 
 ACTIVE = (State.SCHEDULED, State.PENDING, State.RETRY_WAIT)  # states the timer loads by due time
 
@@ -53,6 +53,16 @@ class Store(Protocol):
         """(ordering_key, id) of notifies that hold their key while waiting to retry."""
         ...
 
-    async def counts(self) -> dict[State, int]: ...
+    async def counts(self) -> dict[tuple[str, State], int]:
+        """Notifies by (queue, state)."""
+        ...
+
+    async def save_queue(self, q: QueueConfig) -> None:
+        """Persists a queue's limits and pause state (replacing what was there)."""
+        ...
+
+    async def load_queues(self) -> list[QueueConfig]:
+        """Every queue with persisted settings, by name."""
+        ...
 
     async def list(self, f: ListFilter, *, after_id: str, limit: int) -> list[Notification]: ...

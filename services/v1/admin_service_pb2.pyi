@@ -10,6 +10,48 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PauseQueueRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class PauseQueueResponse(_message.Message):
+    __slots__ = ("queue",)
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    queue: QueueStats
+    def __init__(self, queue: _Optional[_Union[QueueStats, _Mapping]] = ...) -> None: ...
+
+class ResumeQueueRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ResumeQueueResponse(_message.Message):
+    __slots__ = ("queue",)
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    queue: QueueStats
+    def __init__(self, queue: _Optional[_Union[QueueStats, _Mapping]] = ...) -> None: ...
+
+class SetQueueLimitsRequest(_message.Message):
+    __slots__ = ("name", "max_concurrent", "rate", "burst")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    BURST_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    max_concurrent: int
+    rate: float
+    burst: int
+    def __init__(self, name: _Optional[str] = ..., max_concurrent: _Optional[int] = ..., rate: _Optional[float] = ..., burst: _Optional[int] = ...) -> None: ...
+
+class SetQueueLimitsResponse(_message.Message):
+    __slots__ = ("queue",)
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    queue: QueueStats
+    def __init__(self, queue: _Optional[_Union[QueueStats, _Mapping]] = ...) -> None: ...
+
 class GetStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -23,14 +65,28 @@ class StateCount(_message.Message):
     def __init__(self, state: _Optional[_Union[_notify_pb2.State, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class QueueStats(_message.Message):
-    __slots__ = ("name", "pending", "in_flight")
+    __slots__ = ("name", "pending", "in_flight", "scheduled", "failed", "succeeded", "paused", "max_concurrent", "rate", "burst")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    BURST_FIELD_NUMBER: _ClassVar[int]
     name: str
     pending: int
     in_flight: int
-    def __init__(self, name: _Optional[str] = ..., pending: _Optional[int] = ..., in_flight: _Optional[int] = ...) -> None: ...
+    scheduled: int
+    failed: int
+    succeeded: int
+    paused: bool
+    max_concurrent: int
+    rate: float
+    burst: int
+    def __init__(self, name: _Optional[str] = ..., pending: _Optional[int] = ..., in_flight: _Optional[int] = ..., scheduled: _Optional[int] = ..., failed: _Optional[int] = ..., succeeded: _Optional[int] = ..., paused: _Optional[bool] = ..., max_concurrent: _Optional[int] = ..., rate: _Optional[float] = ..., burst: _Optional[int] = ...) -> None: ...
 
 class DispatcherInfo(_message.Message):
     __slots__ = ("dispatcher_id", "version", "capacity", "credit", "leases", "connect_time")

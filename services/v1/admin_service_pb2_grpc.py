@@ -40,6 +40,21 @@ class AdminServiceStub:
                 request_serializer=notifyagent_dot_v1_dot_admin__service__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=notifyagent_dot_v1_dot_admin__service__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.PauseQueue = channel.unary_unary(
+                '/notifyagent.v1.AdminService/PauseQueue',
+                request_serializer=notifyagent_dot_v1_dot_admin__service__pb2.PauseQueueRequest.SerializeToString,
+                response_deserializer=notifyagent_dot_v1_dot_admin__service__pb2.PauseQueueResponse.FromString,
+                _registered_method=True)
+        self.ResumeQueue = channel.unary_unary(
+                '/notifyagent.v1.AdminService/ResumeQueue',
+                request_serializer=notifyagent_dot_v1_dot_admin__service__pb2.ResumeQueueRequest.SerializeToString,
+                response_deserializer=notifyagent_dot_v1_dot_admin__service__pb2.ResumeQueueResponse.FromString,
+                _registered_method=True)
+        self.SetQueueLimits = channel.unary_unary(
+                '/notifyagent.v1.AdminService/SetQueueLimits',
+                request_serializer=notifyagent_dot_v1_dot_admin__service__pb2.SetQueueLimitsRequest.SerializeToString,
+                response_deserializer=notifyagent_dot_v1_dot_admin__service__pb2.SetQueueLimitsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -52,6 +67,26 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseQueue(self, request, context):
+        """Stops granting from a queue (its notifies wait); survives restarts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeQueue(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetQueueLimits(self, request, context):
+        """Sets a queue's max concurrent deliveries and rate limit (0 = unlimited).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +94,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=notifyagent_dot_v1_dot_admin__service__pb2.GetStatusRequest.FromString,
                     response_serializer=notifyagent_dot_v1_dot_admin__service__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'PauseQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseQueue,
+                    request_deserializer=notifyagent_dot_v1_dot_admin__service__pb2.PauseQueueRequest.FromString,
+                    response_serializer=notifyagent_dot_v1_dot_admin__service__pb2.PauseQueueResponse.SerializeToString,
+            ),
+            'ResumeQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeQueue,
+                    request_deserializer=notifyagent_dot_v1_dot_admin__service__pb2.ResumeQueueRequest.FromString,
+                    response_serializer=notifyagent_dot_v1_dot_admin__service__pb2.ResumeQueueResponse.SerializeToString,
+            ),
+            'SetQueueLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQueueLimits,
+                    request_deserializer=notifyagent_dot_v1_dot_admin__service__pb2.SetQueueLimitsRequest.FromString,
+                    response_serializer=notifyagent_dot_v1_dot_admin__service__pb2.SetQueueLimitsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +139,87 @@ class AdminService:
             '/notifyagent.v1.AdminService/GetStatus',
             notifyagent_dot_v1_dot_admin__service__pb2.GetStatusRequest.SerializeToString,
             notifyagent_dot_v1_dot_admin__service__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/notifyagent.v1.AdminService/PauseQueue',
+            notifyagent_dot_v1_dot_admin__service__pb2.PauseQueueRequest.SerializeToString,
+            notifyagent_dot_v1_dot_admin__service__pb2.PauseQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/notifyagent.v1.AdminService/ResumeQueue',
+            notifyagent_dot_v1_dot_admin__service__pb2.ResumeQueueRequest.SerializeToString,
+            notifyagent_dot_v1_dot_admin__service__pb2.ResumeQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQueueLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/notifyagent.v1.AdminService/SetQueueLimits',
+            notifyagent_dot_v1_dot_admin__service__pb2.SetQueueLimitsRequest.SerializeToString,
+            notifyagent_dot_v1_dot_admin__service__pb2.SetQueueLimitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

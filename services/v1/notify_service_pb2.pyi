@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from notifyagent.v1 import notify_pb2 as _notify_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -105,6 +106,20 @@ class RetryNotifyRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class RetryNotifyResponse(_message.Message):
+    __slots__ = ("notify",)
+    NOTIFY_FIELD_NUMBER: _ClassVar[int]
+    notify: _notify_pb2.Notify
+    def __init__(self, notify: _Optional[_Union[_notify_pb2.Notify, _Mapping]] = ...) -> None: ...
+
+class UpdateNotifyRequest(_message.Message):
+    __slots__ = ("notify", "update_mask")
+    NOTIFY_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    notify: _notify_pb2.Notify
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, notify: _Optional[_Union[_notify_pb2.Notify, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class UpdateNotifyResponse(_message.Message):
     __slots__ = ("notify",)
     NOTIFY_FIELD_NUMBER: _ClassVar[int]
     notify: _notify_pb2.Notify

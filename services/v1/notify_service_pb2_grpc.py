@@ -70,6 +70,11 @@ class NotifyServiceStub:
                 request_serializer=notifyagent_dot_v1_dot_notify__service__pb2.RetryNotifyRequest.SerializeToString,
                 response_deserializer=notifyagent_dot_v1_dot_notify__service__pb2.RetryNotifyResponse.FromString,
                 _registered_method=True)
+        self.UpdateNotify = channel.unary_unary(
+                '/notifyagent.v1.NotifyService/UpdateNotify',
+                request_serializer=notifyagent_dot_v1_dot_notify__service__pb2.UpdateNotifyRequest.SerializeToString,
+                response_deserializer=notifyagent_dot_v1_dot_notify__service__pb2.UpdateNotifyResponse.FromString,
+                _registered_method=True)
 
 
 class NotifyServiceServicer:
@@ -123,6 +128,14 @@ class NotifyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateNotify(self, request, context):
+        """Changes a notify that is not being delivered and has not finished: its
+        schedule, request or policy. FAILED_PRECONDITION otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotifyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +173,11 @@ def add_NotifyServiceServicer_to_server(servicer, server):
                     servicer.RetryNotify,
                     request_deserializer=notifyagent_dot_v1_dot_notify__service__pb2.RetryNotifyRequest.FromString,
                     response_serializer=notifyagent_dot_v1_dot_notify__service__pb2.RetryNotifyResponse.SerializeToString,
+            ),
+            'UpdateNotify': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNotify,
+                    request_deserializer=notifyagent_dot_v1_dot_notify__service__pb2.UpdateNotifyRequest.FromString,
+                    response_serializer=notifyagent_dot_v1_dot_notify__service__pb2.UpdateNotifyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +370,33 @@ class NotifyService:
             '/notifyagent.v1.NotifyService/RetryNotify',
             notifyagent_dot_v1_dot_notify__service__pb2.RetryNotifyRequest.SerializeToString,
             notifyagent_dot_v1_dot_notify__service__pb2.RetryNotifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateNotify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/notifyagent.v1.NotifyService/UpdateNotify',
+            notifyagent_dot_v1_dot_notify__service__pb2.UpdateNotifyRequest.SerializeToString,
+            notifyagent_dot_v1_dot_notify__service__pb2.UpdateNotifyResponse.FromString,
             options,
             channel_credentials,
             insecure,

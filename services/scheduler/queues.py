@@ -1,0 +1,118 @@
+"""Named queues: pause, max concurrent deliveries and a token-bucket rate limit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import InvalidArgument
+from .model import QueueConfig
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    rate: float  # tokens per second
+    burst: float
+    tokens: float
+    last_ms: int
+
+    def _refill(self, now_ms: int) -> None:
+        if now_ms > self.last_ms:
+            self.tokens = min(self.burst, self.tokens + (now_ms - self.last_ms) * self.rate / 1000)
+            self.last_ms = now_ms
+
+    def ready(self, now_ms: int) -> bool:
+        self._refill(now_ms)
+        return self.tokens >= 1
+
+    def take(self, now_ms: int) -> None:
+        self._refill(now_ms)
+        self.tokens -= 1
+
+    def ms_until_token(self, now_ms: int) -> int:
+        self._refill(now_ms)
+        return 0 if self.tokens >= 1 else int((1 - self.tokens) * 1000 / self.rate) + 1
+
+
+class Queues:
+    """The limits of every queue; queues never configured are unlimited."""
+
+    def __init__(self) -> None:
+        self._configs: dict[str, QueueConfig] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def config(self, name: str) -> QueueConfig:
+        return self._configs.get(name) or QueueConfig(name)
+
+    def configs(self) -> list[QueueConfig]:
+        return [self._configs[n] for n in sorted(self._configs)]
+
+    def configure(self, cfg: QueueConfig, now_ms: int) -> None:
+        check(cfg)
+        old = self._configs.get(cfg.name)
+        self._configs[cfg.name] = cfg
+        if cfg.rate <= 0:
+            self._buckets.pop(cfg.name, None)
+        elif old is None or (old.rate, old.burst) != (cfg.rate, cfg.burst) or cfg.name not in self._buckets:
+            burst = float(cfg.burst or max(1.0, cfg.rate))
+            self._buckets[cfg.name] = TokenBucket(cfg.rate, burst, burst, now_ms)
+
+    def allowed(self, name: str, in_flight: int, now_ms: int) -> bool:
+        cfg = self._configs.get(name)
+        if cfg is None:
+            return True
+        if cfg.paused or (cfg.max_concurrent and in_flight >= cfg.max_concurrent):
+            return False
+        bucket = self._buckets.get(name)
+        return bucket is None or bucket.ready(now_ms)
+
+    def on_grant(self, name: str, now_ms: int) -> None:
+        bucket = self._buckets.get(name)
+        if bucket is not None:
+            bucket.take(now_ms)
+
+    def ms_until_token(self, names: list[str], now_ms: int) -> int | None:
+        """The soonest a rate-limited queue among names gets a token, if any is waiting on one."""
+        waits = [
+            b.ms_until_token(now_ms)
+            for n in names
+            if (b := self._buckets.get(n)) is not None and not self._configs[n].paused
+        ]
+        waits = [w for w in waits if w > 0]
+        return min(waits) if waits else None
+
+
+def check(cfg: QueueConfig) -> None:
+    bad = []
+    if not cfg.name:
+        bad.append(("name", "is required"))
+    if cfg.max_concurrent < 0:
+        bad.append(("max_concurrent", "must be 0 (unlimited) or more"))
+    if cfg.rate < 0 or cfg.rate > 1_000_000:
+        bad.append(("rate", "must be 0 (unlimited) to 1,000,000 per second"))
+    if cfg.burst < 0:
+        bad.append(("burst", "must be 0 (the rate) or more"))
+    if bad:
+        raise InvalidArgument(bad)
+
+
+def parse(text: str) -> list[QueueConfig]:
+    """NOTIFY_QUEUES: `name:max_concurrent=N:rate=R:burst=B,...` (every key optional)."""
+    out = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, *pairs = item.split(":")
+        values: dict[str, float] = {}
+        for pair in pairs:
+            key, _, raw = pair.partition("=")
+            if key not in ("max_concurrent", "rate", "burst") or not raw:
+                raise ValueError(f"NOTIFY_QUEUES: {pair!r} in {item!r}; use max_concurrent=N, rate=R or burst=B")
+            try:
+                values[key] = float(raw)
+            except ValueError:
+                raise ValueError(f"NOTIFY_QUEUES: {key} must be a number, not {raw!r}") from None
+        cfg = QueueConfig(name.strip(), int(values.get("max_concurrent", 0)), values.get("rate", 0.0), int(values.get("burst", 0)))
+        try:
+            check(cfg)
+        except InvalidArgument as e:
+            raise ValueError(f"NOTIFY_QUEUES: queue {name!r}: {e}") from None
+        out.append(cfg)
+    return out
