@@ -500,3 +500,23 @@ async def _lose_and_regain_the_writer(store: PostgresStore) -> None:
         pass  # the group that found the connection gone fails; the next one reconnects
     await store.insert([notify(3)])
     assert {n.id for n in await store.load_due(after=START, until_ms=10_000, limit=10)} >= {nid(1), nid(3)}
+
+
+async def test_update_replaces_spec_state_and_due_only_in_allowed_states(store: Store) -> None:
+    n = notify(1, state=State.SCHEDULED, due_ms=5_000)
+    await store.insert([n])
+    spec = dataclasses.replace(n.spec, trigger_key="t2", request=dataclasses.replace(n.spec.request, url="http://new/"))
+    changed, cur = await store.update(n.id, allowed=(State.SCHEDULED,), spec=spec, state=State.WAITING_TRIGGER, due_ms=None)
+    assert changed and cur.spec == spec and (cur.state, cur.due_ms) == (State.WAITING_TRIGGER, None)
+    assert (await store.get(n.id)).spec.request.url == "http://new/"
+    changed, cur = await store.update(n.id, allowed=(State.SCHEDULED,), spec=n.spec, state=State.PENDING, due_ms=1)
+    assert not changed and cur.state == State.WAITING_TRIGGER
+    assert await store.update(nid(99), allowed=(State.SCHEDULED,), spec=n.spec, state=State.PENDING, due_ms=1) == (False, None)
+
+
+async def test_save_results_commits_follow_up_notifies_with_them(store: Store) -> None:
+    n = notify(1)
+    await store.insert([n])
+    follow = notify(2)
+    await store.save_results([ResultWrite(dataclasses.replace(n, state=State.SUCCEEDED, attempt_count=1), attempt(1), follow)])
+    assert (await store.get(nid(2))).state == State.PENDING

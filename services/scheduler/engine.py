@@ -11,27 +11,60 @@ moved on meanwhile.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ..common.ids import IdGenerator
 from .errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from .leases import Lease, LeaseBook
-from .model import AttemptRecord, ListFilter, NewNotify, Notification, QueueConfig, State
+from .model import AttemptRecord, ListFilter, NewNotify, Notification, QueueConfig, Request, Spec, State
 from .queues import Queues
 from .ready import ReadyQueue
 from .retry import Outcome, decide
 from .sessions import Ack, Drain, Grant, Revoke, Session
 from .store import ResultWrite, Store
-from .validate import Limits, check_spec
+from .validate import Limits, check_spec, require_valid
 from .wheel import TimerWheel
 
 log = logging.getLogger(__name__)
 
 UNFINISHED = (State.SCHEDULED, State.WAITING_TRIGGER, State.PENDING, State.DELIVERING, State.RETRY_WAIT)
+UPDATABLE_STATES = (State.SCHEDULED, State.WAITING_TRIGGER, State.PENDING, State.RETRY_WAIT)
+# UpdateNotify mask paths and the Spec fields each one replaces.
+UPDATABLE = {
+    "request": ("request",),
+    "schedule": ("deliver_at_ms", "trigger_key"),
+    "retry": ("retry",),
+    "success": ("success",),
+    "fire_and_forget": ("fire_and_forget",),
+    "timeout": ("timeout",),
+    "expire_at": ("expire_at_ms",),
+    "callback_url": ("callback_url",),
+    "labels": ("labels",),
+}
+CALLBACK_QUEUE = "callbacks"
+
+
+def callback_body(n: Notification, last: AttemptRecord | None, reason: str) -> str:
+    """JSON for a result callback: id, final state and a summary of the attempts."""
+    doc = {
+        "id": n.id,
+        "state": n.state.name,
+        "reason": reason,
+        "attempts": n.attempt_count,
+        "last_attempt": None if last is None else {
+            "number": last.number, "status_code": last.status_code, "error": last.error,
+            "start_time_ms": last.start_ms, "end_time_ms": last.end_ms,
+        },
+        "create_time_ms": n.create_ms,
+        "complete_time_ms": n.complete_ms,
+        "labels": n.spec.labels,
+    }  # fmt: skip
+    return json.dumps(doc, separators=(",", ":"))
 
 
 class Clock(Protocol):
@@ -205,6 +238,40 @@ class Engine:
         if not changed:
             raise FailedPrecondition(f"notify {notify_id} is {cur.state.name}; only FAILED or CANCELLED ones can be retried")
         log.info("notify %s sent again by RetryNotify", notify_id)
+        self._admit(cur)
+        return cur
+
+    async def update(self, notify_id: str, paths: set[str], candidate: Spec) -> Notification:
+        """Takes the fields named in paths from candidate; the notify must not be leased or finished."""
+        unknown = paths - UPDATABLE.keys()
+        if not paths or unknown:
+            raise InvalidArgument([("update_mask", f"name one or more of {', '.join(sorted(UPDATABLE))}"
+                                    + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else ""))])  # fmt: skip
+        if self.leases.for_notify(notify_id) is not None:
+            raise FailedPrecondition(f"notify {notify_id} is being delivered; update it after this attempt")
+        current = await self.store.get(notify_id)
+        if current is None:
+            raise NotFound(f"notify {notify_id!r} not found")
+        changes = {f: getattr(candidate, f) for p in paths for f in UPDATABLE[p]}
+        spec = replace(current.spec, **changes)
+        now = self.clock.now_ms()
+        require_valid(spec, now_ms=now, limits=self.settings.limits)
+        state, due = current.state, current.due_ms
+        if "schedule" in paths:
+            fresh = self._new_notification(NewNotify(spec), now)
+            state, due = fresh.state, fresh.due_ms
+        mine = self.live.pop(notify_id, None)  # its wheel and ready entries go stale
+        if mine is not None and self.leases.for_notify(notify_id) is not None:
+            self.live[notify_id] = mine
+            raise FailedPrecondition(f"notify {notify_id} is being delivered; update it after this attempt")
+        changed, cur = await self.store.update(notify_id, allowed=UPDATABLE_STATES, spec=spec, state=state, due_ms=due)
+        if cur is None:
+            raise NotFound(f"notify {notify_id!r} not found")
+        if not changed:
+            if mine is not None and not cur.state.terminal:
+                self._admit(mine)
+            raise FailedPrecondition(f"notify {notify_id} is {cur.state.name}; only unfinished ones can be updated")
+        log.info("notify %s updated: %s", notify_id, ", ".join(sorted(paths)))
         self._admit(cur)
         return cur
 
@@ -452,7 +519,19 @@ class Engine:
     async def _finish_unattempted(self, n: Notification, reason: str) -> None:
         n.state, n.due_ms, n.complete_ms = State.FAILED, None, self.clock.now_ms()
         log.info("notify %s FAILED: %s", n.id, reason)
-        await self._commit([ResultWrite(n, None)])
+        await self._commit([ResultWrite(n, None, self._callback(n, None, reason))])
+
+    def _callback(self, n: Notification, last: AttemptRecord | None, reason: str) -> Notification | None:
+        """The final-outcome POST to the notify's callback_url, as a notify of its own."""
+        if not n.spec.callback_url:
+            return None
+        body = callback_body(n, last, reason)
+        spec = Spec(
+            request=Request(method="POST", url=n.spec.callback_url, json_body=body),
+            queue=CALLBACK_QUEUE,
+            labels={"callback_for": n.id},
+        )
+        return self._new_notification(NewNotify(spec), self.clock.now_ms())
 
     def _apply(self, n: Notification, attempt: AttemptRecord, outcome: Outcome, now: int) -> ResultWrite:
         """Counts an attempt and decides what comes next, in memory; the caller commits."""
@@ -465,13 +544,15 @@ class Engine:
         level = logging.INFO if d.state.terminal or not outcome.success else logging.DEBUG
         log.log(level, "notify %s attempt %d: %s -> %s (%s)", n.id, attempt.number,
                 outcome.status_code or outcome.error, d.state.name, d.reason)  # fmt: skip
-        return ResultWrite(n, attempt)
+        return ResultWrite(n, attempt, self._callback(n, attempt, d.reason) if d.state.terminal else None)
 
     async def _commit(self, writes: list[ResultWrite]) -> None:
         if not writes:
             return
         await self.store.save_results(writes)
         for w in writes:
+            if w.follow_up is not None:
+                self._admit(w.follow_up)
             n = w.notify
             if self.live.get(n.id) is not n:
                 continue  # cancelled while the write was in flight

@@ -22,7 +22,7 @@ import asyncpg
 
 from . import codec
 from .errors import Unavailable
-from .model import ListFilter, Notification, QueueConfig, State
+from .model import ListFilter, Notification, QueueConfig, Spec, State
 from .store import ACTIVE, ResultWrite
 
 log = logging.getLogger(__name__)
@@ -290,6 +290,9 @@ class PostgresStore:
             attempts = [codec.attempt_row(w.notify.id, w.attempt) for w in writes if w.attempt is not None]
             if attempts:
                 await conn.executemany(_ADD_ATTEMPT, attempts)
+            follow_ups = [codec.to_row(w.follow_up) for w in writes if w.follow_up is not None]
+            if follow_ups:
+                await conn.fetch(_INSERT, *[list(c) for c in zip(*follow_ups)])
 
         if writes:
             await self._write(op)
@@ -306,6 +309,23 @@ class PostgresStore:
 
         async def op(conn: asyncpg.Connection) -> tuple[bool, Notification | None]:
             row = await conn.fetchrow(sql, int(state), due_ms, complete_ms, notify_id, [int(s) for s in allowed])
+            if row is not None:
+                return True, codec.from_row(row)
+            row = await conn.fetchrow(_BY_ID, notify_id)
+            return False, codec.from_row(row) if row else None
+
+        return await self._write(op)
+
+    async def update(
+        self, notify_id: str, *, allowed: tuple[State, ...], spec: Spec, state: State, due_ms: int | None
+    ) -> tuple[bool, Notification | None]:
+        async def op(conn: asyncpg.Connection) -> tuple[bool, Notification | None]:
+            marks = ",".join(str(int(s)) for s in allowed)
+            row = await conn.fetchrow(
+                f"UPDATE notifies SET spec=$1, trigger_key=$2, state=$3, due_ms=$4 WHERE id=$5 AND state IN ({marks})"
+                f" RETURNING {codec.COLUMNS}",
+                codec.spec_to_json(spec), spec.trigger_key, int(state), due_ms, notify_id,
+            )  # fmt: skip
             if row is not None:
                 return True, codec.from_row(row)
             row = await conn.fetchrow(_BY_ID, notify_id)

@@ -124,6 +124,16 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
         return api.CancelNotifyResponse(notify=convert.notify_to_proto(await self._engine.cancel(_require_id(request.id))))
 
     @maps_errors
+    async def UpdateNotify(self, request, context):
+        notify_id = _require_id(request.notify.id)
+        paths = {"schedule" if p in ("deliver_at", "delay", "trigger_key") else p for p in request.update_mask.paths}
+        candidate, violations = convert.new_notify(request.notify, "", now_ms=self._engine.clock.now_ms())
+        if violations:
+            raise InvalidArgument(violations)
+        n = await self._engine.update(notify_id, paths, candidate.spec)
+        return api.UpdateNotifyResponse(notify=convert.notify_to_proto(n))
+
+    @maps_errors
     async def RetryNotify(self, request, context):
         return api.RetryNotifyResponse(notify=convert.notify_to_proto(await self._engine.retry(_require_id(request.id))))
 

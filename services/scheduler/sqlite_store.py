@@ -212,6 +212,7 @@ class SqliteStore:
                 f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
                 [codec.attempt_row(w.notify.id, w.attempt) for w in writes if w.attempt is not None],
             )
+            conn.executemany(_INSERT, [codec.to_row(w.follow_up) for w in writes if w.follow_up is not None])
 
         await self._write(op)
 
@@ -223,6 +224,22 @@ class SqliteStore:
                 f"UPDATE notifies SET {budget} state=?, due_ms=?, complete_ms=? WHERE id=? AND state IN ({marks})"
                 f" RETURNING {codec.COLUMNS}",
                 (int(state), due_ms, complete_ms, notify_id),
+            ).fetchone()
+            if row is not None:
+                return True, codec.from_row(row)
+            row = conn.execute(f"SELECT {codec.COLUMNS} FROM notifies WHERE id=?", (notify_id,)).fetchone()
+            return False, codec.from_row(row) if row else None
+
+        return await self._write(op)
+
+    async def update(self, notify_id, *, allowed, spec, state, due_ms):
+        def op(conn: sqlite3.Connection):
+            marks = ",".join(str(int(s)) for s in allowed)
+            s = spec
+            row = conn.execute(
+                "UPDATE notifies SET spec=?, trigger_key=?, state=?, due_ms=? WHERE id=?"
+                f" AND state IN ({marks}) RETURNING {codec.COLUMNS}",
+                (codec.spec_to_json(s), s.trigger_key, int(state), due_ms, notify_id),
             ).fetchone()
             if row is not None:
                 return True, codec.from_row(row)

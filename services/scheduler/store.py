@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from .model import AttemptRecord, ListFilter, Notification, QueueConfig, State
+from .model import AttemptRecord, ListFilter, Notification, QueueConfig, Spec, State
 
 ACTIVE = (State.SCHEDULED, State.PENDING, State.RETRY_WAIT)  # states the timer loads by due time
 
@@ -16,6 +16,7 @@ class ResultWrite:
 
     notify: Notification
     attempt: AttemptRecord | None
+    follow_up: Notification | None = None  # a new notify (the result callback) committed with it
 
 
 class Store(Protocol):
@@ -36,6 +37,12 @@ class Store(Protocol):
     ) -> tuple[bool, Notification | None]:
         """Moves a notify to state if it is in one of `allowed`; returns (changed, current)."""
         ...  # fmt: skip
+
+    async def update(
+        self, notify_id: str, *, allowed: tuple[State, ...], spec: Spec, state: State, due_ms: int | None
+    ) -> tuple[bool, Notification | None]:
+        """Replaces the spec (and state, due) of a notify in one of `allowed`; returns (changed, current)."""
+        ...
 
     async def trigger(self, trigger_key: str, *, state: State, due_ms: int) -> list[Notification]:
         """Moves every notify waiting on trigger_key to state/due_ms; returns them."""
