@@ -290,9 +290,10 @@ class Engine:
 
     # --- memory: admission, timer, loader -------------------------------
 
-    def _admit(self, n: Notification) -> None:
-        """Takes a committed active notify into memory if it is due within what is loaded."""
-        if n.due_ms is None or n.id in self.live or (n.due_ms, n.id) >= self.cursor:
+    def _admit(self, n: Notification, *, loaded: bool = False) -> None:
+        """Takes a committed active notify into memory if it is due within what is loaded
+        (the loader's own reads are, by definition)."""
+        if n.due_ms is None or n.id in self.live or (not loaded and (n.due_ms, n.id) >= self.cursor):
             return
         self.live[n.id] = n
         if n.due_ms <= self.clock.now_ms():
@@ -354,7 +355,7 @@ class Engine:
             if len(page) == self.settings.load_batch:
                 self.cursor = (page[-1].due_ms, page[-1].id)
             for n in page:
-                self._admit(n)
+                self._admit(n, loaded=True)
             if len(page) < self.settings.load_batch or self._stop.is_set():
                 return
             await asyncio.sleep(0)
@@ -494,27 +495,31 @@ class Engine:
     async def complete(self, session: Session, results: list[ResultIn]) -> None:
         """Commits results of live leases; acks every result, refused ones too."""
         now = self.clock.now_ms()
-        writes = []
+        writes, ended = [], []
         for r in results:
             lease = self.leases.get(r.lease_id)
-            if lease is None or lease.dispatcher_id != session.dispatcher_id or now > lease.deadline_ms:
+            if (lease is None or lease.committing or lease.dispatcher_id != session.dispatcher_id
+                    or now > lease.deadline_ms):  # fmt: skip
                 log.warning("result for lease %s refused: expired, unknown or not this dispatcher's (%s)",
                             r.lease_id, session.dispatcher_id)  # fmt: skip
                 continue
-            self.leases.end(lease)
+            lease.committing = True
+            ended.append(lease)
             attempt = AttemptRecord(lease.attempt, r.start_ms, r.end_ms, session.dispatcher_id,
                                     r.outcome.status_code, r.outcome.error, r.outcome.success, r.snippet)  # fmt: skip
             writes.append(self._apply(lease.notify, attempt, r.outcome, now))
-        await self._commit(writes)
+        await self._commit(writes, ended)
         for r in results:
             session.send(Ack(r.lease_id))
 
     async def _expire(self, lease: Lease) -> None:
-        self.leases.end(lease)
+        if self.leases.get(lease.lease_id) is not lease or lease.committing:
+            return  # ended meanwhile (reclaimed from a dead stream, revoked) or its result is in
+        lease.committing = True
         now = self.clock.now_ms()
         error = f"lease expired: no result from dispatcher {lease.dispatcher_id} by the deadline"
         attempt = AttemptRecord(lease.attempt, lease.granted_ms, now, lease.dispatcher_id, 0, error, False)
-        await self._commit([self._apply(lease.notify, attempt, Outcome(0, False, error), now)])
+        await self._commit([self._apply(lease.notify, attempt, Outcome(0, False, error), now)], [lease])
 
     async def _finish_unattempted(self, n: Notification, reason: str) -> None:
         n.state, n.due_ms, n.complete_ms = State.FAILED, None, self.clock.now_ms()
@@ -546,10 +551,15 @@ class Engine:
                 outcome.status_code or outcome.error, d.state.name, d.reason)  # fmt: skip
         return ResultWrite(n, attempt, self._callback(n, attempt, d.reason) if d.state.terminal else None)
 
-    async def _commit(self, writes: list[ResultWrite]) -> None:
+    async def _commit(self, writes: list[ResultWrite], ended: list[Lease] = ()) -> None:
+        """Commits results; their leases count (queue limits, in flight) until the commit is done."""
         if not writes:
             return
-        await self.store.save_results(writes)
+        try:
+            await self.store.save_results(writes)
+        finally:
+            for lease in ended:
+                self.leases.end(lease)
         for w in writes:
             if w.follow_up is not None:
                 self._admit(w.follow_up)

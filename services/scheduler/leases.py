@@ -17,6 +17,7 @@ class Lease:
     attempt: int
     granted_ms: int
     deadline_ms: int
+    committing: bool = False  # its result is being committed: it still counts, but takes no other result
 
 
 class LeaseBook:

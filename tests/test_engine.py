@@ -1,0 +1,34 @@
+"""Engine logic with the store underneath and no servers: loading, paging, restarts."""
+
+from notifyagent.scheduler.engine import Engine, EngineSettings
+from notifyagent.scheduler.model import Notification, Request, Spec, State
+from notifyagent.scheduler.sqlite_store import SqliteStore
+
+
+class FakeClock:
+    def __init__(self, now_ms: int) -> None:
+        self.now = now_ms
+
+    def now_ms(self) -> int:
+        return self.now
+
+
+def pending(i: int, due_ms: int, state: State = State.PENDING) -> Notification:
+    spec = Spec(request=Request(method="POST", url=f"http://127.0.0.1:9/{i}"))
+    return Notification(id=f"N{i:05d}", spec=spec, state=state, create_ms=0, due_ms=due_ms)
+
+
+async def test_loader_pages_through_many_due_notifies_without_skipping_page_boundaries(tmp_path):
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    await store.insert([pending(i, 1_000 + i % 3) for i in range(25)])
+    await store.insert([pending(100 + i, 60_000 + i, State.SCHEDULED) for i in range(7)])  # within the horizon
+    await store.insert([pending(200, 10_000_000, State.SCHEDULED)])  # beyond it
+    engine = Engine(store=store, settings=EngineSettings(load_batch=4, horizon_s=300), clock=FakeClock(5_000))
+    await engine.start()
+    try:
+        assert len(engine.ready) == 25, "every due one is ready, including each page's last"
+        assert len(engine.live) == 32 and "N00200" not in engine.live
+    finally:
+        await engine.stop()
+        await store.close()
