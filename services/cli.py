@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from datetime import datetime, timezone
@@ -181,15 +180,15 @@ def _print_error(e: grpc.RpcError, addr: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("dev", "scheduler", "dispatcher"):
-        from .runner import LOOPBACK, run
+        from .runner import ROLE_DEFAULTS, run
 
         flags = {k: v for k, v in vars(args).items() if k != "command"}
         try:
-            settings = load(flags, **({"allow_networks": LOOPBACK} if args.command == "dev" else {}))
+            settings = load(flags, **ROLE_DEFAULTS.get(args.command, {}))
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        run(args.command, settings)
+        run(args.command, settings, flags)
         return 0
     return run_client(args)
 

@@ -1,31 +1,50 @@
-"""Runs the services: `dev` (all in one), `scheduler`, `dispatcher`, until SIGTERM or SIGINT."""
+"""Runs the services: `dev` (all in one), `scheduler`, `dispatcher` (alone, or N worker
+processes under a supervisor) until SIGTERM or SIGINT.
+
+SIGHUP reloads the settings: flags, NOTIFY_* variables and the config file are
+read again and each changed setting is logged. What can change while running
+is applied: log level and format here, the app's `live` settings by its
+`reload()` (which returns what it did, for the log). The others are logged as
+needing a restart and ignored.
+
+An app here has start(), stop(), `async reload(settings) -> list[str]` and
+`live` (the names of the settings its reload applies).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+from dataclasses import fields, replace
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from .common import logs
-from .common.config import Settings
+from .common.config import ConfigError, Settings, load
 from .dispatcher.app import DispatcherApp
+from .dispatcher.supervisor import Supervisor
+from .dispatcher.worker import link_fd, report_to_supervisor
 from .registry import from_url
 from .scheduler.app import SchedulerApp
 
 log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.0/8,::1/128"
+ROLE_DEFAULTS: dict[str, dict[str, Any]] = {"dev": {"allow_networks": LOOPBACK}}  # below the file, env and flags
+_LOGGING = frozenset({"log_format", "log_level"})
+SCHEDULER_LIVE = frozenset({"queues"})  # what SchedulerApp.reload applies
 
 
 class DevApp:
     """Scheduler and one dispatcher in one process; the dispatcher finds the
     scheduler through the in-memory registry and talks the same lease protocol."""
 
+    live = SCHEDULER_LIVE | DispatcherApp.LIVE_SETTINGS
+
     def __init__(self, settings: Settings) -> None:
         self.registry = from_url(settings.registry)
         self.scheduler = SchedulerApp(settings, registry=self.registry)
-        self.dispatcher = DispatcherApp(
-            Settings(**{**settings.__dict__, "http_addr": ""}), registry=self.registry
-        )
+        self.dispatcher = DispatcherApp(replace(settings, http_addr=""), registry=self.registry)
 
     async def start(self) -> None:
         await self.scheduler.start()
@@ -36,11 +55,15 @@ class DevApp:
         await self.scheduler.stop()
         await self.registry.close()
 
+    async def reload(self, settings: Settings) -> list[str]:
+        return [*await self.scheduler.reload(settings), *await self.dispatcher.reload(replace(settings, http_addr=""))]
+
 
 class _Single:
-    def __init__(self, app_cls, settings: Settings) -> None:
+    def __init__(self, app_cls, settings: Settings, *, live: frozenset[str]) -> None:
         self.registry = from_url(settings.registry)
         self.app = app_cls(settings, registry=self.registry)
+        self.live = live
 
     async def start(self) -> None:
         await self.app.start()
@@ -49,33 +72,127 @@ class _Single:
         await self.app.stop()
         await self.registry.close()
 
+    async def reload(self, settings: Settings) -> list[str]:
+        return await self.app.reload(settings)
 
-def build(role: str, settings: Settings):
+
+class _Worker(_Single):
+    """A dispatcher under a supervisor: reports to it, and stops if the supervisor is gone."""
+
+    def __init__(self, settings: Settings, fd: int, request_stop: Callable[[], None]) -> None:
+        super().__init__(DispatcherApp, settings, live=DispatcherApp.LIVE_SETTINGS)
+        self._fd = fd
+        self._request_stop = request_stop
+        self._report: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await super().start()
+        self._report = asyncio.create_task(report_to_supervisor(self._fd, self.app.client, orphaned=self._request_stop))
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self._report is not None:
+            self._report.cancel()
+            await asyncio.gather(self._report, return_exceptions=True)
+
+
+def build(role: str, settings: Settings, *, request_stop: Callable[[], None] = lambda: None):
     if role == "dev":
         return DevApp(settings)
     if role == "scheduler":
-        return _Single(SchedulerApp, settings)
-    return _Single(DispatcherApp, settings)
+        return _Single(SchedulerApp, settings, live=SCHEDULER_LIVE)
+    fd = link_fd()
+    if fd is not None:
+        return _Worker(settings, fd, request_stop)
+    if settings.processes > 1 or settings.recycle_calls or settings.recycle_memory_mb:
+        return Supervisor(settings)
+    return _Single(DispatcherApp, settings, live=DispatcherApp.LIVE_SETTINGS)
 
 
-async def serve(role: str, settings: Settings) -> None:
-    app = build(role, settings)
+async def reload_settings(role: str, app, current: Settings, flags: Mapping[str, Any] | None) -> Settings:
+    """SIGHUP: reads the settings again, applies what it can, returns the settings now in force."""
+    try:
+        if flags is not None:
+            new = load(flags, **ROLE_DEFAULTS.get(role, {}))
+        else:  # flags unknown (a caller of run() without them): the file and environment over what is in force
+            new = load({"config": current.config}, **{f.name: getattr(current, f.name) for f in fields(Settings)})
+    except ConfigError as e:
+        log.error("SIGHUP: keeping the current settings: %s", e)
+        return current
+    changed = [f.name for f in fields(Settings) if getattr(new, f.name) != getattr(current, f.name)]
+    if not changed:
+        log.info("SIGHUP: settings read again; nothing changed")
+        return current
+    live = _LOGGING | app.live
+    try:
+        changes = await app.reload(new) if any(name in app.live for name in changed) else []
+    except Exception as e:  # e.g. a malformed queue limit: nothing applied, nothing lost
+        log.error("SIGHUP: keeping the current settings: %s", e, exc_info=not isinstance(e, ConfigError))
+        return current
+    if any(name in _LOGGING for name in changed):
+        logs.configure(new.log_format, new.log_level)
+    for name in changed:
+        before, after = _shown(name, getattr(current, name)), _shown(name, getattr(new, name))
+        if name in live:
+            log.info("SIGHUP: %s changed: %s -> %s", name, before, after)
+        else:
+            log.warning("SIGHUP: %s changed (%s -> %s) but needs a restart; ignored", name, before, after)
+    for change in changes:
+        log.info("SIGHUP: %s", change)
+    return replace(current, **{name: getattr(new, name) for name in changed if name in live})
+
+
+def _shown(name: str, value: Any) -> str:
+    if name == "signing_secret" and value:
+        return "'***'"
+    if name == "store" and urlsplit(str(value)).password:
+        return repr(str(value).replace(f":{urlsplit(str(value)).password}@", ":***@"))
+    return repr(value)
+
+
+async def serve(role: str, settings: Settings, flags: Mapping[str, Any] | None = None) -> None:
     stop = asyncio.Event()
+    app = build(role, settings, request_stop=stop.set)
+    current = settings
+    reloading = asyncio.Lock()  # one SIGHUP at a time, in order
+    reloads: set[asyncio.Task] = set()
+
+    async def reload() -> None:
+        nonlocal current
+        async with reloading:
+            try:
+                current = await reload_settings(role, app, current, flags)
+            except Exception:  # a bug in reloading must not take the process down
+                log.exception("SIGHUP: reloading failed; the current settings stay")
+
+    def hangup() -> None:
+        task = asyncio.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     try:
-        await app.start()
-    except BaseException:
+        try:
+            await app.start()
+        except BaseException:
+            await app.stop()
+            raise
+        if role == "dev":
+            log.info("NotifyAgent dev: gRPC on %s, store %s; Ctrl-C stops", app.scheduler.address, settings.store)
+        await stop.wait()
+        log.info("stopping (grace %.0f s)", current.grace)
+        await asyncio.gather(*reloads, return_exceptions=True)
         await app.stop()
-        raise
-    if role == "dev":
-        log.info("NotifyAgent dev: gRPC on %s, store %s; Ctrl-C stops", app.scheduler.address, settings.store)
-    await stop.wait()
-    log.info("stopping (grace %.0f s)", settings.grace)
-    await app.stop()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
 
 
-def run(role: str, settings: Settings) -> None:
+def run(role: str, settings: Settings, flags: Mapping[str, Any] | None = None) -> None:
+    """flags: the command line's settings (as given to config.load), kept so SIGHUP reads
+    flags, environment and file again in their order of precedence."""
     logs.configure(settings.log_format, settings.log_level)
-    asyncio.run(serve(role, settings))
+    asyncio.run(serve(role, settings, flags))

@@ -404,4 +404,4 @@ def test_outcome_retryable_follows_the_error_kind():
         return CallOutcome(0, False, "x", kind, 0.0, 0.0, b"", None)
 
     retryable = {kind for kind in ErrorKind if outcome(kind).retryable}
-    assert retryable == {ErrorKind.CONNECT, ErrorKind.TIMEOUT, ErrorKind.PROTOCOL}
+    assert retryable == {ErrorKind.CONNECT, ErrorKind.TIMEOUT, ErrorKind.PROTOCOL, ErrorKind.DEFERRED}

@@ -9,7 +9,7 @@ import sys
 import grpc
 
 from notifyagent.v1 import admin_service_pb2, admin_service_pb2_grpc, notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc
-from support import Proc, free_port, wait_serving
+from support import Proc, free_port, wait_serving, wait_until
 
 
 def dev(tmp_path, port, name="dev", *extra):
@@ -123,8 +123,7 @@ async def test_scheduler_and_dispatcher_run_as_separate_processes(tmp_path, targ
             reqs = [api.CreateNotifyRequest(notify=pb.Notify(request=pb.HttpRequest(url=target.url(f"/{i}")))) for i in range(40)]
             await stub.BatchCreateNotify(api.BatchCreateNotifyRequest(requests=reqs))
             await target.wait_for(40, timeout=20)
-        logs = [d.log() for d in dispatchers]
-        assert all("attempt 1: 200 ok" in text for text in logs), "both dispatchers took work"
+        wait_until(lambda: all("attempt 1: 200 ok" in d.log() for d in dispatchers), 10, "both dispatchers to take work")
     finally:
         for d in dispatchers:
             d.terminate()

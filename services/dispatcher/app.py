@@ -1,16 +1,20 @@
-"""The dispatcher's composition root: HTTP sender, lease client, registry entry."""
+"""The dispatcher's composition root: HTTP sender behind the per-target limiter, lease client, registry entry."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
+from dataclasses import replace
+
+from prometheus_client.core import GaugeMetricFamily
 
 from ..common.config import Settings
 from ..common.web import OpsServer, gauge
 from ..registry import Node, Registry
 from .client import LeaseClient
 from .guard import NetworkPolicy
+from .hosts import HostLimiter, LimitedSender
 from .http import HttpSender
 from .signing import parse_secret
 
@@ -19,14 +23,18 @@ REGISTRY_TTL_S = 10.0
 
 
 class DispatcherApp:
+    LIVE_SETTINGS = frozenset({"capacity", "grace"})  # what reload() applies; the rest needs a restart
+
     def __init__(self, settings: Settings, *, registry: Registry, dispatcher_id: str | None = None) -> None:
         self.settings = settings
         self.registry = registry
         secret = parse_secret(settings.signing_secret) if settings.signing_secret else None
         self.sender = HttpSender(policy=NetworkPolicy.from_csv(settings.allow_networks), signing_secret=secret)
+        self.hosts = HostLimiter(ceiling=settings.capacity)
         self.client = LeaseClient(
-            sender=self.sender, discover=self._discover, capacity=settings.capacity, dispatcher_id=dispatcher_id
-        )
+            sender=LimitedSender(self.sender, self.hosts), discover=self._discover, capacity=settings.capacity,
+            dispatcher_id=dispatcher_id,
+        )  # fmt: skip
         self._task: asyncio.Task | None = None
         self._ops: OpsServer | None = None
         self._stopped = False
@@ -67,9 +75,32 @@ class DispatcherApp:
             await self._ops.stop()
         log.info("dispatcher %s stopped after %d calls", self.client.dispatcher_id, self.client.calls_done)
 
+    async def reload(self, settings: Settings) -> list[str]:
+        """Applies the LIVE_SETTINGS that changed; returns what it did, for the log."""
+        changes = []
+        if settings.capacity != self.settings.capacity:
+            self.client.set_capacity(settings.capacity)
+            self.hosts.set_ceiling(settings.capacity)
+            changes.append(f"dispatcher capacity {self.settings.capacity} -> {settings.capacity} (announced on a fresh stream)")
+        if settings.grace != self.settings.grace:
+            changes.append(f"dispatcher grace {self.settings.grace:g} s -> {settings.grace:g} s")
+        self.settings = replace(self.settings, **{name: getattr(settings, name) for name in self.LIVE_SETTINGS})
+        return changes
+
     def _metrics(self):
+        yield gauge("notifyagent_dispatcher_capacity", "Calls this dispatcher runs at once", self.client.capacity)
         yield gauge("notifyagent_dispatcher_in_flight", "Calls running now", self.client.in_flight)
         yield gauge("notifyagent_dispatcher_calls", "Calls made since start", self.client.calls_done)
+        families = {
+            "limit": GaugeMetricFamily("notifyagent_target_limit", "Calls a target may have at once (AIMD)", labels=["target"]),
+            "running": GaugeMetricFamily("notifyagent_target_in_flight", "Calls running to a target", labels=["target"]),
+            "waiting": GaugeMetricFamily("notifyagent_target_waiting", "Calls waiting for a target's limit or backoff", labels=["target"]),
+            "backoff_s": GaugeMetricFamily("notifyagent_target_backoff_seconds", "Left of a target's backoff", labels=["target"]),
+        }  # fmt: skip
+        for state in self.hosts.snapshot():  # only targets that are limited, backing off or busy
+            for name, family in families.items():
+                family.add_metric([state.key], getattr(state, name))
+        yield from families.values()
 
 
 def _log_if_failed(task: asyncio.Task) -> None:

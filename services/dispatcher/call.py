@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,7 @@ class OutgoingCall:
     success_codes: tuple[int, ...]  # empty = any 2xx
     body_contains: str  # "" = no body match
     fire_and_forget: bool  # any HTTP answer counts as success
+    deadline: float = 0.0  # time.time() when the lease ends; 0 = not known
 
 
 class ErrorKind(enum.Enum):
@@ -33,9 +35,10 @@ class ErrorKind(enum.Enum):
     BLOCKED = "blocked"  # refused before sending: SSRF guard or invalid request
     PROTOCOL = "protocol"  # connection dropped or broken HTTP mid-exchange
     CANCELLED = "cancelled"  # set by callers that turn a revoke into an outcome
+    DEFERRED = "deferred"  # not sent: the target is backing off or at its limit (hosts.py)
 
 
-_RETRYABLE_KINDS = frozenset({ErrorKind.CONNECT, ErrorKind.TIMEOUT, ErrorKind.PROTOCOL})
+_RETRYABLE_KINDS = frozenset({ErrorKind.CONNECT, ErrorKind.TIMEOUT, ErrorKind.PROTOCOL, ErrorKind.DEFERRED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +54,7 @@ class CallOutcome:
 
     @property
     def retryable(self) -> bool:
-        """True for failures without a usable answer (connect, timeout, protocol).
+        """True for failures without a usable answer (connect, timeout, protocol, deferred).
 
         False for blocked and cancelled calls, and for HTTP answers: whether
         an answered failure is retried (retry_codes) is the scheduler's call.
@@ -61,3 +64,9 @@ class CallOutcome:
     @property
     def latency(self) -> float:
         return max(0.0, self.end_time - self.start_time)
+
+
+class Sender(Protocol):
+    """Makes one call; never raises for network trouble (HttpSender, hosts.LimitedSender)."""
+
+    async def send(self, call: OutgoingCall) -> CallOutcome: ...

@@ -1,10 +1,18 @@
 """LeaseClient: the dispatcher's side of DispatchService.Lease.
 
 One stream to the scheduler. It announces its capacity, runs each granted
-call as a task, and reports results on the stream, giving back one credit
-per finished call. Results stay until the scheduler acks them and are sent
-again after a reconnect (the scheduler still takes them while their leases
-live). Reconnects back off exponentially with jitter (tenacity).
+call as a task, and reports results on the stream, keeping the credit it has
+given plus the calls it runs at its capacity. Results stay until the
+scheduler acks them and are sent again after a reconnect (the scheduler still
+takes them while their leases live). Reconnects back off exponentially with
+jitter (tenacity).
+
+A new capacity (SIGHUP) reaches the scheduler on a fresh stream: the client
+ends its side of the current one, reads it to its end (every grant already
+sent still arrives and runs, every result is acked) and says hello again.
+Stopping tells the scheduler `draining` and waits for its confirmation (its
+echoed `drain`; or a short settle time from schedulers that do not echo), so
+no grant is still on the way when the client closes.
 """
 
 from __future__ import annotations
@@ -21,12 +29,12 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 from .. import __version__
 from ..registry import RegistryError
 from ..v1 import dispatch_service_pb2 as pb, dispatch_service_pb2_grpc as pb_grpc
-from .call import CallOutcome, ErrorKind
+from .call import CallOutcome, ErrorKind, Sender
 from .convert import lease_result, outgoing_call
-from .http import HttpSender
 
 log = logging.getLogger(__name__)
 HEALTHY_STREAM_S = 5.0  # a stream that lived this long resets the reconnect backoff
+DRAIN_SETTLE_S = 0.5  # without the scheduler's drain echo, grants sent before it saw `draining` arrive by then
 
 
 class StreamEnded(Exception):
@@ -35,7 +43,7 @@ class StreamEnded(Exception):
 
 class LeaseClient:
     def __init__(
-        self, *, sender: HttpSender, discover: Callable[[], Awaitable[str]], capacity: int,
+        self, *, sender: Sender, discover: Callable[[], Awaitable[str]], capacity: int,
         dispatcher_id: str | None = None, max_backoff_s: float = 5.0,
     ) -> None:  # fmt: skip
         self.dispatcher_id = dispatcher_id or f"dispatcher-{os.uname().nodename}-{os.getpid()}-{os.urandom(3).hex()}"
@@ -47,9 +55,11 @@ class LeaseClient:
         self._running: dict[str, asyncio.Task] = {}
         self._unacked: dict[str, pb.LeaseResult] = {}
         self._unsent: list[str] = []
-        self._credit_due = 0
+        self._outstanding = 0  # credit the scheduler holds on this stream: given minus grants received
+        self._reopen = False  # end this stream gracefully and say hello again (new capacity)
         self._draining = False
         self._drain_sent = False
+        self._drain_confirmed = asyncio.Event()
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._connected = asyncio.Event()
@@ -59,6 +69,21 @@ class LeaseClient:
     @property
     def in_flight(self) -> int:
         return len(self._running)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def set_capacity(self, capacity: int) -> None:
+        """Runs at most `capacity` calls from now on. Growing gives credit on a fresh
+        stream at once; shrinking gives none until fewer calls than that run."""
+        if capacity == self.capacity:
+            return
+        log.info("dispatcher %s capacity %d -> %d", self.dispatcher_id, self.capacity, capacity)
+        self.capacity = capacity
+        if self._connected.is_set():
+            self._reopen = True
+            self._wake.set()
 
     async def run(self) -> None:
         """Keeps a stream open until stop(); returns then."""
@@ -82,8 +107,12 @@ class LeaseClient:
             return
         self._draining = True
         self._wake.set()
-        deadline = time.monotonic() + grace_s
-        while (self._running or self._unacked) and time.monotonic() < deadline:
+        now = time.monotonic()
+        deadline, settled = now + grace_s, now + DRAIN_SETTLE_S
+        while time.monotonic() < deadline and (
+            self._running or self._unacked
+            or (self._connected.is_set() and not self._drain_confirmed.is_set() and time.monotonic() < settled)
+        ):  # fmt: skip
             await asyncio.sleep(0.02)
         for task in list(self._running.values()):
             task.cancel()
@@ -118,6 +147,8 @@ class LeaseClient:
             finally:
                 self._connected.clear()
                 self._call = None
+        if self._reopen:
+            return  # ended on purpose: run() says hello again at once
         if not self._stopped.is_set() and time.monotonic() - opened < HEALTHY_STREAM_S:
             raise StreamEnded(f"stream to {addr} ended")
 
@@ -126,13 +157,15 @@ class LeaseClient:
         # on give credit on this stream; those already done are not running.
         self._generation += 1
         generation = self._generation
-        self._credit_due = 0
         self._unsent = []
+        self._reopen = False
         self._drain_sent = self._draining
+        self._drain_confirmed.clear()
         hello = pb.DispatcherHello(
             dispatcher_id=self.dispatcher_id, version=__version__, capacity=self.capacity,
             credit=0 if self._draining else max(0, self.capacity - len(self._running)),
         )  # fmt: skip
+        self._outstanding = hello.credit
         first = pb.LeaseRequest(hello=hello, results=list(self._unacked.values()), draining=self._draining)
         log.info("dispatcher %s opening stream (credit %d, %d results to report)",
                  self.dispatcher_id, hello.credit, len(first.results))  # fmt: skip
@@ -142,13 +175,16 @@ class LeaseClient:
             if generation != self._generation:
                 return  # a newer stream took over
             self._wake.clear()
+            if self._reopen:
+                return  # half-close: the scheduler acks what it got, sends what it has, ends the stream
             req = pb.LeaseRequest()
             ids, self._unsent = self._unsent, []
             req.results.extend(self._unacked[i] for i in ids if i in self._unacked)
             if self._draining and not self._drain_sent:
                 req.draining = self._drain_sent = True
             elif not self._draining:
-                req.credit, self._credit_due = self._credit_due, 0
+                req.credit = max(0, self.capacity - len(self._running) - self._outstanding)
+                self._outstanding += req.credit
             if req.results or req.credit or req.draining:
                 yield req
 
@@ -161,11 +197,14 @@ class LeaseClient:
                 log.info("lease %s revoked: the notify was cancelled", lease_id)
                 task.cancel()
         for grant in resp.grants:
+            self._outstanding = max(0, self._outstanding - 1)
             if grant.lease_id in self._running or grant.lease_id in self._unacked:
                 continue
             task = asyncio.create_task(self._deliver(grant))
             self._running[grant.lease_id] = task
-        if resp.drain and not self._draining:
+        if resp.drain and self._drain_sent:
+            self._drain_confirmed.set()  # every grant for this stream has arrived
+        elif resp.drain and not self._draining:
             log.info("scheduler asked dispatcher %s to drain", self.dispatcher_id)
             self._draining = True
             self._wake.set()
@@ -189,5 +228,4 @@ class LeaseClient:
             self.calls_done += 1
         finally:
             self._running.pop(grant.lease_id, None)
-            self._credit_due += 1
             self._wake.set()

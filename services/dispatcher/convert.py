@@ -48,6 +48,7 @@ def outgoing_call(grant: dpb.LeaseGrant) -> OutgoingCall:
         success_codes=tuple(n.success.status_codes),
         body_contains=n.success.body_contains,
         fire_and_forget=n.fire_and_forget,
+        deadline=grant.deadline.ToNanoseconds() / 1e9 if grant.HasField("deadline") else 0.0,
     )
 
 

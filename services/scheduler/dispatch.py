@@ -77,6 +77,7 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
             self._engine.extend(session, ext.lease_id, convert.seconds(ext.extend_by))
         if req.draining:
             self._engine.set_draining(session)
+            session.send(Drain())  # confirms: every earlier grant is already on the stream
         elif req.credit:
             self._engine.add_credit(session, req.credit)
 
