@@ -1,7 +1,6 @@
 """End to end in one process: real scheduler and dispatcher on free ports, a real HTTP target."""
 
 import asyncio
-import json
 import time
 
 import grpc

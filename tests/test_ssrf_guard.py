@@ -5,7 +5,6 @@ Traffic only ever goes to 127.0.0.1; other addresses are only classified.
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 
 import pytest

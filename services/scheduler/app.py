@@ -16,6 +16,7 @@ from ..v1 import admin_service_pb2_grpc, dispatch_service_pb2_grpc, notify_servi
 from . import queues
 from .dispatch import DispatchServicer
 from .engine import Engine, EngineSettings
+from .operations import Operations
 from .servicer import AdminServicer, NotifyServicer
 from .sqlite_store import SqliteStore
 from .store import Store
@@ -73,7 +74,7 @@ class SchedulerApp:
         self._server, self.port, self._health = create_server(
             self.settings.grpc_addr,
             [
-                lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(NotifyServicer(e), s),
+                lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(NotifyServicer(Operations(e)), s),
                 lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(e), s),
                 lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(e), s),
             ],

@@ -11,61 +11,26 @@ moved on meanwhile.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 from ..common.ids import IdGenerator
-from .errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from .errors import Unavailable
 from .leases import Lease, LeaseBook
-from .model import AttemptRecord, ListFilter, NewNotify, Notification, QueueConfig, Request, Spec, State
+from .model import AttemptRecord, NewNotify, Notification, QueueConfig, Request, Spec, State
+from .outcomes import CALLBACK_QUEUE, callback_body, new_notification
 from .queues import Queues
 from .ready import ReadyQueue
 from .retry import Outcome, decide
 from .sessions import Ack, Drain, Grant, Revoke, Session
 from .store import ResultWrite, Store
-from .validate import Limits, check_spec, require_valid
+from .validate import Limits
 from .wheel import TimerWheel
 
 log = logging.getLogger(__name__)
-
-UNFINISHED = (State.SCHEDULED, State.WAITING_TRIGGER, State.PENDING, State.DELIVERING, State.RETRY_WAIT)
-UPDATABLE_STATES = (State.SCHEDULED, State.WAITING_TRIGGER, State.PENDING, State.RETRY_WAIT)
-# UpdateNotify mask paths and the Spec fields each one replaces.
-UPDATABLE = {
-    "request": ("request",),
-    "schedule": ("deliver_at_ms", "trigger_key"),
-    "retry": ("retry",),
-    "success": ("success",),
-    "fire_and_forget": ("fire_and_forget",),
-    "timeout": ("timeout",),
-    "expire_at": ("expire_at_ms",),
-    "callback_url": ("callback_url",),
-    "labels": ("labels",),
-}
-CALLBACK_QUEUE = "callbacks"
-
-
-def callback_body(n: Notification, last: AttemptRecord | None, reason: str) -> str:
-    """JSON for a result callback: id, final state and a summary of the attempts."""
-    doc = {
-        "id": n.id,
-        "state": n.state.name,
-        "reason": reason,
-        "attempts": n.attempt_count,
-        "last_attempt": None if last is None else {
-            "number": last.number, "status_code": last.status_code, "error": last.error,
-            "start_time_ms": last.start_ms, "end_time_ms": last.end_ms,
-        },
-        "create_time_ms": n.create_ms,
-        "complete_time_ms": n.complete_ms,
-        "labels": n.spec.labels,
-    }  # fmt: skip
-    return json.dumps(doc, separators=(",", ":"))
-
 
 class Clock(Protocol):
     def now_ms(self) -> int: ...
@@ -162,135 +127,9 @@ class Engine:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    # --- API operations -------------------------------------------------
-
-    async def create(self, news: list[NewNotify]) -> list[Notification]:
-        if not self.accepting:
-            raise Unavailable("scheduler is not accepting work (starting or shutting down)")
-        now = self.clock.now_ms()
-        violations = []
-        items = []
-        for i, new in enumerate(news):
-            prefix = "notify" if len(news) == 1 else f"requests[{i}].notify"
-            violations += check_spec(new.spec, now_ms=now, limits=self.settings.limits, prefix=prefix)
-            items.append(self._new_notification(new, now))
-        if violations:
-            raise InvalidArgument(violations)
-        stored = await self.store.insert(items)
-        for mine, got in zip(items, stored):
-            if got is mine:
-                log.debug("notify %s created: %s %s, due %s", got.id, got.spec.request.method, got.spec.request.url, got.due_ms)
-                self._admit(got)
-        return stored
-
-    def _new_notification(self, new: NewNotify, now: int) -> Notification:
-        spec = new.spec
-        if spec.trigger_key:
-            state, due = State.WAITING_TRIGGER, None
-        elif spec.deliver_at_ms is not None and spec.deliver_at_ms > now:
-            state, due = State.SCHEDULED, spec.deliver_at_ms
-        else:
-            state, due = State.PENDING, now
-        return Notification(id=self.ids.new(now), spec=spec, state=state, create_ms=now, request_id=new.request_id, due_ms=due)
-
-    async def get(self, notify_id: str) -> Notification:
-        n = await self.store.get(notify_id)
-        if n is None:
-            raise NotFound(f"notify {notify_id!r} not found")
-        return self._overlay(n)
-
-    async def list(self, f: ListFilter, *, after_id: str, limit: int) -> list[Notification]:
-        return [self._overlay(n) for n in await self.store.list(f, after_id=after_id, limit=limit)]
-
-    def _overlay(self, n: Notification) -> Notification:
-        """The stored copy with the in-memory state (DELIVERING lives only in memory)."""
-        mine = self.live.get(n.id)
-        if mine is not None and not n.state.terminal and mine.state in (State.PENDING, State.DELIVERING):
-            n.state = mine.state  # due, or leased: known only here; other changes show once committed
-        return n
-
-    async def cancel(self, notify_id: str) -> Notification:
-        now = self.clock.now_ms()
-        mine = self.live.get(notify_id)
-        if mine is not None:
-            if mine.state.terminal:  # its final result is being committed
-                raise FailedPrecondition(f"notify {notify_id} is already {mine.state.name}; only unfinished notifies can be cancelled")
-            self._forget(notify_id, mine.spec.ordering_key, revoke=True)  # before any await: no grant or result slips in
-        changed, cur = await self.store.transition(
-            notify_id, allowed=UNFINISHED, state=State.CANCELLED, due_ms=None, complete_ms=now
-        )
-        if cur is None:
-            raise NotFound(f"notify {notify_id!r} not found")
-        if not changed:
-            raise FailedPrecondition(f"notify {notify_id} is already {cur.state.name}; only unfinished notifies can be cancelled")
-        self._forget(notify_id, cur.spec.ordering_key, revoke=True)
-        log.info("notify %s cancelled", notify_id)
-        return cur
-
-    async def retry(self, notify_id: str) -> Notification:
-        now = self.clock.now_ms()
-        changed, cur = await self.store.transition(
-            notify_id, allowed=(State.FAILED, State.CANCELLED), state=State.PENDING, due_ms=now,
-            complete_ms=None, reset_budget=True,
-        )  # fmt: skip
-        if cur is None:
-            raise NotFound(f"notify {notify_id!r} not found")
-        if not changed:
-            raise FailedPrecondition(f"notify {notify_id} is {cur.state.name}; only FAILED or CANCELLED ones can be retried")
-        log.info("notify %s sent again by RetryNotify", notify_id)
-        self._admit(cur)
-        return cur
-
-    async def update(self, notify_id: str, paths: set[str], candidate: Spec) -> Notification:
-        """Takes the fields named in paths from candidate; the notify must not be leased or finished."""
-        unknown = paths - UPDATABLE.keys()
-        if not paths or unknown:
-            raise InvalidArgument([("update_mask", f"name one or more of {', '.join(sorted(UPDATABLE))}"
-                                    + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else ""))])  # fmt: skip
-        if self.leases.for_notify(notify_id) is not None:
-            raise FailedPrecondition(f"notify {notify_id} is being delivered; update it after this attempt")
-        current = await self.store.get(notify_id)
-        if current is None:
-            raise NotFound(f"notify {notify_id!r} not found")
-        changes = {f: getattr(candidate, f) for p in paths for f in UPDATABLE[p]}
-        spec = replace(current.spec, **changes)
-        now = self.clock.now_ms()
-        require_valid(spec, now_ms=now, limits=self.settings.limits)
-        state, due = current.state, current.due_ms
-        if "schedule" in paths:
-            fresh = self._new_notification(NewNotify(spec), now)
-            state, due = fresh.state, fresh.due_ms
-        mine = self.live.pop(notify_id, None)  # its wheel and ready entries go stale
-        if mine is not None and self.leases.for_notify(notify_id) is not None:
-            self.live[notify_id] = mine
-            raise FailedPrecondition(f"notify {notify_id} is being delivered; update it after this attempt")
-        changed, cur = await self.store.update(notify_id, allowed=UPDATABLE_STATES, spec=spec, state=state, due_ms=due)
-        if cur is None:
-            raise NotFound(f"notify {notify_id!r} not found")
-        if not changed:
-            if mine is not None and not cur.state.terminal:
-                self._admit(mine)
-            raise FailedPrecondition(f"notify {notify_id} is {cur.state.name}; only unfinished ones can be updated")
-        log.info("notify %s updated: %s", notify_id, ", ".join(sorted(paths)))
-        self._admit(cur)
-        return cur
-
-    async def trigger(self, trigger_key: str, delay_s: float) -> int:
-        if not trigger_key:
-            raise InvalidArgument([("trigger_key", "is required")])
-        if delay_s < 0:
-            raise InvalidArgument([("delay", "must not be negative")])
-        now = self.clock.now_ms()
-        state = State.PENDING if delay_s == 0 else State.SCHEDULED
-        fired = await self.store.trigger(trigger_key, state=state, due_ms=now + int(delay_s * 1000))
-        for n in fired:
-            self._admit(n)
-        log.info("trigger %r fired %d notifies", trigger_key, len(fired))
-        return len(fired)
-
     # --- memory: admission, timer, loader -------------------------------
 
-    def _admit(self, n: Notification, *, loaded: bool = False) -> None:
+    def admit(self, n: Notification, *, loaded: bool = False) -> None:
         """Takes a committed active notify into memory if it is due within what is loaded
         (the loader's own reads are, by definition)."""
         if n.due_ms is None or n.id in self.live or (not loaded and (n.due_ms, n.id) >= self.cursor):
@@ -355,12 +194,12 @@ class Engine:
             if len(page) == self.settings.load_batch:
                 self.cursor = (page[-1].due_ms, page[-1].id)
             for n in page:
-                self._admit(n, loaded=True)
+                self.admit(n, loaded=True)
             if len(page) < self.settings.load_batch or self._stop.is_set():
                 return
             await asyncio.sleep(0)
 
-    def _forget(self, notify_id: str, ordering_key: str, *, revoke: bool) -> None:
+    def forget(self, notify_id: str, ordering_key: str, *, revoke: bool) -> None:
         """Drops a finished notify from memory and frees its ordering key."""
         mine = self.live.pop(notify_id, None)
         if mine is not None:
@@ -536,7 +375,7 @@ class Engine:
             queue=CALLBACK_QUEUE,
             labels={"callback_for": n.id},
         )
-        return self._new_notification(NewNotify(spec), self.clock.now_ms())
+        return new_notification(NewNotify(spec), self.clock.now_ms(), self.ids)
 
     def _apply(self, n: Notification, attempt: AttemptRecord, outcome: Outcome, now: int) -> ResultWrite:
         """Counts an attempt and decides what comes next, in memory; the caller commits."""
@@ -562,7 +401,7 @@ class Engine:
                 self.leases.end(lease)
         for w in writes:
             if w.follow_up is not None:
-                self._admit(w.follow_up)
+                self.admit(w.follow_up)
             n = w.notify
             if self.live.get(n.id) is not n:
                 continue  # cancelled while the write was in flight
@@ -571,7 +410,7 @@ class Engine:
                     self.sent_ok += 1
                 else:
                     self.sent_failed += 1
-                self._forget(n.id, n.spec.ordering_key, revoke=False)
+                self.forget(n.id, n.spec.ordering_key, revoke=False)
             elif (n.due_ms, n.id) < self.cursor:
                 self._schedule(n.due_ms, n)
             else:

@@ -9,7 +9,6 @@ import dataclasses
 import functools
 import logging
 
-import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -19,6 +18,7 @@ from ..v1 import admin_service_pb2 as admin_pb, admin_service_pb2_grpc as admin_
 from ..v1 import notify_service_pb2 as api, notify_service_pb2_grpc as api_grpc
 from . import convert
 from .engine import Engine
+from .operations import Operations
 from .errors import FailedPrecondition, InvalidArgument, NotFound, NotifyError, Unavailable
 from .model import ListFilter, State
 
@@ -62,8 +62,8 @@ def maps_errors(handler):
 
 
 class NotifyServicer(api_grpc.NotifyServiceServicer):
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, operations: Operations) -> None:
+        self._ops = operations
 
     def _convert_all(self, requests, now_ms: int, batch: bool):
         news, violations = [], []
@@ -78,26 +78,26 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
 
     @maps_errors
     async def CreateNotify(self, request, context):
-        news = self._convert_all([request], self._engine.clock.now_ms(), batch=False)
-        (n,) = await self._engine.create(news)
+        news = self._convert_all([request], self._ops.clock.now_ms(), batch=False)
+        (n,) = await self._ops.create(news)
         return api.CreateNotifyResponse(notify=convert.notify_to_proto(n))
 
     @maps_errors
     async def BatchCreateNotify(self, request, context):
         if not request.requests:
             raise InvalidArgument([("requests", "must hold at least one request")])
-        news = self._convert_all(request.requests, self._engine.clock.now_ms(), batch=True)
-        stored = await self._engine.create(news)
+        news = self._convert_all(request.requests, self._ops.clock.now_ms(), batch=True)
+        stored = await self._ops.create(news)
         return api.BatchCreateNotifyResponse(notifies=[convert.notify_to_proto(n) for n in stored])
 
     @maps_errors
     async def Trigger(self, request, context):
         delay = convert.seconds(request.delay) if request.HasField("delay") else 0.0
-        return api.TriggerResponse(triggered=await self._engine.trigger(request.trigger_key, delay))
+        return api.TriggerResponse(triggered=await self._ops.trigger(request.trigger_key, delay))
 
     @maps_errors
     async def GetNotify(self, request, context):
-        return api.GetNotifyResponse(notify=convert.notify_to_proto(await self._engine.get(_require_id(request.id))))
+        return api.GetNotifyResponse(notify=convert.notify_to_proto(await self._ops.get(_require_id(request.id))))
 
     @maps_errors
     async def ListNotifies(self, request, context):
@@ -113,7 +113,7 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
             trigger_key=request.trigger_key,
             ordering_key=request.ordering_key,
         )
-        items = await self._engine.list(f, after_id=after, limit=size + 1)
+        items = await self._ops.list(f, after_id=after, limit=size + 1)
         token = _encode_token(items[size - 1].id) if len(items) > size else ""
         return api.ListNotifiesResponse(
             notifies=[convert.notify_to_proto(n, with_attempts=False) for n in items[:size]], next_page_token=token
@@ -121,21 +121,21 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
 
     @maps_errors
     async def CancelNotify(self, request, context):
-        return api.CancelNotifyResponse(notify=convert.notify_to_proto(await self._engine.cancel(_require_id(request.id))))
+        return api.CancelNotifyResponse(notify=convert.notify_to_proto(await self._ops.cancel(_require_id(request.id))))
 
     @maps_errors
     async def UpdateNotify(self, request, context):
         notify_id = _require_id(request.notify.id)
         paths = {"schedule" if p in ("deliver_at", "delay", "trigger_key") else p for p in request.update_mask.paths}
-        candidate, violations = convert.new_notify(request.notify, "", now_ms=self._engine.clock.now_ms())
+        candidate, violations = convert.new_notify(request.notify, "", now_ms=self._ops.clock.now_ms())
         if violations:
             raise InvalidArgument(violations)
-        n = await self._engine.update(notify_id, paths, candidate.spec)
+        n = await self._ops.update(notify_id, paths, candidate.spec)
         return api.UpdateNotifyResponse(notify=convert.notify_to_proto(n))
 
     @maps_errors
     async def RetryNotify(self, request, context):
-        return api.RetryNotifyResponse(notify=convert.notify_to_proto(await self._engine.retry(_require_id(request.id))))
+        return api.RetryNotifyResponse(notify=convert.notify_to_proto(await self._ops.retry(_require_id(request.id))))
 
 
 def _require_id(notify_id: str) -> str:

@@ -1,0 +1,54 @@
+"""What the engine and the API operations share: states, updatable fields, new notifies, callbacks."""
+
+from __future__ import annotations
+
+import json
+
+from ..common.ids import IdGenerator
+from .model import AttemptRecord, NewNotify, Notification, State
+
+UNFINISHED = (State.SCHEDULED, State.WAITING_TRIGGER, State.PENDING, State.DELIVERING, State.RETRY_WAIT)
+UPDATABLE_STATES = (State.SCHEDULED, State.WAITING_TRIGGER, State.PENDING, State.RETRY_WAIT)
+# UpdateNotify mask paths and the Spec fields each one replaces.
+UPDATABLE = {
+    "request": ("request",),
+    "schedule": ("deliver_at_ms", "trigger_key"),
+    "retry": ("retry",),
+    "success": ("success",),
+    "fire_and_forget": ("fire_and_forget",),
+    "timeout": ("timeout",),
+    "expire_at": ("expire_at_ms",),
+    "callback_url": ("callback_url",),
+    "labels": ("labels",),
+}
+CALLBACK_QUEUE = "callbacks"
+
+
+def callback_body(n: Notification, last: AttemptRecord | None, reason: str) -> str:
+    """JSON for a result callback: id, final state and a summary of the attempts."""
+    doc = {
+        "id": n.id,
+        "state": n.state.name,
+        "reason": reason,
+        "attempts": n.attempt_count,
+        "last_attempt": None if last is None else {
+            "number": last.number, "status_code": last.status_code, "error": last.error,
+            "start_time_ms": last.start_ms, "end_time_ms": last.end_ms,
+        },
+        "create_time_ms": n.create_ms,
+        "complete_time_ms": n.complete_ms,
+        "labels": n.spec.labels,
+    }  # fmt: skip
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def new_notification(new: NewNotify, now: int, ids: IdGenerator) -> Notification:
+    """A notify as created: its id, and its first state and due time from its schedule."""
+    spec = new.spec
+    if spec.trigger_key:
+        state, due = State.WAITING_TRIGGER, None
+    elif spec.deliver_at_ms is not None and spec.deliver_at_ms > now:
+        state, due = State.SCHEDULED, spec.deliver_at_ms
+    else:
+        state, due = State.PENDING, now
+    return Notification(id=ids.new(now), spec=spec, state=state, create_ms=now, request_id=new.request_id, due_ms=due)
