@@ -146,7 +146,7 @@ async def test_a_sick_target_gets_fewer_calls_and_a_healthy_one_is_not_delayed(t
         assert healthy.max_in_flight >= 4, "the sick target holds at most twice its limit of the 8 slots"
         assert sick.max_in_flight <= 2, "the sick target's concurrency dropped to its limit"
         attempts = sum([len((await system.get(i)).attempts) for i in sick_ids])
-        assert len(sick.received) < attempts, "deferred attempts never reached the sick target"
+        assert len(sick.received) == attempts, "calls held back are not attempts: only calls made are recorded"
 
         await asyncio.sleep(0.2)  # the healthy target's last calls finish
         async with aiohttp.ClientSession() as http:

@@ -197,3 +197,22 @@ async def test_cancel_while_leased_sends_a_revoke(bare):
     await asyncio.sleep(0.2)
     assert (await bare.get(created.id)).state == pb.STATE_CANCELLED
     await d.close()
+
+
+async def test_a_deferred_call_is_rescheduled_without_counting_an_attempt(bare):
+    n = pb.Notify(request=pb.HttpRequest(url="http://127.0.0.1:9/x"), retry=pb.RetryPolicy(max_attempts=1))
+    created = (await bare.api.CreateNotify(api.CreateNotifyRequest(notify=n))).notify
+    d = RawDispatcher(bare.channel, "d", capacity=1)
+    (grant,) = await d.wait_grants(1)
+    result = dpb.LeaseResult(lease_id=grant.lease_id, notify_id=created.id, deferred=True,
+                             attempt=pb.Attempt(number=1, error="not sent: 127.0.0.1:9 is backing off"))
+    result.retry_after.FromMilliseconds(300)
+    d.send(results=[result], credit=1)
+    await asyncio.sleep(0.1)
+    waiting = await bare.get(created.id)
+    assert waiting.state == pb.STATE_RETRY_WAIT and waiting.attempt_count == 0 and list(waiting.attempts) == []
+    (_, again) = await d.wait_grants(2, timeout=3)
+    assert again.attempt == 1, "the one allowed attempt is still there"
+    d.report(again)
+    await bare.wait_state(created.id, pb.STATE_SUCCEEDED)
+    await d.close()

@@ -71,7 +71,7 @@ def lease_result(grant: dpb.LeaseGrant, outcome: CallOutcome, dispatcher_id: str
     attempt.latency.FromNanoseconds(int((outcome.end_time - outcome.start_time) * 1e9))
     result = dpb.LeaseResult(
         lease_id=grant.lease_id, notify_id=grant.notify.id, attempt=attempt,
-        permanent=outcome.error_kind in _PERMANENT,
+        permanent=outcome.error_kind in _PERMANENT, deferred=outcome.error_kind is ErrorKind.DEFERRED,
     )  # fmt: skip
     if outcome.retry_after is not None:
         result.retry_after.FromNanoseconds(int(outcome.retry_after * 1e9))

@@ -90,6 +90,7 @@ def _result(r: pb.LeaseResult) -> ResultIn:
         error=a.error,
         no_answer_retryable=not r.permanent,
         retry_after_s=convert.seconds(r.retry_after) if r.HasField("retry_after") else None,
+        deferred=r.deferred,
     )
     return ResultIn(r.lease_id, outcome, convert.millis(a.start_time), convert.millis(a.end_time), a.response_snippet)
 

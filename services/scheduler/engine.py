@@ -24,7 +24,7 @@ from .model import AttemptRecord, NewNotify, Notification, QueueConfig, Request,
 from .outcomes import CALLBACK_QUEUE, callback_body, new_notification
 from .queues import Queues
 from .ready import ReadyQueue
-from .retry import Outcome, decide
+from .retry import Outcome, decide, defer
 from .sessions import Ack, Drain, Grant, Revoke, Session
 from .store import ResultWrite, Store
 from .validate import Limits
@@ -344,6 +344,9 @@ class Engine:
                 continue
             lease.committing = True
             ended.append(lease)
+            if r.outcome.deferred:
+                writes.append(self._defer(lease.notify, r.outcome, now))
+                continue
             attempt = AttemptRecord(lease.attempt, r.start_ms, r.end_ms, session.dispatcher_id,
                                     r.outcome.status_code, r.outcome.error, r.outcome.success, r.snippet)  # fmt: skip
             writes.append(self._apply(lease.notify, attempt, r.outcome, now))
@@ -376,6 +379,14 @@ class Engine:
             labels={"callback_for": n.id},
         )
         return new_notification(NewNotify(spec), self.clock.now_ms(), self.ids)
+
+    def _defer(self, n: Notification, outcome: Outcome, now: int) -> ResultWrite:
+        """The dispatcher held the call back (its target is backing off): no attempt is counted."""
+        d = defer(n, outcome, now)
+        n.state, n.due_ms = d.state, d.due_ms
+        n.complete_ms = now if d.state.terminal else None
+        log.info("notify %s not sent (%s) -> %s", n.id, outcome.error, d.state.name)
+        return ResultWrite(n, None, self._callback(n, None, d.reason) if d.state.terminal else None)
 
     def _apply(self, n: Notification, attempt: AttemptRecord, outcome: Outcome, now: int) -> ResultWrite:
         """Counts an attempt and decides what comes next, in memory; the caller commits."""

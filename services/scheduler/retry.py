@@ -19,6 +19,7 @@ class Outcome:
     error: str
     no_answer_retryable: bool = True  # False for refused-by-guard and the like
     retry_after_s: float | None = None
+    deferred: bool = False  # not sent at all (the dispatcher held it back): no attempt to count
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,14 @@ def is_retryable_code(policy: RetryPolicy, code: int) -> bool:
     if policy.retry_codes:
         return code in policy.retry_codes
     return code in (408, 429) or 500 <= code <= 599
+
+
+def defer(n: Notification, outcome: Outcome, now_ms: int) -> Decision:
+    """A call the dispatcher did not make: try again after its target's backoff."""
+    due = now_ms + int(max(0.05, outcome.retry_after_s or 0.0) * 1000)
+    if n.spec.expire_at_ms is not None and due > n.spec.expire_at_ms:
+        return Decision(State.FAILED, None, f"would retry after expire_at: {outcome.error}")
+    return Decision(State.RETRY_WAIT, due, outcome.error)
 
 
 def decide(n: Notification, outcome: Outcome, now_ms: int, rand: float | None = None) -> Decision:

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from notifyagent.v1 import notify_pb2 as notifyagent_dot_v1_dot_notify__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%notifyagent/v1/dispatch_service.proto\x12\x0enotifyagent.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bnotifyagent/v1/notify.proto\"[\n\x0f\x44ispatcherHello\x12\x15\n\rdispatcher_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x0e\n\x06\x63redit\x18\x04 \x01(\x05\"\x9f\x01\n\x0bLeaseResult\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x11\n\tnotify_id\x18\x02 \x01(\t\x12(\n\x07\x61ttempt\x18\x03 \x01(\x0b\x32\x17.notifyagent.v1.Attempt\x12.\n\x0bretry_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tpermanent\x18\x05 \x01(\x08\"P\n\x0eLeaseExtension\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12,\n\textend_by\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xc2\x01\n\x0cLeaseRequest\x12.\n\x05hello\x18\x01 \x01(\x0b\x32\x1f.notifyagent.v1.DispatcherHello\x12\x0e\n\x06\x63redit\x18\x02 \x01(\x05\x12,\n\x07results\x18\x03 \x03(\x0b\x32\x1b.notifyagent.v1.LeaseResult\x12\x32\n\nextensions\x18\x04 \x03(\x0b\x32\x1e.notifyagent.v1.LeaseExtension\x12\x10\n\x08\x64raining\x18\x05 \x01(\x08\"\x85\x01\n\nLeaseGrant\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12&\n\x06notify\x18\x02 \x01(\x0b\x32\x16.notifyagent.v1.Notify\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12,\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"~\n\rLeaseResponse\x12*\n\x06grants\x18\x01 \x03(\x0b\x32\x1a.notifyagent.v1.LeaseGrant\x12\x17\n\x0f\x61\x63ked_lease_ids\x18\x02 \x03(\t\x12\x19\n\x11revoked_lease_ids\x18\x03 \x03(\t\x12\r\n\x05\x64rain\x18\x04 \x01(\x08\x32[\n\x0f\x44ispatchService\x12H\n\x05Lease\x12\x1c.notifyagent.v1.LeaseRequest\x1a\x1d.notifyagent.v1.LeaseResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%notifyagent/v1/dispatch_service.proto\x12\x0enotifyagent.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bnotifyagent/v1/notify.proto\"[\n\x0f\x44ispatcherHello\x12\x15\n\rdispatcher_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x0e\n\x06\x63redit\x18\x04 \x01(\x05\"\xb1\x01\n\x0bLeaseResult\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x11\n\tnotify_id\x18\x02 \x01(\t\x12(\n\x07\x61ttempt\x18\x03 \x01(\x0b\x32\x17.notifyagent.v1.Attempt\x12.\n\x0bretry_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tpermanent\x18\x05 \x01(\x08\x12\x10\n\x08\x64\x65\x66\x65rred\x18\x06 \x01(\x08\"P\n\x0eLeaseExtension\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12,\n\textend_by\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xc2\x01\n\x0cLeaseRequest\x12.\n\x05hello\x18\x01 \x01(\x0b\x32\x1f.notifyagent.v1.DispatcherHello\x12\x0e\n\x06\x63redit\x18\x02 \x01(\x05\x12,\n\x07results\x18\x03 \x03(\x0b\x32\x1b.notifyagent.v1.LeaseResult\x12\x32\n\nextensions\x18\x04 \x03(\x0b\x32\x1e.notifyagent.v1.LeaseExtension\x12\x10\n\x08\x64raining\x18\x05 \x01(\x08\"\x85\x01\n\nLeaseGrant\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12&\n\x06notify\x18\x02 \x01(\x0b\x32\x16.notifyagent.v1.Notify\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12,\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"~\n\rLeaseResponse\x12*\n\x06grants\x18\x01 \x03(\x0b\x32\x1a.notifyagent.v1.LeaseGrant\x12\x17\n\x0f\x61\x63ked_lease_ids\x18\x02 \x03(\t\x12\x19\n\x11revoked_lease_ids\x18\x03 \x03(\t\x12\r\n\x05\x64rain\x18\x04 \x01(\x08\x32[\n\x0f\x44ispatchService\x12H\n\x05Lease\x12\x1c.notifyagent.v1.LeaseRequest\x1a\x1d.notifyagent.v1.LeaseResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,15 +37,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DISPATCHERHELLO']._serialized_start=151
   _globals['_DISPATCHERHELLO']._serialized_end=242
   _globals['_LEASERESULT']._serialized_start=245
-  _globals['_LEASERESULT']._serialized_end=404
-  _globals['_LEASEEXTENSION']._serialized_start=406
-  _globals['_LEASEEXTENSION']._serialized_end=486
-  _globals['_LEASEREQUEST']._serialized_start=489
-  _globals['_LEASEREQUEST']._serialized_end=683
-  _globals['_LEASEGRANT']._serialized_start=686
-  _globals['_LEASEGRANT']._serialized_end=819
-  _globals['_LEASERESPONSE']._serialized_start=821
-  _globals['_LEASERESPONSE']._serialized_end=947
-  _globals['_DISPATCHSERVICE']._serialized_start=949
-  _globals['_DISPATCHSERVICE']._serialized_end=1040
+  _globals['_LEASERESULT']._serialized_end=422
+  _globals['_LEASEEXTENSION']._serialized_start=424
+  _globals['_LEASEEXTENSION']._serialized_end=504
+  _globals['_LEASEREQUEST']._serialized_start=507
+  _globals['_LEASEREQUEST']._serialized_end=701
+  _globals['_LEASEGRANT']._serialized_start=704
+  _globals['_LEASEGRANT']._serialized_end=837
+  _globals['_LEASERESPONSE']._serialized_start=839
+  _globals['_LEASERESPONSE']._serialized_end=965
+  _globals['_DISPATCHSERVICE']._serialized_start=967
+  _globals['_DISPATCHSERVICE']._serialized_end=1058
 # @@protoc_insertion_point(module_scope)

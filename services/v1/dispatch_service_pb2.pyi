@@ -24,18 +24,20 @@ class DispatcherHello(_message.Message):
     def __init__(self, dispatcher_id: _Optional[str] = ..., version: _Optional[str] = ..., capacity: _Optional[int] = ..., credit: _Optional[int] = ...) -> None: ...
 
 class LeaseResult(_message.Message):
-    __slots__ = ("lease_id", "notify_id", "attempt", "retry_after", "permanent")
+    __slots__ = ("lease_id", "notify_id", "attempt", "retry_after", "permanent", "deferred")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     NOTIFY_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
     PERMANENT_FIELD_NUMBER: _ClassVar[int]
+    DEFERRED_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     notify_id: str
     attempt: _notify_pb2.Attempt
     retry_after: _duration_pb2.Duration
     permanent: bool
-    def __init__(self, lease_id: _Optional[str] = ..., notify_id: _Optional[str] = ..., attempt: _Optional[_Union[_notify_pb2.Attempt, _Mapping]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., permanent: _Optional[bool] = ...) -> None: ...
+    deferred: bool
+    def __init__(self, lease_id: _Optional[str] = ..., notify_id: _Optional[str] = ..., attempt: _Optional[_Union[_notify_pb2.Attempt, _Mapping]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., permanent: _Optional[bool] = ..., deferred: _Optional[bool] = ...) -> None: ...
 
 class LeaseExtension(_message.Message):
     __slots__ = ("lease_id", "extend_by")
