@@ -309,10 +309,7 @@ class PostgresStore:
 
         async def op(conn: asyncpg.Connection) -> tuple[bool, Notification | None]:
             row = await conn.fetchrow(sql, int(state), due_ms, complete_ms, notify_id, [int(s) for s in allowed])
-            if row is not None:
-                return True, codec.from_row(row)
-            row = await conn.fetchrow(_BY_ID, notify_id)
-            return False, codec.from_row(row) if row else None
+            return await _changed_or_current(conn, row, notify_id)
 
         return await self._write(op)
 
@@ -326,10 +323,7 @@ class PostgresStore:
                 f" RETURNING {codec.COLUMNS}",
                 codec.spec_to_json(spec), spec.trigger_key, int(state), due_ms, notify_id,
             )  # fmt: skip
-            if row is not None:
-                return True, codec.from_row(row)
-            row = await conn.fetchrow(_BY_ID, notify_id)
-            return False, codec.from_row(row) if row else None
+            return await _changed_or_current(conn, row, notify_id)
 
         return await self._write(op)
 
@@ -398,6 +392,14 @@ class PostgresStore:
         sql = f"SELECT {codec.COLUMNS} FROM notifies WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}"
         rows = await self._read(lambda conn: conn.fetch(sql, *args))
         return [codec.from_row(r) for r in rows]
+
+
+async def _changed_or_current(conn: asyncpg.Connection, updated, notify_id: str) -> tuple[bool, Notification | None]:
+    """(True, the updated row) or, when the update matched nothing, (False, the row as it is)."""
+    if updated is not None:
+        return True, codec.from_row(updated)
+    row = await conn.fetchrow(_BY_ID, notify_id)
+    return False, codec.from_row(row) if row else None
 
 
 def _settle(fut: asyncio.Future, value: Any, err: BaseException | None) -> None:

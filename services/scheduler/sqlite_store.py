@@ -225,26 +225,19 @@ class SqliteStore:
                 f" RETURNING {codec.COLUMNS}",
                 (int(state), due_ms, complete_ms, notify_id),
             ).fetchone()
-            if row is not None:
-                return True, codec.from_row(row)
-            row = conn.execute(f"SELECT {codec.COLUMNS} FROM notifies WHERE id=?", (notify_id,)).fetchone()
-            return False, codec.from_row(row) if row else None
+            return _changed_or_current(conn, row, notify_id)
 
         return await self._write(op)
 
     async def update(self, notify_id, *, allowed, spec, state, due_ms):
         def op(conn: sqlite3.Connection):
             marks = ",".join(str(int(s)) for s in allowed)
-            s = spec
             row = conn.execute(
                 "UPDATE notifies SET spec=?, trigger_key=?, state=?, due_ms=? WHERE id=?"
                 f" AND state IN ({marks}) RETURNING {codec.COLUMNS}",
-                (codec.spec_to_json(s), s.trigger_key, int(state), due_ms, notify_id),
+                (codec.spec_to_json(spec), spec.trigger_key, int(state), due_ms, notify_id),
             ).fetchone()
-            if row is not None:
-                return True, codec.from_row(row)
-            row = conn.execute(f"SELECT {codec.COLUMNS} FROM notifies WHERE id=?", (notify_id,)).fetchone()
-            return False, codec.from_row(row) if row else None
+            return _changed_or_current(conn, row, notify_id)
 
         return await self._write(op)
 
@@ -310,6 +303,14 @@ class SqliteStore:
         sql = f"SELECT {codec.COLUMNS} FROM notifies WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
         rows = await self._read(lambda conn: conn.execute(sql, (*args, limit)).fetchall())
         return [codec.from_row(r) for r in rows]
+
+
+def _changed_or_current(conn: sqlite3.Connection, updated, notify_id: str) -> tuple[bool, Notification | None]:
+    """(True, the updated row) or, when the update matched nothing, (False, the row as it is)."""
+    if updated is not None:
+        return True, codec.from_row(updated)
+    row = conn.execute(f"SELECT {codec.COLUMNS} FROM notifies WHERE id=?", (notify_id,)).fetchone()
+    return False, codec.from_row(row) if row else None
 
 
 def _resolve(results: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
