@@ -173,3 +173,44 @@ async def test_cli_verbs_work_as_the_readme_shows(tmp_path, target):
 async def test_cli_says_what_to_do_when_no_scheduler_runs():
     out = await asyncio.to_thread(cli, free_port(), "status")
     assert out.returncode == 1 and "UNAVAILABLE" in out.stderr and "notifyagent dev" in out.stderr
+
+
+async def test_dispatcher_killed_mid_call_its_leases_expire_and_are_granted_again(tmp_path, target):
+    target.respond("/slow", (200, 1.0))
+    port = free_port()
+    scheduler = Proc(["scheduler", "--grpc-addr", f"127.0.0.1:{port}", "--http-addr", "", "--lease-margin", "0.5",
+                      "--store", f"sqlite:///{tmp_path}/n.db"], log_path=tmp_path / "scheduler.log").start()
+    args = ["dispatcher", "--registry", f"static:127.0.0.1:{port}", "--http-addr", "", "--allow-networks", "127.0.0.0/8"]
+    doomed = Proc(args, log_path=tmp_path / "doomed.log").start()
+    survivor = None
+    try:
+        await wait_serving(f"127.0.0.1:{port}", proc=scheduler)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+            stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
+            while not (await admin.GetStatus(admin_service_pb2.GetStatusRequest())).dispatchers:
+                await asyncio.sleep(0.05)
+            ids = []
+            for _ in range(10):
+                n = pb.Notify(request=pb.HttpRequest(url=target.url("/slow")))
+                n.timeout.FromSeconds(2)
+                ids.append((await stub.CreateNotify(api.CreateNotifyRequest(notify=n))).notify.id)
+            await target.wait_for(10)
+            doomed.kill()  # SIGKILL with 10 calls in flight
+            survivor = Proc(args, log_path=tmp_path / "survivor.log").start()
+            deadline = asyncio.get_running_loop().time() + 20
+            while True:
+                got = [(await stub.GetNotify(api.GetNotifyRequest(id=i))).notify for i in ids]
+                if all(n.state == pb.STATE_SUCCEEDED for n in got):
+                    break
+                assert asyncio.get_running_loop().time() < deadline, [pb.State.Name(n.state) for n in got]
+                await asyncio.sleep(0.2)
+        for n in got:
+            assert [a.success for a in n.attempts] == [False, True]
+            assert "lease expired" in n.attempts[0].error
+        assert sorted(set(target.ids())) == sorted(ids)
+    finally:
+        doomed.kill()
+        if survivor:
+            survivor.terminate()
+        scheduler.terminate()
