@@ -32,14 +32,13 @@ log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.0/8,::1/128"
 ROLE_DEFAULTS: dict[str, dict[str, Any]] = {"dev": {"allow_networks": LOOPBACK}}  # below the file, env and flags
 _LOGGING = frozenset({"log_format", "log_level"})
-SCHEDULER_LIVE = frozenset({"queues"})  # what SchedulerApp.reload applies
 
 
 class DevApp:
     """Scheduler and one dispatcher in one process; the dispatcher finds the
     scheduler through the in-memory registry and talks the same lease protocol."""
 
-    live = SCHEDULER_LIVE | DispatcherApp.LIVE_SETTINGS
+    live = SchedulerApp.LIVE_SETTINGS | DispatcherApp.LIVE_SETTINGS
 
     def __init__(self, settings: Settings) -> None:
         self.registry = from_url(settings.registry)
@@ -60,10 +59,10 @@ class DevApp:
 
 
 class _Single:
-    def __init__(self, app_cls, settings: Settings, *, live: frozenset[str]) -> None:
+    def __init__(self, app_cls, settings: Settings) -> None:
         self.registry = from_url(settings.registry)
         self.app = app_cls(settings, registry=self.registry)
-        self.live = live
+        self.live = app_cls.LIVE_SETTINGS
 
     async def start(self) -> None:
         await self.app.start()
@@ -80,7 +79,7 @@ class _Worker(_Single):
     """A dispatcher under a supervisor: reports to it, and stops if the supervisor is gone."""
 
     def __init__(self, settings: Settings, fd: int, request_stop: Callable[[], None]) -> None:
-        super().__init__(DispatcherApp, settings, live=DispatcherApp.LIVE_SETTINGS)
+        super().__init__(DispatcherApp, settings)
         self._fd = fd
         self._request_stop = request_stop
         self._report: asyncio.Task | None = None
@@ -100,13 +99,13 @@ def build(role: str, settings: Settings, *, request_stop: Callable[[], None] = l
     if role == "dev":
         return DevApp(settings)
     if role == "scheduler":
-        return _Single(SchedulerApp, settings, live=SCHEDULER_LIVE)
+        return _Single(SchedulerApp, settings)
     fd = link_fd()
     if fd is not None:
         return _Worker(settings, fd, request_stop)
     if settings.processes > 1 or settings.recycle_calls or settings.recycle_memory_mb:
         return Supervisor(settings)
-    return _Single(DispatcherApp, settings, live=DispatcherApp.LIVE_SETTINGS)
+    return _Single(DispatcherApp, settings)
 
 
 async def reload_settings(role: str, app, current: Settings, flags: Mapping[str, Any] | None) -> Settings:

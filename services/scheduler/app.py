@@ -45,6 +45,8 @@ def make_store(url: str) -> Store:
 
 
 class SchedulerApp:
+    LIVE_SETTINGS = frozenset({"queues"})  # what reload() applies; the rest needs a restart
+
     def __init__(self, settings: Settings, *, registry: Registry) -> None:
         self.settings = settings
         self.registry = registry
