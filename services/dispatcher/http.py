@@ -50,6 +50,7 @@ class HttpSender:
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
         self._resolver: GuardedResolver | None = None
+        self._literal_refusals: dict[str, str | None] = {}
 
     async def start(self) -> None:
         if self._session is not None:
@@ -105,12 +106,23 @@ class HttpSender:
         return outcome
 
     def _refuse_ip_literal(self, url: str) -> str | None:
-        """aiohttp does not resolve IP-literal hosts, so the guard checks them here."""
+        """aiohttp does not resolve IP-literal hosts, so the guard checks them here.
+
+        The answer depends only on the URL's authority, so it is kept per authority
+        (the parse and the policy check cost more than the rest of a small call)."""
+        authority = url.split("/", 3)[2] if url.count("/") >= 2 else url
         try:
-            ip = ipaddress.ip_address(URL(url).host or "")
+            return self._literal_refusals[authority]
+        except KeyError:
+            pass
+        try:
+            refusal = self._policy.check(ipaddress.ip_address(URL(url).host or ""))
         except ValueError:
-            return None  # a name (the resolver guards it) or an invalid URL (aiohttp says so)
-        return self._policy.check(ip)
+            refusal = None  # a name (the resolver guards it) or an invalid URL (aiohttp says so)
+        if len(self._literal_refusals) >= 4096:
+            self._literal_refusals.clear()
+        self._literal_refusals[authority] = refusal
+        return refusal
 
     async def _exchange(
         self, session: aiohttp.ClientSession, call: OutgoingCall, start: float

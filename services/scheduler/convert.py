@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from ..v1 import notify_pb2 as pb
@@ -88,33 +90,54 @@ def _asdict(policy: RetryPolicy) -> dict:
     return {f: getattr(policy, f) for f in policy.__slots__}
 
 
+@functools.lru_cache(maxsize=1024)
+def _policy_bytes(retry: RetryPolicy, success: Success, timeout_s: float) -> bytes:
+    """The serialized retry, success and timeout fields: a handful of distinct policies
+    serve many notifies, and building them field by field dominates a large response."""
+    return pb.Notify(
+        retry=pb.RetryPolicy(
+            max_attempts=retry.max_attempts,
+            min_backoff=duration(retry.min_backoff),
+            max_backoff=duration(retry.max_backoff),
+            multiplier=retry.multiplier,
+            max_retry_duration=duration(retry.max_retry_duration),
+            retry_codes=retry.retry_codes,
+        ),
+        success=pb.SuccessCriteria(status_codes=success.status_codes, body_contains=success.body_contains),
+        timeout=duration(timeout_s),
+    ).SerializeToString()
+
+
+def _request(r: Request) -> pb.HttpRequest:
+    return pb.HttpRequest(
+        method=_ENUM_BY_METHOD[r.method], url=r.url, headers=r.headers, body=r.body, json_body=r.json_body,
+        form_body=r.form,
+    )  # fmt: skip
+
+
+def grant_notify(n: Notification) -> pb.Notify:
+    """What a dispatcher needs to make the call: id, request, timeout, success criteria."""
+    s = n.spec
+    out = pb.Notify(id=n.id, request=_request(s.request), fire_and_forget=s.fire_and_forget)
+    out.MergeFromString(_policy_bytes(s.retry, s.success, s.timeout))
+    return out
+
+
 def notify_to_proto(n: Notification, *, with_attempts: bool = True) -> pb.Notify:
-    s, r = n.spec, n.spec.request
+    s = n.spec
     out = pb.Notify(
         id=n.id,
-        request=pb.HttpRequest(
-            method=_ENUM_BY_METHOD[r.method], url=r.url, headers=r.headers, body=r.body,
-            json_body=r.json_body, form_body=r.form,
-        ),  # fmt: skip
+        request=_request(s.request),
         ordering_key=s.ordering_key,
         queue=s.queue,
         state=int(n.state),
-        retry=pb.RetryPolicy(
-            max_attempts=s.retry.max_attempts,
-            min_backoff=duration(s.retry.min_backoff),
-            max_backoff=duration(s.retry.max_backoff),
-            multiplier=s.retry.multiplier,
-            max_retry_duration=duration(s.retry.max_retry_duration),
-            retry_codes=s.retry.retry_codes,
-        ),
-        success=pb.SuccessCriteria(status_codes=s.success.status_codes, body_contains=s.success.body_contains),
         fire_and_forget=s.fire_and_forget,
-        timeout=duration(s.timeout),
         callback_url=s.callback_url,
         labels=s.labels,
         create_time=timestamp(n.create_ms),
         attempt_count=n.attempt_count,
     )
+    out.MergeFromString(_policy_bytes(s.retry, s.success, s.timeout))
     if s.trigger_key:
         out.trigger_key = s.trigger_key
     elif s.deliver_at_ms is not None:

@@ -103,7 +103,7 @@ def _response(items) -> pb.LeaseResponse:
             out.grants.append(
                 pb.LeaseGrant(
                     lease_id=lease.lease_id,
-                    notify=convert.notify_to_proto(lease.notify, with_attempts=False),
+                    notify=convert.grant_notify(lease.notify),
                     attempt=lease.attempt,
                     deadline=convert.timestamp(lease.deadline_ms),
                 )
