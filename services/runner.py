@@ -194,4 +194,9 @@ def run(role: str, settings: Settings, flags: Mapping[str, Any] | None = None) -
     """flags: the command line's settings (as given to config.load), kept so SIGHUP reads
     flags, environment and file again in their order of precedence."""
     logs.configure(settings.log_format, settings.log_level)
-    asyncio.run(serve(role, settings, flags))
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        uvloop.run(serve(role, settings, flags))
+    else:
+        asyncio.run(serve(role, settings, flags))
