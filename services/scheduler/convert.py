@@ -10,6 +10,7 @@ from ..v1 import notify_pb2 as pb
 from .model import METHODS, AttemptRecord, NewNotify, Notification, Request, RetryPolicy, Spec, State, Success
 
 DEFAULT_RETRY = RetryPolicy()
+DEFAULT_SUCCESS = Success()
 DEFAULT_TIMEOUT_S = 30.0
 _METHOD_BY_ENUM = {i + 1: m for i, m in enumerate(METHODS)}  # HTTP_METHOD_GET = 1 ... HEAD = 6
 _ENUM_BY_METHOD = {m: i for i, m in _METHOD_BY_ENUM.items()}
@@ -54,19 +55,8 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, prefix: str = "not
         deliver_at = now_ms + int(max(0.0, delay) * 1000)
     elif which == "trigger_key" and not p.trigger_key:
         violations.append((f"{prefix}.trigger_key", "must not be empty when set"))
-    rp = p.retry
-    retry = RetryPolicy(
-        max_attempts=rp.max_attempts or DEFAULT_RETRY.max_attempts,
-        min_backoff=seconds(rp.min_backoff) if rp.HasField("min_backoff") else DEFAULT_RETRY.min_backoff,
-        max_backoff=seconds(rp.max_backoff) if rp.HasField("max_backoff") else DEFAULT_RETRY.max_backoff,
-        multiplier=rp.multiplier or DEFAULT_RETRY.multiplier,
-        max_retry_duration=(
-            seconds(rp.max_retry_duration) if rp.HasField("max_retry_duration") else DEFAULT_RETRY.max_retry_duration
-        ),
-        retry_codes=tuple(rp.retry_codes),
-    )
-    if rp.HasField("min_backoff") and not rp.HasField("max_backoff"):
-        retry = RetryPolicy(**{**_asdict(retry), "max_backoff": max(retry.max_backoff, retry.min_backoff)})
+    retry = _retry_policy(p.retry.SerializeToString()) if p.HasField("retry") else DEFAULT_RETRY
+    success = _success(p.success.SerializeToString()) if p.HasField("success") else DEFAULT_SUCCESS
     spec = Spec(
         request=Request(
             method=method, url=r.url, headers=dict(r.headers), body=r.body, json_body=r.json_body, form=dict(r.form_body)
@@ -76,7 +66,7 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, prefix: str = "not
         ordering_key=p.ordering_key,
         queue=p.queue or "default",
         retry=retry,
-        success=Success(tuple(p.success.status_codes), p.success.body_contains),
+        success=success,
         fire_and_forget=p.fire_and_forget,
         timeout=seconds(p.timeout) if p.HasField("timeout") else DEFAULT_TIMEOUT_S,
         expire_at_ms=millis(p.expire_at) if p.HasField("expire_at") else None,
@@ -86,8 +76,31 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, prefix: str = "not
     return NewNotify(spec, request_id), violations
 
 
-def _asdict(policy: RetryPolicy) -> dict:
-    return {f: getattr(policy, f) for f in policy.__slots__}
+@functools.lru_cache(maxsize=1024)
+def _retry_policy(wire: bytes) -> RetryPolicy:
+    """A RetryPolicy from its wire form (cached: most callers send a few policies many times)."""
+    rp = pb.RetryPolicy.FromString(wire)
+    min_backoff = seconds(rp.min_backoff) if rp.HasField("min_backoff") else DEFAULT_RETRY.min_backoff
+    if rp.HasField("max_backoff"):
+        max_backoff = seconds(rp.max_backoff)
+    else:  # a min_backoff above the default cap raises the cap with it
+        max_backoff = max(DEFAULT_RETRY.max_backoff, min_backoff) if rp.HasField("min_backoff") else DEFAULT_RETRY.max_backoff
+    return RetryPolicy(
+        max_attempts=rp.max_attempts or DEFAULT_RETRY.max_attempts,
+        min_backoff=min_backoff,
+        max_backoff=max_backoff,
+        multiplier=rp.multiplier or DEFAULT_RETRY.multiplier,
+        max_retry_duration=(
+            seconds(rp.max_retry_duration) if rp.HasField("max_retry_duration") else DEFAULT_RETRY.max_retry_duration
+        ),
+        retry_codes=tuple(rp.retry_codes),
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _success(wire: bytes) -> Success:
+    sc = pb.SuccessCriteria.FromString(wire)
+    return Success(tuple(sc.status_codes), sc.body_contains)
 
 
 @functools.lru_cache(maxsize=1024)
