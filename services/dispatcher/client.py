@@ -58,6 +58,7 @@ class LeaseClient:
         self._outstanding = 0  # credit the scheduler holds on this stream: given minus grants received
         self._reopen = False  # end this stream gracefully and say hello again (new capacity)
         self._draining = False
+        self._stopping = False  # stop() was called: drain on every stream from now on
         self._drain_sent = False
         self._drain_confirmed = asyncio.Event()
         self._wake = asyncio.Event()
@@ -105,7 +106,7 @@ class LeaseClient:
         """Takes no more work, finishes calls in flight within grace_s, reports them, closes."""
         if self._stopped.is_set():
             return
-        self._draining = True
+        self._draining = self._stopping = True
         self._wake.set()
         now = time.monotonic()
         deadline, settled = now + grace_s, now + DRAIN_SETTLE_S
@@ -159,6 +160,7 @@ class LeaseClient:
         generation = self._generation
         self._unsent = []
         self._reopen = False
+        self._draining = self._stopping  # a drain the scheduler asked for ends with its stream
         self._drain_sent = self._draining
         self._drain_confirmed.clear()
         hello = pb.DispatcherHello(
@@ -196,8 +198,12 @@ class LeaseClient:
             if task is not None:
                 log.info("lease %s revoked: the notify was cancelled", lease_id)
                 task.cancel()
+        revoked = set(resp.revoked_lease_ids)
         for grant in resp.grants:
             self._outstanding = max(0, self._outstanding - 1)
+            if grant.lease_id in revoked:
+                self._wake.set()  # cancelled before it arrived: never start it; its credit goes back
+                continue
             if grant.lease_id in self._running or grant.lease_id in self._unacked:
                 continue
             task = asyncio.create_task(self._deliver(grant))

@@ -93,3 +93,16 @@ def attempt_row(notify_id: str, a: AttemptRecord) -> tuple:
 def attempt_from_row(row: Sequence) -> AttemptRecord:
     number, start, end, dispatcher, code, error, success, snippet = row
     return AttemptRecord(number, start, end, dispatcher, code, error, bool(success), bytes(snippet or b""))
+
+
+def result_rows(writes) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """The rows of save_results (states, attempts, follow-up notifies), taken when called:
+    the engine may change these notifies (a cancel) before the store's writer runs."""
+    states = [
+        (int(w.notify.state), w.notify.due_ms, w.notify.complete_ms, w.notify.attempt_count,
+         w.notify.first_attempt_ms, w.notify.id)
+        for w in writes
+    ]  # fmt: skip
+    attempts = [attempt_row(w.notify.id, w.attempt) for w in writes if w.attempt is not None]
+    follow_ups = [to_row(w.follow_up) for w in writes if w.follow_up is not None]
+    return states, attempts, follow_ups

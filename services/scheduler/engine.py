@@ -86,6 +86,7 @@ class Engine:
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._turn = 0
+        self._rewind = False
 
     # --- life cycle -----------------------------------------------------
 
@@ -168,7 +169,7 @@ class Engine:
             if isinstance(item, Lease):
                 if self.leases.get(item.lease_id) is item and item.deadline_ms == due:
                     self._spawn(self._expire(item))
-            elif self.live.get(item.id) is item and item.due_ms == due and item.state in (State.SCHEDULED, State.RETRY_WAIT):
+            elif self.live.get(item.id) is item and item.due_ms == due and item.state in (State.SCHEDULED, State.PENDING, State.RETRY_WAIT):
                 self._make_ready(item)
         self._arm()
 
@@ -188,9 +189,15 @@ class Engine:
         """Moves what becomes due within the horizon from the store into memory."""
         until = self.clock.now_ms() + int(self.settings.horizon_s * 1000)
         while True:
+            if self._rewind:
+                self._rewind, self.cursor = False, (0, "")
             after = self.cursor
             self.cursor = (until, "")
-            page = await self.store.load_due(after=after, until_ms=until, limit=self.settings.load_batch)
+            try:
+                page = await self.store.load_due(after=after, until_ms=until, limit=self.settings.load_batch)
+            except BaseException:
+                self.cursor = after  # nothing past `after` was read
+                raise
             if len(page) == self.settings.load_batch:
                 self.cursor = (page[-1].due_ms, page[-1].id)
             for n in page:
@@ -251,12 +258,20 @@ class Engine:
     def _wake_for_tokens(self, now: int) -> None:
         """Ready work waits on a rate limit: pump again when the first token is due."""
         wait = self.queues.ms_until_token(self.ready.queue_names(), now)
-        if wait is not None and self._rate_timer is None:
-            def wake() -> None:
-                self._rate_timer = None
-                self._pump()
+        if wait is None:
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + wait / 1000
+        if self._rate_timer is not None:
+            if self._rate_timer.when() <= when:
+                return
+            self._rate_timer.cancel()
 
-            self._rate_timer = asyncio.get_running_loop().call_later(wait / 1000, wake)
+        def wake() -> None:
+            self._rate_timer = None
+            self._pump()
+
+        self._rate_timer = loop.call_at(when, wake)
 
     # --- queues -----------------------------------------------------------
 
@@ -364,6 +379,8 @@ class Engine:
         await self._commit([self._apply(lease.notify, attempt, Outcome(0, False, error), now)], [lease])
 
     async def _finish_unattempted(self, n: Notification, reason: str) -> None:
+        if self.live.get(n.id) is not n or n.state != State.PENDING:
+            return  # cancelled or updated since it was popped
         n.state, n.due_ms, n.complete_ms = State.FAILED, None, self.clock.now_ms()
         log.info("notify %s FAILED: %s", n.id, reason)
         await self._commit([ResultWrite(n, None, self._callback(n, None, reason))])
@@ -407,6 +424,12 @@ class Engine:
             return
         try:
             await self.store.save_results(writes)
+        except Exception:
+            for w in writes:  # memory ran ahead of the store: drop it, the loader reads the stored copy again
+                if self.live.get(w.notify.id) is w.notify:
+                    del self.live[w.notify.id]
+            self._rewind = True
+            raise
         finally:
             for lease in ended:
                 self.leases.end(lease)

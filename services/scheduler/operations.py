@@ -119,10 +119,15 @@ class Operations:
         if cur is None:
             raise NotFound(f"notify {notify_id!r} not found")
         if not changed:
-            if mine is not None and not cur.state.terminal:
+            if mine is not None and cur.state.terminal:
+                self._e.forget(notify_id, cur.spec.ordering_key, revoke=False)  # its own commit no longer finds it live
+            elif mine is not None:
                 self._e.admit(mine)
             raise FailedPrecondition(f"notify {notify_id} is {cur.state.name}; only unfinished ones can be updated")
         log.info("notify %s updated: %s", notify_id, ", ".join(sorted(paths)))
+        stale = self._e.live.get(notify_id)  # the loader may have read the old row meanwhile
+        if stale is not None and self._e.leases.for_notify(notify_id) is None:
+            del self._e.live[notify_id]
         self._e.admit(cur)
         return cur
 

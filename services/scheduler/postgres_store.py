@@ -278,19 +278,12 @@ class PostgresStore:
         return await self._write(op)
 
     async def save_results(self, writes: list[ResultWrite]) -> None:
+        states, attempts, follow_ups = codec.result_rows(writes)
+
         async def op(conn: asyncpg.Connection) -> None:
-            await conn.executemany(
-                _SAVE,
-                [
-                    (int(w.notify.state), w.notify.due_ms, w.notify.complete_ms, w.notify.attempt_count,
-                     w.notify.first_attempt_ms, w.notify.id)
-                    for w in writes
-                ],
-            )  # fmt: skip
-            attempts = [codec.attempt_row(w.notify.id, w.attempt) for w in writes if w.attempt is not None]
+            await conn.executemany(_SAVE, states)
             if attempts:
                 await conn.executemany(_ADD_ATTEMPT, attempts)
-            follow_ups = [codec.to_row(w.follow_up) for w in writes if w.follow_up is not None]
             if follow_ups:
                 await conn.fetch(_INSERT, *[list(c) for c in zip(*follow_ups)])
 

@@ -204,20 +204,15 @@ class SqliteStore:
         return await self._write(op)
 
     async def save_results(self, writes: list[ResultWrite]) -> None:
+        states, attempts, follow_ups = codec.result_rows(writes)
+
         def op(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "UPDATE notifies SET state=?, due_ms=?, complete_ms=?, attempt_count=?, first_attempt_ms=? WHERE id=? AND state != 8",
-                [
-                    (int(w.notify.state), w.notify.due_ms, w.notify.complete_ms, w.notify.attempt_count,
-                     w.notify.first_attempt_ms, w.notify.id)
-                    for w in writes
-                ],
-            )  # fmt: skip
-            conn.executemany(
-                f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                [codec.attempt_row(w.notify.id, w.attempt) for w in writes if w.attempt is not None],
+                states,
             )
-            conn.executemany(_INSERT, [codec.to_row(w.follow_up) for w in writes if w.follow_up is not None])
+            conn.executemany(f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", attempts)
+            conn.executemany(_INSERT, follow_ups)
 
         await self._write(op)
 

@@ -1,0 +1,23 @@
+"""The lease client and revokes that arrive with their grant."""
+
+import asyncio
+from notifyagent.dispatcher.client import LeaseClient
+from notifyagent.v1 import dispatch_service_pb2 as dpb, notify_pb2 as pb
+
+
+class Recorder:
+    def __init__(self): self.sent = []
+    async def send(self, call):
+        self.sent.append(call)
+        raise asyncio.CancelledError  # stop here; we only care whether the call was started
+
+
+async def test_a_grant_revoked_in_the_same_message_is_not_sent():
+    rec = Recorder()
+    c = LeaseClient(sender=rec, discover=None, capacity=4)
+    g = dpb.LeaseGrant(lease_id="L1", attempt=1,
+                       notify=pb.Notify(id="N1", request=pb.HttpRequest(method=pb.HTTP_METHOD_POST, url="https://example.com/")))
+    # engine: _grant_ready puts Grant(L1) in the outbox; CancelNotify then puts Revoke(L1); the writer batches both
+    c._on_response(dpb.LeaseResponse(grants=[g], revoked_lease_ids=["L1"]))
+    await asyncio.sleep(0.01)
+    assert rec.sent == [], "the cancelled notify's call was made: revokes are applied before grants"

@@ -1,0 +1,64 @@
+"""Timer and rate-limit wake-ups in the engine."""
+
+import asyncio
+import pytest
+from notifyagent.scheduler.engine import Engine, EngineSettings
+from notifyagent.scheduler.model import NewNotify, Notification, QueueConfig, Request, Spec, State
+from notifyagent.scheduler.operations import Operations
+from notifyagent.scheduler.sessions import Grant
+from notifyagent.scheduler.sqlite_store import SqliteStore
+
+T0 = 1_700_000_000_000
+
+
+class FakeClock:
+    def __init__(self, now): self.now = now
+    def now_ms(self): return self.now
+
+
+def spec(**kw):
+    return Spec(request=Request(method="POST", url="https://example.com/hook"), **kw)
+
+
+def granted(session):
+    out = []
+    while not session.outbox.empty():
+        item = session.outbox.get_nowait()
+        if isinstance(item, Grant):
+            out.append(item.lease.notify.id)
+    return out
+
+
+async def test_a_pending_notify_due_a_little_later_is_not_dropped(tmp_path):
+    """PENDING rows stamped by a clock a few ms ahead (HA peer, NTP step back) are due 'in the future'."""
+    store = SqliteStore(tmp_path / "s.db"); await store.open()
+    n = Notification(id="N1", spec=spec(), state=State.PENDING, create_ms=T0 + 50, due_ms=T0 + 50)
+    await store.insert([n])
+    clock = FakeClock(T0)
+    e = Engine(store=store, settings=EngineSettings(load_interval_s=3600), clock=clock)
+    await e.start()
+    try:
+        s = e.connect(dispatcher_id="d", version="", capacity=1, credit=1)
+        clock.now = T0 + 100
+        e._on_timer()
+        for _ in range(5): await asyncio.sleep(0)
+        assert granted(s) == ["N1"], f"N1 is live ({e.live['N1'].state.name}) but in no wheel/ready/lease"
+    finally:
+        await e.stop(); await store.close()
+
+
+async def test_a_slow_queues_token_wait_does_not_delay_a_fast_queue(tmp_path):
+    store = SqliteStore(tmp_path / "s.db"); await store.open()
+    e = Engine(store=store, settings=EngineSettings(load_interval_s=3600))
+    await e.start([QueueConfig("slow", rate=0.1, burst=1), QueueConfig("fast", rate=100, burst=1)])
+    ops = Operations(e)
+    try:
+        s = e.connect(dispatcher_id="d", version="", capacity=10, credit=10)
+        await ops.create([NewNotify(spec(queue="slow")), NewNotify(spec(queue="slow"))])
+        await asyncio.sleep(0.05)
+        await ops.create([NewNotify(spec(queue="fast")), NewNotify(spec(queue="fast"))])
+        await asyncio.sleep(0.5)   # the fast queue's next token is 10 ms away
+        got = granted(s)
+        assert len(got) == 3, f"{len(got)} granted; the 2nd 'fast' waits for the 'slow' queue's 10 s timer"
+    finally:
+        await e.stop(); await store.close()
