@@ -3,7 +3,6 @@
 Engine-level reproductions (SQLite store, fake clock, a Session with no server)."""
 import asyncio, threading
 import pytest
-from dataclasses import replace
 from notifyagent.scheduler.engine import Engine, EngineSettings, ResultIn
 from notifyagent.scheduler.errors import FailedPrecondition, Unavailable
 from notifyagent.scheduler.model import NewNotify, Request, Spec, State

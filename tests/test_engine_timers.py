@@ -1,7 +1,6 @@
 """Timer and rate-limit wake-ups in the engine."""
 
 import asyncio
-import pytest
 from notifyagent.scheduler.engine import Engine, EngineSettings
 from notifyagent.scheduler.model import NewNotify, Notification, QueueConfig, Request, Spec, State
 from notifyagent.scheduler.operations import Operations

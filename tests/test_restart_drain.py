@@ -1,6 +1,6 @@
 """A scheduler's drain ends with its stream: dispatchers work again after a restart."""
 
-import asyncio, time
+import asyncio
 import grpc
 from notifyagent.registry import MemoryRegistry
 from notifyagent.scheduler.app import SchedulerApp

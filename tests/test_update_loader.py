@@ -2,7 +2,7 @@
 
 import asyncio, threading
 from notifyagent.scheduler.engine import Engine, EngineSettings
-from notifyagent.scheduler.model import NewNotify, Request, Spec, State
+from notifyagent.scheduler.model import NewNotify, Request, Spec
 from notifyagent.scheduler.operations import Operations
 from notifyagent.scheduler.sqlite_store import SqliteStore
 T0 = 1_700_000_000_000
