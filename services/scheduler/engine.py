@@ -239,10 +239,10 @@ class Engine:
             if n is None:
                 self._wake_for_tokens(now)
                 break
-            self.queues.on_grant(n.spec.queue, now)
             if n.spec.expire_at_ms is not None and now > n.spec.expire_at_ms:
                 self._spawn(self._finish_unattempted(n, "expired: expire_at passed before delivery"))
                 continue
+            self.queues.on_grant(n.spec.queue, now)
             self._turn = (self._turn + 1) % len(sessions)
             s = sessions[self._turn]
             deadline = now + int((n.spec.timeout + self.settings.lease_margin_s) * 1000)
