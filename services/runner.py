@@ -194,9 +194,13 @@ def run(role: str, settings: Settings, flags: Mapping[str, Any] | None = None) -
     """flags: the command line's settings (as given to config.load), kept so SIGHUP reads
     flags, environment and file again in their order of precedence."""
     logs.configure(settings.log_format, settings.log_level)
-    if settings.event_loop == "uvloop":
-        import uvloop
-
-        uvloop.run(serve(role, settings, flags))
-    else:
-        asyncio.run(serve(role, settings, flags))
+    if settings.event_loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if settings.event_loop == "uvloop":
+                raise SystemExit("NOTIFY_EVENT_LOOP=uvloop but uvloop is not installed: pip install uvloop, or use asyncio")
+        else:
+            uvloop.run(serve(role, settings, flags))
+            return
+    asyncio.run(serve(role, settings, flags))

@@ -216,9 +216,9 @@ async def test_dispatcher_killed_mid_call_its_leases_expire_and_are_granted_agai
         scheduler.terminate()
 
 
-async def test_dev_runs_on_uvloop_too(tmp_path, target):
+async def test_dev_runs_on_plain_asyncio_too(tmp_path, target):
     port = free_port()
-    proc = dev(tmp_path, port, "uvloop", "--event-loop", "uvloop").start()
+    proc = dev(tmp_path, port, "asyncio", "--event-loop", "asyncio").start()
     try:
         await wait_serving(f"127.0.0.1:{port}", proc=proc)
         ids = await create_delayed(f"127.0.0.1:{port}", target.url(), 20, 0, 200)

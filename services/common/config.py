@@ -34,7 +34,7 @@ class Settings:
     recycle_calls: int = _opt(0, "recycle a dispatcher worker after this many calls (0: never)", roles="dispatcher")
     recycle_memory_mb: int = _opt(0, "recycle a dispatcher worker above this resident memory (0: never)", roles="dispatcher")
     queues: str = _opt("", "queue limits: name:max_concurrent=N:rate=R:burst=B,... (TOML: [queues.name] tables)", roles="scheduler")
-    event_loop: str = _opt("asyncio", "asyncio or uvloop (faster HTTP and streams; Linux and macOS)")
+    event_loop: str = _opt("auto", "auto (uvloop where installed, else asyncio), uvloop or asyncio")
     grace: float = _opt(30.0, "seconds to finish work in flight on SIGTERM/SIGINT")
     horizon: float = _opt(300.0, "seconds ahead the scheduler holds due notifies in memory", roles="scheduler")
     lease_margin: float = _opt(5.0, "seconds a lease outlives its attempt timeout before it expires", roles="scheduler")
@@ -51,8 +51,8 @@ class Settings:
             raise ConfigError(f"NOTIFY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}")
         if self.processes < 1 or self.recycle_calls < 0 or self.recycle_memory_mb < 0:
             raise ConfigError("NOTIFY_PROCESSES must be >= 1; NOTIFY_RECYCLE_CALLS and NOTIFY_RECYCLE_MEMORY_MB >= 0")
-        if self.event_loop not in ("asyncio", "uvloop"):
-            raise ConfigError(f"NOTIFY_EVENT_LOOP must be asyncio or uvloop, not {self.event_loop!r}")
+        if self.event_loop not in ("auto", "asyncio", "uvloop"):
+            raise ConfigError(f"NOTIFY_EVENT_LOOP must be auto, asyncio or uvloop, not {self.event_loop!r}")
         if self.capacity < 1:
             raise ConfigError(f"NOTIFY_CAPACITY must be at least 1, not {self.capacity}")
         if self.grace < 0 or self.horizon < 1:
