@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""e2e: immediate notifies delivered per second to an nginx target.
+
+Systems, one after the other, each against the same nginx (1 worker, logging
+one line per request; deliveries are counted and timed from that log):
+
+  project dev      `notifyagent dev` (all in one process), SQLite WAL synchronous=FULL (the default)
+  project split    `notifyagent scheduler` + 2 x `notifyagent dispatcher`, same store settings
+  beanstalkd       beanstalkd -b (binlog, its default fsync: at most every 50 ms); a producer
+                   process putting jobs (greenstalk, one put at a time) and one asyncio consumer
+                   process with C connections, each reserve -> POST -> delete (the original
+                   NotifyAgent's design); also with 2 consumer processes, and with -f0 (fsync every put)
+  bare aiohttp     N POSTs from a pooled aiohttp session, C in flight, 1 and 2 processes (and uvloop)
+
+The project's producer is a separate process calling BatchCreateNotify (100 per
+call, 4 calls in flight) as fast as the scheduler accepts. Throughput = N / (time
+of the last arrival at nginx - time the producer started). Each system gets a
+warm-up of its own before the measured run.
+
+An fsync audit runs each durable system under `strace -f -c` on a small load and
+reports the fsync/fdatasync calls per 1,000 notifies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    Beanstalkd, Metric, Nginx, Project, Traced, common_args, cpu_seconds, finish, fmt, get_status, notifyagent_cmd,
+    free_port, py_spy, run_dir, say, setup_run, start_worker, wait_count, wait_grpc_ready, wait_port, wait_quiet,
+    worker_result, workdir,
+)
+
+CONCURRENCY = 128  # bare aiohttp loop: HTTP calls in flight (the project's dispatcher capacity is 256)
+BS_CONCURRENCY = 32  # beanstalkd consumer connections per process: its best setting here (8-128 tried)
+
+
+def measure_project(nginx: Nginx, logdir: Path, mode: str, n: int, warm: int, profile: bool) -> dict:
+    busy = wait_quiet()
+    proj = Project(logdir, mode=mode).start()
+    say(f"project {mode} up on {proj.addr} (pids {proj.pids()}), store {proj.store}")
+    try:
+        load = ["na-load", "--addr", proj.addr, "--url", nginx.url(), "--batch", "100", "--inflight", "4"]
+        mark = nginx.mark()
+        worker_result(start_worker([*load, "--n", str(warm)], logdir=logdir, name=f"warm-{mode}"))
+        wait_count(nginx, mark, warm, label=f"{mode} warm-up", timeout=120)
+        time.sleep(0.5)
+        cpu0 = {k: cpu_seconds(pid) for k, pid in proj.pids().items()}
+        mark = nginx.mark()
+        spies = []
+        if profile:
+            for role, pid in proj.pids().items():
+                spies.append(py_spy(pid, f"e2e-{mode}-{role}", seconds=min(20, max(5, n / 4000))))
+        prod = start_worker([*load, "--n", str(n)], logdir=logdir, name=f"producer-{mode}")
+        got = wait_count(nginx, mark, n, label=f"{mode} delivered", timeout=60 + n / 300, watch=[prod],
+                         extra=lambda: "")  # fmt: skip
+        made = worker_result(prod)
+        lines = nginx.lines_since(mark)
+        t_last = max(t for t, _, _ in lines)
+        # every result committed: sent_ok counts the warm-up too
+        t_wait = time.monotonic()
+        while time.monotonic() - t_wait < 60:
+            st = get_status(proj.addr)
+            if st.sent_ok >= warm + n:
+                break
+            time.sleep(0.05)
+        t_committed = time.time()
+        cpu = {k: cpu_seconds(pid) - cpu0[k] for k, pid in proj.pids().items()}
+        for s in spies:
+            if s is not None:
+                s.wait(60)
+        rate = got / (t_last - made["t0"])
+        say(f"project {mode}: {got:,} delivered in {t_last - made['t0']:.2f} s = {rate:,.0f}/s "
+            f"(created at {made['done'] / (made['t1'] - made['t0']):,.0f}/s; cpu s {({k: round(v, 1) for k, v in cpu.items()})})")  # fmt: skip
+        return {"rate": rate, "busy_before": busy, "delivered": got, "seconds": t_last - made["t0"], "create_rate": made["done"] / (made["t1"] - made["t0"]),
+                "all_committed_s": t_committed - made["t0"], "sent_ok": st.sent_ok, "sent_failed": st.sent_failed,
+                "cpu_s": cpu, "cpu_us_per_notify": sum(cpu.values()) / max(1, got) * 1e6}  # fmt: skip
+    finally:
+        proj.stop()
+
+
+def measure_beanstalkd(nginx: Nginx, logdir: Path, n: int, warm: int, *, fsync=None, consumers: int = 1, uvloop: bool = False) -> dict:
+    busy = wait_quiet()
+    bs = Beanstalkd(logdir, fsync=fsync).start()
+    label = f"beanstalkd ({bs.mode}, {consumers} consumer process{'es' if consumers > 1 else ''}{', uvloop' if uvloop else ''})"
+    say(f"{label} on port {bs.port}")
+    cons = [start_worker(["bs-consume", "--port", str(bs.port), "--concurrency", str(BS_CONCURRENCY)] + (["--uvloop"] if uvloop else []),
+                         logdir=logdir, name=f"bs-consumer{i}") for i in range(consumers)]  # fmt: skip
+    try:
+        mark = nginx.mark()
+        worker_result(start_worker(["bs-produce", "--port", str(bs.port), "--url", nginx.url(), "--n", str(warm)],
+                                   logdir=logdir, name="bs-warm"))  # fmt: skip
+        wait_count(nginx, mark, warm, label="beanstalkd warm-up", timeout=120, watch=cons)
+        time.sleep(0.5)
+        pids = {"beanstalkd": bs.proc.pid, **{f"consumer{i}": c.pid for i, c in enumerate(cons)}}
+        cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+        mark = nginx.mark()
+        prod = start_worker(["bs-produce", "--port", str(bs.port), "--url", nginx.url(), "--n", str(n)],
+                            logdir=logdir, name="bs-producer")  # fmt: skip
+        got = wait_count(nginx, mark, n, label="beanstalkd delivered", timeout=60 + n / 300, watch=[prod, *cons])
+        made = worker_result(prod)
+        lines = nginx.lines_since(mark)
+        t_last = max(t for t, _, _ in lines)
+        cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
+        rate = got / (t_last - made["t0"])
+        say(f"{label}: {got:,} delivered in {t_last - made['t0']:.2f} s = {rate:,.0f}/s "
+            f"(put at {made['done'] / (made['t1'] - made['t0']):,.0f}/s)")  # fmt: skip
+        return {"rate": rate, "busy_before": busy, "delivered": got, "seconds": t_last - made["t0"], "mode": bs.mode, "consumers": consumers,
+                "put_rate": made["done"] / (made["t1"] - made["t0"]), "cpu_s": cpu,
+                "cpu_us_per_notify": sum(cpu.values()) / max(1, got) * 1e6}  # fmt: skip
+    finally:
+        for c in cons:
+            c.send_signal(signal.SIGTERM)
+        for c in cons:
+            try:
+                worker_result(c, timeout=30)
+            except Exception as e:
+                say(f"consumer: {e}")
+        bs.stop()
+
+
+def measure_bare(nginx: Nginx, logdir: Path, n: int, *, procs: int, uvloop: bool) -> dict:
+    label = f"bare aiohttp ({procs} process{'es' if procs > 1 else ''}{', uvloop' if uvloop else ''})"
+    args = ["bare", "--url", nginx.url(), "--concurrency", str(CONCURRENCY // procs)] + (["--uvloop"] if uvloop else [])
+    busy = wait_quiet()
+    worker_result(start_worker([*args, "--n", "2000"], logdir=logdir, name="bare-warm"))  # warm-up
+    mark = nginx.mark()
+    ws = [start_worker([*args, "--n", str(n // procs)], logdir=logdir, name=f"bare{i}") for i in range(procs)]
+    got = wait_count(nginx, mark, n // procs * procs, label=label, timeout=60 + n / 500, watch=ws)
+    outs = [worker_result(w) for w in ws]
+    t0 = min(o["t0"] for o in outs)
+    t_last = max(t for t, _, _ in nginx.lines_since(mark))
+    rate = got / (t_last - t0)
+    say(f"{label}: {got:,} in {t_last - t0:.2f} s = {rate:,.0f}/s")
+    return {"rate": rate, "busy_before": busy, "delivered": got, "seconds": t_last - t0}
+
+
+# --- fsync audit -------------------------------------------------------------------
+
+
+def fsync_audit(nginx: Nginx, logdir: Path, n: int) -> dict:
+    """Counts the sync calls of each durable system for n notifies (strace -f -c, from process start)."""
+    if not shutil.which("strace"):
+        say("strace missing (apt-get install strace): no fsync audit")
+        return {}
+    out: dict = {}
+    d = workdir("audit")
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    t = Traced("audit-notifyagent", [*notifyagent_cmd(), "dev", "--grpc-addr", addr, "--store", f"sqlite:///{d / 'notifyagent.db'}",
+               "--allow-networks", "127.0.0.0/8", "--http-addr", "", "--log-level", "WARNING"], logdir=logdir)  # fmt: skip
+    try:
+        wait_grpc_ready(addr, timeout=60, proc=t.proc)
+        time.sleep(0.5)
+        mark = nginx.mark()
+        made = worker_result(start_worker(["na-load", "--addr", addr, "--url", nginx.url(), "--batch", "100",
+                                           "--inflight", "4", "--n", str(n)], logdir=logdir, name="audit-producer"))  # fmt: skip
+        wait_count(nginx, mark, n, label="fsync audit (project dev)", timeout=120)
+        while get_status(addr).sent_ok < n:
+            time.sleep(0.05)
+    finally:
+        c = t.stop()
+    out["project"] = {"notifies": made["done"], "calls": c, "per_1000": 1000 * sum(c.values()) / max(1, made["done"])}
+    say(f"fsync audit, project dev: {c} for {made['done']:,} notifies (startup and shutdown included)")
+    for fsync in (None, 0):
+        bs = Beanstalkd(logdir, fsync=fsync)
+        (bs.dir / "binlog").mkdir(exist_ok=True)
+        t = Traced("audit-beanstalkd", bs.argv(), logdir=logdir)
+        wait_port(bs.port, proc=t.proc)
+        cons = start_worker(["bs-consume", "--port", str(bs.port), "--concurrency", str(BS_CONCURRENCY)], logdir=logdir,
+                            name="audit-consumer")
+        try:
+            mark = nginx.mark()
+            worker_result(start_worker(["bs-produce", "--port", str(bs.port), "--url", nginx.url(), "--n", str(n)],
+                                       logdir=logdir, name="audit-bs-producer"))  # fmt: skip
+            wait_count(nginx, mark, n, label=f"fsync audit (beanstalkd, {bs.mode})", timeout=120)
+            time.sleep(0.3)
+        finally:
+            cons.send_signal(signal.SIGTERM)
+            worker_result(cons, timeout=30)
+            c = t.stop()
+        key = "beanstalkd_f0" if fsync == 0 else "beanstalkd"
+        out[key] = {"mode": bs.mode, "notifies": n, "calls": c, "per_1000": 1000 * sum(c.values()) / n}
+        say(f"fsync audit, beanstalkd ({bs.mode}): {c} for {n:,} jobs")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common_args(ap)
+    ap.add_argument("--n", type=int, default=0, help="notifies per measured run (default 100,000; 5,000 with --quick)")
+    a = ap.parse_args(argv)
+    setup_run(a.quick)
+    n = a.n or (5_000 if a.quick else 100_000)
+    warm = 1_000 if a.quick else 3_000
+    logdir = run_dir("e2e")
+    say(f"e2e: {n:,} immediate notifies per system; logs in {logdir}")
+    nginx = Nginx(logdir).start()
+    say(f"nginx {nginx.url()} (1 worker)")
+    r: dict = {}
+    try:
+        r["project_dev"] = measure_project(nginx, logdir, "dev", n, warm, a.profile)
+        r["project_split"] = measure_project(nginx, logdir, "split", n, warm, a.profile)
+        r["beanstalkd"] = measure_beanstalkd(nginx, logdir, n, warm)
+        r["beanstalkd_2c"] = measure_beanstalkd(nginx, logdir, n, warm, consumers=2)
+        if not a.quick:
+            r["beanstalkd_f0"] = measure_beanstalkd(nginx, logdir, max(5_000, n // 4), warm, fsync=0)
+            r["beanstalkd_uvloop"] = measure_beanstalkd(nginx, logdir, n, warm, uvloop=True)
+        r["bare_1p"] = measure_bare(nginx, logdir, n, procs=1, uvloop=False)
+        r["bare_2p"] = measure_bare(nginx, logdir, n, procs=2, uvloop=False)
+        if not a.quick:
+            r["bare_1p_uvloop"] = measure_bare(nginx, logdir, n, procs=1, uvloop=True)
+            r["bare_2p_uvloop"] = measure_bare(nginx, logdir, n, procs=2, uvloop=True)
+        r["fsync_audit"] = fsync_audit(nginx, logdir, 2_000 if a.quick else 10_000)
+    finally:
+        nginx.stop()
+
+    dev, split = r["project_dev"]["rate"], r["project_split"]["rate"]
+    m = [
+        Metric("e2e_dev", dev, "notifies/s", "beanstalkd_pipeline", r["beanstalkd"]["rate"], ">= 1.0", dev >= r["beanstalkd"]["rate"],
+               note="notifyagent dev (1 process), fsync per group commit; beanstalkd -b default fsync (<= every 50 ms), 1 consumer process"),
+        Metric("e2e_dev", dev, "notifies/s", "bare_aiohttp_1proc", r["bare_1p"]["rate"], ">= 0.6", dev >= 0.6 * r["bare_1p"]["rate"],
+               note="bare aiohttp loop, 1 process, asyncio, 128 in flight"),
+        Metric("e2e_split", split, "notifies/s", "beanstalkd_pipeline_2consumers", r["beanstalkd_2c"]["rate"], ">= 1.0",
+               split >= r["beanstalkd_2c"]["rate"], note="1 scheduler + 2 dispatcher processes vs beanstalkd with 2 consumer processes"),
+        Metric("e2e_split", split, "notifies/s", "bare_aiohttp_2proc", r["bare_2p"]["rate"], ">= 0.6", split >= 0.6 * r["bare_2p"]["rate"],
+               note="bare aiohttp loop, 2 processes"),
+    ]  # fmt: skip
+    if "beanstalkd_f0" in r:
+        m.append(Metric("e2e_dev", dev, "notifies/s", "beanstalkd_pipeline_fsync_every_put", r["beanstalkd_f0"]["rate"],
+                        note="beanstalkd -f0: fsync after every put (information)"))  # fmt: skip
+    if "beanstalkd_uvloop" in r:
+        m.append(Metric("e2e_dev", dev, "notifies/s", "beanstalkd_pipeline_uvloop", r["beanstalkd_uvloop"]["rate"],
+                        note="beanstalkd consumer on uvloop (information)"))  # fmt: skip
+    if "bare_1p_uvloop" in r:
+        m.append(Metric("e2e_dev", dev, "notifies/s", "bare_aiohttp_1proc_uvloop", r["bare_1p_uvloop"]["rate"], note="information"))
+        m.append(Metric("e2e_split", split, "notifies/s", "bare_aiohttp_2proc_uvloop", r["bare_2p_uvloop"]["rate"], note="information"))
+    for k, v in r.items():
+        if isinstance(v, dict) and "rate" in v:
+            say(f"  {k:<16} {fmt(v['rate']):>8} /s")
+    finish("e2e", m, m[0], quick=a.quick, argv=sys.argv[1:] if argv is None else argv, details=r)
+
+
+if __name__ == "__main__":
+    main()
