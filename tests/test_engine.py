@@ -3,14 +3,7 @@
 from notifyagent.scheduler.engine import Engine, EngineSettings
 from notifyagent.scheduler.model import Notification, Request, Spec, State
 from notifyagent.scheduler.sqlite_store import SqliteStore
-
-
-class FakeClock:
-    def __init__(self, now_ms: int) -> None:
-        self.now = now_ms
-
-    def now_ms(self) -> int:
-        return self.now
+from support import FakeClock
 
 
 def pending(i: int, due_ms: int, state: State = State.PENDING) -> Notification:

@@ -5,18 +5,11 @@ import asyncio, threading
 import pytest
 from notifyagent.scheduler.engine import Engine, EngineSettings, ResultIn
 from notifyagent.scheduler.errors import FailedPrecondition, Unavailable
-from notifyagent.scheduler.model import NewNotify, Request, Spec, State
+from notifyagent.scheduler.model import NewNotify, State
 from notifyagent.scheduler.operations import Operations
 from notifyagent.scheduler.retry import Outcome
-from notifyagent.scheduler.sessions import Grant
 from notifyagent.scheduler.sqlite_store import SqliteStore
-
-T0 = 1_700_000_000_000
-
-
-class FakeClock:
-    def __init__(self, now): self.now = now
-    def now_ms(self): return self.now
+from support import T0, FakeClock, granted_leases, spec
 
 
 class Flaky:
@@ -51,17 +44,7 @@ async def env(tmp_path):
     await e.stop(); await inner.close()
 
 
-def spec(**kw):
-    return Spec(request=Request(method="POST", url="https://example.com/hook"), **kw)
-
-
-def grants(session):
-    out = []
-    while not session.outbox.empty():
-        item = session.outbox.get_nowait()
-        if isinstance(item, Grant):
-            out.append(item.lease)
-    return out
+grants = granted_leases
 
 
 async def turn():

@@ -2,30 +2,14 @@
 
 import asyncio
 from notifyagent.scheduler.engine import Engine, EngineSettings
-from notifyagent.scheduler.model import NewNotify, Notification, QueueConfig, Request, Spec, State
+from notifyagent.scheduler.model import NewNotify, Notification, QueueConfig, State
 from notifyagent.scheduler.operations import Operations
-from notifyagent.scheduler.sessions import Grant
 from notifyagent.scheduler.sqlite_store import SqliteStore
-
-T0 = 1_700_000_000_000
-
-
-class FakeClock:
-    def __init__(self, now): self.now = now
-    def now_ms(self): return self.now
-
-
-def spec(**kw):
-    return Spec(request=Request(method="POST", url="https://example.com/hook"), **kw)
+from support import T0, FakeClock, granted_leases, spec
 
 
 def granted(session):
-    out = []
-    while not session.outbox.empty():
-        item = session.outbox.get_nowait()
-        if isinstance(item, Grant):
-            out.append(item.lease.notify.id)
-    return out
+    return [lease.notify.id for lease in granted_leases(session)]
 
 
 async def test_a_pending_notify_due_a_little_later_is_not_dropped(tmp_path):

@@ -2,15 +2,10 @@
 
 import asyncio, threading
 from notifyagent.scheduler.engine import Engine, EngineSettings
-from notifyagent.scheduler.model import NewNotify, Request, Spec
+from notifyagent.scheduler.model import NewNotify
 from notifyagent.scheduler.operations import Operations
 from notifyagent.scheduler.sqlite_store import SqliteStore
-T0 = 1_700_000_000_000
-class FakeClock:
-    def __init__(self, now): self.now = now
-    def now_ms(self): return self.now
-def spec(**kw):
-    return Spec(request=Request(method="POST", url="https://example.com/hook"), **kw)
+from support import T0, FakeClock, spec
 
 async def test_update_racing_the_loader_keeps_the_new_schedule(tmp_path):
     store = SqliteStore(tmp_path / "s.db"); await store.open()
