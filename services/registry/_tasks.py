@@ -8,7 +8,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from .base import WatcherStopped
+from .base import RegistryError, WatcherStopped
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +65,45 @@ async def until_stopped(work: Awaitable[T], stopped: asyncio.Event) -> T:
     if work_task.cancelled() or not work_task.done():
         raise WatcherStopped("watcher stopped")
     return work_task.result()
+
+
+class Holdings:
+    """What one registry handle started and must end when it closes: a heartbeat per
+    registered node, its watchers and its leader locks. Shared by the adapters."""
+
+    def __init__(self) -> None:
+        self.heartbeats: dict[tuple[str, str], Heartbeat] = {}
+        self.watchers: list = []
+        self.locks: list = []
+        self.closed = False
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise RegistryError("registry is closed")
+
+    async def start_heartbeat(self, key: tuple[str, str], beat: Callable[[], Awaitable[None]], *, interval: float, name: str) -> None:
+        """Keeps `key` alive with `beat`, replacing a heartbeat it had."""
+        await self.stop_heartbeat(key)
+        heartbeat = Heartbeat(beat, interval=interval, name=name)
+        self.heartbeats[key] = heartbeat
+        heartbeat.start()
+
+    async def stop_heartbeat(self, key: tuple[str, str]) -> None:
+        if (heartbeat := self.heartbeats.pop(key, None)) is not None:
+            await heartbeat.stop()
+
+    async def close(self, deregister: Callable[[str, str], Awaitable[None]]) -> bool:
+        """Stops watchers, releases locks, deregisters what was registered; False if already closed."""
+        if self.closed:
+            return False
+        self.closed = True
+        for watcher in self.watchers:
+            watcher.stop()
+        for lock in self.locks:
+            await lock.release()
+        for service_name, node_id in list(self.heartbeats):
+            try:
+                await deregister(service_name, node_id)
+            except RegistryError as exc:
+                log.warning("could not deregister %s/%s on close: %s", service_name, node_id, exc)
+        return True

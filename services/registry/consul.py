@@ -30,8 +30,8 @@ import logging
 from typing import Any
 from urllib.parse import quote
 
-from ._tasks import Heartbeat, until_stopped
-from .base import LeaderLock, Node, RegistryError, Service, ServiceNotFound, Watcher
+from ._tasks import Holdings, until_stopped
+from .base import LeaderLock, Node, Service, ServiceNotFound, Watcher
 from .consul_api import ConsulAPI, duration
 from .consul_lock import ConsulLeaderLock
 
@@ -109,19 +109,13 @@ class ConsulRegistry:
         self._reap_after = deregister_critical_after
         self._session_ttl = session_ttl
         self._lock_delay = lock_delay
-        self._heartbeats: dict[tuple[str, str], Heartbeat] = {}
-        self._watchers: list[ConsulWatcher] = []
-        self._locks: list[ConsulLeaderLock] = []
-        self._closed = False
+        self._held = Holdings()
 
     async def register(self, service_name: str, node: Node, *, ttl: float) -> None:
         if ttl <= 0:
             raise ValueError(f"ttl must be positive, got {ttl!r}")
-        if self._closed:
-            raise RegistryError("registry is closed")
-        key = (service_name, node.id)
-        if (old := self._heartbeats.pop(key, None)) is not None:
-            await old.stop()
+        self._held.check_open()
+        await self._held.stop_heartbeat((service_name, node.id))
         await self._put_registration(service_name, node, ttl)
 
         async def beat() -> None:
@@ -132,13 +126,12 @@ class ConsulRegistry:
                 log.warning("consul forgot %s/%s; registering it again", service_name, node.id)
                 await self._put_registration(service_name, node, ttl)
 
-        heartbeat = Heartbeat(beat, interval=ttl / 3, name=f"consul heartbeat {service_name}/{node.id}")
-        self._heartbeats[key] = heartbeat
-        heartbeat.start()
+        await self._held.start_heartbeat(
+            (service_name, node.id), beat, interval=ttl / 3, name=f"consul heartbeat {service_name}/{node.id}"
+        )
 
     async def deregister(self, service_name: str, node_id: str) -> None:
-        if (heartbeat := self._heartbeats.pop((service_name, node_id), None)) is not None:
-            await heartbeat.stop()
+        await self._held.stop_heartbeat((service_name, node_id))
         await self.api.request("PUT", f"/agent/service/deregister/{_segment(node_id)}", allow_404=True)
 
     async def get_service(self, name: str) -> list[Node]:
@@ -155,28 +148,17 @@ class ConsulRegistry:
 
     async def watch(self, name: str) -> Watcher:
         watcher = ConsulWatcher(self, name, wait=self._watch_wait)
-        self._watchers.append(watcher)
+        self._held.watchers.append(watcher)
         return watcher
 
     def leader_lock(self) -> LeaderLock:
         lock = ConsulLeaderLock(self.api, session_ttl=self._session_ttl, lock_delay=self._lock_delay)
-        self._locks.append(lock)
+        self._held.locks.append(lock)
         return lock
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for watcher in self._watchers:
-            watcher.stop()
-        for lock in self._locks:
-            await lock.release()
-        for service_name, node_id in list(self._heartbeats):
-            try:
-                await self.deregister(service_name, node_id)
-            except RegistryError as exc:
-                log.warning("could not deregister %s/%s on close: %s", service_name, node_id, exc)
-        await self.api.close()
+        if await self._held.close(self.deregister):
+            await self.api.close()
 
     async def healthy(self, name: str, *, index: int = 0, wait: float = 0.0) -> tuple[int, tuple[Node, ...]]:
         """(X-Consul-Index, passing nodes sorted by id); blocks while ``index`` is current."""

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._tasks import Heartbeat, until_stopped
+from ._tasks import Holdings, until_stopped
 from .base import LeaderLock, Node, RegistryError, Service, ServiceNotFound, Watcher
 
 Clock = Callable[[], float]
@@ -168,30 +168,22 @@ class MemoryRegistry:
 
     def __init__(self, catalog: MemoryCatalog | None = None) -> None:
         self.catalog = catalog if catalog is not None else MemoryCatalog()
-        self._heartbeats: dict[tuple[str, str], Heartbeat] = {}
-        self._watchers: list[MemoryWatcher] = []
-        self._locks: list[MemoryLeaderLock] = []
-        self._closed = False
+        self._held = Holdings()
 
     async def register(self, service_name: str, node: Node, *, ttl: float) -> None:
-        if self._closed:
-            raise RegistryError("registry is closed")
+        self._held.check_open()
         self.catalog.register(service_name, node, ttl=ttl)
-        key = (service_name, node.id)
-        if (old := self._heartbeats.pop(key, None)) is not None:
-            await old.stop()
 
         async def beat() -> None:
             if not self.catalog.pass_check(service_name, node.id):
                 self.catalog.register(service_name, node, ttl=ttl)  # reaped meanwhile
 
-        heartbeat = Heartbeat(beat, interval=ttl / 3, name=f"heartbeat {service_name}/{node.id}")
-        self._heartbeats[key] = heartbeat
-        heartbeat.start()
+        await self._held.start_heartbeat(
+            (service_name, node.id), beat, interval=ttl / 3, name=f"heartbeat {service_name}/{node.id}"
+        )
 
     async def deregister(self, service_name: str, node_id: str) -> None:
-        if (heartbeat := self._heartbeats.pop((service_name, node_id), None)) is not None:
-            await heartbeat.stop()
+        await self._held.stop_heartbeat((service_name, node_id))
         self.catalog.deregister(service_name, node_id)
 
     async def get_service(self, name: str) -> list[Node]:
@@ -206,21 +198,13 @@ class MemoryRegistry:
 
     async def watch(self, name: str) -> Watcher:
         watcher = MemoryWatcher(self.catalog, name)
-        self._watchers.append(watcher)
+        self._held.watchers.append(watcher)
         return watcher
 
     def leader_lock(self) -> LeaderLock:
         lock = MemoryLeaderLock(self.catalog)
-        self._locks.append(lock)
+        self._held.locks.append(lock)
         return lock
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for watcher in self._watchers:
-            watcher.stop()
-        for lock in self._locks:
-            await lock.release()
-        for service_name, node_id in list(self._heartbeats):
-            await self.deregister(service_name, node_id)
+        await self._held.close(self.deregister)
