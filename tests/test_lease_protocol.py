@@ -216,3 +216,27 @@ async def test_a_deferred_call_is_rescheduled_without_counting_an_attempt(bare):
     d.report(again)
     await bare.wait_state(created.id, pb.STATE_SUCCEEDED)
     await d.close()
+
+
+async def test_real_client_reconnects_after_a_broken_stream_and_reports_the_live_lease(system, target):
+    target.respond("/slow", (200, 0.5))
+    n = await system.create(target.url("/slow"))
+    await target.wait_for(1)
+    client = system.dispatchers[0].client
+    system.scheduler.engine.sessions[client.dispatcher_id].close()  # the stream ends; both sides live on
+    done = await system.wait_state(n.id, pb.STATE_SUCCEEDED, timeout=10)
+    assert len(done.attempts) == 1 and done.attempts[0].dispatcher_id == client.dispatcher_id
+    await asyncio.sleep(0.3)
+    assert len(target.received) == 1, "no needless duplicate"
+
+
+async def test_real_client_reopens_a_stream_whose_call_was_cancelled(system, target):
+    target.respond("/slow", (200, 0.5))
+    n = await system.create(target.url("/slow"))
+    await target.wait_for(1)
+    client = system.dispatchers[0].client
+    client._call.cancel()  # the call object is cancelled under the client
+    done = await system.wait_state(n.id, pb.STATE_SUCCEEDED, timeout=10)
+    assert len(done.attempts) == 1
+    later = await system.create(target.url("/after"))
+    await system.wait_state(later.id, pb.STATE_SUCCEEDED, timeout=10)

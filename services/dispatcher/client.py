@@ -139,6 +139,12 @@ class LeaseClient:
                 self._connected.set()
                 async for resp in self._call:
                     self._on_response(resp)
+            except asyncio.CancelledError:
+                # grpc.aio raises this when the call itself was cancelled; only a cancel of
+                # this task (or stop) ends the client, anything else is a stream to reopen.
+                if self._stopped.is_set() or asyncio.current_task().cancelling():
+                    raise
+                raise StreamEnded(f"stream to {addr} was cancelled") from None
             except grpc.RpcError as e:
                 if self._stopped.is_set():
                     return
