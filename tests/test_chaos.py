@@ -56,7 +56,7 @@ class ChaosTarget(Target):
 
 @pytest.mark.soak
 @pytest.mark.timeout(900 if FULL else 300)
-async def test_chaos_kills_lose_nothing_and_duplicates_stay_within_what_was_in_flight(tmp_path):
+async def test_chaos_kills_lose_nothing_and_duplicates_stay_within_what_was_in_flight(tmp_path, capsys):
     rng = random.Random(int(os.environ.get("NOTIFY_CHAOS_SEED", "7")))
     target = ChaosTarget()
     await target.start()
@@ -146,9 +146,10 @@ async def test_chaos_kills_lose_nothing_and_duplicates_stay_within_what_was_in_f
         lost = ids - set(final)
         wrong = [i for i in ids & set(final) if (final[i] == pb.STATE_FAILED) != (fate(i) == "reject")]
         duplicates = sum(c - 1 for c in target.ok_by_id.values() if c > 1)
-        print(f"\nCHAOS notifies={len(ids)} kills={len(kills)} lost={len(lost)} wrong_state={len(wrong)} "
-              f"duplicates={duplicates} in_flight_at_kills={sum(n for _, n in kills)} bound={bound} "
-              f"calls={sum(target.attempts_by_id.values())}", flush=True)
+        with capsys.disabled():  # the figures show in every run, CI's included, not only on failure
+            print(f"\nCHAOS notifies={len(ids)} kills={len(kills)} lost={len(lost)} wrong_state={len(wrong)} "
+                  f"duplicates={duplicates} in_flight_at_kills={sum(n for _, n in kills)} bound={bound} "
+                  f"calls={sum(target.attempts_by_id.values())}", flush=True)
         for i in sorted(lost)[:3]:
             n = (await stub.GetNotify(api.GetNotifyRequest(id=i))).notify
             print(f"unfinished {i}: {pb.State.Name(n.state)} attempts={[(a.status_code, a.error) for a in n.attempts]}"
