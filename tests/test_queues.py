@@ -110,3 +110,16 @@ def test_queue_settings_parse_and_reject_nonsense(tmp_path):
     cfg = tmp_path / "n.toml"
     cfg.write_text("[queues.mail]\nmax_concurrent = 4\nrate = 10\n")
     assert load({}, {"NOTIFY_CONFIG": str(cfg)}).queues == "mail:max_concurrent=4:rate=10"
+
+
+async def test_a_delayed_notify_being_delivered_counts_once_as_in_flight_not_as_scheduled(system, target):
+    target.respond("/hang", (200, 2.0))
+    n = pb.Notify(request=pb.HttpRequest(url=target.url("/hang")), queue="d")
+    n.delay.FromMilliseconds(100)
+    await system.api.CreateNotify(api.CreateNotifyRequest(notify=n))
+    await target.wait_for(1)
+    status = await system.admin.GetStatus(admin.GetStatusRequest())
+    q = next(q for q in status.queues if q.name == "d")
+    assert (q.scheduled, q.pending, q.in_flight) == (0, 0, 1)
+    counts = {c.state: c.count for c in status.counts}
+    assert counts.get(pb.STATE_DELIVERING) == 1 and pb.STATE_SCHEDULED not in counts

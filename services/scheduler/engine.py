@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -135,6 +134,7 @@ class Engine:
         (the loader's own reads are, by definition)."""
         if n.due_ms is None or n.id in self.live or (not loaded and (n.due_ms, n.id) >= self.cursor):
             return
+        n.stored_state = n.state  # every way in is a committed copy
         self.live[n.id] = n
         if n.due_ms <= self.clock.now_ms():
             self._make_ready(n)
@@ -446,6 +446,7 @@ class Engine:
                     self.sent_failed += 1
                 self.forget(n.id, n.spec.ordering_key, revoke=False)
             elif (n.due_ms, n.id) < self.cursor:
+                n.stored_state = n.state
                 self._schedule(n.due_ms, n)
             else:
                 del self.live[n.id]  # back to the store; the loader brings it in when it nears
@@ -464,16 +465,13 @@ class Engine:
     # --- status ---------------------------------------------------------
 
     async def counts(self) -> dict[tuple[str, State], int]:
-        """Notifies by (queue, state), with DELIVERING (known only in memory) split from PENDING."""
+        """Notifies by (queue, state), with the states only memory knows (due, leased) moved
+        out of the state the store still holds for them."""
         counts = await self.store.counts()
-        for queue, leased in self.leases.by_queue().items():
-            counts[(queue, State.DELIVERING)] = leased
-            pending = counts.get((queue, State.PENDING), 0)
-            counts[(queue, State.PENDING)] = max(0, pending - leased)
+        for n in self.live.values():
+            if n.state in (State.PENDING, State.DELIVERING) and n.stored_state not in (None, n.state):
+                stored, now = (n.spec.queue, n.stored_state), (n.spec.queue, n.state)
+                if counts.get(stored, 0) > 0:
+                    counts[stored] -= 1
+                    counts[now] = counts.get(now, 0) + 1
         return {k: v for k, v in counts.items() if v}
-
-    @property
-    def pid(self) -> int:
-        return os.getpid()
-
-
