@@ -40,8 +40,7 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, prefix: str = "not
     """Builds a domain NewNotify; returns the violations found in converting (the rest are validate's)."""
     violations: list[tuple[str, str]] = []
     if len(request_id) > 256 or any(c < " " or c == "\x7f" for c in request_id):
-        violations.append((prefix.replace("notify", "request_id") if prefix != "notify" else "request_id",
-                           "must be at most 256 characters without control characters"))  # fmt: skip
+        violations.append((prefix.replace("notify", "request_id"), "must be at most 256 characters without control characters"))
     r = p.request
     method = _METHOD_BY_ENUM.get(r.method, "POST" if r.method == pb.HTTP_METHOD_UNSPECIFIED else f"#{r.method}")
     deliver_at = None

@@ -71,9 +71,6 @@ class ReadyQueue:
             self._drop_if_empty(name)
         return None
 
-    def depth(self, name: str) -> int:
-        return len(self._queues.get(name, ()))
-
     def queue_names(self) -> list[str]:
         return list(self._queues)
 

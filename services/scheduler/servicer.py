@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import os
 import functools
 import logging
 
@@ -164,9 +165,12 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    async def _queue_stats(self, names: list[str] | None = None) -> list[admin_pb.QueueStats]:
+    async def _queue_stats(
+        self, names: list[str] | None = None, counts: dict[tuple[str, State], int] | None = None
+    ) -> list[admin_pb.QueueStats]:
         e = self._engine
-        counts = await e.counts()
+        if counts is None:
+            counts = await e.counts()
         if names is None:
             names = sorted({q for q, _ in counts} | set(e.ready.queue_names()) | {c.name for c in e.queues.configs()})
         out = []
@@ -187,12 +191,13 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     @maps_errors
     async def GetStatus(self, request, context):
         e = self._engine
+        by_queue = await e.counts()
         counts: dict[State, int] = {}
-        for (_, state), c in (await e.counts()).items():
+        for (_, state), c in by_queue.items():
             counts[state] = counts.get(state, 0) + c
         return admin_pb.GetStatusResponse(
             start_time=convert.timestamp(e.start_ms),
-            pid=e.pid,
+            pid=os.getpid(),
             version=__version__,
             counts=[admin_pb.StateCount(state=int(s), count=c) for s, c in sorted(counts.items())],
             sent_ok=e.sent_ok,
@@ -204,7 +209,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
                 )  # fmt: skip
                 for s in e.sessions.values()
             ],
-            queues=await self._queue_stats(),
+            queues=await self._queue_stats(counts=by_queue),
             wheel_size=len(e.wheel),
         )
 
