@@ -23,7 +23,7 @@ from .model import AttemptRecord, NewNotify, Notification, QueueConfig, Request,
 from .outcomes import CALLBACK_QUEUE, callback_body, new_notification
 from .queues import Queues
 from .ready import ReadyQueue
-from .retry import Outcome, decide, defer
+from .retry import Decision, Outcome, decide, defer
 from .sessions import Ack, Drain, Grant, Revoke, Session
 from .store import ResultWrite, Store
 from .validate import Limits
@@ -381,9 +381,8 @@ class Engine:
     async def _finish_unattempted(self, n: Notification, reason: str) -> None:
         if self.live.get(n.id) is not n or n.state != State.PENDING:
             return  # cancelled or updated since it was popped
-        n.state, n.due_ms, n.complete_ms = State.FAILED, None, self.clock.now_ms()
         log.info("notify %s FAILED: %s", n.id, reason)
-        await self._commit([ResultWrite(n, None, self._callback(n, None, reason))])
+        await self._commit([self._settle(n, Decision(State.FAILED, None, reason), None, self.clock.now_ms())])
 
     def _callback(self, n: Notification, last: AttemptRecord | None, reason: str) -> Notification | None:
         """The final-outcome POST to the notify's callback_url, as a notify of its own."""
@@ -400,10 +399,8 @@ class Engine:
     def _defer(self, n: Notification, outcome: Outcome, now: int) -> ResultWrite:
         """The dispatcher held the call back (its target is backing off): no attempt is counted."""
         d = defer(n, outcome, now)
-        n.state, n.due_ms = d.state, d.due_ms
-        n.complete_ms = now if d.state.terminal else None
         log.info("notify %s not sent (%s) -> %s", n.id, outcome.error, d.state.name)
-        return ResultWrite(n, None, self._callback(n, None, d.reason) if d.state.terminal else None)
+        return self._settle(n, d, None, now)
 
     def _apply(self, n: Notification, attempt: AttemptRecord, outcome: Outcome, now: int) -> ResultWrite:
         """Counts an attempt and decides what comes next, in memory; the caller commits."""
@@ -411,11 +408,15 @@ class Engine:
         if n.first_attempt_ms is None:
             n.first_attempt_ms = attempt.start_ms
         d = decide(n, outcome, now)
-        n.state, n.due_ms = d.state, d.due_ms
-        n.complete_ms = now if d.state.terminal else None
         level = logging.INFO if d.state.terminal or not outcome.success else logging.DEBUG
         log.log(level, "notify %s attempt %d: %s -> %s (%s)", n.id, attempt.number,
                 outcome.status_code or outcome.error, d.state.name, d.reason)  # fmt: skip
+        return self._settle(n, d, attempt, now)
+
+    def _settle(self, n: Notification, d: Decision, attempt: AttemptRecord | None, now: int) -> ResultWrite:
+        """Applies a decision in memory; a final one brings the result callback along."""
+        n.state, n.due_ms = d.state, d.due_ms
+        n.complete_ms = now if d.state.terminal else None
         return ResultWrite(n, attempt, self._callback(n, attempt, d.reason) if d.state.terminal else None)
 
     async def _commit(self, writes: list[ResultWrite], ended: list[Lease] = ()) -> None:
