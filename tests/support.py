@@ -22,8 +22,8 @@ from notifyagent.registry import MemoryRegistry
 from notifyagent.runner import LOOPBACK
 from notifyagent.dispatcher.app import DispatcherApp
 from notifyagent.scheduler.app import SchedulerApp
-from notifyagent.scheduler.model import Request, Spec
-from notifyagent.scheduler.sessions import Grant
+from notifyagent.scheduler.engine.model import Request, Spec
+from notifyagent.scheduler.engine.sessions import Grant
 from notifyagent.v1 import admin_service_pb2_grpc, notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc
 
 

@@ -1,8 +1,8 @@
 """Engine logic with the store underneath and no servers: loading, paging, restarts."""
 
-from notifyagent.scheduler.engine import Engine, EngineSettings
-from notifyagent.scheduler.model import Notification, Request, Spec, State
-from notifyagent.scheduler.sqlite_store import SqliteStore
+from notifyagent.scheduler.engine.core import Engine, EngineSettings
+from notifyagent.scheduler.engine.model import Notification, Request, Spec, State
+from notifyagent.scheduler.store.sqlite import SqliteStore
 from support import FakeClock
 
 

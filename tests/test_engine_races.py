@@ -3,12 +3,12 @@
 Engine-level reproductions (SQLite store, fake clock, a Session with no server)."""
 import asyncio, threading
 import pytest
-from notifyagent.scheduler.engine import Engine, EngineSettings, ResultIn
-from notifyagent.scheduler.errors import FailedPrecondition, Unavailable
-from notifyagent.scheduler.model import NewNotify, State
-from notifyagent.scheduler.operations import Operations
-from notifyagent.scheduler.retry import Outcome
-from notifyagent.scheduler.sqlite_store import SqliteStore
+from notifyagent.scheduler.engine.core import Engine, EngineSettings, ResultIn
+from notifyagent.scheduler.engine.errors import FailedPrecondition, Unavailable
+from notifyagent.scheduler.engine.model import NewNotify, State
+from notifyagent.scheduler.engine.operations import Operations
+from notifyagent.scheduler.engine.retry import Outcome
+from notifyagent.scheduler.store.sqlite import SqliteStore
 from support import T0, FakeClock, granted_leases, spec
 
 

@@ -1,10 +1,10 @@
 """Timer and rate-limit wake-ups in the engine."""
 
 import asyncio
-from notifyagent.scheduler.engine import Engine, EngineSettings
-from notifyagent.scheduler.model import NewNotify, Notification, QueueConfig, State
-from notifyagent.scheduler.operations import Operations
-from notifyagent.scheduler.sqlite_store import SqliteStore
+from notifyagent.scheduler.engine.core import Engine, EngineSettings
+from notifyagent.scheduler.engine.model import NewNotify, Notification, QueueConfig, State
+from notifyagent.scheduler.engine.operations import Operations
+from notifyagent.scheduler.store.sqlite import SqliteStore
 from support import T0, FakeClock, granted_leases, spec
 
 

@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from notifyagent.common.config import load
-from notifyagent.scheduler.queues import parse
+from notifyagent.scheduler.engine.queues import parse
 from notifyagent.v1 import admin_service_pb2 as admin, notify_pb2 as pb, notify_service_pb2 as api
 from support import System, settings_for
 

@@ -2,8 +2,8 @@
 
 from dataclasses import replace
 
-from notifyagent.scheduler.model import Notification, RetryPolicy, State
-from notifyagent.scheduler.retry import Outcome, backoff_s, decide
+from notifyagent.scheduler.engine.model import Notification, RetryPolicy, State
+from notifyagent.scheduler.engine.retry import Outcome, backoff_s, decide
 from support import spec
 
 NOW = 1_000_000

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
-from notifyagent.scheduler.errors import Unavailable
-from notifyagent.scheduler.model import (
+from notifyagent.scheduler.engine.errors import Unavailable
+from notifyagent.scheduler.engine.model import (
     AttemptRecord,
     ListFilter,
     QueueConfig,
@@ -31,9 +31,9 @@ from notifyagent.scheduler.model import (
     State,
     Success,
 )
-from notifyagent.scheduler.postgres_store import PostgresStore
-from notifyagent.scheduler.sqlite_store import SqliteStore
-from notifyagent.scheduler.store import ResultWrite, Store
+from notifyagent.scheduler.store.postgres import PostgresStore
+from notifyagent.scheduler.store.sqlite import SqliteStore
+from notifyagent.scheduler.store.port import ResultWrite, Store
 
 PG_DSN = os.environ.get("NOTIFY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 ADAPTERS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

@@ -1,10 +1,10 @@
 """UpdateNotify racing the horizon loader."""
 
 import asyncio, threading
-from notifyagent.scheduler.engine import Engine, EngineSettings
-from notifyagent.scheduler.model import NewNotify
-from notifyagent.scheduler.operations import Operations
-from notifyagent.scheduler.sqlite_store import SqliteStore
+from notifyagent.scheduler.engine.core import Engine, EngineSettings
+from notifyagent.scheduler.engine.model import NewNotify
+from notifyagent.scheduler.engine.operations import Operations
+from notifyagent.scheduler.store.sqlite import SqliteStore
 from support import T0, FakeClock, spec
 
 async def test_update_racing_the_loader_keeps_the_new_schedule(tmp_path):

@@ -1,6 +1,6 @@
 import random
 
-from notifyagent.scheduler.wheel import TimerWheel
+from notifyagent.scheduler.engine.wheel import TimerWheel
 
 
 def test_items_fire_at_their_due_time_not_before():

@@ -13,14 +13,14 @@ from ..common.grpcutil import create_server, set_serving
 from ..common.web import OpsServer, gauge
 from ..registry import Node, Registry
 from ..v1 import admin_service_pb2_grpc, dispatch_service_pb2_grpc, notify_service_pb2_grpc
-from . import queues
-from .dispatch import DispatchServicer
-from .engine import Engine, EngineSettings
-from .operations import Operations
-from .servicer import AdminServicer, NotifyServicer
-from .sqlite_store import SqliteStore
-from .store import Store
-from .validate import Limits
+from .engine import queues
+from .api.dispatch import DispatchServicer
+from .engine.core import Engine, EngineSettings
+from .engine.operations import Operations
+from .api.servicer import AdminServicer, NotifyServicer
+from .store.sqlite import SqliteStore
+from .store.port import Store
+from .engine.validate import Limits
 
 log = logging.getLogger(__name__)
 SERVICES = ["notifyagent.v1.NotifyService", "notifyagent.v1.DispatchService", "notifyagent.v1.AdminService"]
@@ -37,7 +37,7 @@ def make_store(url: str) -> Store:
         return SqliteStore(path, synchronous=sync)
     if parts.scheme in ("postgres", "postgresql"):
         try:
-            from .postgres_store import PostgresStore
+            from .store.postgres import PostgresStore
         except ImportError as e:
             raise ConfigError(f"NOTIFY_STORE is PostgreSQL but its driver is missing ({e}); pip install 'notifyagent[postgres]'") from e
         return PostgresStore(url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..common.ids import IdGenerator
+from ...common.ids import IdGenerator
 from .model import AttemptRecord, NewNotify, Notification, State
 
 UNFINISHED = (State.SCHEDULED, State.WAITING_TRIGGER, State.PENDING, State.DELIVERING, State.RETRY_WAIT)

@@ -14,14 +14,14 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from .. import __version__
-from ..v1 import admin_service_pb2 as admin_pb, admin_service_pb2_grpc as admin_grpc
-from ..v1 import notify_service_pb2 as api, notify_service_pb2_grpc as api_grpc
+from ... import __version__
+from ...v1 import admin_service_pb2 as admin_pb, admin_service_pb2_grpc as admin_grpc
+from ...v1 import notify_service_pb2 as api, notify_service_pb2_grpc as api_grpc
 from . import convert
-from .engine import Engine
-from .operations import Operations
-from .errors import FailedPrecondition, InvalidArgument, NotFound, NotifyError, Unavailable
-from .model import ListFilter, State
+from ..engine.core import Engine
+from ..engine.operations import Operations
+from ..engine.errors import FailedPrecondition, InvalidArgument, NotFound, NotifyError, Unavailable
+from ..engine.model import ListFilter, State
 
 log = logging.getLogger(__name__)
 

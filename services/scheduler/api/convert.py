@@ -6,8 +6,8 @@ import functools
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from ..v1 import notify_pb2 as pb
-from .model import METHODS, AttemptRecord, NewNotify, Notification, Request, RetryPolicy, Spec, State, Success
+from ...v1 import notify_pb2 as pb
+from ..engine.model import METHODS, AttemptRecord, NewNotify, Notification, Request, RetryPolicy, Spec, State, Success
 
 DEFAULT_RETRY = RetryPolicy()
 DEFAULT_SUCCESS = Success()

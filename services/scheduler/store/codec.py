@@ -6,7 +6,7 @@ import base64
 import json
 from typing import Any, Sequence
 
-from .model import AttemptRecord, Notification, Request, RetryPolicy, Spec, State, Success
+from ..engine.model import AttemptRecord, Notification, Request, RetryPolicy, Spec, State, Success
 
 COLUMNS = (
     "id, request_id, state, queue, ordering_key, trigger_key, due_ms, create_ms,"

@@ -21,9 +21,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import asyncpg
 
 from . import codec
-from .errors import Unavailable
-from .model import ListFilter, Notification, QueueConfig, Spec, State
-from .store import ACTIVE, ResultWrite
+from ..engine.errors import Unavailable
+from ..engine.model import ListFilter, Notification, QueueConfig, Spec, State
+from .port import ACTIVE, ResultWrite
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..common.ids import IdGenerator
+from ...common.ids import IdGenerator
 from .errors import Unavailable
 from .leases import Lease, LeaseBook
 from .model import AttemptRecord, NewNotify, Notification, QueueConfig, Request, Spec, State
@@ -25,7 +25,7 @@ from .queues import Queues
 from .ready import ReadyQueue
 from .retry import Decision, Outcome, decide, defer
 from .sessions import Ack, Drain, Grant, Revoke, Session
-from .store import ResultWrite, Store
+from ..store.port import ResultWrite, Store
 from .validate import Limits
 from .wheel import TimerWheel
 

@@ -7,11 +7,11 @@ import logging
 
 import grpc
 
-from ..v1 import dispatch_service_pb2 as pb, dispatch_service_pb2_grpc as pb_grpc
+from ...v1 import dispatch_service_pb2 as pb, dispatch_service_pb2_grpc as pb_grpc
 from . import convert
-from .engine import Engine, ResultIn
-from .retry import Outcome
-from .sessions import Ack, Drain, Grant, Revoke, Session
+from ..engine.core import Engine, ResultIn
+from ..engine.retry import Outcome
+from ..engine.sessions import Ack, Drain, Grant, Revoke, Session
 
 log = logging.getLogger(__name__)
 _CLOSED = None  # outbox sentinel: the dispatcher's side of the stream ended

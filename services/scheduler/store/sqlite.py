@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import codec
-from .errors import Unavailable
-from .model import ListFilter, Notification, QueueConfig, State
-from .store import ACTIVE, ResultWrite
+from ..engine.errors import Unavailable
+from ..engine.model import ListFilter, Notification, QueueConfig, State
+from .port import ACTIVE, ResultWrite
 
 log = logging.getLogger(__name__)
 

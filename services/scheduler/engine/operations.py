@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from .engine import Engine
+from .core import Engine
 from .errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from .model import ListFilter, NewNotify, Notification, Spec, State
 from .outcomes import UNFINISHED, UPDATABLE, UPDATABLE_STATES, new_notification

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from .model import AttemptRecord, ListFilter, Notification, QueueConfig, Spec, State
+from ..engine.model import AttemptRecord, ListFilter, Notification, QueueConfig, Spec, State
 
 ACTIVE = (State.SCHEDULED, State.PENDING, State.RETRY_WAIT)  # states the timer loads by due time
 
