@@ -40,6 +40,8 @@ MIN_BODY_LIMIT = 8 << 20  # bytes of JSON one HTTP request may carry (at least; 
 MAX_QUERY_PARAMS = 16
 _ID = r"(?P<id>[^/:]{1,256})"
 _PROTO_LIKE = re.compile(r"(?<!^)(?=[A-Z])")
+_UNKNOWN = re.compile(r'no field named "(\w+)" at "\w+\.?([\w.]*)"')
+_CHAIN = re.compile(r"Failed to parse (\w+) field")
 _WHERE = re.compile(r' at "?\w+\.([\w.\[\]]+?)"?\.?$')
 
 
@@ -229,10 +231,22 @@ def _parse_json(raw: bytes, target: Message, *, prefix: str = "") -> None:
                           [("body", "JSON nested too deeply")]) from None  # fmt: skip
     except (ValueError, json_format.ParseError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         text = str(e).splitlines()[0][:500] if str(e) else type(e).__name__
-        where = _WHERE.search(text)  # json_format ends with: at "CreateNotifyRequest.notify.delay".
-        field = prefix + where.group(1) if where else "body"
+        field = _field_of(text)
+        field = prefix + field if field else "body"
         raise ApiError.of(code_pb2.INVALID_ARGUMENT, f"request body is not a valid {target.DESCRIPTOR.name} in proto3 JSON: {text}",
                           [(field, text)]) from None  # fmt: skip
+
+
+def _field_of(text: str) -> str:
+    """The field path a json_format error names, from its wording ("" when it names none)."""
+    unknown = _UNKNOWN.search(text)  # no field named "colour" at "CreateNotifyRequest.notify"
+    if unknown:
+        return ".".join(p for p in (unknown.group(2), unknown.group(1)) if p)
+    chain = _CHAIN.findall(text)  # Failed to parse notify field: Failed to parse request field: ...
+    if chain:
+        return ".".join(chain)
+    where = _WHERE.search(text)  # ... at "CreateNotifyRequest.notify.delay".
+    return where.group(1) if where else ""
 
 
 def _parse_query(query: dict[str, str], message: Message) -> None:
