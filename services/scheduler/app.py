@@ -79,6 +79,8 @@ class SchedulerApp:
             await self.store.open()
         except Unavailable as e:
             raise StartupError(f"NOTIFY_STORE: {e}") from e
+        except OSError as e:  # e.g. a directory for the SQLite file that cannot be made
+            raise StartupError(f"NOTIFY_STORE: cannot open the store: {e}") from e
         await self.engine.start(self._queue_configs(self.settings))
         e = self.engine
         # One servicer object per service, shared by the gRPC server and the HTTP/JSON API.
