@@ -239,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C on a client verb
+        if debug:
+            traceback.print_exc()
+        return 130
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from .common import logs
-from .common.config import ConfigError, Settings, StartupError, load
+from .common.config import ConfigError, Settings, load
 from .dispatcher.app import DispatcherApp
 from .dispatcher.guard import NetworkPolicy
 from .dispatcher.signing import parse_secret
