@@ -219,7 +219,8 @@ async def serve(role: str, settings: Settings, flags: Mapping[str, Any] | None =
             await app.stop()
             raise
         if role == "dev":
-            log.info("NotifyAgent dev: gRPC on %s, store %s; Ctrl-C stops", app.scheduler.address, settings.store)
+            http = f", HTTP/JSON on http://{app.scheduler.http_address}" if app.scheduler.http_address else ""
+            log.info("NotifyAgent dev: gRPC on %s%s, store %s; Ctrl-C stops", app.scheduler.address, http, settings.store)
         await stop.wait()
         log.info("stopping (grace %.0f s)", current.grace)
         await asyncio.gather(*reloads, return_exceptions=True)
