@@ -273,7 +273,7 @@ async def test_save_results_does_not_resurrect_a_cancelled_notify(store: Store) 
 
 async def test_transition_moves_a_notify_in_an_allowed_state(store: Store) -> None:
     await store.insert([notify(1, state=State.SCHEDULED, due_ms=5_000)])
-    changed, cur = await store.transition(
+    changed, cur, _ = await store.transition(
         nid(1), allowed=(State.SCHEDULED, State.PENDING), state=State.CANCELLED, due_ms=None, complete_ms=1_234
     )
     assert changed
@@ -283,7 +283,7 @@ async def test_transition_moves_a_notify_in_an_allowed_state(store: Store) -> No
 
 async def test_transition_leaves_a_notify_in_another_state_and_returns_it(store: Store) -> None:
     await store.insert([notify(1, state=State.SUCCEEDED, due_ms=None)])
-    changed, cur = await store.transition(
+    changed, cur, _ = await store.transition(
         nid(1), allowed=(State.FAILED, State.CANCELLED), state=State.PENDING, due_ms=9, complete_ms=None
     )
     assert not changed
@@ -294,7 +294,7 @@ async def test_transition_leaves_a_notify_in_another_state_and_returns_it(store:
 async def test_transition_of_an_unknown_id_returns_false_and_none(store: Store) -> None:
     assert await store.transition(
         nid(404), allowed=(State.PENDING,), state=State.CANCELLED, due_ms=None, complete_ms=1
-    ) == (False, None)
+    ) == (False, None, [])
 
 
 async def test_transition_with_reset_budget_restarts_the_retry_budget(store: Store) -> None:
@@ -303,7 +303,7 @@ async def test_transition_with_reset_budget_restarts_the_retry_budget(store: Sto
     failed = dataclasses.replace(n, state=State.FAILED, due_ms=None, complete_ms=4_000, attempt_count=3,
                                  first_attempt_ms=2_000)  # fmt: skip
     await store.save_results([ResultWrite(failed, attempt(3))])
-    changed, cur = await store.transition(
+    changed, cur, _ = await store.transition(
         n.id, allowed=(State.FAILED, State.CANCELLED), state=State.PENDING, due_ms=5_000, complete_ms=None,
         reset_budget=True,
     )  # fmt: skip
@@ -318,7 +318,7 @@ async def test_transition_without_reset_budget_keeps_the_budget(store: Store) ->
     await store.insert([n])
     await store.save_results([ResultWrite(dataclasses.replace(n, state=State.FAILED, attempt_count=2,
                                                               first_attempt_ms=2_000), None)])  # fmt: skip
-    _, cur = await store.transition(n.id, allowed=(State.FAILED,), state=State.PENDING, due_ms=1, complete_ms=None)
+    _, cur, _ = await store.transition(n.id, allowed=(State.FAILED,), state=State.PENDING, due_ms=1, complete_ms=None)
     assert (cur.budget_base, cur.first_attempt_ms) == (0, 2_000)
 
 
