@@ -1,0 +1,208 @@
+"""Fan-out groups: one batch, many calls, one status (GetGroup), one cancel (CancelGroup)
+and one callback when the last member ends."""
+
+import asyncio
+import json
+import time
+
+import grpc
+import pytest
+
+from notifyagent.v1 import notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc
+from support import Proc, Target, fast_retry, free_port, wait_serving
+from test_bad_input import violations
+
+
+def counts(group: pb.Group) -> dict[str, int]:
+    return {pb.State.Name(c.state).removeprefix("STATE_"): c.count for c in group.counts}
+
+
+def member(url: str, *, delay_s: float = 0, **fields) -> api.CreateNotifyRequest:
+    n = pb.Notify(request=pb.HttpRequest(url=url), **fields)
+    if delay_s:
+        n.delay.FromMilliseconds(int(delay_s * 1000))
+    return api.CreateNotifyRequest(notify=n)
+
+
+async def wait_done(stub, key: str, timeout: float = 15.0) -> pb.Group:
+    deadline = time.monotonic() + timeout
+    while True:
+        group = (await stub.GetGroup(api.GetGroupRequest(group_key=key))).group
+        if group.done:
+            return group
+        if time.monotonic() > deadline:
+            raise AssertionError(f"group {key} not done: {counts(group)}")
+        await asyncio.sleep(0.05)
+
+
+async def callbacks_settled(target: Target, path: str, expected: int) -> list[dict]:
+    """Waits for `expected` calls to path, then a little longer for any extra one."""
+    deadline = time.monotonic() + 10
+    while len([r for r in target.received if r.path == path]) < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    return [json.loads(r.body) for r in target.received if r.path == path]
+
+
+async def test_a_batch_to_five_targets_with_one_failing_for_good_ends_4_succeeded_1_failed_and_calls_back_once(tmp_path):
+    targets = [Target() for _ in range(5)]
+    for t in targets:
+        await t.start()
+    targets[2].respond("/hook", 400)  # not retryable: FAILED for good
+    port = free_port()
+    dev = Proc(["dev", "--grpc-addr", f"127.0.0.1:{port}", "--http-addr", "", "--store", f"sqlite:///{tmp_path}/n.db"],
+               log_path=tmp_path / "dev.log").start()  # fmt: skip
+    try:
+        await wait_serving(f"127.0.0.1:{port}", proc=dev)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
+            batch = api.BatchCreateNotifyRequest(
+                requests=[member(t.url("/hook")) for t in targets], group_key="order-42",
+                group_callback_url=targets[0].url("/group-done"),
+            )  # fmt: skip
+            created = (await stub.BatchCreateNotify(batch)).notifies
+            assert [n.group_key for n in created] == ["order-42"] * 5
+            group = await wait_done(stub, "order-42")
+            assert counts(group) == {"SUCCEEDED": 4, "FAILED": 1}
+            assert (group.total, group.done, group.callback_url) == (5, True, targets[0].url("/group-done"))
+            listed = (await stub.ListNotifies(api.ListNotifiesRequest(group_key="order-42"))).notifies
+            assert [n.id for n in listed] == [n.id for n in created]
+            assert group.done_time.ToMilliseconds() == max(n.complete_time.ToMilliseconds() for n in listed)
+
+            (doc,) = await callbacks_settled(targets[0], "/group-done", 1)
+            assert doc == {"group_key": "order-42", "done": True, "total": 5, "counts": {"SUCCEEDED": 4, "FAILED": 1},
+                           "done_time_ms": group.done_time.ToMilliseconds()}  # fmt: skip
+            assert group.HasField("callback_time") or (await stub.GetGroup(api.GetGroupRequest(group_key="order-42"))).group.HasField("callback_time")
+        for t in targets:
+            assert len([r for r in t.received if r.path == "/hook"]) == 1
+    finally:
+        dev.terminate()
+        for t in targets:
+            await t.stop()
+
+
+async def test_cancel_group_cancels_exactly_the_delayed_members(system, target):
+    batch = api.BatchCreateNotifyRequest(
+        requests=[member(target.url("/now")) for _ in range(2)] + [member(target.url("/later"), delay_s=3600) for _ in range(3)],
+        group_key="campaign-7", group_callback_url=target.url("/group-done"),
+    )  # fmt: skip
+    created = (await system.api.BatchCreateNotify(batch)).notifies
+    for n in created[:2]:
+        await system.wait_state(n.id, pb.STATE_SUCCEEDED)
+    group = (await system.api.GetGroup(api.GetGroupRequest(group_key="campaign-7"))).group
+    assert (counts(group), group.done) == ({"SUCCEEDED": 2, "SCHEDULED": 3}, False)
+
+    resp = await system.api.CancelGroup(api.CancelGroupRequest(group_key="campaign-7"))
+    assert resp.cancelled == 3
+    assert (counts(resp.group), resp.group.done) == ({"SUCCEEDED": 2, "CANCELLED": 3}, True)
+    cancelled = (await system.api.ListNotifies(api.ListNotifiesRequest(group_key="campaign-7", state=pb.STATE_CANCELLED))).notifies
+    assert [n.id for n in cancelled] == [n.id for n in created[2:]]
+    (doc,) = await callbacks_settled(target, "/group-done", 1)
+    assert doc["counts"] == {"SUCCEEDED": 2, "CANCELLED": 3}
+    assert (await system.api.CancelGroup(api.CancelGroupRequest(group_key="campaign-7"))).cancelled == 0
+    assert not [r for r in target.received if r.path == "/later"]
+
+
+async def test_a_member_retried_to_success_ends_the_group_once(system, target):
+    target.respond("/flaky", 503, 503, 200)
+    batch = api.BatchCreateNotifyRequest(
+        requests=[member(target.url("/flaky"), retry=fast_retry()), member(target.url("/ok"))],
+        group_key="retrying", group_callback_url=target.url("/group-done"),
+    )  # fmt: skip
+    await system.api.BatchCreateNotify(batch)
+    group = await wait_done(system.api, "retrying")
+    assert counts(group) == {"SUCCEEDED": 2}
+    (doc,) = await callbacks_settled(target, "/group-done", 1)
+    assert doc["counts"] == {"SUCCEEDED": 2}
+
+
+async def test_request_id_idempotency_works_per_item_of_a_grouped_batch(system, target):
+    def batch():
+        return api.BatchCreateNotifyRequest(
+            requests=[api.CreateNotifyRequest(notify=pb.Notify(request=pb.HttpRequest(url=target.url(f"/{i}"))),
+                                              request_id=f"order-9-{i}") for i in range(3)],
+            group_key="order-9", group_callback_url=target.url("/group-done"),
+        )  # fmt: skip
+
+    first = (await system.api.BatchCreateNotify(batch())).notifies
+    again = (await system.api.BatchCreateNotify(batch())).notifies
+    assert [n.id for n in again] == [n.id for n in first]
+    assert (await wait_done(system.api, "order-9")).total == 3
+    assert len(await callbacks_settled(target, "/group-done", 1)) == 1
+
+
+async def test_a_group_keeps_its_first_callback_url(system, target):
+    await system.api.BatchCreateNotify(api.BatchCreateNotifyRequest(
+        requests=[member(target.url("/a"), delay_s=3600)], group_key="g", group_callback_url=target.url("/first")))  # fmt: skip
+    with pytest.raises(grpc.RpcError) as e:
+        await system.api.BatchCreateNotify(api.BatchCreateNotifyRequest(
+            requests=[member(target.url("/b"))], group_key="g", group_callback_url=target.url("/second")))  # fmt: skip
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (await system.api.GetGroup(api.GetGroupRequest(group_key="g"))).group.total == 1
+
+
+async def test_a_group_of_ten_thousand_reports_correct_counts(system, target):
+    key = "big-fan-out"
+    for start in range(0, 10_000, 1_000):
+        reqs = [member(target.url("/now")) if i < 10 else member(target.url("/later"), delay_s=3600)
+                for i in range(start, start + 1_000)]  # fmt: skip
+        await system.api.BatchCreateNotify(api.BatchCreateNotifyRequest(requests=reqs, group_key=key))
+    await target.wait_for(10)
+    await asyncio.sleep(0.3)
+
+    async def timed(call):
+        began = time.perf_counter()
+        resp = await call
+        return resp, time.perf_counter() - began
+
+    got, took = await timed(system.api.GetGroup(api.GetGroupRequest(group_key=key)))
+    assert (counts(got.group), got.group.total, got.group.done) == ({"SUCCEEDED": 10, "SCHEDULED": 9_990}, 10_000, False)
+    cancel, cancel_took = await timed(system.api.CancelGroup(api.CancelGroupRequest(group_key=key)))
+    assert (cancel.cancelled, counts(cancel.group), cancel.group.done) == (9_990, {"SUCCEEDED": 10, "CANCELLED": 9_990}, True)
+    again, again_took = await timed(system.api.GetGroup(api.GetGroupRequest(group_key=key)))
+    assert counts(again.group) == {"SUCCEEDED": 10, "CANCELLED": 9_990}
+    print(f"\ngroup of 10,000 on SQLite: GetGroup {took * 1000:.1f} ms, CancelGroup {cancel_took * 1000:.1f} ms,"
+          f" GetGroup after {again_took * 1000:.1f} ms")
+
+
+BAD_KEYS = {"empty": "", "space": "order 42", "too long": "g" * 201, "newline": "order-42\n", "control": "a\x00b"}
+
+
+@pytest.mark.parametrize("key", list(BAD_KEYS.values()), ids=list(BAD_KEYS))
+async def test_bad_group_keys_are_invalid_argument(system, key):
+    calls = {
+        "group_key": system.api.GetGroup(api.GetGroupRequest(group_key=key)),
+        "group_key ": system.api.CancelGroup(api.CancelGroupRequest(group_key=key)),
+    }
+    if key:
+        calls["group_key  "] = system.api.ListNotifies(api.ListNotifiesRequest(group_key=key))
+        calls["group_key   "] = system.api.BatchCreateNotify(
+            api.BatchCreateNotifyRequest(requests=[member("http://127.0.0.1:9/x")], group_key=key))
+        calls["requests[1].notify.group_key"] = system.api.BatchCreateNotify(
+            api.BatchCreateNotifyRequest(requests=[member("http://127.0.0.1:9/x"), member("http://127.0.0.1:9/x", group_key=key)]))
+    for field, call in calls.items():
+        with pytest.raises(grpc.RpcError) as e:
+            await call
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+        assert field.strip() in violations(e.value)
+    assert list((await system.api.ListNotifies(api.ListNotifiesRequest())).notifies) == []
+
+
+async def test_bad_group_batches_are_invalid_argument_and_change_nothing(system):
+    cases = {
+        "group_callback_url": api.BatchCreateNotifyRequest(
+            requests=[member("http://127.0.0.1:9/x")], group_callback_url="http://127.0.0.1:9/done"),
+        "group_callback_url ": api.BatchCreateNotifyRequest(
+            requests=[member("http://127.0.0.1:9/x")], group_key="g", group_callback_url="gopher://x"),
+        "requests[1].notify.group_key": api.BatchCreateNotifyRequest(
+            requests=[member("http://127.0.0.1:9/x"), member("http://127.0.0.1:9/x", group_key="other")], group_key="g"),
+    }  # fmt: skip
+    for field, req in cases.items():
+        with pytest.raises(grpc.RpcError) as e:
+            await system.api.BatchCreateNotify(req)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field.strip() in violations(e.value)
+    assert list((await system.api.ListNotifies(api.ListNotifiesRequest())).notifies) == []
+    with pytest.raises(grpc.RpcError) as e:
+        await system.api.GetGroup(api.GetGroupRequest(group_key="g"))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
