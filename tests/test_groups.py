@@ -240,3 +240,17 @@ async def test_cli_sends_into_a_group_and_shows_it(tmp_path, target):
         assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr and "group_key" in bad.stderr
     finally:
         proc.terminate()
+
+
+async def test_cancel_group_drops_due_members_from_memory_so_none_is_sent(system, target):
+    from notifyagent.v1 import admin_service_pb2 as admin_pb
+
+    await system.admin.PauseQueue(admin_pb.PauseQueueRequest(name="held"))
+    batch = api.BatchCreateNotifyRequest(requests=[member(target.url("/held"), queue="held") for _ in range(4)], group_key="due")
+    await system.api.BatchCreateNotify(batch)
+    assert len(system.scheduler.engine.ready) == 4  # due, waiting for the paused queue
+    assert (await system.api.CancelGroup(api.CancelGroupRequest(group_key="due"))).cancelled == 4
+    await system.admin.ResumeQueue(admin_pb.ResumeQueueRequest(name="held"))
+    await asyncio.sleep(0.3)
+    assert target.received == []
+    assert not [n for n in system.scheduler.engine.live.values() if n.spec.group_key == "due"]
