@@ -8,7 +8,6 @@ from typing import Callable, Protocol
 from ..engine.model import AttemptRecord, GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
 
 ACTIVE = (State.SCHEDULED, State.PENDING, State.RETRY_WAIT)  # states the timer loads by due time
-UNFINISHED = (State.SCHEDULED, State.WAITING_TRIGGER, State.PENDING, State.DELIVERING, State.RETRY_WAIT)
 
 GroupCallback = Callable[[GroupStatus], Notification]
 """Builds the notify that POSTs a finished group's counts to its callback_url. Writes that can

@@ -23,7 +23,8 @@ from typing import Any, Callable
 from . import codec
 from ..engine.errors import FailedPrecondition, Unavailable
 from ..engine.model import GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, State
-from .port import ACTIVE, UNFINISHED, GroupCallback, ResultWrite
+from ..engine.outcomes import UNFINISHED
+from .port import ACTIVE, GroupCallback, ResultWrite
 
 log = logging.getLogger(__name__)
 
