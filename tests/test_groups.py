@@ -74,6 +74,8 @@ async def test_a_batch_to_five_targets_with_one_failing_for_good_ends_4_succeede
                            "done_time_ms": group.done_time.ToMilliseconds()}  # fmt: skip
             # the callback was committed with the last member's end, so a group seen done has it
             assert group.callback_time.ToMilliseconds() >= group.done_time.ToMilliseconds()
+            made = (await stub.GetNotify(api.GetNotifyRequest(id=group.callback_notify_id))).notify
+            assert (made.request.url, made.queue, made.state) == (group.callback_url, "callbacks", pb.STATE_SUCCEEDED)
         for t in targets:
             assert len([r for r in t.received if r.path == "/hook"]) == 1
     finally:

@@ -578,7 +578,8 @@ async def test_group_callback_is_committed_once_with_the_last_members_end(store:
     (cb,) = await store.save_results([ended(b, State.FAILED, 3_300)], group_callback=make)
     assert [(g.counts, g.done_ms) for g in make.seen] == [({State.SUCCEEDED: 1, State.FAILED: 1}, 3_300)]
     assert (await store.get(cb.id)).spec.request.url == "https://example.com/group-done"
-    assert (await store.group("g")).callback_ms == cb.create_ms
+    g = await store.group("g")
+    assert (g.callback_ms, g.callback_id) == (cb.create_ms, cb.id)
     # the same ends reported again (or a new member ending later) make no second callback
     assert await store.save_results([ended(b, State.FAILED, 3_300)], group_callback=make) == []
     await store.insert([notify(3, group_key="g")])

@@ -179,7 +179,7 @@ class Notify(_message.Message):
     def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[HttpRequest, _Mapping]] = ..., deliver_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., trigger_key: _Optional[str] = ..., ordering_key: _Optional[str] = ..., queue: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., success: _Optional[_Union[SuccessCriteria, _Mapping]] = ..., fire_and_forget: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., expire_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., callback_url: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt_count: _Optional[int] = ..., group_key: _Optional[str] = ...) -> None: ...
 
 class Group(_message.Message):
-    __slots__ = ("group_key", "counts", "total", "done", "done_time", "callback_url", "callback_time")
+    __slots__ = ("group_key", "counts", "total", "done", "done_time", "callback_url", "callback_time", "callback_notify_id")
     class StateCount(_message.Message):
         __slots__ = ("state", "count")
         STATE_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +194,7 @@ class Group(_message.Message):
     DONE_TIME_FIELD_NUMBER: _ClassVar[int]
     CALLBACK_URL_FIELD_NUMBER: _ClassVar[int]
     CALLBACK_TIME_FIELD_NUMBER: _ClassVar[int]
+    CALLBACK_NOTIFY_ID_FIELD_NUMBER: _ClassVar[int]
     group_key: str
     counts: _containers.RepeatedCompositeFieldContainer[Group.StateCount]
     total: int
@@ -201,4 +202,5 @@ class Group(_message.Message):
     done_time: _timestamp_pb2.Timestamp
     callback_url: str
     callback_time: _timestamp_pb2.Timestamp
-    def __init__(self, group_key: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[Group.StateCount, _Mapping]]] = ..., total: _Optional[int] = ..., done: _Optional[bool] = ..., done_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., callback_url: _Optional[str] = ..., callback_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    callback_notify_id: str
+    def __init__(self, group_key: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[Group.StateCount, _Mapping]]] = ..., total: _Optional[int] = ..., done: _Optional[bool] = ..., done_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., callback_url: _Optional[str] = ..., callback_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., callback_notify_id: _Optional[str] = ...) -> None: ...

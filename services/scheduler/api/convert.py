@@ -190,6 +190,7 @@ def group_to_proto(g: GroupStatus) -> pb.Group:
         total=g.total,
         done=g.done,
         callback_url=g.callback_url,
+        callback_notify_id=g.callback_id,
     )
     if g.done_ms is not None:
         out.done_time.CopyFrom(timestamp(g.done_ms))

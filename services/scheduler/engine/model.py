@@ -141,6 +141,7 @@ class GroupStatus:
     last_end_ms: int | None = None  # the latest complete time among members
     callback_url: str = ""
     callback_ms: int | None = None  # when the group callback was committed
+    callback_id: str = ""  # the notify that carries it
 
     @property
     def total(self) -> int:

@@ -99,12 +99,12 @@ def attempt_from_row(row: Sequence) -> AttemptRecord:
 
 def group_status(key: str, counts: Sequence[Sequence], callback: Sequence | None) -> GroupStatus | None:
     """A GroupStatus from (state, count, max complete_ms) rows and the (callback_url,
-    callback_ms) row of the groups table; None when there is neither."""
+    callback_ms, callback_id) row of the groups table; None when there is neither."""
     if not counts and callback is None:
         return None
     ends = [end for _, _, end in counts if end is not None]
-    url, at = callback if callback is not None else ("", None)
-    return GroupStatus(key, {State(s): c for s, c, _ in counts}, max(ends) if ends else None, url, at)
+    url, at, made = callback if callback is not None else ("", None, "")
+    return GroupStatus(key, {State(s): c for s, c, _ in counts}, max(ends) if ends else None, url, at, made)
 
 
 def ended_groups(writes) -> list[str]:

@@ -109,7 +109,7 @@ _UNFINISHED_SQL = ", ".join(str(int(s)) for s in UNFINISHED)
 _GROUP_COUNTS = (
     "SELECT state, COUNT(*), MAX(complete_ms) FROM notifies WHERE group_key = $1 AND group_key <> '' GROUP BY state"
 )
-_GROUP_CALLBACK = "SELECT callback_url, callback_ms FROM notify_groups WHERE group_key = $1"
+_GROUP_CALLBACK = "SELECT callback_url, callback_ms, callback_id FROM notify_groups WHERE group_key = $1"
 _BLOCKED = f"SELECT ordering_key, id FROM notifies WHERE state = {int(State.RETRY_WAIT)} AND ordering_key <> ''"
 
 # Errors that mean "the database is gone or refusing us", not "this operation is wrong".

@@ -367,7 +367,7 @@ def _group_status(conn: sqlite3.Connection, key: str) -> GroupStatus | None:
         "SELECT state, COUNT(*), MAX(complete_ms) FROM notifies WHERE group_key = ? AND group_key != '' GROUP BY state",
         (key,),
     ).fetchall()
-    callback = conn.execute("SELECT callback_url, callback_ms FROM notify_groups WHERE group_key = ?", (key,)).fetchone()
+    callback = conn.execute("SELECT callback_url, callback_ms, callback_id FROM notify_groups WHERE group_key = ?", (key,)).fetchone()
     return codec.group_status(key, counts, callback)
 
 
