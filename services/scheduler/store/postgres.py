@@ -47,7 +47,12 @@ CREATE TABLE IF NOT EXISTS notifies (
     first_attempt_ms BIGINT,
     spec TEXT NOT NULL
 );
-ALTER TABLE notifies ADD COLUMN IF NOT EXISTS group_key TEXT COLLATE "C" NOT NULL DEFAULT '';
+DO $$ BEGIN  -- migration: only when missing, as ALTER TABLE locks the table even when it changes nothing
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'notifies' AND column_name = 'group_key') THEN
+        ALTER TABLE notifies ADD COLUMN group_key TEXT COLLATE "C" NOT NULL DEFAULT '';
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS notifies_group ON notifies (group_key, state, complete_ms) WHERE group_key <> '';
 CREATE UNIQUE INDEX IF NOT EXISTS notifies_request_id ON notifies (request_id) WHERE request_id <> '';
 CREATE INDEX IF NOT EXISTS notifies_due ON notifies (due_ms, id) WHERE state IN ({_ACTIVE_SQL});
