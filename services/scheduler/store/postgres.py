@@ -20,10 +20,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
-from . import codec
-from ..engine.errors import FailedPrecondition, Unavailable
+from . import codec, postgres_groups as groups
+from ..engine.errors import Unavailable
 from ..engine.model import GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
-from ..engine.outcomes import UNFINISHED
 from .port import ACTIVE, GroupCallback, ResultWrite
 
 log = logging.getLogger(__name__)
@@ -110,11 +109,6 @@ _LOAD_DUE = (
     f"SELECT {codec.COLUMNS} FROM notifies WHERE state IN ({_ACTIVE_SQL})"
     " AND (due_ms, id) > ($1, $2) AND due_ms < $3 ORDER BY due_ms, id LIMIT $4"
 )
-_UNFINISHED_SQL = ", ".join(str(int(s)) for s in UNFINISHED)
-_GROUP_COUNTS = (
-    "SELECT state, COUNT(*), MAX(complete_ms) FROM notifies WHERE group_key = $1 AND group_key <> '' GROUP BY state"
-)
-_GROUP_CALLBACK = "SELECT callback_url, callback_ms, callback_id FROM notify_groups WHERE group_key = $1"
 _BLOCKED = f"SELECT ordering_key, id FROM notifies WHERE state = {int(State.RETRY_WAIT)} AND ordering_key <> ''"
 
 # Errors that mean "the database is gone or refusing us", not "this operation is wrong".
@@ -286,7 +280,7 @@ class PostgresStore:
 
         async def op(conn: asyncpg.Connection) -> list[Notification]:
             if group is not None and group.callback_url:
-                await _register_group(conn, group)
+                await groups.register(conn, group)
             columns = [list(c) for c in zip(*(codec.to_row(n) for n in items))]
             inserted = {r[0] for r in await conn.fetch(_INSERT, *columns)}
             seen = [n.request_id for n in items if n.id not in inserted]
@@ -300,7 +294,7 @@ class PostgresStore:
 
     async def save_results(self, writes: list[ResultWrite], *, group_callback: GroupCallback | None = None) -> list[Notification]:
         states, attempts, follow_ups = codec.result_rows(writes)
-        groups = codec.ended_groups(writes) if group_callback else []
+        ending = codec.ended_groups(writes) if group_callback else []
 
         async def op(conn: asyncpg.Connection) -> list[Notification]:
             await conn.executemany(_SAVE, states)
@@ -308,7 +302,7 @@ class PostgresStore:
                 await conn.executemany(_ADD_ATTEMPT, attempts)
             if follow_ups:
                 await conn.fetch(_INSERT, *[list(c) for c in zip(*follow_ups)])
-            return await _end_groups(conn, groups, group_callback)
+            return await groups.end(conn, ending, group_callback)
 
         return await self._write(op) if writes else []
 
@@ -326,31 +320,21 @@ class PostgresStore:
             row = await conn.fetchrow(sql, int(state), due_ms, complete_ms, notify_id, [int(s) for s in allowed])
             changed, cur = await _changed_or_current(conn, row, notify_id)
             ends = [cur.spec.group_key] if changed and state.terminal and cur.spec.group_key else []
-            return changed, cur, await _end_groups(conn, ends, group_callback)
+            return changed, cur, await groups.end(conn, ends, group_callback)
 
         return await self._write(op)
 
     async def cancel_group(
         self, group_key: str, *, complete_ms: int, group_callback: GroupCallback | None = None
     ) -> tuple[list[tuple[str, str]], list[Notification]]:
-        sql = (
-            f"UPDATE notifies SET state = {int(State.CANCELLED)}, due_ms = NULL, complete_ms = $1"
-            f" WHERE group_key = $2 AND group_key <> '' AND state IN ({_UNFINISHED_SQL}) RETURNING id, ordering_key"
-        )
-
         async def op(conn: asyncpg.Connection) -> tuple[list[tuple[str, str]], list[Notification]]:
-            rows = await conn.fetch(sql, complete_ms, group_key)
-            made = await _end_groups(conn, [group_key] if rows else [], group_callback)
-            return sorted((r[0], r[1]) for r in rows), made
+            cancelled = await groups.cancel(conn, group_key, complete_ms)
+            return cancelled, await groups.end(conn, [group_key] if cancelled else [], group_callback)
 
         return await self._write(op)
 
     async def group(self, group_key: str) -> GroupStatus | None:
-        async def op(conn: asyncpg.Connection) -> GroupStatus | None:
-            counts = await conn.fetch(_GROUP_COUNTS, group_key)
-            return codec.group_status(group_key, counts, await conn.fetchrow(_GROUP_CALLBACK, group_key))
-
-        return await self._read(op)
+        return await self._read(lambda conn: groups.status(conn, group_key))
 
     async def update(
         self, notify_id: str, *, allowed: tuple[State, ...], spec: Spec, state: State, due_ms: int | None
@@ -434,42 +418,6 @@ class PostgresStore:
         sql = f"SELECT {codec.COLUMNS} FROM notifies WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}"
         rows = await self._read(lambda conn: conn.fetch(sql, *args))
         return [codec.from_row(r) for r in rows]
-
-
-async def _register_group(conn: asyncpg.Connection, group: NewGroup) -> None:
-    """Gives a group its callback_url, once: a different one later is refused."""
-    await conn.execute("INSERT INTO notify_groups (group_key, callback_url) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                       group.key, group.callback_url)  # fmt: skip
-    url = await conn.fetchval("SELECT callback_url FROM notify_groups WHERE group_key = $1", group.key)
-    if url != group.callback_url:
-        raise FailedPrecondition(f"group {group.key!r} already has the callback_url {url!r}; a group keeps its first")
-
-
-async def _end_groups(conn: asyncpg.Connection, keys: list[str], make: GroupCallback | None) -> list[Notification]:
-    """Commits the callback of each group in keys whose last member has just ended and whose
-    callback has not been made.
-
-    Two transactions may each end one of a group's last two members (schedulers sharing the
-    store): each takes the group's row lock *after* writing its member, and checks for
-    unfinished members in a statement of its own, which under READ COMMITTED sees every
-    transaction committed before the lock was granted. So the later of the two sees both
-    members ended, and the earlier one's mark (callback_ms) keeps a callback from being made
-    twice. Keys come sorted, so transactions take group locks in one order."""
-    made = []
-    for key in keys if make else ():
-        pending = await conn.fetchval(
-            "SELECT 1 FROM notify_groups WHERE group_key = $1 AND callback_url <> '' AND callback_ms IS NULL FOR UPDATE", key
-        )
-        if pending is None or await conn.fetchval(
-            f"SELECT 1 FROM notifies WHERE group_key = $1 AND group_key <> '' AND state IN ({_UNFINISHED_SQL}) LIMIT 1", key
-        ):  # fmt: skip
-            continue
-        counts = await conn.fetch(_GROUP_COUNTS, key)
-        n = make(codec.group_status(key, counts, await conn.fetchrow(_GROUP_CALLBACK, key)))
-        await conn.fetch(_INSERT, *[[v] for v in codec.to_row(n)])
-        await conn.execute("UPDATE notify_groups SET callback_ms = $1, callback_id = $2 WHERE group_key = $3", n.create_ms, n.id, key)
-        made.append(n)
-    return made
 
 
 async def _changed_or_current(conn: asyncpg.Connection, updated, notify_id: str) -> tuple[bool, Notification | None]:

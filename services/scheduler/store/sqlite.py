@@ -20,10 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from . import codec
-from ..engine.errors import FailedPrecondition, Unavailable
+from . import codec, sqlite_groups as groups
+from ..engine.errors import Unavailable
 from ..engine.model import GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, State
-from ..engine.outcomes import UNFINISHED
 from .port import ACTIVE, GroupCallback, ResultWrite
 
 log = logging.getLogger(__name__)
@@ -84,7 +83,6 @@ MIGRATIONS = [("notifies", "group_key", "TEXT NOT NULL DEFAULT ''")]
 
 _INSERT = f"INSERT INTO notifies ({codec.COLUMNS}) VALUES ({', '.join('?' * codec.COLUMN_COUNT)})"
 _ACTIVE_SQL = ", ".join(str(int(s)) for s in ACTIVE)
-_UNFINISHED_SQL = ", ".join(str(int(s)) for s in UNFINISHED)
 MAX_GROUP = 4096
 
 
@@ -204,7 +202,7 @@ class SqliteStore:
     async def insert(self, items: list[Notification], *, group: NewGroup | None = None) -> list[Notification]:
         def op(conn: sqlite3.Connection) -> list[Notification]:
             if group is not None and group.callback_url:
-                _register_group(conn, group)
+                groups.register(conn, group)
             # Without a request_id nothing can conflict: one executemany for all of those.
             conn.executemany(_INSERT, [codec.to_row(n) for n in items if not n.request_id])
             out = []
@@ -224,7 +222,7 @@ class SqliteStore:
 
     async def save_results(self, writes: list[ResultWrite], *, group_callback: GroupCallback | None = None) -> list[Notification]:
         states, attempts, follow_ups = codec.result_rows(writes)
-        groups = codec.ended_groups(writes) if group_callback else []
+        ending = codec.ended_groups(writes) if group_callback else []
 
         def op(conn: sqlite3.Connection) -> list[Notification]:
             conn.executemany(
@@ -233,7 +231,7 @@ class SqliteStore:
             )
             conn.executemany(f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", attempts)
             conn.executemany(_INSERT, follow_ups)
-            return _end_groups(conn, groups, group_callback)
+            return groups.end(conn, ending, group_callback)
 
         return await self._write(op)
 
@@ -248,23 +246,19 @@ class SqliteStore:
             ).fetchone()
             changed, cur = _changed_or_current(conn, row, notify_id)
             ends = [cur.spec.group_key] if changed and state.terminal and cur.spec.group_key else []
-            return changed, cur, _end_groups(conn, ends, group_callback)
+            return changed, cur, groups.end(conn, ends, group_callback)
 
         return await self._write(op)
 
     async def cancel_group(self, group_key, *, complete_ms, group_callback=None):
         def op(conn: sqlite3.Connection):
-            rows = conn.execute(
-                f"UPDATE notifies SET state={int(State.CANCELLED)}, due_ms=NULL, complete_ms=?"
-                f" WHERE group_key=? AND group_key != '' AND state IN ({_UNFINISHED_SQL}) RETURNING id, ordering_key",
-                (complete_ms, group_key),
-            ).fetchall()
-            return sorted((r[0], r[1]) for r in rows), _end_groups(conn, [group_key] if rows else [], group_callback)
+            cancelled = groups.cancel(conn, group_key, complete_ms)
+            return cancelled, groups.end(conn, [group_key] if cancelled else [], group_callback)
 
         return await self._write(op)
 
     async def group(self, group_key: str) -> GroupStatus | None:
-        return await self._read(lambda conn: _group_status(conn, group_key))
+        return await self._read(lambda conn: groups.status(conn, group_key))
 
     async def update(self, notify_id, *, allowed, spec, state, due_ms):
         def op(conn: sqlite3.Connection):
@@ -351,44 +345,6 @@ def _migrate(conn: sqlite3.Connection) -> None:
         if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
             log.info("SQLite store: added the column %s.%s", table, column)
-
-
-def _register_group(conn: sqlite3.Connection, group: NewGroup) -> None:
-    """Gives a group its callback_url, once: a different one later is refused."""
-    conn.execute("INSERT INTO notify_groups (group_key, callback_url) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                 (group.key, group.callback_url))  # fmt: skip
-    (url,) = conn.execute("SELECT callback_url FROM notify_groups WHERE group_key = ?", (group.key,)).fetchone()
-    if url != group.callback_url:
-        raise FailedPrecondition(f"group {group.key!r} already has the callback_url {url!r}; a group keeps its first")
-
-
-def _group_status(conn: sqlite3.Connection, key: str) -> GroupStatus | None:
-    counts = conn.execute(
-        "SELECT state, COUNT(*), MAX(complete_ms) FROM notifies WHERE group_key = ? AND group_key != '' GROUP BY state",
-        (key,),
-    ).fetchall()
-    callback = conn.execute("SELECT callback_url, callback_ms, callback_id FROM notify_groups WHERE group_key = ?", (key,)).fetchone()
-    return codec.group_status(key, counts, callback)
-
-
-def _end_groups(conn: sqlite3.Connection, keys: list[str], make: GroupCallback | None) -> list[Notification]:
-    """Commits the callback of each group in keys whose last member has just ended and whose
-    callback has not been made. The writer runs one transaction at a time (BEGIN IMMEDIATE
-    also keeps out other processes), so the check and the mark cannot interleave."""
-    made = []
-    for key in keys if make else ():
-        pending = conn.execute(
-            "SELECT 1 FROM notify_groups WHERE group_key = ? AND callback_url != '' AND callback_ms IS NULL", (key,)
-        ).fetchone()
-        if pending is None or conn.execute(
-            f"SELECT 1 FROM notifies WHERE group_key = ? AND group_key != '' AND state IN ({_UNFINISHED_SQL}) LIMIT 1", (key,)
-        ).fetchone():  # fmt: skip
-            continue
-        n = make(_group_status(conn, key))
-        conn.execute(_INSERT, codec.to_row(n))
-        conn.execute("UPDATE notify_groups SET callback_ms = ?, callback_id = ? WHERE group_key = ?", (n.create_ms, n.id, key))
-        made.append(n)
-    return made
 
 
 def _changed_or_current(conn: sqlite3.Connection, updated, notify_id: str) -> tuple[bool, Notification | None]:
