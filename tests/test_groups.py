@@ -256,3 +256,39 @@ async def test_cancel_group_drops_due_members_from_memory_so_none_is_sent(system
     await asyncio.sleep(0.3)
     assert target.received == []
     assert not [n for n in system.scheduler.engine.live.values() if n.spec.group_key == "due"]
+
+
+async def test_the_group_callback_survives_a_sigkill_and_stays_one_notify(tmp_path, target):
+    from test_processes import dev
+
+    target.respond("/group-done", 503, 200)  # the first try fails: the callback waits to retry when the kill comes
+    port = free_port()
+    first = dev(tmp_path, port, "first").start()
+    try:
+        await wait_serving(f"127.0.0.1:{port}", proc=first)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
+            await stub.BatchCreateNotify(api.BatchCreateNotifyRequest(
+                requests=[member(target.url("/m")) for _ in range(3)], group_key="durable",
+                group_callback_url=target.url("/group-done")))  # fmt: skip
+            await target.wait_for(4)
+        await asyncio.sleep(0.2)
+        first.kill()  # SIGKILL
+    finally:
+        first.kill()
+    second = dev(tmp_path, port, "second").start()
+    try:
+        await wait_serving(f"127.0.0.1:{port}", proc=second)
+        await target.wait_for(5, timeout=20)
+        calls = [r for r in target.received if r.path == "/group-done"]
+        assert len(calls) == 2 and calls[0].headers["Notify-Id"] == calls[1].headers["Notify-Id"]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
+            group = (await stub.GetGroup(api.GetGroupRequest(group_key="durable"))).group
+            made = (await stub.GetNotify(api.GetNotifyRequest(id=group.callback_notify_id))).notify
+        assert group.callback_notify_id == calls[0].headers["Notify-Id"]
+        assert [a.status_code for a in made.attempts][-1] == 200
+        await asyncio.sleep(0.5)
+        assert len([r for r in target.received if r.path == "/group-done"]) == 2
+    finally:
+        second.terminate()
