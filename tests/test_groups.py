@@ -35,6 +35,24 @@ async def wait_done(stub, key: str, timeout: float = 15.0) -> pb.Group:
         await asyncio.sleep(0.05)
 
 
+async def wait_until_counts(stub, key: str, expected: dict[str, int], timeout: float = 10.0) -> pb.Group:
+    deadline = time.monotonic() + timeout
+    while True:
+        group = (await stub.GetGroup(api.GetGroupRequest(group_key=key))).group
+        if counts(group) == expected or time.monotonic() > deadline:
+            return group
+        await asyncio.sleep(0.05)
+
+
+async def wait_notify_state(stub, notify_id: str, state: int, timeout: float = 10.0) -> pb.Notify:
+    deadline = time.monotonic() + timeout
+    while True:  # a result is committed a moment after the target answered
+        n = (await stub.GetNotify(api.GetNotifyRequest(id=notify_id))).notify
+        if n.state == state or time.monotonic() > deadline:
+            return n
+        await asyncio.sleep(0.05)
+
+
 async def callbacks_settled(target: Target, path: str, expected: int) -> list[dict]:
     """Waits for `expected` calls to path, then a little longer for any extra one."""
     deadline = time.monotonic() + 10
@@ -74,7 +92,7 @@ async def test_a_batch_to_five_targets_with_one_failing_for_good_ends_4_succeede
                            "done_time_ms": group.done_time.ToMilliseconds()}  # fmt: skip
             # the callback was committed with the last member's end, so a group seen done has it
             assert group.callback_time.ToMilliseconds() >= group.done_time.ToMilliseconds()
-            made = (await stub.GetNotify(api.GetNotifyRequest(id=group.callback_notify_id))).notify
+            made = await wait_notify_state(stub, group.callback_notify_id, pb.STATE_SUCCEEDED)
             assert (made.request.url, made.queue, made.state) == (group.callback_url, "callbacks", pb.STATE_SUCCEEDED)
         for t in targets:
             assert len([r for r in t.received if r.path == "/hook"]) == 1
@@ -151,7 +169,7 @@ async def test_a_group_of_ten_thousand_reports_correct_counts(system, target):
                 for i in range(start, start + 1_000)]  # fmt: skip
         await system.api.BatchCreateNotify(api.BatchCreateNotifyRequest(requests=reqs, group_key=key))
     await target.wait_for(10)
-    await asyncio.sleep(0.3)
+    await wait_until_counts(system.api, key, {"SUCCEEDED": 10, "SCHEDULED": 9_990})
 
     async def timed(call):
         began = time.perf_counter()
@@ -226,14 +244,11 @@ async def test_cli_sends_into_a_group_and_shows_it(tmp_path, target):
         await target.wait_for(2)
         listed = json.loads((await asyncio.to_thread(cli, port, "list", "--group", "order-42")).stdout)
         assert len(listed["notifies"]) == 3
-        expected = [{"state": "STATE_SCHEDULED", "count": 1}, {"state": "STATE_SUCCEEDED", "count": 2}]
-        deadline = time.monotonic() + 10
-        while True:  # the two results are committed a moment after the target answers
-            shown = json.loads((await asyncio.to_thread(cli, port, "group", "order-42")).stdout)["group"]
-            if shown["counts"] == expected or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
-        assert shown["counts"] == expected
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await wait_until_counts(notify_service_pb2_grpc.NotifyServiceStub(channel), "order-42",
+                                    {"SUCCEEDED": 2, "SCHEDULED": 1})  # fmt: skip
+        shown = json.loads((await asyncio.to_thread(cli, port, "group", "order-42")).stdout)["group"]
+        assert shown["counts"] == [{"state": "STATE_SCHEDULED", "count": 1}, {"state": "STATE_SUCCEEDED", "count": 2}]
         assert (shown["total"], shown["done"]) == (3, False)
         cancelled = json.loads((await asyncio.to_thread(cli, port, "group", "order-42", "--cancel")).stdout)
         assert cancelled["cancelled"] == 1 and cancelled["group"]["done"] is True
@@ -285,9 +300,9 @@ async def test_the_group_callback_survives_a_sigkill_and_stays_one_notify(tmp_pa
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
             group = (await stub.GetGroup(api.GetGroupRequest(group_key="durable"))).group
-            made = (await stub.GetNotify(api.GetNotifyRequest(id=group.callback_notify_id))).notify
-        assert group.callback_notify_id == calls[0].headers["Notify-Id"]
-        assert [a.status_code for a in made.attempts][-1] == 200
+            assert group.callback_notify_id == calls[0].headers["Notify-Id"]
+            made = await wait_notify_state(stub, group.callback_notify_id, pb.STATE_SUCCEEDED)
+        assert made.state == pb.STATE_SUCCEEDED and made.attempts[-1].status_code == 200
         await asyncio.sleep(0.5)
         assert len([r for r in target.received if r.path == "/group-done"]) == 2
     finally:
