@@ -20,8 +20,9 @@ async def test_loader_pages_through_many_due_notifies_without_skipping_page_boun
     engine = Engine(store=store, settings=EngineSettings(load_batch=4, horizon_s=300), clock=FakeClock(5_000))
     await engine.start()
     try:
-        assert len(engine.ready) == 25, "every due one is ready, including each page's last"
-        assert len(engine.live) == 32 and "N00200" not in engine.live
+        snap = engine.snapshot()
+        assert snap.ready == 25, "every due one is ready, including each page's last"
+        assert snap.held == 32 and engine.held("N00200") is None
     finally:
         await engine.stop()
         await store.close()

@@ -8,6 +8,11 @@ from notifyagent.scheduler.store.sqlite import SqliteStore
 from support import T0, FakeClock, granted_leases, spec
 
 
+async def turn():
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
 def granted(session):
     return [lease.notify.id for lease in granted_leases(session)]
 
@@ -22,25 +27,25 @@ async def test_a_pending_notify_due_a_little_later_is_not_dropped(tmp_path):
     await e.start()
     try:
         s = e.connect(dispatcher_id="d", version="", capacity=1, credit=1)
-        clock.now = T0 + 100
-        e._on_timer()
+        clock.advance(100)
         for _ in range(5): await asyncio.sleep(0)
-        assert granted(s) == ["N1"], f"N1 is live ({e.live['N1'].state.name}) but in no wheel/ready/lease"
+        assert granted(s) == ["N1"], f"N1 is live ({e.held('N1').state.name}) but in no wheel/ready/lease"
     finally:
         await e.stop(); await store.close()
 
 
 async def test_a_slow_queues_token_wait_does_not_delay_a_fast_queue(tmp_path):
     store = SqliteStore(tmp_path / "s.db"); await store.open()
-    e = Engine(store=store, settings=EngineSettings(load_interval_s=3600))
+    clock = FakeClock(T0)
+    e = Engine(store=store, settings=EngineSettings(load_interval_s=3600), clock=clock)
     await e.start([QueueConfig("slow", rate=0.1, burst=1), QueueConfig("fast", rate=100, burst=1)])
-    ops = Operations(e)
+    ops = Operations(e, store)
     try:
         s = e.connect(dispatcher_id="d", version="", capacity=10, credit=10)
         await ops.create([NewNotify(spec(queue="slow")), NewNotify(spec(queue="slow"))])
-        await asyncio.sleep(0.05)
+        await turn(); clock.advance(50); await turn()
         await ops.create([NewNotify(spec(queue="fast")), NewNotify(spec(queue="fast"))])
-        await asyncio.sleep(0.5)   # the fast queue's next token is 10 ms away
+        await turn(); clock.advance(500); await turn()   # the fast queue's next token is 10 ms away
         got = granted(s)
         assert len(got) == 3, f"{len(got)} granted; the 2nd 'fast' waits for the 'slow' queue's 10 s timer"
     finally:

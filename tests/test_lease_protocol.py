@@ -223,7 +223,7 @@ async def test_real_client_reconnects_after_a_broken_stream_and_reports_the_live
     n = await system.create(target.url("/slow"))
     await target.wait_for(1)
     client = system.dispatchers[0].client
-    system.scheduler.engine.sessions[client.dispatcher_id].close()  # the stream ends; both sides live on
+    assert system.scheduler.engine.end_session(client.dispatcher_id)  # the stream ends; both sides live on
     done = await system.wait_state(n.id, pb.STATE_SUCCEEDED, timeout=10)
     assert len(done.attempts) == 1 and done.attempts[0].dispatcher_id == client.dispatcher_id
     await asyncio.sleep(0.3)

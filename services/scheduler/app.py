@@ -76,7 +76,7 @@ class SchedulerApp:
         self._server, self.port, self._health = create_server(
             self.settings.grpc_addr,
             [
-                lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(NotifyServicer(Operations(e)), s),
+                lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(NotifyServicer(Operations(e, self.store)), s),
                 lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(e), s),
                 lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(e), s),
             ],
@@ -127,13 +127,13 @@ class SchedulerApp:
         return changes
 
     def _metrics(self):
-        e = self.engine
-        yield gauge("notifyagent_sent_ok", "Notifies delivered since start", e.sent_ok)
-        yield gauge("notifyagent_sent_failed", "Notifies failed for good since start", e.sent_failed)
-        yield gauge("notifyagent_leases", "Calls leased to dispatchers now", len(e.leases))
-        yield gauge("notifyagent_ready", "Due notifies waiting for a dispatcher", len(e.ready))
-        yield gauge("notifyagent_wheel", "Notifies held by the timer wheel", len(e.wheel))
-        yield gauge("notifyagent_dispatchers", "Connected dispatchers", len(e.sessions))
+        snap = self.engine.snapshot()
+        yield gauge("notifyagent_sent_ok", "Notifies delivered since start", snap.sent_ok)
+        yield gauge("notifyagent_sent_failed", "Notifies failed for good since start", snap.sent_failed)
+        yield gauge("notifyagent_leases", "Calls leased to dispatchers now", snap.leases)
+        yield gauge("notifyagent_ready", "Due notifies waiting for a dispatcher", snap.ready)
+        yield gauge("notifyagent_wheel", "Notifies held by the timer wheel", snap.wheel)
+        yield gauge("notifyagent_dispatchers", "Connected dispatchers", len(snap.dispatchers))
 
 
 def _redact(url: str) -> str:

@@ -99,9 +99,9 @@ class Notification:
     budget_base: int = 0  # attempts made before the last RetryNotify
     first_attempt_ms: int | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
-    # The state the store holds while this copy is in memory: becoming due (PENDING) and
-    # being leased (DELIVERING) are not written, so the two can differ.
-    stored_state: State | None = None
+    # Given by the engine on every change while the notify is in memory: what refers to
+    # it (timer and ready entries, leases, commits in flight) compares it to see it is stale.
+    version: int = 0
 
     @property
     def attempts_in_budget(self) -> int:

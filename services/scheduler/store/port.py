@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..engine.model import AttemptRecord, ListFilter, Notification, QueueConfig, Spec, State
-
-ACTIVE = (State.SCHEDULED, State.PENDING, State.RETRY_WAIT)  # states the timer loads by due time
+from ..engine.transitions import ACTIVE  # noqa: F401  (states the loader reads by due time)
 
 
 @dataclass(frozen=True, slots=True)
