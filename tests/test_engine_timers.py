@@ -1,10 +1,10 @@
-"""Timer and rate-limit wake-ups in the engine."""
+"""Timer and rate-limit wake-ups in the engine, on a fake clock and the in-memory store."""
 
 import asyncio
 from notifyagent.scheduler.engine.core import Engine, EngineSettings
 from notifyagent.scheduler.engine.model import NewNotify, Notification, QueueConfig, State
 from notifyagent.scheduler.engine.operations import Operations
-from notifyagent.scheduler.store.sqlite import SqliteStore
+from notifyagent.scheduler.store.memory import MemoryStore
 from support import T0, FakeClock, granted_leases, spec
 
 
@@ -17,9 +17,9 @@ def granted(session):
     return [lease.notify.id for lease in granted_leases(session)]
 
 
-async def test_a_pending_notify_due_a_little_later_is_not_dropped(tmp_path):
+async def test_a_pending_notify_due_a_little_later_is_not_dropped():
     """PENDING rows stamped by a clock a few ms ahead (HA peer, NTP step back) are due 'in the future'."""
-    store = SqliteStore(tmp_path / "s.db"); await store.open()
+    store = MemoryStore(); await store.open()
     n = Notification(id="N1", spec=spec(), state=State.PENDING, create_ms=T0 + 50, due_ms=T0 + 50)
     await store.insert([n])
     clock = FakeClock(T0)
@@ -34,8 +34,8 @@ async def test_a_pending_notify_due_a_little_later_is_not_dropped(tmp_path):
         await e.stop(); await store.close()
 
 
-async def test_a_slow_queues_token_wait_does_not_delay_a_fast_queue(tmp_path):
-    store = SqliteStore(tmp_path / "s.db"); await store.open()
+async def test_a_slow_queues_token_wait_does_not_delay_a_fast_queue():
+    store = MemoryStore(); await store.open()
     clock = FakeClock(T0)
     e = Engine(store=store, settings=EngineSettings(load_interval_s=3600), clock=clock)
     await e.start([QueueConfig("slow", rate=0.1, burst=1), QueueConfig("fast", rate=100, burst=1)])

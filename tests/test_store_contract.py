@@ -1,6 +1,7 @@
 """Store behaviour: one contract suite over every adapter, then adapter specifics.
 
-The contract runs against SqliteStore (a file in tmp_path) and PostgresStore on
+The contract runs against SqliteStore (a file in tmp_path), MemoryStore (the
+in-memory twin the engine tests use) and PostgresStore on
 the PostgreSQL at NOTIFY_TEST_POSTGRES (default postgresql://postgres@127.0.0.1:5432/test),
 each test in a fresh schema dropped afterwards. Without that server the
 PostgreSQL cases are skipped locally and fail when CI is set.
@@ -31,12 +32,13 @@ from notifyagent.scheduler.engine.model import (
     State,
     Success,
 )
+from notifyagent.scheduler.store.memory import MemoryData, MemoryStore
 from notifyagent.scheduler.store.postgres import PostgresStore
 from notifyagent.scheduler.store.sqlite import SqliteStore
 from notifyagent.scheduler.store.port import ResultWrite, Store
 
 PG_DSN = os.environ.get("NOTIFY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-ADAPTERS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+ADAPTERS = ["sqlite", "memory", pytest.param("postgres", marks=pytest.mark.postgres)]
 START = (-1, "")  # a load_due cursor before everything
 
 
@@ -68,6 +70,11 @@ async def backing(kind: str, tmp_path: Path) -> AsyncIterator[OpenStore]:
     if kind == "sqlite":
         def build() -> Store:
             return SqliteStore(tmp_path / "notify.db")
+    elif kind == "memory":
+        data = MemoryData()
+
+        def build() -> Store:
+            return MemoryStore(data)
     else:
         admin = await postgres_admin()
         schema = f"t_{uuid.uuid4().hex[:16]}"
