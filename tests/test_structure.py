@@ -107,3 +107,19 @@ def test_the_engine_checks_versions_not_identities():
 def test_each_engine_module_reads_in_one_sitting():
     long = {p.name: n for p, _ in sources(ENGINE) if (n := len(p.read_text().splitlines())) > MAX_ENGINE_MODULE_LINES}
     assert not long, f"split these by job: {long}"
+
+
+def test_one_http_method_table_and_it_matches_the_proto_enum():
+    from notifyagent.common.calls import METHOD_BY_NUMBER
+    from notifyagent.v1 import notify_pb2 as pb
+
+    assert {pb.HttpMethod.Value(f"HTTP_METHOD_{m}"): m for m in METHOD_BY_NUMBER.values()} == METHOD_BY_NUMBER
+    assert len(pb.HttpMethod.keys()) == len(METHOD_BY_NUMBER) + 1, "every method but UNSPECIFIED has its name"
+    tables = [
+        where(path, node)
+        for path, tree in sources(SERVICES)
+        if path.name != "calls.py"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and node.value == "PATCH"
+    ]
+    assert not tables, f"HTTP methods are listed in common/calls.py only: {tables}"

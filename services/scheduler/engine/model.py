@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from ...common.calls import DEFAULT_TIMEOUT_S, METHODS  # noqa: F401  (METHODS: for validate)
+
 
 class State(enum.IntEnum):
     """Where a notify is in its life (numbers match notifyagent.v1.State)."""
@@ -21,9 +23,6 @@ class State(enum.IntEnum):
     @property
     def terminal(self) -> bool:
         return self in (State.SUCCEEDED, State.FAILED, State.CANCELLED)
-
-
-METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +65,7 @@ class Spec:
     retry: RetryPolicy = RetryPolicy()
     success: Success = Success()
     fire_and_forget: bool = False
-    timeout: float = 30.0
+    timeout: float = DEFAULT_TIMEOUT_S
     expire_at_ms: int | None = None
     callback_url: str = ""
     labels: dict[str, str] = field(default_factory=dict)
