@@ -104,7 +104,7 @@ class SchedulerApp:
                 await self.registry.deregister(self.settings.service_name, self._node.id)
             except Exception as e:  # stopping must go on
                 log.warning("deregistering failed: %s", e)
-        await self.engine.drain(self.settings.grace)
+        await self.drain()
         if self._server is not None:
             await self._server.stop(grace=1.0)
         await self.engine.stop()
@@ -112,6 +112,10 @@ class SchedulerApp:
         if self._ops is not None:
             await self._ops.stop()
         log.info("scheduler stopped")
+
+    async def drain(self) -> None:
+        """Stops granting and waits up to the grace period for the results of calls in flight."""
+        await self.engine.drain(self.settings.grace)
 
     @staticmethod
     def _queue_configs(settings: Settings):
