@@ -88,10 +88,12 @@ class Memory:
             self._schedule(n)
 
     def _drop(self, n: Notification) -> None:
-        """n leaves memory: every entry that refers to it goes stale."""
+        """n leaves memory: every entry that refers to it goes stale. A copy that is no
+        longer the one held has left already."""
         held = self._live.get(n.id)
-        if held is not None and held.version == n.version:
-            del self._live[n.id]
+        if held is None or held.version != n.version:
+            return
+        del self._live[n.id]
         self._held.release(n)
 
     def forget(self, notify_id: str, ordering_key: str, *, revoke: bool) -> None:
