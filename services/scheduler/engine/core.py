@@ -58,6 +58,7 @@ class ResultIn:
     start_ms: int
     end_ms: int
     snippet: bytes = b""
+    headers: dict[str, str] | None = None  # response headers (capped by the dispatcher)
 
 
 class Engine:
@@ -363,7 +364,8 @@ class Engine:
                 writes.append(self._defer(lease.notify, r.outcome, now))
                 continue
             attempt = AttemptRecord(lease.attempt, r.start_ms, r.end_ms, session.dispatcher_id,
-                                    r.outcome.status_code, r.outcome.error, r.outcome.success, r.snippet)  # fmt: skip
+                                    r.outcome.status_code, r.outcome.error, r.outcome.success, r.snippet,
+                                    r.headers or {})  # fmt: skip
             writes.append(self._apply(lease.notify, attempt, r.outcome, now))
         await self._commit(writes, ended)
         for r in results:

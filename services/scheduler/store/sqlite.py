@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     status_code INTEGER NOT NULL,
     error TEXT NOT NULL,
     success INTEGER NOT NULL,
-    snippet BLOB NOT NULL
+    snippet BLOB NOT NULL,
+    headers TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS attempts_notify ON attempts(notify_id, number);
 CREATE TABLE IF NOT EXISTS queues (
@@ -100,6 +101,8 @@ class SqliteStore:
         try:
             conn = self._connect()
             conn.executescript(SCHEMA)
+            if "headers" not in {row[1] for row in conn.execute("PRAGMA table_info(attempts)")}:  # a store from before
+                conn.execute("ALTER TABLE attempts ADD COLUMN headers TEXT NOT NULL DEFAULT ''")
         except sqlite3.Error as e:
             raise Unavailable(f"cannot open SQLite store {self._path}: {e}") from e
         self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="sqlite-writer", daemon=True)
@@ -211,7 +214,7 @@ class SqliteStore:
                 "UPDATE notifies SET state=?, due_ms=?, complete_ms=?, attempt_count=?, first_attempt_ms=? WHERE id=? AND state != 8",
                 states,
             )
-            conn.executemany(f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", attempts)
+            conn.executemany(f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", attempts)
             conn.executemany(_INSERT, follow_ups)
 
         await self._write(op)
