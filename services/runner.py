@@ -20,6 +20,8 @@ from dataclasses import fields, replace
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from prometheus_client import CollectorRegistry
+
 from .common import logs
 from .common.config import ConfigError, Settings, load
 from .dispatcher.app import DispatcherApp
@@ -42,8 +44,9 @@ class DevApp:
 
     def __init__(self, settings: Settings) -> None:
         self.registry = from_url(settings.registry)
-        self.scheduler = SchedulerApp(settings, registry=self.registry)
-        self.dispatcher = DispatcherApp(replace(settings, http_addr=""), registry=self.registry)
+        metrics = CollectorRegistry(auto_describe=False)  # one /metrics for both
+        self.scheduler = SchedulerApp(settings, registry=self.registry, metrics=metrics)
+        self.dispatcher = DispatcherApp(replace(settings, http_addr=""), registry=self.registry, metrics=metrics)
 
     async def start(self) -> None:
         await self.scheduler.start()

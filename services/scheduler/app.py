@@ -10,7 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..common.config import ConfigError, Settings, split_addr
 from ..common.grpcutil import create_server, set_serving
-from ..common.web import OpsServer, gauge
+from prometheus_client import CollectorRegistry
+
+from ..common.web import OpsServer
 from ..registry import Node, Registry
 from ..v1 import admin_service_pb2_grpc, dispatch_service_pb2_grpc, notify_service_pb2_grpc
 from .engine import queues
@@ -21,6 +23,7 @@ from .api.servicer import AdminServicer, NotifyServicer
 from .store.sqlite import SqliteStore
 from .store.port import Store
 from .engine.validate import Limits
+from .metrics import SchedulerMetrics
 
 log = logging.getLogger(__name__)
 SERVICES = ["notifyagent.v1.NotifyService", "notifyagent.v1.DispatchService", "notifyagent.v1.AdminService"]
@@ -47,7 +50,7 @@ def make_store(url: str) -> Store:
 class SchedulerApp:
     LIVE_SETTINGS = frozenset({"queues"})  # what reload() applies; the rest needs a restart
 
-    def __init__(self, settings: Settings, *, registry: Registry) -> None:
+    def __init__(self, settings: Settings, *, registry: Registry, metrics: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.store = make_store(settings.store)
@@ -57,6 +60,9 @@ class SchedulerApp:
                 horizon_s=settings.horizon, lease_margin_s=settings.lease_margin,
                 limits=Limits(max_body_bytes=settings.max_body_bytes)),
         )
+        self.metrics_registry = metrics if metrics is not None else CollectorRegistry(auto_describe=False)
+        self.metrics = SchedulerMetrics(self.engine, self.metrics_registry)
+        self.on_shutdown = lambda: log.warning("Shutdown asked, but nothing runs this scheduler to stop it")
         self.port = 0
         self._server = None
         self._health = None
@@ -78,7 +84,7 @@ class SchedulerApp:
             [
                 lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(NotifyServicer(Operations(e)), s),
                 lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(e), s),
-                lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(e), s),
+                lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(e, shutdown=lambda: self.on_shutdown()), s),
             ],
             SERVICES,
         )
@@ -88,7 +94,8 @@ class SchedulerApp:
         self._node = Node(id=f"scheduler-{os.getpid()}-{port}", address=host, port=port, metadata={"role": "scheduler"})
         await self.registry.register(self.settings.service_name, self._node, ttl=REGISTRY_TTL_S)
         if self.settings.http_addr:
-            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: e.accepting, collect=self._metrics)
+            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: e.accepting, registry=self.metrics_registry,
+                                  refresh=[self.metrics.refresh])  # fmt: skip
             await self._ops.start()
         log.info("scheduler serving gRPC on %s (store %s)", self.address, _redact(self.settings.store))
 
@@ -125,15 +132,6 @@ class SchedulerApp:
         changes = await self.engine.configure_queues(self._queue_configs(settings))
         self.settings = dataclasses.replace(self.settings, queues=settings.queues)
         return changes
-
-    def _metrics(self):
-        e = self.engine
-        yield gauge("notifyagent_sent_ok", "Notifies delivered since start", e.sent_ok)
-        yield gauge("notifyagent_sent_failed", "Notifies failed for good since start", e.sent_failed)
-        yield gauge("notifyagent_leases", "Calls leased to dispatchers now", len(e.leases))
-        yield gauge("notifyagent_ready", "Due notifies waiting for a dispatcher", len(e.ready))
-        yield gauge("notifyagent_wheel", "Notifies held by the timer wheel", len(e.wheel))
-        yield gauge("notifyagent_dispatchers", "Connected dispatchers", len(e.sessions))
 
 
 def _redact(url: str) -> str:

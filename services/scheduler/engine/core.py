@@ -19,6 +19,7 @@ from typing import Protocol
 from ...common.ids import IdGenerator
 from .errors import Unavailable
 from .leases import Lease, LeaseBook
+from .observers import Observers
 from .model import AttemptRecord, NewNotify, Notification, QueueConfig, Request, Spec, State
 from .outcomes import CALLBACK_QUEUE, callback_body, new_notification
 from .queues import Queues
@@ -78,6 +79,9 @@ class Engine:
         self.start_ms = self.clock.now_ms()
         self.sent_ok = 0
         self.sent_failed = 0
+        self.observers = Observers()  # metrics and alerts subscribe (created, attempted, finished)
+        self.stopping = False  # set by drain(): shutting down, grants nothing more
+        self.drained: set[str] = set()  # dispatcher ids told to drain by an operator
         self.accepting = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None
@@ -107,6 +111,7 @@ class Engine:
     async def drain(self, grace_s: float) -> None:
         """Stops granting and waits up to grace_s for results of leases in flight."""
         self.accepting = False
+        self.stopping = True
         for s in self.sessions.values():
             s.send(Drain())
         deadline = time.monotonic() + grace_s
@@ -306,6 +311,9 @@ class Engine:
         s = Session(dispatcher_id, version, capacity, max(0, credit), self.clock.now_ms())
         self.sessions[dispatcher_id] = s
         log.info("dispatcher %s connected (capacity %d, credit %d)", dispatcher_id, capacity, s.credit)
+        if dispatcher_id in self.drained:  # a drained dispatcher that reconnects stays drained
+            self.set_draining(s)
+            s.send(Drain())
         self._pump()
         return s
 
@@ -329,9 +337,21 @@ class Engine:
                     self.ready.offer(n)
         self._pump()
 
+    def drain_dispatchers(self, dispatcher_id: str = "") -> list[str]:
+        """Tells one connected dispatcher (every one for "") to take no more work from here;
+        its calls in flight finish and are reported. Returns the ids told."""
+        told = [s for s in self.sessions.values() if not dispatcher_id or s.dispatcher_id == dispatcher_id]
+        for s in told:
+            log.info("dispatcher %s: drain asked by an operator", s.dispatcher_id)
+            self.drained.add(s.dispatcher_id)
+            self.set_draining(s)
+            s.send(Drain())
+        return [s.dispatcher_id for s in told]
+
     def set_draining(self, session: Session) -> None:
         session.credit = 0
         session.capacity = 0
+        session.draining = True
         log.info("dispatcher %s is draining; no more grants to it", session.dispatcher_id)
 
     def add_credit(self, session: Session, credit: int) -> None:
@@ -366,6 +386,7 @@ class Engine:
             attempt = AttemptRecord(lease.attempt, r.start_ms, r.end_ms, session.dispatcher_id,
                                     r.outcome.status_code, r.outcome.error, r.outcome.success, r.snippet,
                                     r.headers or {})  # fmt: skip
+            self.observers.emit(self.observers.attempted, lease.notify, attempt, lease.notify.due_ms or lease.granted_ms)
             writes.append(self._apply(lease.notify, attempt, r.outcome, now))
         await self._commit(writes, ended)
         for r in results:
@@ -419,7 +440,7 @@ class Engine:
         """Applies a decision in memory; a final one brings the result callback along."""
         n.state, n.due_ms = d.state, d.due_ms
         n.complete_ms = now if d.state.terminal else None
-        return ResultWrite(n, attempt, self._callback(n, attempt, d.reason) if d.state.terminal else None)
+        return ResultWrite(n, attempt, self._callback(n, attempt, d.reason) if d.state.terminal else None, d.reason)
 
     async def _commit(self, writes: list[ResultWrite], ended: list[Lease] = ()) -> None:
         """Commits results; their leases count (queue limits, in flight) until the commit is done."""
@@ -448,6 +469,7 @@ class Engine:
                 else:
                     self.sent_failed += 1
                 self.forget(n.id, n.spec.ordering_key, revoke=False)
+                self.observers.emit(self.observers.finished, n, w.attempt, w.reason)
             elif (n.due_ms, n.id) < self.cursor:
                 n.stored_state = n.state
                 self._schedule(n.due_ms, n)
@@ -466,6 +488,13 @@ class Engine:
             log.error("background step failed: %r", task.exception())
 
     # --- status ---------------------------------------------------------
+
+    def in_wheel(self) -> int:
+        """Notifies the timer wheel holds for a future time (the wheel itself also holds
+        lease deadlines and entries gone stale by a cancel or an update)."""
+        now = self.clock.now_ms()
+        waiting = (State.SCHEDULED, State.RETRY_WAIT)
+        return sum(1 for n in self.live.values() if n.state in waiting and n.due_ms is not None and n.due_ms > now)
 
     async def counts(self) -> dict[tuple[str, State], int]:
         """Notifies by (queue, state), with the states only memory knows (due, leased) moved

@@ -40,6 +40,7 @@ class Session:
     connect_ms: int
     outbox: asyncio.Queue[Outgoing] = field(default_factory=asyncio.Queue)
     closed: bool = False
+    draining: bool = False  # takes no more grants (it said so, or an operator drained it)
 
     def close(self) -> None:
         """Ends the stream's writer (None is its end-of-stream mark)."""
