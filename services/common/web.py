@@ -10,11 +10,13 @@ from __future__ import annotations
 from typing import Awaitable, Callable, Iterable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .config import split_addr
+
+disable_created_metrics()  # no `_created` series next to every counter: they only add noise to scrapes
 
 
 class _Collector:
