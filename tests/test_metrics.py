@@ -74,3 +74,38 @@ def test_per_target_series_are_capped():
     labels = {m.target_label(f"http://host{i}.example:80/x") for i in range(MAX_TARGETS * 3)}
     assert len(labels) == MAX_TARGETS + 1 and OTHER in labels
     assert m.target_label("http://host0.example:80/y") == "host0.example:80", "a known target keeps its label"
+
+
+async def test_json_log_lines_carry_the_delivery_fields_and_go_to_the_log_file(tmp_path, target):
+    import json
+
+    grpc_port = free_port()
+    log_file = tmp_path / "notifyagent.log"
+    proc = Proc(["dev", "--grpc-addr", f"127.0.0.1:{grpc_port}", "--http-addr", "", "--store", f"sqlite:///{tmp_path}/n.db",
+                 "--log-format", "json", "--log-level", "DEBUG", "--log-file", str(log_file)],
+                log_path=tmp_path / "dev.log").start()  # fmt: skip
+    target.respond("/fail", 404)
+    try:
+        await wait_serving(f"127.0.0.1:{grpc_port}", proc=proc)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
+            n = (await stub.CreateNotify(api.CreateNotifyRequest(notify=pb.Notify(
+                request=pb.HttpRequest(url=target.url("/fail")), queue="billing")))).notify  # fmt: skip
+        await target.wait_for(1)
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            docs = [json.loads(line) for line in log_file.read_text().splitlines()]
+            mine = [d for d in docs if d.get("notify_id") == n.id]
+            if len(mine) >= 2 or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        proc.terminate()
+    dispatcher_line = next(d for d in mine if d["logger"] == "notifyagent.dispatcher.client")
+    assert dispatcher_line["attempt"] == 1 and dispatcher_line["status_code"] == 404
+    assert isinstance(dispatcher_line["latency_ms"], float)
+    scheduler_line = next(d for d in mine if d["logger"] == "notifyagent.scheduler.engine.core")
+    assert scheduler_line["queue"] == "billing" and scheduler_line["status_code"] == 404
+    assert not [d for d in docs if d["logger"].startswith(("asyncio", "grpc")) and d["level"] == "debug"], "quiet DEBUG"
+    assert log_file.read_text().splitlines() == [line for line in (tmp_path / "dev.log").read_text().splitlines()
+                                                  if line.startswith("{")], "the file holds the same lines as stderr"
