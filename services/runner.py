@@ -240,6 +240,7 @@ def run(role: str, settings: Settings, flags: Mapping[str, Any] | None = None) -
     except OSError as e:
         raise SystemExit(f"NOTIFY_LOG_FILE: cannot write {settings.log_file}: {e.strerror}") from None
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the loop takes it: an early SIGUSR1 must not kill
+    signal.signal(signal.SIGTERM, _stop_before_start)  # e.g. a worker retired while it was starting
     runner = asyncio.run
     if settings.event_loop != "asyncio":
         try:
@@ -251,6 +252,10 @@ def run(role: str, settings: Settings, flags: Mapping[str, Any] | None = None) -
             runner = uvloop.run
     if runner(serve(role, settings, flags)):
         exec_self()
+
+
+def _stop_before_start(signum, frame) -> None:
+    raise SystemExit(0)  # nothing taken yet, nothing to finish
 
 
 def exec_self() -> None:
