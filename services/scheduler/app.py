@@ -23,6 +23,7 @@ from .api.servicer import AdminServicer, NotifyServicer
 from .store.sqlite import SqliteStore
 from .store.port import Store
 from .engine.validate import Limits
+from .alerts import Alerter, parse_channels
 from .metrics import SchedulerMetrics
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,10 @@ class SchedulerApp:
         )
         self.metrics_registry = metrics if metrics is not None else CollectorRegistry(auto_describe=False)
         self.metrics = SchedulerMetrics(self.engine, self.metrics_registry)
+        channels = parse_channels(settings.alerts)
+        self.alerter = Alerter(channels=channels, interval_s=settings.alert_interval, enqueue=self.engine.enqueue) if channels else None
+        if self.alerter is not None:
+            self.engine.observers.finished.append(self.alerter.finished)
         self.on_shutdown = lambda: log.warning("Shutdown asked, but nothing runs this scheduler to stop it")
         self.port = 0
         self._server = None
@@ -112,6 +117,8 @@ class SchedulerApp:
             except Exception as e:  # stopping must go on
                 log.warning("deregistering failed: %s", e)
         await self.engine.drain(self.settings.grace)
+        if self.alerter is not None:
+            await self.alerter.stop()  # the open window is committed while the store is open
         if self._server is not None:
             await self._server.stop(grace=1.0)
         await self.engine.stop()

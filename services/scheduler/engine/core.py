@@ -407,6 +407,15 @@ class Engine:
         log.info("notify %s FAILED: %s", n.id, reason)
         await self._commit([self._settle(n, Decision(State.FAILED, None, reason), None, self.clock.now_ms())])
 
+    async def enqueue(self, specs: list[Spec]) -> list[Notification]:
+        """Commits notifies the scheduler makes for itself (alerts), also while it stops:
+        they are delivered now, or after the next start."""
+        now = self.clock.now_ms()
+        stored = await self.store.insert([new_notification(NewNotify(s), now, self.ids) for s in specs])
+        for n in stored:
+            self.admit(n)
+        return stored
+
     def _callback(self, n: Notification, last: AttemptRecord | None, reason: str) -> Notification | None:
         """The final-outcome POST to the notify's callback_url, as a notify of its own."""
         if not n.spec.callback_url:
