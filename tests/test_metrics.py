@@ -109,3 +109,15 @@ async def test_json_log_lines_carry_the_delivery_fields_and_go_to_the_log_file(t
     assert not [d for d in docs if d["logger"].startswith(("asyncio", "grpc")) and d["level"] == "debug"], "quiet DEBUG"
     assert log_file.read_text().splitlines() == [line for line in (tmp_path / "dev.log").read_text().splitlines()
                                                   if line.startswith("{")], "the file holds the same lines as stderr"
+
+
+def test_the_grafana_dashboard_uses_only_series_the_code_exports():
+    import json
+    import pathlib
+
+    root = pathlib.Path(__file__).parent.parent
+    dashboard = json.loads((root / "deploy" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    names = {re.sub(r"_(bucket|count|sum)$", "", n) for e in exprs for n in re.findall(r"notifyagent_\w+", e)}
+    source = "\n".join(p.read_text() for p in (root / "services").rglob("*.py"))
+    assert names and [n for n in names if f'"{n}"' not in source] == []
