@@ -62,3 +62,24 @@ def test_capped_headers_fuzz_never_exceeds_the_bounds():
         assert len(kept) <= MAX_HEADERS
         assert sum(len(k) + len(v) for k, v in kept.items()) <= MAX_HEADERS_TOTAL
         assert all(v.isprintable() and len(v) <= MAX_HEADER_VALUE for v in kept.values())
+
+
+async def test_a_sqlite_store_from_before_response_headers_opens_and_reads_its_attempts(tmp_path):
+    import sqlite3
+
+    from notifyagent.scheduler.store import sqlite as sqlite_store
+
+    path = tmp_path / "old.db"
+    old_schema = sqlite_store.SCHEMA.replace(",\n    headers TEXT NOT NULL DEFAULT ''", "")
+    assert "headers" not in old_schema
+    with sqlite3.connect(path) as conn:
+        conn.executescript(old_schema)
+        conn.execute("INSERT INTO attempts VALUES ('n1', 1, 10, 20, 'd', 200, '', 1, x'6f6b')")
+    store = sqlite_store.SqliteStore(path)
+    await store.open()
+    try:
+        with sqlite3.connect(path) as conn:
+            (row,) = conn.execute("SELECT number, snippet, headers FROM attempts").fetchall()
+        assert row == (1, b"ok", "")
+    finally:
+        await store.close()

@@ -520,3 +520,13 @@ async def test_save_results_commits_follow_up_notifies_with_them(store: Store) -
     follow = notify(2)
     await store.save_results([ResultWrite(dataclasses.replace(n, state=State.SUCCEEDED, attempt_count=1), attempt(1), follow)])
     assert (await store.get(nid(2))).state == State.PENDING
+
+
+async def test_attempt_response_headers_and_mismatch_final_round_trip(store: Store) -> None:
+    n = dataclasses.replace(rich_notify(), spec=dataclasses.replace(
+        rich_notify().spec, success=Success(status_codes=(200,), body_contains="ok", mismatch_final=True)))  # fmt: skip
+    await store.insert([n])
+    with_headers = dataclasses.replace(attempt(1), headers={"Content-Type": "text/plain", "X-Odd": "\u00e9 \\u0000 \"q\""})
+    await store.save_results([result(n, state=State.RETRY_WAIT, attempt_record=with_headers, due_ms=5_000)])
+    got = await store.get(n.id)
+    assert got is not None and got.attempts == [with_headers] and got.spec.success.mismatch_final
