@@ -85,3 +85,35 @@ async def test_sigusr1_to_dev_keeps_the_pid_and_serves_again(tmp_path, target):
         assert [r.headers["Notify-Id"] for r in await target.wait_for(1)] == [nid]
     finally:
         assert proc.terminate() == 0
+
+
+async def test_sigusr1_to_a_worker_or_its_supervisor_restarts_it_in_place(tmp_path, target):
+    import re
+
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    scheduler = Proc(["scheduler", "--grpc-addr", addr, "--http-addr", "", "--store", f"sqlite:///{tmp_path}/n.db"],
+                     log_path=tmp_path / "scheduler.log").start()  # fmt: skip
+    parent = Proc(["dispatcher", "--registry", f"static:{addr}", "--http-addr", "", "--allow-networks", "127.0.0.0/8",
+                   "--processes", "2"], log_path=tmp_path / "parent.log").start()  # fmt: skip
+    try:
+        await wait_serving(addr, proc=scheduler)
+        await wait_log(parent, "connected as", count=2)
+        worker = int(re.findall(r"worker 0 started \(pid (\d+)\)", parent.log())[0])
+        os.kill(worker, signal.SIGUSR1)
+        await wait_log(parent, "connected as", count=3)  # the same worker, connected again after exec
+        assert os.path.exists(f"/proc/{worker}") and title_of(worker).startswith("notifyagent dispatcher worker 0")
+        assert "starting another" not in parent.log(), "the supervisor saw no worker die"
+        ids = await create_many(addr, target.url(), 20)
+        await target.wait_for(20)
+        parent.popen.send_signal(signal.SIGUSR1)
+        await wait_log(parent, "starting again in place")
+        await wait_log(parent, "connected as", count=5)  # two fresh workers under the same parent pid
+        assert title_of(parent.popen.pid).startswith("notifyagent dispatcher supervisor")
+        ids += await create_many(addr, target.url(), 20)
+        await target.wait_for(40)
+        await asyncio.sleep(0.3)
+        assert sorted(target.ids()) == sorted(ids)
+    finally:
+        parent.terminate()
+        scheduler.terminate()
