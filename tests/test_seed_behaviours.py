@@ -4,7 +4,6 @@ answer", response headers kept per attempt, and the wheel size meaning what it s
 import random
 
 from notifyagent.dispatcher.call import MAX_HEADER_VALUE, MAX_HEADERS, MAX_HEADERS_TOTAL, capped_headers
-from notifyagent.scheduler.engine.core import Engine
 from notifyagent.scheduler.engine.model import Success
 from notifyagent.scheduler.engine.retry import Outcome, decide
 from notifyagent.scheduler.engine.model import Notification, State
@@ -83,3 +82,19 @@ async def test_a_sqlite_store_from_before_response_headers_opens_and_reads_its_a
         assert row == (1, b"ok", "")
     finally:
         await store.close()
+
+
+async def test_wheel_size_counts_only_notifies_waiting_for_their_time(system, target):
+    from notifyagent.v1 import notify_service_pb2 as api
+
+    target.respond("/slow", (200, 1.0))
+    later = []
+    for _ in range(3):
+        n = pb.Notify(request=pb.HttpRequest(url=target.url()))
+        n.delay.FromSeconds(60)
+        later.append((await system.api.CreateNotify(api.CreateNotifyRequest(notify=n))).notify)
+    await system.api.CancelNotify(api.CancelNotifyRequest(id=later[0].id))
+    await system.create(target.url("/slow"))  # leased: its lease deadline sits in the wheel too
+    await target.wait_for(1)
+    status = await system.admin.GetStatus(admin.GetStatusRequest())
+    assert status.wheel_size == 2, "two delayed notifies; not the cancelled one, not the lease deadline"
