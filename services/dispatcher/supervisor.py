@@ -266,7 +266,10 @@ class Supervisor:
         await worker.proc.wait()
         self.workers.discard(worker)
         worker.exited.set()
-        if worker.retiring:
+        if worker.retiring and worker.proc.returncode == -signal.SIGTERM:
+            # Our SIGTERM found the default handler: the worker was still starting and had taken no work.
+            log.info("worker %d (pid %d) stopped by SIGTERM while starting, before it took work", worker.slot, worker.pid)
+        elif worker.retiring:
             log.info("worker %d (pid %d) %s after %d calls", worker.slot, worker.pid,
                      describe_exit(worker.proc.returncode), worker.calls)  # fmt: skip
 
