@@ -1,5 +1,7 @@
 """Runs the services: `dev` (all in one), `scheduler`, `dispatcher` (alone, or N worker
-processes under a supervisor) until SIGTERM or SIGINT.
+processes under a supervisor) until SIGTERM or SIGINT. This module parses nothing of
+a role and wires nothing: it picks the role's app (dev.py, scheduler/app.py,
+dispatcher/app.py or the supervisor), runs it and handles signals.
 
 SIGUSR1 restarts the process in place: it stops as on SIGTERM (takes no more
 work, finishes what is in flight), then executes its own command line again,
@@ -27,10 +29,10 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import setproctitle
-from prometheus_client import CollectorRegistry
 
 from .common import logs
 from .common.config import ConfigError, Settings, load
+from .dev import DevApp
 from .dispatcher.app import DispatcherApp
 from .dispatcher.supervisor import RECYCLE, Supervisor
 from .dispatcher.worker import SLOT_ENV, link_fd, report_to_supervisor
@@ -41,31 +43,6 @@ log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.0/8,::1/128"
 ROLE_DEFAULTS: dict[str, dict[str, Any]] = {"dev": {"allow_networks": LOOPBACK}}  # below the file, env and flags
 _LOGGING = frozenset({"log_format", "log_level", "log_file"})
-
-
-class DevApp:
-    """Scheduler and one dispatcher in one process; the dispatcher finds the
-    scheduler through the in-memory registry and talks the same lease protocol."""
-
-    live = SchedulerApp.LIVE_SETTINGS | DispatcherApp.LIVE_SETTINGS
-
-    def __init__(self, settings: Settings) -> None:
-        self.registry = from_url(settings.registry)
-        metrics = CollectorRegistry(auto_describe=False)  # one /metrics for both
-        self.scheduler = SchedulerApp(settings, registry=self.registry, metrics=metrics)
-        self.dispatcher = DispatcherApp(replace(settings, http_addr=""), registry=self.registry, metrics=metrics)
-
-    async def start(self) -> None:
-        await self.scheduler.start()
-        await self.dispatcher.start()
-
-    async def stop(self) -> None:
-        await asyncio.gather(self.dispatcher.stop(), self.scheduler.engine.drain(self.scheduler.settings.grace))
-        await self.scheduler.stop()
-        await self.registry.close()
-
-    async def reload(self, settings: Settings) -> list[str]:
-        return [*await self.scheduler.reload(settings), *await self.dispatcher.reload(replace(settings, http_addr=""))]
 
 
 class _Single:
@@ -220,8 +197,6 @@ async def serve(role: str, settings: Settings, flags: Mapping[str, Any] | None =
         except BaseException:
             await app.stop()
             raise
-        if role == "dev":
-            log.info("NotifyAgent dev: gRPC on %s, store %s; Ctrl-C stops", app.scheduler.address, settings.store)
         await stop.wait()
         log.info("stopping (grace %.0f s)", current.grace)
         await asyncio.gather(*reloads, return_exceptions=True)

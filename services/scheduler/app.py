@@ -87,7 +87,7 @@ class SchedulerApp:
         self._server, self.port, self._health = create_server(
             self.settings.grpc_addr,
             [
-                lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(NotifyServicer(Operations(e)), s),
+                lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(NotifyServicer(Operations(e, self.store)), s),
                 lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(e), s),
                 lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(e, shutdown=lambda: self.on_shutdown()), s),
             ],
@@ -116,7 +116,7 @@ class SchedulerApp:
                 await self.registry.deregister(self.settings.service_name, self._node.id)
             except Exception as e:  # stopping must go on
                 log.warning("deregistering failed: %s", e)
-        await self.engine.drain(self.settings.grace)
+        await self.drain()
         if self.alerter is not None:
             await self.alerter.stop()  # the open window is committed while the store is open
         if self._server is not None:
@@ -126,6 +126,10 @@ class SchedulerApp:
         if self._ops is not None:
             await self._ops.stop()
         log.info("scheduler stopped")
+
+    async def drain(self) -> None:
+        """Stops granting and waits up to the grace period for the results of calls in flight."""
+        await self.engine.drain(self.settings.grace)
 
     @staticmethod
     def _queue_configs(settings: Settings):

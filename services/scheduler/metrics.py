@@ -53,23 +53,23 @@ class SchedulerMetrics:
             self.by_state.labels(queue, state.name.lower()).set(count)
 
     def _collect(self):
-        e = self._engine
-        yield gauge("notifyagent_sent_ok", "Notifies delivered since start (old name; see notifyagent_delivered_total)", e.sent_ok)
-        yield gauge("notifyagent_sent_failed", "Notifies failed for good since start (old name; see notifyagent_delivered_total)", e.sent_failed)
-        yield gauge("notifyagent_leases", "Calls leased to dispatchers now", len(e.leases))
-        yield gauge("notifyagent_ready", "Due notifies waiting for a dispatcher", len(e.ready))
-        yield gauge("notifyagent_wheel", "Notifies the timer wheel holds for a future time", e.in_wheel())
-        yield gauge("notifyagent_dispatchers", "Connected dispatchers", len(e.sessions))
-        yield gauge("notifyagent_shutting_down", "1 while the scheduler is stopping", int(e.stopping))
+        snap = self._engine.snapshot()
+        yield gauge("notifyagent_sent_ok", "Notifies delivered since start (old name; see notifyagent_delivered_total)", snap.sent_ok)
+        yield gauge("notifyagent_sent_failed", "Notifies failed for good since start (old name; see notifyagent_delivered_total)", snap.sent_failed)
+        yield gauge("notifyagent_leases", "Calls leased to dispatchers now", snap.leases)
+        yield gauge("notifyagent_ready", "Due notifies waiting for a dispatcher", snap.ready)
+        yield gauge("notifyagent_wheel", "Notifies the timer wheel holds for a future time", snap.waiting)
+        yield gauge("notifyagent_dispatchers", "Connected dispatchers", len(snap.dispatchers))
+        yield gauge("notifyagent_shutting_down", "1 while the scheduler is stopping", int(snap.shutting_down))
         in_flight = GaugeMetricFamily("notifyagent_queue_in_flight", "Deliveries in flight per queue", labels=["queue"])
         paused = GaugeMetricFamily("notifyagent_queue_paused", "1 if the queue is paused", labels=["queue"])
-        for cfg in e.queues.configs():
+        for cfg in snap.queue_configs.values():
             paused.add_metric([cfg.name], int(cfg.paused))
-        for name in sorted({c.name for c in e.queues.configs()} | set(e.ready.queue_names())):
-            in_flight.add_metric([name], e.leases.in_flight(name))
+        for name in sorted(set(snap.queue_configs) | set(snap.ready_queues) | set(snap.in_flight)):
+            in_flight.add_metric([name], snap.in_flight.get(name, 0))
         leases = GaugeMetricFamily("notifyagent_dispatcher_leases", "Leases held per connected dispatcher", labels=["dispatcher"])
         draining = GaugeMetricFamily("notifyagent_dispatcher_draining", "1 if the dispatcher takes no more work", labels=["dispatcher"])
-        for s in e.sessions.values():
-            leases.add_metric([s.dispatcher_id], e.leases.held_by(s.dispatcher_id))
-            draining.add_metric([s.dispatcher_id], int(s.draining))
+        for d in snap.dispatchers:
+            leases.add_metric([d.dispatcher_id], d.leases)
+            draining.add_metric([d.dispatcher_id], int(d.draining))
         yield from (in_flight, paused, leases, draining)
