@@ -3,7 +3,7 @@
 // extension, no generated code. Create a notify, read it back, fire a
 // trigger, and read the field violations of a bad request.
 //
-//   php clients/php/http_example.php http://127.0.0.1:9000   (NOTIFY_HTTP_URL: the API, default http://127.0.0.1:8080)
+//   php clients/php/http_example.php http://127.0.0.1:9000   (NOTIFY_HTTP_ADDR: the API, default 127.0.0.1:8080)
 //
 // Bodies and answers are proto3 JSON with the proto field names; errors are
 // {"error": {"code": HTTP, "status": "INVALID_ARGUMENT", "message": ..., "details": [...]}}.
@@ -12,7 +12,7 @@ declare(strict_types=1);
 /** One API call: returns [HTTP status, decoded JSON answer]. */
 function api(string $method, string $path, ?array $body = null): array
 {
-    $base = rtrim(getenv('NOTIFY_HTTP_URL') ?: 'http://127.0.0.1:8080', '/');
+    $base = 'http://' . (getenv('NOTIFY_HTTP_ADDR') ?: '127.0.0.1:8080');
     $curl = curl_init($base . $path);
     curl_setopt_array($curl, [
         CURLOPT_CUSTOMREQUEST => $method,
@@ -59,7 +59,7 @@ function waitFinal(string $id): array
 }
 
 if ($argc !== 2) {
-    fwrite(STDERR, "usage: http_example.php TARGET_BASE_URL   (NOTIFY_HTTP_URL: the API, default http://127.0.0.1:8080)\n");
+    fwrite(STDERR, "usage: http_example.php TARGET_BASE_URL   (NOTIFY_HTTP_ADDR: the API, default 127.0.0.1:8080)\n");
     exit(2);
 }
 $target = $argv[1];
