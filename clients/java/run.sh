@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Generate, compile and run the Java example with Debian's grpc-java:
-#   apt-get install protobuf-compiler protobuf-compiler-grpc-java-plugin libgrpc-java libprotobuf-java \
+#   apt-get install protobuf-compiler protobuf-compiler-grpc-java-plugin libgrpc-java libprotobuf-java libguava-java \
 #     libnetty-java libperfmark-java libgoogle-gson-java libgeronimo-annotation-1.3-spec-java default-jdk-headless
 #   clients/java/run.sh http://127.0.0.1:9000        (NOTIFY_GRPC_ADDR: the scheduler)
 # NotifyAgent's classes come from `buf generate`; com.google.rpc (Status,
