@@ -7,7 +7,7 @@ import functools
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from ...v1 import notify_pb2 as pb
-from ..engine.model import METHODS, AttemptRecord, NewNotify, Notification, Request, RetryPolicy, Spec, State, Success
+from ..engine.model import METHODS, AttemptRecord, GroupStatus, NewNotify, Notification, Request, RetryPolicy, Spec, State, Success
 
 DEFAULT_RETRY = RetryPolicy()
 DEFAULT_SUCCESS = Success()
@@ -73,6 +73,7 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, prefix: str = "not
         expire_at_ms=millis(p.expire_at) if p.HasField("expire_at") else None,
         callback_url=p.callback_url,
         labels=dict(p.labels) if len(p.labels) else {},
+        group_key=p.group_key,
     )
     return NewNotify(spec, request_id), violations
 
@@ -150,6 +151,7 @@ def notify_to_proto(n: Notification, *, with_attempts: bool = True) -> pb.Notify
         labels=s.labels,
         create_time=timestamp(n.create_ms),
         attempt_count=n.attempt_count,
+        group_key=s.group_key,
     )
     out.MergeFromString(_policy_bytes(s.retry, s.success, s.timeout))
     if s.trigger_key:
@@ -179,3 +181,19 @@ def attempt_to_proto(a: AttemptRecord) -> pb.Attempt:
         response_snippet=a.snippet,
         success=a.success,
     )
+
+
+def group_to_proto(g: GroupStatus) -> pb.Group:
+    out = pb.Group(
+        group_key=g.key,
+        counts=[pb.Group.StateCount(state=int(s), count=c) for s, c in sorted(g.counts.items())],
+        total=g.total,
+        done=g.done,
+        callback_url=g.callback_url,
+        callback_notify_id=g.callback_id,
+    )
+    if g.done_ms is not None:
+        out.done_time.CopyFrom(timestamp(g.done_ms))
+    if g.callback_ms is not None:
+        out.callback_time.CopyFrom(timestamp(g.callback_ms))
+    return out

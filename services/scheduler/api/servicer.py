@@ -21,7 +21,7 @@ from . import convert
 from ..engine.core import Engine
 from ..engine.operations import Operations
 from ..engine.errors import FailedPrecondition, InvalidArgument, NotFound, NotifyError, Unavailable
-from ..engine.model import ListFilter, State
+from ..engine.model import ListFilter, NewGroup, State
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
         if not request.requests:
             raise InvalidArgument([("requests", "must hold at least one request")])
         news = self._convert_all(request.requests, self._ops.clock.now_ms(), batch=True)
-        stored = await self._ops.create(news)
+        group = NewGroup(request.group_key, request.group_callback_url)
+        stored = await self._ops.create(news, group=group if group.key or group.callback_url else None)
         return api.BatchCreateNotifyResponse(notifies=[convert.notify_to_proto(n) for n in stored])
 
     @maps_errors
@@ -113,6 +114,7 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
             queue=request.queue,
             trigger_key=request.trigger_key,
             ordering_key=request.ordering_key,
+            group_key=request.group_key,
         )
         items = await self._ops.list(f, after_id=after, limit=size + 1)
         token = _encode_token(items[size - 1].id) if len(items) > size else ""
@@ -137,6 +139,15 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
     @maps_errors
     async def RetryNotify(self, request, context):
         return api.RetryNotifyResponse(notify=convert.notify_to_proto(await self._ops.retry(_require_id(request.id))))
+
+    @maps_errors
+    async def GetGroup(self, request, context):
+        return api.GetGroupResponse(group=convert.group_to_proto(await self._ops.group(request.group_key)))
+
+    @maps_errors
+    async def CancelGroup(self, request, context):
+        cancelled, group = await self._ops.cancel_group(request.group_key)
+        return api.CancelGroupResponse(cancelled=cancelled, group=convert.group_to_proto(group))
 
 
 def _require_id(notify_id: str) -> str:

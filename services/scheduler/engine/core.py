@@ -19,8 +19,8 @@ from typing import Protocol
 from ...common.ids import IdGenerator
 from .errors import Unavailable
 from .leases import Lease, LeaseBook
-from .model import AttemptRecord, NewNotify, Notification, QueueConfig, Request, Spec, State
-from .outcomes import CALLBACK_QUEUE, callback_body, new_notification
+from .model import AttemptRecord, GroupStatus, NewNotify, Notification, QueueConfig, Request, Spec, State
+from .outcomes import CALLBACK_QUEUE, callback_body, group_callback, new_notification
 from .queues import Queues
 from .ready import ReadyQueue
 from .retry import Decision, Outcome, decide, defer
@@ -396,6 +396,11 @@ class Engine:
         )
         return new_notification(NewNotify(spec), self.clock.now_ms(), self.ids)
 
+    def group_callback(self, g: GroupStatus) -> Notification:
+        """The POST of a finished group's counts; the store calls this inside the transaction
+        that ends the group's last member (on its writer, which may be another thread)."""
+        return group_callback(g, self.clock.now_ms(), self.ids)
+
     def _defer(self, n: Notification, outcome: Outcome, now: int) -> ResultWrite:
         """The dispatcher held the call back (its target is backing off): no attempt is counted."""
         d = defer(n, outcome, now)
@@ -424,7 +429,7 @@ class Engine:
         if not writes:
             return
         try:
-            await self.store.save_results(writes)
+            made = await self.store.save_results(writes, group_callback=self.group_callback)
         except Exception:
             for w in writes:  # memory ran ahead of the store: drop it, the loader reads the stored copy again
                 if self.live.get(w.notify.id) is w.notify:
@@ -434,6 +439,8 @@ class Engine:
         finally:
             for lease in ended:
                 self.leases.end(lease)
+        for follow_up in made:  # group callbacks
+            self.admit(follow_up)
         for w in writes:
             if w.follow_up is not None:
                 self.admit(w.follow_up)
