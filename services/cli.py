@@ -20,6 +20,7 @@ from grpc_status import rpc_status
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from . import __version__
+from .common.calls import DEFAULT_METHOD, METHODS
 from .common.config import ConfigError, add_flags, load
 from .v1 import admin_service_pb2 as admin_pb, admin_service_pb2_grpc as admin_grpc
 from .v1 import notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc as api_grpc
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = client("send", "create a notify")
     s.add_argument("url")
-    s.add_argument("-X", "--method", default="POST", choices=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"])
+    s.add_argument("-X", "--method", default=DEFAULT_METHOD, choices=METHODS)
     body = s.add_mutually_exclusive_group()
     body.add_argument("--json", dest="json_body", help="JSON body, sent byte-exact")
     body.add_argument("--data", help="raw body (use @file to read a file)")

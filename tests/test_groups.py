@@ -264,13 +264,13 @@ async def test_cancel_group_drops_due_members_from_memory_so_none_is_sent(system
 
     await system.admin.PauseQueue(admin_pb.PauseQueueRequest(name="held"))
     batch = api.BatchCreateNotifyRequest(requests=[member(target.url("/held"), queue="held") for _ in range(4)], group_key="due")
-    await system.api.BatchCreateNotify(batch)
-    assert len(system.scheduler.engine.ready) == 4  # due, waiting for the paused queue
+    created = (await system.api.BatchCreateNotify(batch)).notifies
+    assert system.scheduler.engine.snapshot().ready == 4  # due, waiting for the paused queue
     assert (await system.api.CancelGroup(api.CancelGroupRequest(group_key="due"))).cancelled == 4
     await system.admin.ResumeQueue(admin_pb.ResumeQueueRequest(name="held"))
     await asyncio.sleep(0.3)
     assert target.received == []
-    assert not [n for n in system.scheduler.engine.live.values() if n.spec.group_key == "due"]
+    assert [system.scheduler.engine.held(n.id) for n in created] == [None] * 4
 
 
 async def test_the_group_callback_survives_a_sigkill_and_stays_one_notify(tmp_path, target):

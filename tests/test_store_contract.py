@@ -1,6 +1,7 @@
 """Store behaviour: one contract suite over every adapter, then adapter specifics.
 
-The contract runs against SqliteStore (a file in tmp_path) and PostgresStore on
+The contract runs against SqliteStore (a file in tmp_path), MemoryStore (the
+in-memory twin the engine tests use) and PostgresStore on
 the PostgreSQL at NOTIFY_TEST_POSTGRES (default postgresql://postgres@127.0.0.1:5432/test),
 each test in a fresh schema dropped afterwards. Without that server the
 PostgreSQL cases are skipped locally and fail when CI is set.
@@ -34,12 +35,14 @@ from notifyagent.scheduler.engine.model import (
     State,
     Success,
 )
+from notifyagent.scheduler.store.memory import MemoryData, MemoryStore
 from notifyagent.scheduler.store.postgres import PostgresStore
 from notifyagent.scheduler.store.sqlite import SqliteStore
 from notifyagent.scheduler.store.port import ResultWrite, Store
 
 PG_DSN = os.environ.get("NOTIFY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-ADAPTERS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+ADAPTERS = ["sqlite", "memory", pytest.param("postgres", marks=pytest.mark.postgres)]
+ON_DISK = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]  # stores with migrations
 START = (-1, "")  # a load_due cursor before everything
 
 
@@ -71,6 +74,11 @@ async def backing(kind: str, tmp_path: Path) -> AsyncIterator[OpenStore]:
     if kind == "sqlite":
         def build() -> Store:
             return SqliteStore(tmp_path / "notify.db")
+    elif kind == "memory":
+        data = MemoryData()
+
+        def build() -> Store:
+            return MemoryStore(data)
     else:
         admin = await postgres_admin()
         schema = f"t_{uuid.uuid4().hex[:16]}"
@@ -674,7 +682,7 @@ _OLD_ROW = (nid(1), "", 3, "default", "", "", 1_000, 500, None, 0, 0, None,
             '"r":[20,5.0,7200.0,2.0,86400.0,[]],"s":[[],""],"ff":false,"t":30.0,"x":null,"cb":"","l":{}}')  # fmt: skip
 
 
-@pytest.fixture(params=ADAPTERS)
+@pytest.fixture(params=ON_DISK)
 async def kind_and_old_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
     """Opens a store over tables written by a release before groups (one row in them)."""
     async with backing(request.param, tmp_path) as open_one:

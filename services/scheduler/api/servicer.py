@@ -179,19 +179,19 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     async def _queue_stats(
         self, names: list[str] | None = None, counts: dict[tuple[str, State], int] | None = None
     ) -> list[admin_pb.QueueStats]:
-        e = self._engine
         if counts is None:
-            counts = await e.counts()
+            counts = await self._engine.counts()
+        snap = self._engine.snapshot()
         if names is None:
-            names = sorted({q for q, _ in counts} | set(e.ready.queue_names()) | {c.name for c in e.queues.configs()})
+            names = sorted({q for q, _ in counts} | set(snap.ready_queues) | set(snap.queue_configs))
         out = []
         for name in names:
             by_state = {s: c for (q, s), c in counts.items() if q == name}
-            cfg = e.queues.config(name)
+            cfg = snap.queue_config(name)
             out.append(admin_pb.QueueStats(
                 name=name,
                 pending=by_state.get(State.PENDING, 0),
-                in_flight=e.leases.in_flight(name),
+                in_flight=snap.in_flight.get(name, 0),
                 scheduled=sum(by_state.get(s, 0) for s in (State.SCHEDULED, State.RETRY_WAIT, State.WAITING_TRIGGER)),
                 failed=by_state.get(State.FAILED, 0),
                 succeeded=by_state.get(State.SUCCEEDED, 0),
@@ -201,33 +201,33 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
 
     @maps_errors
     async def GetStatus(self, request, context):
-        e = self._engine
-        by_queue = await e.counts()
+        by_queue = await self._engine.counts()
+        snap = self._engine.snapshot()
         counts: dict[State, int] = {}
         for (_, state), c in by_queue.items():
             counts[state] = counts.get(state, 0) + c
         return admin_pb.GetStatusResponse(
-            start_time=convert.timestamp(e.start_ms),
+            start_time=convert.timestamp(snap.start_ms),
             pid=os.getpid(),
             version=__version__,
             counts=[admin_pb.StateCount(state=int(s), count=c) for s, c in sorted(counts.items())],
-            sent_ok=e.sent_ok,
-            sent_failed=e.sent_failed,
+            sent_ok=snap.sent_ok,
+            sent_failed=snap.sent_failed,
             dispatchers=[
                 admin_pb.DispatcherInfo(
-                    dispatcher_id=s.dispatcher_id, version=s.version, capacity=s.capacity, credit=s.credit,
-                    leases=e.leases.held_by(s.dispatcher_id), connect_time=convert.timestamp(s.connect_ms),
+                    dispatcher_id=d.dispatcher_id, version=d.version, capacity=d.capacity, credit=d.credit,
+                    leases=d.leases, connect_time=convert.timestamp(d.connect_ms),
                 )  # fmt: skip
-                for s in e.sessions.values()
+                for d in snap.dispatchers
             ],
             queues=await self._queue_stats(counts=by_queue),
-            wheel_size=len(e.wheel),
+            wheel_size=snap.wheel,
         )
 
     async def _change_queue(self, name: str, **changes) -> admin_pb.QueueStats:
         if not name:
             raise InvalidArgument([("name", "is required")])
-        cfg = self._engine.queues.config(name)
+        cfg = self._engine.queue_config(name)
         await self._engine.update_queue(dataclasses.replace(cfg, **changes))
         (stats,) = await self._queue_stats([name])
         return stats

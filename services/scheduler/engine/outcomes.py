@@ -1,4 +1,4 @@
-"""What the engine and the API operations share: states, updatable fields, new notifies, callbacks."""
+"""What the engine and the API operations share: updatable fields, new notifies, callbacks."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import json
 from ...common.ids import IdGenerator
 from .model import AttemptRecord, GroupStatus, NewNotify, Notification, Request, Spec, State
 
-UNFINISHED = (State.SCHEDULED, State.WAITING_TRIGGER, State.PENDING, State.DELIVERING, State.RETRY_WAIT)
-UPDATABLE_STATES = (State.SCHEDULED, State.WAITING_TRIGGER, State.PENDING, State.RETRY_WAIT)
 # UpdateNotify mask paths and the Spec fields each one replaces.
 UPDATABLE = {
     "request": ("request",),

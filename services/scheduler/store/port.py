@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from ..engine.model import AttemptRecord, GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
-
-ACTIVE = (State.SCHEDULED, State.PENDING, State.RETRY_WAIT)  # states the timer loads by due time
+from ..engine.transitions import ACTIVE  # noqa: F401  (states the loader reads by due time)
 
 GroupCallback = Callable[[GroupStatus], Notification]
 """Builds the notify that POSTs a finished group's counts to its callback_url. Writes that can

@@ -8,7 +8,7 @@ import sqlite3
 from . import codec
 from ..engine.errors import FailedPrecondition
 from ..engine.model import GroupStatus, NewGroup, Notification, State
-from ..engine.outcomes import UNFINISHED
+from ..engine.transitions import UNFINISHED
 from .port import GroupCallback
 
 _UNFINISHED_SQL = ", ".join(str(int(s)) for s in UNFINISHED)
