@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class AdminServiceStub:
-    """AdminService is for operators.
+    """AdminService is for operators. Errors follow NotifyService: bad input is
+    INVALID_ARGUMENT with a google.rpc.BadRequest naming the request field
+    ("name", "max_concurrent", "rate", "burst").
     """
 
     def __init__(self, channel):
@@ -68,11 +70,14 @@ class AdminServiceStub:
 
 
 class AdminServiceServicer:
-    """AdminService is for operators.
+    """AdminService is for operators. Errors follow NotifyService: bad input is
+    INVALID_ARGUMENT with a google.rpc.BadRequest naming the request field
+    ("name", "max_concurrent", "rate", "burst").
     """
 
     def GetStatus(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The process's status: counts by state, dispatchers, queues.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -85,13 +90,16 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResumeQueue(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Grants from a paused queue again.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SetQueueLimits(self, request, context):
         """Sets a queue's max concurrent deliveries and rate limit (0 = unlimited).
+        Stored, but a queue named in NOTIFY_QUEUES takes its limits from there
+        again at every start and reload.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -154,7 +162,9 @@ def add_AdminServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
-    """AdminService is for operators.
+    """AdminService is for operators. Errors follow NotifyService: bad input is
+    INVALID_ARGUMENT with a google.rpc.BadRequest naming the request field
+    ("name", "max_concurrent", "rate", "burst").
     """
 
     @staticmethod
