@@ -43,7 +43,9 @@ class DevApp:
     def __init__(self, settings: Settings) -> None:
         self.registry = from_url(settings.registry)
         self.scheduler = SchedulerApp(settings, registry=self.registry)
-        self.dispatcher = DispatcherApp(replace(settings, http_addr=""), registry=self.registry)
+        # With tokens on, its own dispatcher holds a token of this process's, not one from the file.
+        own = settings.token or self.scheduler.auth.internal("dev-dispatcher", frozenset({"dispatcher"}))
+        self.dispatcher = DispatcherApp(replace(settings, http_addr="", token=own), registry=self.registry)
 
     async def start(self) -> None:
         await self.scheduler.start()
@@ -56,6 +58,9 @@ class DevApp:
 
     async def reload(self, settings: Settings) -> list[str]:
         return [*await self.scheduler.reload(settings), *await self.dispatcher.reload(replace(settings, http_addr=""))]
+
+    def reread_files(self) -> list[str]:
+        return self.scheduler.reread_files()
 
 
 class _Single:
@@ -73,6 +78,9 @@ class _Single:
 
     async def reload(self, settings: Settings) -> list[str]:
         return await self.app.reload(settings)
+
+    def reread_files(self) -> list[str]:
+        return self.app.reread_files()
 
 
 class _Worker(_Single):
@@ -142,7 +150,7 @@ async def reload_settings(role: str, app, current: Settings, flags: Mapping[str,
 
 
 def _shown(name: str, value: Any) -> str:
-    if name == "signing_secret" and value:
+    if name in ("signing_secret", "token", "secret_key") and value:
         return "'***'"
     if name == "store" and urlsplit(str(value)).password:
         return repr(str(value).replace(f":{urlsplit(str(value)).password}@", ":***@"))
@@ -161,6 +169,8 @@ async def serve(role: str, settings: Settings, flags: Mapping[str, Any] | None =
         async with reloading:
             try:
                 current = await reload_settings(role, app, current, flags)
+                for change in getattr(app, "reread_files", list)():  # tokens and certificates, even if no setting changed
+                    log.info("SIGHUP: %s", change)
             except Exception:  # a bug in reloading must not take the process down
                 log.exception("SIGHUP: reloading failed; the current settings stay")
 

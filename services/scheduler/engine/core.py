@@ -231,7 +231,7 @@ class Engine:
         self._pump_soon = False
         if not self.accepting:
             return
-        sessions = [s for s in self.sessions.values() if s.credit > 0 and not s.closed]
+        sessions = [s for s in self.sessions.values() if s.credit > 0 and not s.closed and not s.stalled]
         now = self.clock.now_ms()
         allowed = lambda q: self.queues.allowed(q, self.leases.in_flight(q), now)  # noqa: E731
         while sessions and len(self.ready):
@@ -350,6 +350,9 @@ class Engine:
         """Commits results of live leases; acks every result, refused ones too."""
         now = self.clock.now_ms()
         writes, ended = [], []
+        if results and session.stalled:
+            session.stalled = False  # it reports again: it may take grants again
+            self._pump()
         for r in results:
             lease = self.leases.get(r.lease_id)
             if (lease is None or lease.committing or lease.dispatcher_id != session.dispatcher_id
@@ -373,6 +376,11 @@ class Engine:
         if self.leases.get(lease.lease_id) is not lease or lease.committing:
             return  # ended meanwhile (reclaimed from a dead stream, revoked) or its result is in
         lease.committing = True
+        holder = self.sessions.get(lease.dispatcher_id)
+        if holder is not None and not holder.stalled:
+            holder.stalled = True
+            log.warning("dispatcher %s let lease %s expire without a result; no more grants to it until it reports one",
+                        lease.dispatcher_id, lease.lease_id)  # fmt: skip
         now = self.clock.now_ms()
         error = f"lease expired: no result from dispatcher {lease.dispatcher_id} by the deadline"
         attempt = AttemptRecord(lease.attempt, lease.granted_ms, now, lease.dispatcher_id, 0, error, False)

@@ -70,6 +70,7 @@ class Spec:
     expire_at_ms: int | None = None
     callback_url: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    created_by: str = ""  # the name of the token that created it ('' without auth)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from ...common.sealing import REDACTED
 from .core import Engine
 from .errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from .model import ListFilter, NewNotify, Notification, Spec, State
+from .model import ListFilter, NewNotify, Notification, Request, Spec, State
 from .outcomes import UNFINISHED, UPDATABLE, UPDATABLE_STATES, new_notification
 from .validate import check_spec, require_valid
 
@@ -104,6 +105,8 @@ class Operations:
         if current is None:
             raise NotFound(f"notify {notify_id!r} not found")
         changes = {f: getattr(candidate, f) for p in paths for f in UPDATABLE[p]}
+        if "request" in changes:  # a secret sent back as read (<redacted>) keeps its stored value
+            changes["request"] = keep_redacted(current.spec.request, changes["request"])
         spec = replace(current.spec, **changes)
         now = self._e.clock.now_ms()
         require_valid(spec, now_ms=now, limits=self._e.settings.limits)
@@ -144,3 +147,12 @@ class Operations:
         log.info("trigger %r fired %d notifies", trigger_key, len(fired))
         return len(fired)
 
+
+
+def keep_redacted(old: Request, new: Request) -> Request:
+    """new, with each header that reads <redacted> set back to old's value of that header."""
+    stored = {k.lower(): v for k, v in old.headers.items()}
+    if not any(v == REDACTED and k.lower() in stored for k, v in new.headers.items()):
+        return new
+    headers = {k: stored[k.lower()] if v == REDACTED and k.lower() in stored else v for k, v in new.headers.items()}
+    return replace(new, headers=headers)

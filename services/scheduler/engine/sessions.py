@@ -40,6 +40,9 @@ class Session:
     connect_ms: int
     outbox: asyncio.Queue[Outgoing] = field(default_factory=asyncio.Queue)
     closed: bool = False
+    # A lease of this stream expired without a result: it gets no grants until it reports one,
+    # so a stream that takes grants and neither reads nor reports loses them once, not forever.
+    stalled: bool = False
 
     def close(self) -> None:
         """Ends the stream's writer (None is its end-of-stream mark)."""
