@@ -15,6 +15,7 @@ caller is the anonymous principal with every scope.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import hmac
@@ -40,6 +41,7 @@ METRICS = "/metrics"  # the HTTP port's /metrics, when NOTIFY_METRICS_AUTH asks 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
 MAX_FILE_BYTES = 1 << 20
 MAX_TOKEN_CHARS = 512
+REFUSAL_READ_S = 1.0  # how long a refused streaming call may take to send its first message
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 
@@ -212,6 +214,8 @@ class Authenticator:
         except ConfigError as e:
             log.error("SIGHUP: keeping the %d tokens in force: %s", len(self._tokens or ()), e)
             return None
+        if self._tokens is not None and self._tokens.entries == (*tokens.entries, *self._internal):
+            return None
         self._tokens = Tokens([*tokens.entries, *self._internal])
         return f"tokens file {self.path} read again: {len(tokens)} tokens"
 
@@ -268,10 +272,21 @@ def _rebuild(handler, behavior):
 
 
 def _refusing(handler, error: AuthError):
+    async def first_message(request) -> None:
+        # A streaming caller's first message is taken before the refusal: a client still
+        # sending it when the status arrives sees INTERNAL instead of the real code.
+        if handler.request_streaming:
+            try:
+                await asyncio.wait_for(anext(aiter(request)), REFUSAL_READ_S)
+            except Exception:  # ended, broken or silent: the refusal goes out all the same
+                pass
+
     async def refuse(request, context):
+        await first_message(request)
         await context.abort(error.code, str(error))
 
     async def refuse_stream(request, context):
+        await first_message(request)
         await context.abort(error.code, str(error))
         yield  # never reached: makes this an async generator like the handler it stands for
 
