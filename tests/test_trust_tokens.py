@@ -144,6 +144,7 @@ async def test_each_scope_reaches_only_its_rpcs(running, target):
     paused = (await running.admin("admin").PauseQueue(admin.PauseQueueRequest(name="default"))).queue
     assert paused.paused
     await running.admin("admin").ResumeQueue(admin.ResumeQueueRequest(name="default"))
+    assert "/notifyagent.v1.AdminService/PauseQueue by token admin" in running.scheduler.log(), "admin changes name their token"
     by_admin = (await running.api("admin").CreateNotify(create_request(url))).notify
     assert by_admin.created_by == "admin"
     await target.wait_for(2, timeout=10)

@@ -37,6 +37,7 @@ SCOPES = ("client", "read", "dispatcher", "admin")
 NOTIFY_SERVICE = "/notifyagent.v1.NotifyService/"
 READ_METHODS = frozenset({NOTIFY_SERVICE + "GetNotify", NOTIFY_SERVICE + "ListNotifies"})
 LEASE_METHOD = "/notifyagent.v1.DispatchService/Lease"
+ADMIN_SERVICE = "/notifyagent.v1.AdminService/"
 METRICS = "/metrics"  # the HTTP port's /metrics, when NOTIFY_METRICS_AUTH asks for a token: read or admin
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
 MAX_FILE_BYTES = 1 << 20
@@ -258,7 +259,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         except AuthError as e:
             log.warning("refused %s: %s: %s", details.method, e.code.name, e)
             return _refusing(handler, e)
-        log.debug("%s by token %s", details.method, principal.name)
+        audit = details.method.startswith(ADMIN_SERVICE) and not details.method.endswith("/GetStatus")
+        log.log(logging.INFO if audit else logging.DEBUG, "%s by token %s", details.method, principal.name)
         return _as(handler, principal)
 
 

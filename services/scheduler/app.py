@@ -95,6 +95,8 @@ class SchedulerApp:
         await self._server.start()
         await set_serving(self._health, SERVICES, True)
         host, port = split_addr(self.settings.advertise_addr or self.address, "NOTIFY_ADVERTISE_ADDR")
+        if host in ("0.0.0.0", "::") and not self.settings.advertise_addr:
+            host = "127.0.0.1"  # listening everywhere: this host reaches it on loopback (others need NOTIFY_ADVERTISE_ADDR)
         self._node = Node(id=f"scheduler-{os.getpid()}-{port}", address=host, port=port, metadata={"role": "scheduler"})
         await self.registry.register(self.settings.service_name, self._node, ttl=REGISTRY_TTL_S)
         if self.settings.http_addr:
