@@ -3,6 +3,7 @@
     notifyagent dev | scheduler | dispatcher      run (settings from flags, NOTIFY_*, --config)
     notifyagent send URL [--json ...] [--delay 5s] ...
     notifyagent get ID | list | trigger KEY | cancel ID | retry ID | status
+    notifyagent group KEY [--cancel]
     notifyagent token create NAME --scopes client[,read,dispatcher,admin]
 
 Client verbs send NOTIFY_TOKEN as `authorization: Bearer` and use TLS when
@@ -24,6 +25,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from . import __version__
 from .common import auth, tls
+from .common.calls import DEFAULT_METHOD, METHODS
 from .common.config import ConfigError, add_flags, load
 from .v1 import admin_service_pb2 as admin_pb, admin_service_pb2_grpc as admin_grpc
 from .v1 import notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc as api_grpc
@@ -67,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = client("send", "create a notify")
     s.add_argument("url")
-    s.add_argument("-X", "--method", default="POST", choices=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"])
+    s.add_argument("-X", "--method", default=DEFAULT_METHOD, choices=METHODS)
     body = s.add_mutually_exclusive_group()
     body.add_argument("--json", dest="json_body", help="JSON body, sent byte-exact")
     body.add_argument("--data", help="raw body (use @file to read a file)")
@@ -84,11 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=parse_duration, help="per-attempt timeout (default 30s)")
     s.add_argument("--fire-and-forget", action="store_true")
     s.add_argument("--label", action="append", type=parse_pair("="), default=[])
+    s.add_argument("--group", default="", help="fan-out group key (see `notifyagent group KEY`)")
     client("get", "show a notify and its attempts").add_argument("id")
     ls = client("list", "list notifies, oldest first")
     ls.add_argument("--state", choices=[n.removeprefix("STATE_") for n in pb.State.keys()[1:]])
     ls.add_argument("--queue", default="")
     ls.add_argument("--trigger-key", default="")
+    ls.add_argument("--group", default="", help="only the members of this fan-out group")
     ls.add_argument("--page-size", type=int, default=50)
     ls.add_argument("--page-token", default="")
     t = client("trigger", "fire every notify waiting on a trigger key")
@@ -102,11 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     create = tok_sub.add_parser("create", help="print a new random token and its tokens-file line")
     create.add_argument("name", help="a name for logs and Notify.created_by (A-Z a-z 0-9 _ . @ -)")
     create.add_argument("--scopes", default="client", help=f"comma-separated: {', '.join(auth.SCOPES)} [default client]")
+    g = client("group", "show a fan-out group: members by state, done and when")
+    g.add_argument("key")
+    g.add_argument("--cancel", action="store_true", help="cancel every member that has not finished")
     return p
 
 
 def _notify_from_args(a: argparse.Namespace) -> pb.Notify:
-    n = pb.Notify(ordering_key=a.ordering_key, queue=a.queue, fire_and_forget=a.fire_and_forget, labels=dict(a.label))
+    n = pb.Notify(ordering_key=a.ordering_key, queue=a.queue, fire_and_forget=a.fire_and_forget, labels=dict(a.label),
+                  group_key=a.group)  # fmt: skip
     n.request.method = pb.HttpMethod.Value(f"HTTP_METHOD_{a.method}")
     n.request.url = a.url
     n.request.headers.update(dict(a.header))
@@ -139,8 +147,8 @@ def _call(a: argparse.Namespace, channel: grpc.Channel, md: tuple = ()):
     if a.command == "list":
         state = pb.State.Value(f"STATE_{a.state}") if a.state else 0
         return notify.ListNotifies(api.ListNotifiesRequest(
-            state=state, queue=a.queue, trigger_key=a.trigger_key, page_size=a.page_size, page_token=a.page_token),
-            metadata=md)  # fmt: skip
+            state=state, queue=a.queue, trigger_key=a.trigger_key, page_size=a.page_size, page_token=a.page_token,
+            group_key=a.group), metadata=md)  # fmt: skip
     if a.command == "trigger":
         req = api.TriggerRequest(trigger_key=a.key)
         req.delay.FromNanoseconds(int(a.delay * 1e9))
@@ -149,10 +157,16 @@ def _call(a: argparse.Namespace, channel: grpc.Channel, md: tuple = ()):
         return notify.CancelNotify(api.CancelNotifyRequest(id=a.id), metadata=md)
     if a.command == "retry":
         return notify.RetryNotify(api.RetryNotifyRequest(id=a.id), metadata=md)
+    if a.command == "group" and a.cancel:
+        return notify.CancelGroup(api.CancelGroupRequest(group_key=a.key), metadata=md)
+    if a.command == "group":
+        return notify.GetGroup(api.GetGroupRequest(group_key=a.key), metadata=md)
     return admin_grpc.AdminServiceStub(channel).GetStatus(admin_pb.GetStatusRequest(), metadata=md)
 
 
 def _safe_to_repeat(a: argparse.Namespace) -> bool:
+    if a.command == "group":
+        return not a.cancel
     return a.command not in ("send", "trigger", "cancel", "retry") or (a.command == "send" and bool(a.request_id))
 
 
@@ -178,7 +192,7 @@ def run_client(a: argparse.Namespace) -> int:
                     resp = _call(a, channel, md)
         except grpc.RpcError as e:
             return _print_error(e, addr)
-    print(json_format.MessageToJson(resp, indent=2, always_print_fields_with_no_presence=a.command == "trigger"))
+    print(json_format.MessageToJson(resp, indent=2, always_print_fields_with_no_presence=a.command in ("trigger", "group")))
     return 0
 
 

@@ -28,6 +28,7 @@ from notifyagent.runner import LOOPBACK
 from notifyagent.dispatcher.app import DispatcherApp
 from notifyagent.scheduler.app import SchedulerApp
 from notifyagent.scheduler.engine.model import Request, Spec
+from notifyagent.scheduler.engine.clock import FakeClock  # noqa: F401  (engine-level tests use it from here)
 from notifyagent.scheduler.engine.sessions import Grant
 from notifyagent.v1 import admin_service_pb2_grpc, notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc
 
@@ -68,7 +69,7 @@ class Target:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)  # stop cancels slow answers
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -340,13 +341,16 @@ class _BearerStreamStream(_Bearer, grpc.aio.StreamStreamClientInterceptor):
 
 
 def open_channel(addr: str, token: str | None = None, *, credentials=None) -> grpc.aio.Channel:
-    """A client channel that sends `token` (default: the Proc-run schedulers' test token)."""
+    """A client channel that sends `token` (default: the Proc-run schedulers' test token).
+    Its connections are its own: a failed handshake on another channel (a test of a wrong
+    CA) leaves no backoff behind for this one."""
+    options = [("grpc.use_local_subchannel_pool", 1)]
     token = process_token() if token is None else token
     kinds = (_BearerUnaryUnary, _BearerUnaryStream, _BearerStreamUnary, _BearerStreamStream)
     interceptors = [kind(token) for kind in kinds] if token else None
     if credentials is not None:
-        return grpc.aio.secure_channel(addr, credentials, interceptors=interceptors)
-    return grpc.aio.insecure_channel(addr, interceptors=interceptors)
+        return grpc.aio.secure_channel(addr, credentials, options=options, interceptors=interceptors)
+    return grpc.aio.insecure_channel(addr, options=options, interceptors=interceptors)
 
 
 def tls_client(settings: Settings):
@@ -430,23 +434,10 @@ def _leaf(ca_key, ca_name, host: str) -> tuple[bytes, bytes]:
 T0 = 1_700_000_000_000
 
 
-class FakeClock:
-    def __init__(self, now_ms: int) -> None:
-        self.now = now_ms
-
-    def now_ms(self) -> int:
-        return self.now
-
-
 def spec(**fields) -> Spec:
     return Spec(request=Request(method="POST", url="https://example.com/hook"), **fields)
 
 
 def granted_leases(session) -> list:
     """Takes the grants waiting in a session's outbox (what its stream would send)."""
-    out = []
-    while not session.outbox.empty():
-        item = session.outbox.get_nowait()
-        if isinstance(item, Grant):
-            out.append(item.lease)
-    return out
+    return [item.lease for item in session.take() or () if isinstance(item, Grant)]

@@ -83,7 +83,7 @@ class SchedulerApp:
             self.settings.grpc_addr,
             [
                 lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(
-                    NotifyServicer(Operations(e), secret=self.secret), s),
+                    NotifyServicer(Operations(e, self.store), secret=self.secret), s),
                 lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(
                     e, max_streams=self.settings.dispatcher_max_streams, max_credit=self.settings.dispatcher_max_credit), s),
                 lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(e), s),
@@ -122,7 +122,7 @@ class SchedulerApp:
                 await self.registry.deregister(self.settings.service_name, self._node.id)
             except Exception as e:  # stopping must go on
                 log.warning("deregistering failed: %s", e)
-        await self.engine.drain(self.settings.grace)
+        await self.drain()
         if self._server is not None:
             await self._server.stop(grace=1.0)
         await self.engine.stop()
@@ -130,6 +130,10 @@ class SchedulerApp:
         if self._ops is not None:
             await self._ops.stop()
         log.info("scheduler stopped")
+
+    async def drain(self) -> None:
+        """Stops granting and waits up to the grace period for the results of calls in flight."""
+        await self.engine.drain(self.settings.grace)
 
     @staticmethod
     def _queue_configs(settings: Settings):
@@ -149,13 +153,13 @@ class SchedulerApp:
         return changes
 
     def _metrics(self):
-        e = self.engine
-        yield gauge("notifyagent_sent_ok", "Notifies delivered since start", e.sent_ok)
-        yield gauge("notifyagent_sent_failed", "Notifies failed for good since start", e.sent_failed)
-        yield gauge("notifyagent_leases", "Calls leased to dispatchers now", len(e.leases))
-        yield gauge("notifyagent_ready", "Due notifies waiting for a dispatcher", len(e.ready))
-        yield gauge("notifyagent_wheel", "Notifies held by the timer wheel", len(e.wheel))
-        yield gauge("notifyagent_dispatchers", "Connected dispatchers", len(e.sessions))
+        snap = self.engine.snapshot()
+        yield gauge("notifyagent_sent_ok", "Notifies delivered since start", snap.sent_ok)
+        yield gauge("notifyagent_sent_failed", "Notifies failed for good since start", snap.sent_failed)
+        yield gauge("notifyagent_leases", "Calls leased to dispatchers now", snap.leases)
+        yield gauge("notifyagent_ready", "Due notifies waiting for a dispatcher", snap.ready)
+        yield gauge("notifyagent_wheel", "Notifies held by the timer wheel", snap.wheel)
+        yield gauge("notifyagent_dispatchers", "Connected dispatchers", len(snap.dispatchers))
 
 
 def _redact(url: str) -> str:
