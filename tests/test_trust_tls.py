@@ -151,7 +151,7 @@ async def test_sighup_takes_a_new_certificate_and_a_bad_one_keeps_the_old(tmp_pa
         shutil.copy(first.other_cert, cert)
         shutil.copy(first.other_key, key)
         run.scheduler.popen.send_signal(signal.SIGHUP)
-        await asyncio.to_thread(wait_until, lambda: "read again" in run.scheduler.log(), 10, "the reload")
+        await asyncio.to_thread(wait_until, lambda: f"TLS certificate {cert} read again" in run.scheduler.log(), 10, "the reload")
         assert await refused(run.addr, creds(first.other_ca), token) == grpc.StatusCode.OK, "new connections get the new one"
         assert await refused(run.addr, creds(first.ca), token) == grpc.StatusCode.UNAVAILABLE
     finally:
