@@ -73,3 +73,34 @@ async def test_idle_streams_with_a_dispatcher_token_do_not_starve_a_real_dispatc
         await rogue.close()
         real.kill()
         await asyncio.to_thread(scheduler.terminate)
+
+
+async def test_another_token_cannot_take_over_a_dispatcher_id_or_report_its_leases(tmp_path):
+    """In process: the real dispatcher and an intruder with a dispatcher token of its own, same id."""
+    from test_lease_protocol import RawDispatcher
+    from support import System
+
+    trust = Trust.make(tmp_path)
+    system = System(trust.settings(tmp_path, lease_margin=0.3), dispatchers=0, token=trust.tokens["tests"])
+    await system.start()
+    real_ch, rogue_ch = open_channel(system.scheduler.address, trust.tokens["dispatcher"]), open_channel(system.scheduler.address, trust.tokens["rogue"])
+    try:
+        real = RawDispatcher(real_ch, "d1", capacity=1)
+        n = pb.Notify(request=pb.HttpRequest(url="http://127.0.0.1:9/x"))
+        created = (await system.api.CreateNotify(api.CreateNotifyRequest(notify=n))).notify
+        (grant,) = await real.wait_grants(1)
+        intruder = RawDispatcher(rogue_ch, "d1", capacity=1)
+        intruder.report(grant, status=200)  # a fake success for the real one's lease
+        await intruder.wait_acked(grant.lease_id)
+        assert (await system.get(created.id)).state == pb.STATE_DELIVERING, "refused: not the intruder's lease"
+        real.report(grant, status=200)
+        await system.wait_state(created.id, pb.STATE_SUCCEEDED)
+        ids = sorted(d.dispatcher_id for d in (await system.admin.GetStatus(admin.GetStatusRequest())).dispatchers)
+        assert ids == ["d1@dispatcher", "d1@rogue"], "both sessions live side by side"
+        assert (await system.get(created.id)).attempts[0].dispatcher_id == "d1@dispatcher"
+        await real.close()
+        await intruder.close()
+    finally:
+        await real_ch.close()
+        await rogue_ch.close()
+        await system.stop()

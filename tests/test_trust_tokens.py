@@ -308,3 +308,33 @@ def test_scopes_map_to_methods_as_designed():
     assert not may({"client", "read", "dispatcher"}, "/notifyagent.v1.AdminService/PauseQueue")
     assert all(may({"admin"}, m) for m in (svc + "CreateNotify", auth.LEASE_METHOD, "/notifyagent.v1.AdminService/Drain"))
     assert auth.is_open("/grpc.health.v1.Health/Check") and auth.is_open("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+
+
+def test_trust_settings_are_checked_and_booleans_read_as_written():
+    from notifyagent.common.config import load
+
+    assert load({}, {"NOTIFY_INSECURE": "yes"}).insecure is True
+    assert load({}, {"NOTIFY_INSECURE": "false"}).insecure is False
+    for env, names in [
+        ({"NOTIFY_INSECURE": "maybe"}, "NOTIFY_INSECURE"),
+        ({"NOTIFY_TLS_CERT": "c.pem"}, "NOTIFY_TLS_KEY"),
+        ({"NOTIFY_TLS_CLIENT_CA": "ca.pem"}, "NOTIFY_TLS_CERT"),
+        ({"NOTIFY_METRICS_AUTH": "true"}, "NOTIFY_TOKENS_FILE"),
+        ({"NOTIFY_DISPATCHER_MAX_STREAMS": "0"}, "NOTIFY_DISPATCHER_MAX_STREAMS"),
+    ]:  # fmt: skip
+        with pytest.raises(ConfigError, match=names):
+            load({}, env)
+
+
+def test_fuzzed_secret_settings_fail_only_with_config_errors():
+    from notifyagent.common.sealing import SecretBox, secret_names
+
+    rng = random.Random(12)
+    alphabet = "ab-_ ,=\n\x00é/" + "A" * 5
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        for build in (secret_names, SecretBox):
+            try:
+                build(text)
+            except ConfigError:
+                pass
