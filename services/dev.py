@@ -9,7 +9,7 @@ import asyncio
 import logging
 from dataclasses import replace
 
-from .common.config import Settings
+from .common.config import ConfigError, Settings
 from .dispatcher.app import DispatcherApp
 from .registry import from_url
 from .scheduler.app import SchedulerApp
@@ -22,6 +22,8 @@ class DevApp:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        if settings.tls_cert and not settings.tls_ca:
+            raise ConfigError("dev with NOTIFY_TLS_CERT needs NOTIFY_TLS_CA too: its own dispatcher verifies the scheduler with it")
         self.registry = from_url(settings.registry)
         self.scheduler = SchedulerApp(settings, registry=self.registry)
         # With tokens on, its own dispatcher holds a token of this process's, not one from the file.

@@ -156,3 +156,14 @@ async def test_sighup_takes_a_new_certificate_and_a_bad_one_keeps_the_old(tmp_pa
         assert await refused(run.addr, creds(first.ca), token) == grpc.StatusCode.UNAVAILABLE
     finally:
         await run.stop()
+
+
+async def test_dev_with_a_certificate_but_no_ca_says_what_is_missing(tmp_path):
+    pki = Pki.make(tmp_path)
+    args = [sys.executable, "-m", "notifyagent", "dev", "--grpc-addr", f"127.0.0.1:{free_port()}", "--http-addr", "",
+            "--store", f"sqlite:///{tmp_path}/n.db", "--tls-cert", str(pki.cert), "--tls-key", str(pki.key)]  # fmt: skip
+    out = await asyncio.to_thread(subprocess.run, args, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: dev with NOTIFY_TLS_CERT needs NOTIFY_TLS_CA"), out.stderr
+    missing = await asyncio.to_thread(subprocess.run, [*args, "--tls-ca", str(tmp_path / "nope.pem")], capture_output=True, text=True, timeout=30)
+    assert missing.returncode == 2 and "cannot read NOTIFY_TLS_CA" in missing.stderr and "Traceback" not in missing.stderr, missing.stderr
