@@ -9,6 +9,8 @@ import asyncio
 import logging
 from dataclasses import replace
 
+from prometheus_client import CollectorRegistry
+
 from .common.config import ConfigError, Settings
 from .dispatcher.app import DispatcherApp
 from .registry import from_url
@@ -25,10 +27,11 @@ class DevApp:
         if settings.tls_cert and not settings.tls_ca:
             raise ConfigError("dev with NOTIFY_TLS_CERT needs NOTIFY_TLS_CA too: its own dispatcher verifies the scheduler with it")
         self.registry = from_url(settings.registry)
-        self.scheduler = SchedulerApp(settings, registry=self.registry)
+        metrics = CollectorRegistry(auto_describe=False)  # one /metrics for both
+        self.scheduler = SchedulerApp(settings, registry=self.registry, metrics=metrics)
         # With tokens on, its own dispatcher holds a token of this process's, not one from the file.
         own = settings.token or self.scheduler.auth.internal("dev-dispatcher", frozenset({"dispatcher"}))
-        self.dispatcher = DispatcherApp(replace(settings, http_addr="", token=own), registry=self.registry)
+        self.dispatcher = DispatcherApp(replace(settings, http_addr="", token=own), registry=self.registry, metrics=metrics)
 
     async def start(self) -> None:
         await self.scheduler.start()

@@ -7,17 +7,19 @@ import logging
 import random
 from dataclasses import replace
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
 from ..common.auth import Authenticator, call_metadata
 from ..common.config import Settings
 from ..common.tls import ServerTls, channel_credentials
-from ..common.web import OpsServer, gauge
+from ..common.web import OpsServer, add_collector, gauge
 from ..registry import Node, Registry
 from .client import LeaseClient
 from .guard import NetworkPolicy
 from .hosts import HostLimiter, LimitedSender
 from .http import HttpSender
+from .metrics import DispatcherMetrics, MeteredSender
 from .signing import parse_secret
 
 log = logging.getLogger(__name__)
@@ -27,15 +29,21 @@ REGISTRY_TTL_S = 10.0
 class DispatcherApp:
     LIVE_SETTINGS = frozenset({"capacity", "grace"})  # what reload() applies; the rest needs a restart
 
-    def __init__(self, settings: Settings, *, registry: Registry, dispatcher_id: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, registry: Registry, dispatcher_id: str | None = None,
+        metrics: CollectorRegistry | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
         self.registry = registry
         secret = parse_secret(settings.signing_secret) if settings.signing_secret else None
         self.sender = HttpSender(policy=NetworkPolicy.from_csv(settings.allow_networks), signing_secret=secret)
         self.hosts = HostLimiter(ceiling=settings.capacity)
+        self.metrics_registry = metrics if metrics is not None else CollectorRegistry(auto_describe=False)
+        self.metrics = DispatcherMetrics(self.metrics_registry)
+        add_collector(self.metrics_registry, self._metrics)
         channel_credentials(settings)  # fails fast on a bad NOTIFY_TLS_* file; each connect reads them again
         self.client = LeaseClient(
-            sender=LimitedSender(self.sender, self.hosts), discover=self._discover, capacity=settings.capacity,
+            sender=MeteredSender(LimitedSender(self.sender, self.hosts), self.metrics), discover=self._discover, capacity=settings.capacity,
             dispatcher_id=dispatcher_id, credentials=lambda: channel_credentials(settings),
             metadata=call_metadata(settings.token),
         )  # fmt: skip
@@ -60,7 +68,7 @@ class DispatcherApp:
         self._task.add_done_callback(_log_if_failed)
         if self.settings.http_addr:
             self._ops = OpsServer(
-                self.settings.http_addr, healthy=lambda: not self._stopped, collect=self._metrics,
+                self.settings.http_addr, healthy=lambda: not self._stopped, registry=self.metrics_registry,
                 ssl_context=self._tls.ssl_context() if self._tls else None,
                 authenticator=self._auth, metrics_auth=self.settings.metrics_auth,
             )  # fmt: skip
