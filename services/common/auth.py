@@ -83,8 +83,10 @@ def current() -> Principal:
 
 def required_scopes(method: str) -> frozenset[str]:
     """Any one of these scopes allows `method` (a full gRPC method name, or METRICS)."""
-    if method in READ_METHODS or method == METRICS:
-        return frozenset({"client", "read", "admin"} if method != METRICS else {"read", "admin"})
+    if method == METRICS:
+        return frozenset({"read", "admin"})
+    if method in READ_METHODS:
+        return frozenset({"client", "read", "admin"})
     if method.startswith(NOTIFY_SERVICE):
         return frozenset({"client", "admin"})
     if method == LEASE_METHOD:
