@@ -4,6 +4,10 @@
     notifyagent send URL [--json ...] [--delay 5s] ...
     notifyagent get ID | list | trigger KEY | cancel ID | retry ID | status
     notifyagent group KEY [--cancel]
+    notifyagent token create NAME --scopes client[,read,dispatcher,admin]
+
+Client verbs send NOTIFY_TOKEN as `authorization: Bearer` and use TLS when
+NOTIFY_TLS_CA is set (presenting NOTIFY_TLS_CERT/KEY under mTLS).
 
 Exit codes: 0 done; 1 the scheduler answered an error (printed with its field
 violations); 2 an operator's mistake (a bad setting or value, a port in use, a
@@ -28,6 +32,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from . import __version__
+from .common import auth
 from .common.calls import DEFAULT_METHOD, METHODS
 from .common.config import ConfigError, add_flags, load
 from .v1 import notify_pb2 as pb
@@ -139,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     client("cancel", "cancel a notify that has not finished").add_argument("id")
     client("retry", "send a FAILED or CANCELLED notify again").add_argument("id")
     client("status", "show the scheduler's status")
+    tok = sub.add_parser("token", help="make tokens for NOTIFY_TOKENS_FILE", description="make tokens for NOTIFY_TOKENS_FILE")
+    tok_sub = tok.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = tok_sub.add_parser("create", help="print a new random token and its tokens-file line")
+    create.add_argument("name", help="a name for logs and Notify.created_by (A-Z a-z 0-9 _ . @ -)")
+    create.add_argument("--scopes", default="client", help=f"comma-separated: {', '.join(auth.SCOPES)} [default client]")
     g = client("group", "show a fan-out group: members by state, done and when")
     g.add_argument("key")
     g.add_argument("--cancel", action="store_true", help="cancel every member that has not finished")
@@ -227,8 +237,19 @@ def run_client(a: argparse.Namespace) -> int:
             if e.code() == grpc.StatusCode.UNAVAILABLE:
                 print(f"  is the scheduler running at {client.connection.address}? start one with `notifyagent dev`",
                       file=sys.stderr)  # fmt: skip
+            elif e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                print("  set NOTIFY_TOKEN to a token from the scheduler's NOTIFY_TOKENS_FILE", file=sys.stderr)
             return 1
     print(json.dumps(shown(resp), indent=2, ensure_ascii=False))
+    return 0
+
+
+def token_create(a: argparse.Namespace) -> int:
+    token, line = auth.new_token(a.name, a.scopes)  # ConfigError: one line, exit 2 (main)
+    print(f"token: {token}")
+    print(f"line:  {line}")
+    print("Add the line to NOTIFY_TOKENS_FILE (then SIGHUP the scheduler); give the token to the caller as NOTIFY_TOKEN.",
+          file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -240,11 +261,16 @@ def main(argv: list[str] | None = None) -> int:
             from .runner import ROLE_DEFAULTS, run
 
             flags = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
-            run(args.command, load(flags, **ROLE_DEFAULTS.get(args.command, {})), flags)
+            settings = load(flags, **ROLE_DEFAULTS.get(args.command, {}))
+            if args.command in ("dev", "scheduler"):
+                auth.check_exposure(settings)
+            run(args.command, settings, flags)
             return 0
+        if args.command == "token":
+            return token_create(args)
         return run_client(args)
-    except ConfigError as e:  # StartupError too: a port in use, a store or registry that does not answer
-        if debug:
+    except ConfigError as e:  # StartupError too: a port in use, a store or registry that does not answer;
+        if debug:  # a bad tokens or certificate file, or a wrong NOTIFY_SECRET_KEY
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return 2

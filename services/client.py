@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Iterable, Mapping
 
 import grpc
@@ -25,6 +24,8 @@ from grpc_status import rpc_status
 from google.rpc import error_details_pb2
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from .common import auth, tls
+from .common.config import ConfigError
 from .v1 import admin_service_pb2 as admin_pb, admin_service_pb2_grpc as admin_grpc
 from .v1 import notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc as api_grpc
 
@@ -42,7 +43,7 @@ class Connection:
     address: str = DEFAULT_ADDR
     token: str = ""  # sent as `authorization: Bearer TOKEN`
     tls_ca: str = ""  # PEM file: verify the server with it (turns TLS on)
-    tls_cert: str = ""  # PEM files: present this client certificate (mTLS; turns TLS on)
+    tls_cert: str = ""  # PEM files: present this client certificate, with a CA (mTLS)
     tls_key: str = ""
     timeout: float = 30.0  # seconds per call
 
@@ -59,27 +60,17 @@ class Connection:
 
     @property
     def tls(self) -> bool:
-        return bool(self.tls_ca or self.tls_cert)
+        """TLS is on when there is a CA to verify the server with (as for the CLI and dispatchers)."""
+        return bool(self.tls_ca)
 
     def credentials(self) -> grpc.ChannelCredentials:
-        def read(path: str, setting: str) -> bytes | None:
-            if not path:
-                return None
-            try:
-                return Path(path).read_bytes()
-            except OSError as e:
-                raise ValueError(f"{setting}: cannot read {path}: {e.strerror or e}") from None
-
+        """Raises ValueError (a ConfigError) naming the setting of a file that cannot be read."""
         if bool(self.tls_cert) != bool(self.tls_key):
-            raise ValueError("NOTIFY_TLS_CERT and NOTIFY_TLS_KEY go together: set both or neither")
-        return grpc.ssl_channel_credentials(
-            root_certificates=read(self.tls_ca, "NOTIFY_TLS_CA"),
-            private_key=read(self.tls_key, "NOTIFY_TLS_KEY"),
-            certificate_chain=read(self.tls_cert, "NOTIFY_TLS_CERT"),
-        )
+            raise ConfigError("NOTIFY_TLS_CERT and NOTIFY_TLS_KEY go together: set both or neither")
+        return tls.client_credentials(self.tls_ca, self.tls_cert, self.tls_key)
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+        return auth.call_metadata(self.token)
 
 
 def notify(

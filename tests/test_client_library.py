@@ -113,4 +113,5 @@ def test_connection_reads_the_environment_and_arguments_win(tmp_path):
     with pytest.raises(ValueError, match="NOTIFY_TLS_CA"):
         c.credentials()  # the file does not exist: one line naming the setting
     with pytest.raises(ValueError, match="NOTIFY_TLS_KEY"):
-        Connection.from_env({}, tls_cert=str(tmp_path / "c.pem")).credentials()
+        Connection.from_env({}, tls_ca=str(tmp_path / "ca.pem"), tls_cert=str(tmp_path / "c.pem")).credentials()
+    assert not Connection.from_env({"NOTIFY_TLS_CERT": "server.pem", "NOTIFY_TLS_KEY": "server.key"}).tls  # a server's own

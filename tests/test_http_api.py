@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
 
 import aiohttp
 import pytest
@@ -249,3 +250,70 @@ async def test_groups_read_and_cancel_over_http(web, target):
     assert status == 200 and doc["cancelled"] == 2 and doc["group"]["done"] is True
     status, doc = await call(web, "GET", "/v1/groups/" + "k" * 2000)
     assert_error(status, doc, 404, "NOT_FOUND")
+
+
+# --- auth: the same tokens and scopes as gRPC, through the API's one hook -------------------
+
+
+@pytest.fixture
+async def guarded(tmp_path):
+    from support import Trust
+
+    trust = Trust.make(tmp_path)
+    s = System(trust.settings(tmp_path, http_addr="127.0.0.1:0"))
+    await s.scheduler.start()
+    for d in s.dispatchers:
+        await d.start()
+    s.trust = trust
+    s.base = f"http://{s.scheduler.http_address}"
+    async with aiohttp.ClientSession() as session:
+        s.http = session
+        yield s
+    for d in s.dispatchers:
+        await d.stop()
+    await s.scheduler.stop()
+    await s.registry.close()
+
+
+async def as_(s: System, token: str | None, method: str, path: str, body=None) -> tuple[int, dict]:
+    headers = {"Authorization": f"Bearer {s.trust.tokens.get(token, token)}"} if token else {}
+    async with s.http.request(method, s.base + path, json=body, headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+def sample_path(route) -> str:
+    path = route.pattern.pattern.strip("^$")
+    return re.sub(r"\(\?P<\w+>[^)]*\)", "abc", path)
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=[r.rpc for r in ROUTES])
+async def test_every_route_needs_a_token_when_auth_is_on(guarded, route):
+    for token in (None, "not-a-token-anyone-has"):
+        status, doc = await as_(guarded, token, route.method, sample_path(route), {} if route.body else None)
+        assert_error(status, doc, 401, "UNAUTHENTICATED")
+
+
+async def test_scopes_over_http_are_the_grpc_scopes(guarded, target):
+    create = {"notify": {"request": {"url": target.url("/s")}, "delay": "3600s"}}
+    status, doc = await as_(guarded, "read", "POST", "/v1/notifies", create)
+    assert_error(status, doc, 403, "PERMISSION_DENIED")
+    status, doc = await as_(guarded, "dispatcher", "GET", "/v1/notifies")
+    assert_error(status, doc, 403, "PERMISSION_DENIED")
+    status, doc = await as_(guarded, "client", "POST", "/v1/notifies", create)
+    assert status == 200, doc
+    nid = doc["notify"]["id"]
+    assert doc["notify"]["created_by"] == "client"  # the principal reached the servicer
+    status, doc = await as_(guarded, "read", "GET", f"/v1/notifies/{nid}")
+    assert status == 200 and doc["notify"]["id"] == nid
+    status, doc = await as_(guarded, "read", "GET", "/v1/notifies")
+    assert status == 200 and len(doc["notifies"]) == 1
+    status, doc = await as_(guarded, "read", "POST", f"/v1/notifies/{nid}:cancel")
+    assert_error(status, doc, 403, "PERMISSION_DENIED")
+    status, doc = await as_(guarded, "client", "GET", "/v1/status")
+    assert_error(status, doc, 403, "PERMISSION_DENIED")
+    status, doc = await as_(guarded, "admin", "GET", "/v1/status")
+    assert status == 200 and len(doc["dispatchers"]) == 1
+    status, doc = await as_(guarded, "admin", "POST", f"/v1/notifies/{nid}:cancel")
+    assert status == 200 and doc["notify"]["state"] == "STATE_CANCELLED"
+    async with guarded.http.get(guarded.base + "/healthz") as resp:
+        assert resp.status == 200  # health stays open

@@ -12,12 +12,16 @@ from . import reflection as commented_reflection
 from .config import StartupError
 
 
-def create_server(addr: str, registrations, service_names: list[str]) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+def create_server(
+    addr: str, registrations, service_names: list[str], *, interceptors=(), credentials: grpc.ServerCredentials | None = None,
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Builds a server with health and reflection on addr; returns (server, bound port, health).
 
     registrations: callables taking the server (the generated add_*_to_server with a servicer bound).
+    interceptors: e.g. auth.AuthInterceptor; credentials: TLS (tls.ServerTls), None for plaintext.
     """
     server = grpc.aio.server(
+        interceptors=list(interceptors),
         options=[
             ("grpc.max_receive_message_length", 64 << 20),
             ("grpc.max_send_message_length", 64 << 20),
@@ -31,7 +35,7 @@ def create_server(addr: str, registrations, service_names: list[str]) -> tuple[g
     commented_reflection.enable(server, [*service_names, health.SERVICE_NAME])
     _check_free(addr)
     try:
-        port = server.add_insecure_port(addr)
+        port = server.add_secure_port(addr, credentials) if credentials is not None else server.add_insecure_port(addr)
     except RuntimeError:  # grpc says only "Failed to bind"; without SO_REUSEPORT that is in use or not ours
         port = 0
     if port == 0:

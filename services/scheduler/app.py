@@ -8,16 +8,20 @@ import logging
 import os
 from urllib.parse import parse_qs, urlsplit
 
-from ..common.config import ConfigError, Settings, StartupError, split_addr
-from ..common.grpcutil import create_server, set_serving
 from prometheus_client import CollectorRegistry
 
+from ..common import auth
+from ..common.auth import AuthInterceptor, Authenticator
+from ..common.config import ConfigError, Settings, StartupError, split_addr
+from ..common.grpcutil import create_server, set_serving
+from ..common.sealing import SecretBox, secret_names
+from ..common.tls import ServerTls
 from ..common.web import OpsServer
 from ..registry import Node, Registry, RegistryError
 from ..v1 import admin_service_pb2_grpc, dispatch_service_pb2_grpc, notify_service_pb2_grpc
 from .engine import queues
 from .api.dispatch import DispatchServicer
-from .api.http import HttpApi
+from .api.http import ApiError, HttpApi
 from .engine.core import Engine, EngineSettings
 from .engine.errors import Unavailable
 from .engine.operations import Operations
@@ -33,7 +37,7 @@ SERVICES = ["notifyagent.v1.NotifyService", "notifyagent.v1.DispatchService", "n
 REGISTRY_TTL_S = 10.0
 
 
-def make_store(url: str) -> Store:
+def make_store(url: str, secrets: SecretBox | None = None) -> Store:
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = url[len("sqlite:///"):].split("?", 1)[0] if url.startswith("sqlite:///") else ""
@@ -41,7 +45,7 @@ def make_store(url: str) -> Store:
             raise ConfigError(f"NOTIFY_STORE: write sqlite:///relative/path.db or sqlite:////absolute/path.db, not {url!r}")
         sync = parse_qs(parts.query).get("synchronous", ["FULL"])[0]
         try:
-            return SqliteStore(path, synchronous=sync)
+            return SqliteStore(path, synchronous=sync, secrets=secrets)
         except ValueError as e:
             raise ConfigError(str(e)) from None
     if parts.scheme in ("postgres", "postgresql"):
@@ -49,7 +53,7 @@ def make_store(url: str) -> Store:
             from .store.postgres import PostgresStore
         except ImportError as e:
             raise ConfigError(f"NOTIFY_STORE is PostgreSQL but its driver is missing ({e}); pip install 'notifyagent[postgres]'") from e
-        return PostgresStore(url)
+        return PostgresStore(url, secrets=secrets)
     raise ConfigError(f"NOTIFY_STORE must start with sqlite:/// or postgresql://, not {url!r}")
 
 
@@ -59,7 +63,10 @@ class SchedulerApp:
     def __init__(self, settings: Settings, *, registry: Registry, metrics: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.registry = registry
-        self.store = make_store(settings.store)
+        self.auth = Authenticator(settings.tokens_file)
+        self.tls = ServerTls.from_settings(settings)
+        self.secret = secret_names(settings.secret_headers)
+        self.store = make_store(settings.store, SecretBox.from_settings(settings.secret_key, settings.secret_headers))
         self.engine = Engine(
             store=self.store,
             settings=EngineSettings(
@@ -95,34 +102,53 @@ class SchedulerApp:
         await self.engine.start(self._queue_configs(self.settings))
         e = self.engine
         # One servicer object per service, shared by the gRPC server and the HTTP/JSON API.
-        notify = NotifyServicer(Operations(e, self.store))
+        notify = NotifyServicer(Operations(e, self.store), secret=self.secret)
         admin = AdminServicer(e, shutdown=lambda: self.on_shutdown())
         self._server, self.port, self._health = create_server(
             self.settings.grpc_addr,
             [
                 lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(notify, s),
-                lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(e), s),
+                lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(
+                    e, max_streams=self.settings.dispatcher_max_streams, max_credit=self.settings.dispatcher_max_credit), s),
                 lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, s),
             ],
             SERVICES,
-        )
+            interceptors=[AuthInterceptor(self.auth)],
+            credentials=self.tls.grpc_credentials() if self.tls else None,
+        )  # fmt: skip
         if self.settings.http_addr:
-            http_api = HttpApi(notify=notify, admin=admin, max_body_bytes=self.settings.max_body_bytes)
-            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: e.accepting, registry=self.metrics_registry,
-                                  refresh=[self.metrics.refresh], extend=http_api.install,
-                                  client_max_size=http_api.body_limit)  # fmt: skip
+            http_api = HttpApi(notify=notify, admin=admin, authorize=self._authorize_http,
+                               max_body_bytes=self.settings.max_body_bytes)  # fmt: skip
+            self._ops = OpsServer(
+                self.settings.http_addr, healthy=lambda: e.accepting, registry=self.metrics_registry,
+                refresh=[self.metrics.refresh], ssl_context=self.tls.ssl_context() if self.tls else None,
+                authenticator=self.auth, metrics_auth=self.settings.metrics_auth,
+                extend=http_api.install, client_max_size=http_api.body_limit,
+            )  # fmt: skip
             await self._ops.start()
         await self._server.start()
         await set_serving(self._health, SERVICES, True)
         host, port = split_addr(self.settings.advertise_addr or self.address, "NOTIFY_ADVERTISE_ADDR")
+        if host in ("0.0.0.0", "::") and not self.settings.advertise_addr:
+            host = "127.0.0.1"  # listening everywhere: this host reaches it on loopback (others need NOTIFY_ADVERTISE_ADDR)
         self._node = Node(id=f"scheduler-{os.getpid()}-{port}", address=host, port=port, metadata={"role": "scheduler"})
         try:
             await self.registry.register(self.settings.service_name, self._node, ttl=REGISTRY_TTL_S)
         except RegistryError as e:
             self._node = None
             raise StartupError(f"NOTIFY_REGISTRY: cannot register: {e}") from e
-        log.info("scheduler serving gRPC on %s%s (store %s)", self.address,
-                 f", HTTP on {self.http_address}" if self._ops else "", _redact(self.settings.store))  # fmt: skip
+        log.info("scheduler serving gRPC on %s%s (store %s; %s; %s)", self.address,
+                 f", HTTP on {self.http_address}" if self._ops else "", _redact(self.settings.store),
+                 "mTLS" if self.tls and self.tls.mutual else "TLS" if self.tls else "plaintext",
+                 f"tokens from {self.settings.tokens_file}" if self.auth.enabled else "no tokens")  # fmt: skip
+
+    async def _authorize_http(self, method: str, metadata) -> None:
+        """The HTTP/JSON API's one auth hook: the same tokens and scopes as the gRPC interceptor."""
+        try:
+            auth.run_as(self.auth.authorize(metadata, method))
+        except auth.AuthError as e:
+            log.warning("refused HTTP %s: %s: %s", method, e.code.name, e)
+            raise ApiError.of(e.code.value[0], str(e)) from None
 
     @property
     def http_address(self) -> str:
@@ -171,6 +197,10 @@ class SchedulerApp:
             return queues.parse(settings.queues)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+    def reread_files(self) -> list[str]:
+        """SIGHUP: the tokens file and the TLS files again (a bad one keeps the old); returns what changed."""
+        return [c for c in (self.auth.reload(), self.tls.reload() if self.tls else None) if c]
 
     async def reload(self, settings: Settings) -> list[str]:
         """Applies what can change without a restart (queue limits); returns what changed."""
