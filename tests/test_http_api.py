@@ -317,3 +317,30 @@ async def test_scopes_over_http_are_the_grpc_scopes(guarded, target):
     assert status == 200 and doc["notify"]["state"] == "STATE_CANCELLED"
     async with guarded.http.get(guarded.base + "/healthz") as resp:
         assert resp.status == 200  # health stays open
+
+
+async def test_the_api_is_served_over_the_http_ports_tls(tmp_path, target):
+    import ssl
+
+    from notifyagent.registry import MemoryRegistry
+    from notifyagent.scheduler.app import SchedulerApp
+    from support import Pki, Trust
+
+    pki, trust = Pki.make(tmp_path), Trust.make(tmp_path)
+    settings = trust.settings(tmp_path, http_addr="127.0.0.1:0", tls_cert=str(pki.cert), tls_key=str(pki.key))
+    registry = MemoryRegistry()
+    scheduler = SchedulerApp(settings, registry=registry)
+    await scheduler.start()
+    try:
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        headers = {"Authorization": f"Bearer {trust.tokens['client']}"}
+        body = {"notify": {"request": {"url": target.url("/tls")}, "delay": "3600s"}}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"https://{scheduler.http_address}/v1/notifies", json=body, headers=headers, ssl=ctx) as r:
+                assert r.status == 200 and (await r.json())["notify"]["created_by"] == "client"
+            with pytest.raises(aiohttp.ClientError):
+                async with http.post(f"http://{scheduler.http_address}/v1/notifies", json=body, headers=headers) as r:
+                    await r.read()
+    finally:
+        await scheduler.stop()
+        await registry.close()
