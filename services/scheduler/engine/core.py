@@ -113,7 +113,7 @@ class Engine(Loading, Granting, Results, Dispatchers):
             raise FailedPrecondition(f"notify {notify_id} is being delivered; update it after this attempt")
         mine = self._live.get(notify_id)
         if mine is not None:
-            self._drop(mine)
+            self._drop(notify_id)
         return mine
 
     def put_back(self, n: Notification | None, current: Notification) -> None:
@@ -131,7 +131,7 @@ class Engine(Loading, Granting, Results, Dispatchers):
         dropped (unless leased), and the new one comes in."""
         stale = self._live.get(current.id)
         if stale is not None and not self.is_leased(current.id):
-            self._drop(stale)
+            self._drop(current.id)
         self.admit(current)
 
     # --- what admin, metrics and the runner read ------------------------
