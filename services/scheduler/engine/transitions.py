@@ -9,10 +9,12 @@ are the store's counts plus that difference.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 from .model import Notification, State
 
+log = logging.getLogger(__name__)
 S = State
 UNFINISHED = (S.SCHEDULED, S.WAITING_TRIGGER, S.PENDING, S.DELIVERING, S.RETRY_WAIT)
 UPDATABLE_STATES = (S.SCHEDULED, S.WAITING_TRIGGER, S.PENDING, S.RETRY_WAIT)
@@ -57,8 +59,8 @@ class Held:
         n.version += 1
 
     def move(self, n: Notification, state: State, due_ms: int | None) -> None:
-        if not allowed(n.state, state):
-            raise RuntimeError(f"notify {n.id}: no move from {n.state.name} to {state.name}")
+        if not allowed(n.state, state):  # a bug: said loudly (the tests fail on it), and made all the same
+            log.error("notify %s moved from %s to %s, a move transitions.MOVES does not list", n.id, n.state.name, state.name)
         stored = self._stored.pop(n.id, n.state)
         self._count(n.spec.queue, n.state, stored, -1)
         n.state, n.due_ms = state, due_ms
