@@ -12,7 +12,7 @@ engine is the one owner of that memory. Its parts, one job each:
 
 This module puts them together: start and stop, what the operations
 (create, cancel, update, retry, trigger) ask of memory, and the snapshot that
-admin, metrics and the runner read.
+admin and metrics read. docs/architecture.md tells the whole story.
 """
 
 from __future__ import annotations
