@@ -44,8 +44,8 @@ class Session:
     credit: int
     connect_ms: int
     closed: bool = False
-    _outbox: deque = field(default_factory=deque, repr=False)
-    _wake: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _outbox: deque = field(default_factory=deque, init=False, repr=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     def send(self, item: Outgoing) -> None:
         if not self.closed:
