@@ -22,11 +22,11 @@ class Flaky:
             self.fail_load -= 1
             raise Unavailable("store briefly down")
         return await self.inner.load_due(**kw)
-    async def save_results(self, writes):
+    async def save_results(self, writes, **kw):
         if self.fail_save:
             self.fail_save -= 1
             raise Unavailable("store briefly down")
-        return await self.inner.save_results(writes)
+        return await self.inner.save_results(writes, **kw)
     async def get(self, notify_id):
         if self.hold_get is not None:
             await self.hold_get.wait()

@@ -8,7 +8,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from ...v1 import notify_pb2 as pb
 from ...common.calls import DEFAULT_METHOD, DEFAULT_TIMEOUT_S, METHOD_BY_NUMBER, NUMBER_BY_METHOD
-from ..engine.model import AttemptRecord, NewNotify, Notification, Request, RetryPolicy, Spec, State, Success
+from ..engine.model import AttemptRecord, GroupStatus, NewNotify, Notification, Request, RetryPolicy, Spec, State, Success
 
 DEFAULT_RETRY = RetryPolicy()
 DEFAULT_SUCCESS = Success()
@@ -71,6 +71,7 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, prefix: str = "not
         expire_at_ms=millis(p.expire_at) if p.HasField("expire_at") else None,
         callback_url=p.callback_url,
         labels=dict(p.labels) if len(p.labels) else {},
+        group_key=p.group_key,
     )
     return NewNotify(spec, request_id), violations
 
@@ -99,7 +100,7 @@ def _retry_policy(wire: bytes) -> RetryPolicy:
 @functools.lru_cache(maxsize=1024)
 def _success(wire: bytes) -> Success:
     sc = pb.SuccessCriteria.FromString(wire)
-    return Success(tuple(sc.status_codes), sc.body_contains)
+    return Success(tuple(sc.status_codes), sc.body_contains, sc.mismatch_final)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -115,7 +116,9 @@ def _policy_bytes(retry: RetryPolicy, success: Success, timeout_s: float) -> byt
             max_retry_duration=duration(retry.max_retry_duration),
             retry_codes=retry.retry_codes,
         ),
-        success=pb.SuccessCriteria(status_codes=success.status_codes, body_contains=success.body_contains),
+        success=pb.SuccessCriteria(
+            status_codes=success.status_codes, body_contains=success.body_contains, mismatch_final=success.mismatch_final
+        ),
         timeout=duration(timeout_s),
     ).SerializeToString()
 
@@ -148,6 +151,7 @@ def notify_to_proto(n: Notification, *, with_attempts: bool = True) -> pb.Notify
         labels=s.labels,
         create_time=timestamp(n.create_ms),
         attempt_count=n.attempt_count,
+        group_key=s.group_key,
     )
     out.MergeFromString(_policy_bytes(s.retry, s.success, s.timeout))
     if s.trigger_key:
@@ -176,4 +180,21 @@ def attempt_to_proto(a: AttemptRecord) -> pb.Attempt:
         latency=duration((a.end_ms - a.start_ms) / 1000),
         response_snippet=a.snippet,
         success=a.success,
+        response_headers=a.headers,
     )
+
+
+def group_to_proto(g: GroupStatus) -> pb.Group:
+    out = pb.Group(
+        group_key=g.key,
+        counts=[pb.Group.StateCount(state=int(s), count=c) for s, c in sorted(g.counts.items())],
+        total=g.total,
+        done=g.done,
+        callback_url=g.callback_url,
+        callback_notify_id=g.callback_id,
+    )
+    if g.done_ms is not None:
+        out.done_time.CopyFrom(timestamp(g.done_ms))
+    if g.callback_ms is not None:
+        out.callback_time.CopyFrom(timestamp(g.callback_ms))
+    return out

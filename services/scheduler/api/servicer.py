@@ -4,10 +4,12 @@ Domain errors become gRPC status codes here and nowhere else."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import os
 import functools
+from typing import Callable
 import logging
 
 from google.protobuf import any_pb2
@@ -21,7 +23,7 @@ from . import convert
 from ..engine.core import Engine
 from ..engine.operations import Operations
 from ..engine.errors import FailedPrecondition, InvalidArgument, NotFound, NotifyError, Unavailable
-from ..engine.model import ListFilter, State
+from ..engine.model import ListFilter, NewGroup, State
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ _CODES = {
     Unavailable: code_pb2.UNAVAILABLE,
 }
 MAX_PAGE = 1000
+MAX_DISPATCHER_ID = 256
 DEFAULT_PAGE = 50
 
 
@@ -88,7 +91,8 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
         if not request.requests:
             raise InvalidArgument([("requests", "must hold at least one request")])
         news = self._convert_all(request.requests, self._ops.clock.now_ms(), batch=True)
-        stored = await self._ops.create(news)
+        group = NewGroup(request.group_key, request.group_callback_url)
+        stored = await self._ops.create(news, group=group if group.key or group.callback_url else None)
         return api.BatchCreateNotifyResponse(notifies=[convert.notify_to_proto(n) for n in stored])
 
     @maps_errors
@@ -113,6 +117,7 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
             queue=request.queue,
             trigger_key=request.trigger_key,
             ordering_key=request.ordering_key,
+            group_key=request.group_key,
         )
         items = await self._ops.list(f, after_id=after, limit=size + 1)
         token = _encode_token(items[size - 1].id) if len(items) > size else ""
@@ -138,6 +143,15 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
     async def RetryNotify(self, request, context):
         return api.RetryNotifyResponse(notify=convert.notify_to_proto(await self._ops.retry(_require_id(request.id))))
 
+    @maps_errors
+    async def GetGroup(self, request, context):
+        return api.GetGroupResponse(group=convert.group_to_proto(await self._ops.group(request.group_key)))
+
+    @maps_errors
+    async def CancelGroup(self, request, context):
+        cancelled, group = await self._ops.cancel_group(request.group_key)
+        return api.CancelGroupResponse(cancelled=cancelled, group=convert.group_to_proto(group))
+
 
 def _require_id(notify_id: str) -> str:
     if not notify_id:
@@ -162,8 +176,9 @@ def _decode_token(token: str) -> str:
 
 
 class AdminServicer(admin_grpc.AdminServiceServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, shutdown: Callable[[], None] = lambda: None) -> None:
         self._engine = engine
+        self._shutdown = shutdown  # asks the process to stop gracefully, as SIGTERM does
 
     async def _queue_stats(
         self, names: list[str] | None = None, counts: dict[tuple[str, State], int] | None = None
@@ -205,12 +220,13 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             dispatchers=[
                 admin_pb.DispatcherInfo(
                     dispatcher_id=d.dispatcher_id, version=d.version, capacity=d.capacity, credit=d.credit,
-                    leases=d.leases, connect_time=convert.timestamp(d.connect_ms),
+                    leases=d.leases, connect_time=convert.timestamp(d.connect_ms), draining=d.draining,
                 )  # fmt: skip
                 for d in snap.dispatchers
             ],
             queues=await self._queue_stats(counts=by_queue),
-            wheel_size=snap.wheel,
+            wheel_size=snap.waiting,
+            shutting_down=snap.shutting_down,
         )
 
     async def _change_queue(self, name: str, **changes) -> admin_pb.QueueStats:
@@ -235,3 +251,18 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             request.name, max_concurrent=request.max_concurrent, rate=request.rate, burst=request.burst
         )
         return admin_pb.SetQueueLimitsResponse(queue=stats)
+
+    @maps_errors
+    async def DrainDispatchers(self, request, context):
+        if len(request.dispatcher_id) > MAX_DISPATCHER_ID:
+            raise InvalidArgument([("dispatcher_id", f"must be at most {MAX_DISPATCHER_ID} characters")])
+        told = self._engine.drain_dispatchers(request.dispatcher_id)
+        if request.dispatcher_id and not told:
+            raise NotFound(f"dispatcher {request.dispatcher_id!r} is not connected")
+        return admin_pb.DrainDispatchersResponse(dispatcher_ids=told)
+
+    @maps_errors
+    async def Shutdown(self, request, context):
+        log.warning("Shutdown asked over AdminService: stopping gracefully")
+        asyncio.get_running_loop().call_soon(self._shutdown)  # after this answer is on its way
+        return admin_pb.ShutdownResponse()

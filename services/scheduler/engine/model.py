@@ -51,6 +51,7 @@ class RetryPolicy:
 class Success:
     status_codes: tuple[int, ...] = ()  # empty: any 2xx
     body_contains: str = ""
+    mismatch_final: bool = False  # a success-status answer without body_contains fails for good
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class Spec:
     expire_at_ms: int | None = None
     callback_url: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    group_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,7 @@ class AttemptRecord:
     error: str
     success: bool
     snippet: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)  # response headers, capped by the dispatcher
 
 
 @dataclass(slots=True)
@@ -119,6 +122,40 @@ class ListFilter:
     queue: str = ""
     trigger_key: str = ""
     ordering_key: str = ""
+    group_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NewGroup:
+    """A fan-out group as a batch names it: the key stamped on its items, and its callback."""
+
+    key: str
+    callback_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatus:
+    """A fan-out group as the store holds it: its members by state, and its callback."""
+
+    key: str
+    counts: dict[State, int]
+    last_end_ms: int | None = None  # the latest complete time among members
+    callback_url: str = ""
+    callback_ms: int | None = None  # when the group callback was committed
+    callback_id: str = ""  # the notify that carries it
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def done(self) -> bool:
+        """Every member has ended (a group without members has not)."""
+        return self.total > 0 and all(s.terminal for s in self.counts)
+
+    @property
+    def done_ms(self) -> int | None:
+        return self.last_end_ms if self.done else None
 
 
 @dataclass(frozen=True, slots=True)

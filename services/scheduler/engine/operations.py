@@ -11,10 +11,10 @@ from dataclasses import replace
 from ..store.port import Store
 from .core import Engine
 from .errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from .model import ListFilter, NewNotify, Notification, Spec, State
+from .model import GroupStatus, ListFilter, NewGroup, NewNotify, Notification, Spec, State
 from .outcomes import UPDATABLE
 from .transitions import RETRYABLE, UNFINISHED, UPDATABLE_STATES
-from .validate import check_spec, require_valid
+from .validate import check_group, check_group_key, check_spec, require_valid
 
 log = logging.getLogger(__name__)
 
@@ -28,24 +28,30 @@ class Operations:
     def clock(self):
         return self._e.clock
 
-    async def create(self, news: list[NewNotify]) -> list[Notification]:
+    async def create(self, news: list[NewNotify], *, group: NewGroup | None = None) -> list[Notification]:
+        """Commits news; a group's key is stamped on each (whose own must be empty or the same)."""
         if not self._e.accepting:
             raise Unavailable("scheduler is not accepting work (starting or shutting down)")
         now = self._e.clock.now_ms()
         limits = self._e.settings.limits
-        violations = []
+        violations = check_group(group, limits=limits) if group else []
         items = []
         for i, new in enumerate(news):
             prefix = "notify" if len(news) == 1 else f"requests[{i}].notify"
+            if group and group.key and not violations:
+                if new.spec.group_key not in ("", group.key):
+                    violations.append((f"{prefix}.group_key", f"differs from the batch's group_key {group.key!r}"))
+                new = replace(new, spec=replace(new.spec, group_key=group.key))
             violations += check_spec(new.spec, now_ms=now, limits=limits, prefix=prefix)
             items.append(self._e.new_notification(new, now))
         if violations:
             raise InvalidArgument(violations)
-        stored = await self._store.insert(items)
+        stored = await self._store.insert(items, group=group if group and group.key else None)
         for mine, got in zip(items, stored):
             if got.id == mine.id:  # not a request_id seen before
                 log.debug("notify %s created: %s %s, due %s", got.id, got.spec.request.method, got.spec.request.url, got.due_ms)
                 self._e.admit(got)
+                self._e.observers.emit(self._e.observers.created, got)
         return stored
 
     async def get(self, notify_id: str) -> Notification:
@@ -55,6 +61,8 @@ class Operations:
         return self._overlay(n)
 
     async def list(self, f: ListFilter, *, after_id: str, limit: int) -> list[Notification]:
+        if bad := check_group_key(f.group_key, required=False):
+            raise InvalidArgument(bad)
         return [self._overlay(n) for n in await self._store.list(f, after_id=after_id, limit=limit)]
 
     def _overlay(self, n: Notification) -> Notification:
@@ -71,20 +79,23 @@ class Operations:
             if mine.state.terminal:  # its final result is being committed
                 raise FailedPrecondition(f"notify {notify_id} is already {mine.state.name}; only unfinished notifies can be cancelled")
             self._e.forget(notify_id, mine.ordering_key, revoke=True)  # before any await: no grant or result slips in
-        changed, cur = await self._store.transition(
-            notify_id, allowed=UNFINISHED, state=State.CANCELLED, due_ms=None, complete_ms=now
-        )
+        changed, cur, made = await self._store.transition(
+            notify_id, allowed=UNFINISHED, state=State.CANCELLED, due_ms=None, complete_ms=now,
+            group_callback=self._e.group_callback,
+        )  # fmt: skip
         if cur is None:
             raise NotFound(f"notify {notify_id!r} not found")
         if not changed:
             raise FailedPrecondition(f"notify {notify_id} is already {cur.state.name}; only unfinished notifies can be cancelled")
         self._e.forget(notify_id, cur.spec.ordering_key, revoke=True)
+        for n in made:
+            self._e.admit(n)
         log.info("notify %s cancelled", notify_id)
         return cur
 
     async def retry(self, notify_id: str) -> Notification:
         now = self._e.clock.now_ms()
-        changed, cur = await self._store.transition(
+        changed, cur, _ = await self._store.transition(
             notify_id, allowed=RETRYABLE, state=State.PENDING, due_ms=now, complete_ms=None, reset_budget=True,
         )  # fmt: skip
         if cur is None:
@@ -137,3 +148,30 @@ class Operations:
             self._e.admit(n)
         log.info("trigger %r fired %d notifies", trigger_key, len(fired))
         return len(fired)
+
+    # --- fan-out groups ---------------------------------------------------
+
+    async def group(self, group_key: str) -> GroupStatus:
+        """A group's members by state, as stored (what every scheduler sharing the store sees)."""
+        if bad := check_group_key(group_key):
+            raise InvalidArgument(bad)
+        g = await self._store.group(group_key)
+        if g is None:
+            raise NotFound(f"group {group_key!r} has no members")
+        return g
+
+    async def cancel_group(self, group_key: str) -> tuple[int, GroupStatus]:
+        """Cancels every unfinished member, as cancel() would each; returns how many and the group."""
+        if bad := check_group_key(group_key):
+            raise InvalidArgument(bad)
+        self._e.forget_group(group_key)  # before any await: no grant slips in
+        cancelled, made = await self._store.cancel_group(
+            group_key, complete_ms=self._e.clock.now_ms(), group_callback=self._e.group_callback
+        )
+        for notify_id, ordering_key in cancelled:  # the loader may have brought some in meanwhile
+            self._e.forget(notify_id, ordering_key, revoke=True)
+        for n in made:
+            self._e.admit(n)
+        g = await self.group(group_key)
+        log.info("group %s: %d members cancelled", group_key, len(cancelled))
+        return len(cancelled), g
