@@ -42,6 +42,9 @@ class Settings:
     signing_secret: str = _opt("", "whsec_... secret: sign outgoing calls per Standard Webhooks", roles="dispatcher")
     service_name: str = _opt("notifyagent-scheduler", "name the scheduler registers under and dispatchers look up")
     advertise_addr: str = _opt("", "host:port dispatchers should dial (default: the bound gRPC address)", roles="scheduler")
+    partitions: int = _opt(16, "partitions of the store, fixed when it is created (schedulers share them on PostgreSQL)", roles="scheduler")
+    ownership_ttl: float = _opt(5.0, "seconds a scheduler's partition ownership lasts unless renewed (PostgreSQL)", roles="scheduler")
+    reconnect_grace: float = _opt(5.0, "seconds a dropped dispatcher stream's leases wait for it to reconnect", roles="scheduler")
     config: str = _opt("", "TOML file with any of these settings (keys as the field names)")
 
     def check(self) -> "Settings":
@@ -57,6 +60,10 @@ class Settings:
             raise ConfigError(f"NOTIFY_CAPACITY must be at least 1, not {self.capacity}")
         if self.grace < 0 or self.horizon < 1:
             raise ConfigError("NOTIFY_GRACE must be >= 0 and NOTIFY_HORIZON >= 1 (seconds)")
+        if not 1 <= self.partitions <= 1024:
+            raise ConfigError(f"NOTIFY_PARTITIONS must be between 1 and 1024, not {self.partitions}")
+        if self.ownership_ttl < 1 or self.reconnect_grace < 0:
+            raise ConfigError("NOTIFY_OWNERSHIP_TTL must be >= 1 and NOTIFY_RECONNECT_GRACE >= 0 (seconds)")
         split_addr(self.grpc_addr, "NOTIFY_GRPC_ADDR")
         if self.http_addr:
             split_addr(self.http_addr, "NOTIFY_HTTP_ADDR")

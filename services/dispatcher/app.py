@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from dataclasses import replace
 
 from prometheus_client.core import GaugeMetricFamily
@@ -12,7 +11,7 @@ from prometheus_client.core import GaugeMetricFamily
 from ..common.config import Settings
 from ..common.web import OpsServer, gauge
 from ..registry import Node, Registry
-from .client import LeaseClient
+from .fleet import LeaseFleet
 from .guard import NetworkPolicy
 from .hosts import HostLimiter, LimitedSender
 from .http import HttpSender
@@ -31,7 +30,7 @@ class DispatcherApp:
         secret = parse_secret(settings.signing_secret) if settings.signing_secret else None
         self.sender = HttpSender(policy=NetworkPolicy.from_csv(settings.allow_networks), signing_secret=secret)
         self.hosts = HostLimiter(ceiling=settings.capacity)
-        self.client = LeaseClient(
+        self.client = LeaseFleet(
             sender=LimitedSender(self.sender, self.hosts), discover=self._discover, capacity=settings.capacity,
             dispatcher_id=dispatcher_id,
         )  # fmt: skip
@@ -39,12 +38,12 @@ class DispatcherApp:
         self._ops: OpsServer | None = None
         self._stopped = False
 
-    async def _discover(self) -> str:
+    async def _discover(self) -> list[str]:
+        """Every healthy scheduler: the dispatcher keeps a stream to each."""
         nodes = await self.registry.get_service(self.settings.service_name)
         if not nodes:
             raise LookupError(f"no healthy {self.settings.service_name} in the registry ({self.settings.registry})")
-        node = random.choice(nodes)
-        return f"{node.address}:{node.port}"
+        return sorted({f"{node.address}:{node.port}" for node in nodes})
 
     async def start(self) -> None:
         await self.sender.start()

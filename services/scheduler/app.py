@@ -17,7 +17,9 @@ from .engine import queues
 from .api.dispatch import DispatchServicer
 from .engine.core import Engine, EngineSettings
 from .engine.operations import Operations
+from .api.routing import Router
 from .api.servicer import AdminServicer, NotifyServicer
+from .engine.ownership import Ownership, SoleOwnership
 from .store.sqlite import SqliteStore
 from .store.port import Store
 from .engine.validate import Limits
@@ -27,20 +29,20 @@ SERVICES = ["notifyagent.v1.NotifyService", "notifyagent.v1.DispatchService", "n
 REGISTRY_TTL_S = 10.0
 
 
-def make_store(url: str) -> Store:
+def make_store(url: str, *, partitions: int = 16, ownership_ttl: float = 5.0) -> Store:
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = url[len("sqlite:///"):].split("?", 1)[0] if url.startswith("sqlite:///") else ""
         if not path or path.startswith(":memory:"):
             raise ConfigError(f"NOTIFY_STORE: write sqlite:///relative/path.db or sqlite:////absolute/path.db, not {url!r}")
         sync = parse_qs(parts.query).get("synchronous", ["FULL"])[0]
-        return SqliteStore(path, synchronous=sync)
+        return SqliteStore(path, synchronous=sync, partitions=partitions)
     if parts.scheme in ("postgres", "postgresql"):
         try:
             from .store.postgres import PostgresStore
         except ImportError as e:
             raise ConfigError(f"NOTIFY_STORE is PostgreSQL but its driver is missing ({e}); pip install 'notifyagent[postgres]'") from e
-        return PostgresStore(url)
+        return PostgresStore(url, partitions=partitions, idle_tx_timeout_s=ownership_ttl)
     raise ConfigError(f"NOTIFY_STORE must start with sqlite:/// or postgresql://, not {url!r}")
 
 
@@ -50,11 +52,15 @@ class SchedulerApp:
     def __init__(self, settings: Settings, *, registry: Registry) -> None:
         self.settings = settings
         self.registry = registry
-        self.store = make_store(settings.store)
+        self.store = make_store(settings.store, partitions=settings.partitions, ownership_ttl=settings.ownership_ttl)
+        self.ownership = self._ownership(settings)
+        self.router = Router(self.ownership) if self.shared else None
         self.engine = Engine(
             store=self.store,
+            fence=self.ownership.fence,
             settings=EngineSettings(
                 horizon_s=settings.horizon, lease_margin_s=settings.lease_margin,
+                reconnect_grace_s=settings.reconnect_grace,
                 limits=Limits(max_body_bytes=settings.max_body_bytes)),
         )
         self.port = 0
@@ -65,23 +71,38 @@ class SchedulerApp:
         self._stopped = False
 
     @property
+    def shared(self) -> bool:
+        """Several schedulers may share this store (PostgreSQL): ownership moves, calls are routed."""
+        return not isinstance(self.ownership, SoleOwnership)
+
+    def _ownership(self, settings: Settings) -> Ownership:
+        if self.store.__class__.__name__ == "PostgresStore":
+            from .store.postgres_ownership import PostgresOwnership
+
+            return PostgresOwnership(self.store, address="", ttl_s=settings.ownership_ttl)
+        return SoleOwnership(settings.partitions)
+
+    @property
     def address(self) -> str:
         host, _ = split_addr(self.settings.grpc_addr, "NOTIFY_GRPC_ADDR")
         return f"{host}:{self.port}"
 
     async def start(self) -> None:
         await self.store.open()
-        await self.engine.start(self._queue_configs(self.settings))
         e = self.engine
         self._server, self.port, self._health = create_server(
             self.settings.grpc_addr,
             [
-                lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(NotifyServicer(Operations(e, self.store)), s),
+                lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(
+                    NotifyServicer(Operations(e, self.store), self.router), s),
                 lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(e), s),
-                lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(e), s),
+                lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(e, self.router), s),
             ],
             SERVICES,
-        )
+        )  # fmt: skip
+        self.ownership.address = self.settings.advertise_addr or self.address
+        await self.engine.start(self._queue_configs(self.settings))
+        await self.ownership.start(self._on_partitions)
         await self._server.start()
         await set_serving(self._health, SERVICES, True)
         host, port = split_addr(self.settings.advertise_addr or self.address, "NOTIFY_ADVERTISE_ADDR")
@@ -107,11 +128,20 @@ class SchedulerApp:
         await self.drain()
         if self._server is not None:
             await self._server.stop(grace=1.0)
+        await self.ownership.stop()
+        if self.router is not None:
+            await self.router.close()
         await self.engine.stop()
         await self.store.close()
         if self._ops is not None:
             await self._ops.stop()
         log.info("scheduler stopped")
+
+    def _on_partitions(self, gained: set[int], lost: set[int]) -> None:
+        if lost:
+            self.engine.give_up_partitions(lost)
+        if gained:
+            self.engine.take_partitions(gained)
 
     async def drain(self) -> None:
         """Stops granting and waits up to the grace period for the results of calls in flight."""

@@ -34,6 +34,11 @@ class Granting(Memory):
             if n is None:
                 self._wake_for_tokens(now)
                 break
+            part = self._fence.of(n.id)
+            epoch = self._fence.epoch(part)
+            if epoch is None:  # its partition was given up (or may have expired): not ours to deliver
+                self._drop(n)
+                continue
             if n.spec.expire_at_ms is not None and now > n.spec.expire_at_ms:
                 self._spawn(self._finish_unattempted(n, n.version, "expired: expire_at passed before delivery"))
                 continue
@@ -44,7 +49,7 @@ class Granting(Memory):
             lease = self._leases.grant(n, s.dispatcher_id, now_ms=now, deadline_ms=deadline)
             self._no_leases.clear()
             self._held.move(n, State.DELIVERING, n.due_ms)
-            lease.version = n.version
+            lease.version, lease.partition, lease.epoch = n.version, part, epoch
             s.credit -= 1
             s.send(Grant(lease))
             self._wheel.add(deadline, lease)
