@@ -4,7 +4,8 @@ The store is divided into P partitions (fixed when the store is created). A
 scheduler acts only for partitions it owns, at the epoch it owns them under,
 and only until its ownership could have expired: `valid_until` is the start of
 the last successful renewal plus the TTL minus a margin, on the monotonic
-clock (a paused process wakes up past it and acts for nothing). The store
+clock the ownership passes in (a paused process wakes up past it and acts for
+nothing). The store
 checks the epoch again in every write transaction; this local fence is what
 stops a process before it even tries (granting, results).
 
@@ -14,7 +15,6 @@ epoch 1, for ever.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -37,7 +37,7 @@ def check_partitions(p: int, setting: str = "NOTIFY_PARTITIONS") -> int:
 class Fence:
     """Partition -> (epoch, valid until on the monotonic clock). One owner: the ownership loop."""
 
-    def __init__(self, partitions: int, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, partitions: int, *, monotonic: Callable[[], float]) -> None:
         self.partitions = check_partitions(partitions)
         self._now = monotonic
         self._held: dict[int, tuple[int, float]] = {}
@@ -101,7 +101,7 @@ class SoleOwnership:
 
     def __init__(self, partitions: int, *, owner_id: str = "sole", address: str = "") -> None:
         self.owner_id = owner_id
-        self.fence = Fence(partitions)
+        self.fence = Fence(partitions, monotonic=lambda: 0.0)  # held for ever: the time never matters
         self.address = address
         for p in range(partitions):
             self.fence.set(p, 1, FOREVER)
