@@ -33,8 +33,11 @@ class Router:
     def forwarded(context) -> bool:
         return any(k == FORWARDED for k, _ in (context.invocation_metadata() or ()))
 
-    def owner(self, partition: int) -> Member | None:
-        """The scheduler owning `partition` (-1: any other live one), or None when it is this one."""
+    async def owner(self, partition: int) -> Member | None:
+        """The scheduler owning `partition` (-1: any other live one), or None when it is this one.
+        The view of the last ownership tick is read again from the store when it knows no owner."""
+        if partition < 0 and not self.others() or partition >= 0 and self._own.owner_of(partition) is None:
+            await self._own.refresh()
         if partition < 0:
             others = [m for m in self._own.members() if m.owner != self._own.owner_id and m.address]
             if not others:

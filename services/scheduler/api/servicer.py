@@ -61,7 +61,7 @@ def maps_errors(handler):
             try:
                 return await handler(self, request, context)
             except NotOwner as e:
-                member = self._router.owner(e.partition) if self._router else None
+                member = await self._router.owner(e.partition) if self._router else None
                 if member is None:
                     raise Unavailable("partition ownership moved while answering; retry") from None
                 return await self._router.forward(handler.__name__, request, context, member,
@@ -116,7 +116,7 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
                 self._ops.partition_for(new)
                 local.append(i)
             except NotOwner as e:
-                member = self._router.owner(e.partition)
+                member = await self._router.owner(e.partition)
                 if member is None:
                     raise Unavailable("partition ownership moved while answering; retry") from None
                 owners.setdefault(member.owner, (member, []))[1].append(i)

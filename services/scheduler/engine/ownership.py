@@ -92,6 +92,7 @@ class Ownership(Protocol):
 
     async def start(self, on_change: OnChange) -> None: ...
     async def stop(self) -> None: ...
+    async def refresh(self) -> None: ...  # reads owners and members again, between renewals
     def owner_of(self, partition: int) -> Member | None: ...
     def members(self) -> list[Member]: ...
 
@@ -110,6 +111,9 @@ class SoleOwnership:
         pass
 
     async def stop(self) -> None:
+        pass
+
+    async def refresh(self) -> None:
         pass
 
     def owner_of(self, partition: int) -> Member | None:

@@ -244,6 +244,16 @@ class PostgresStore:
     def server_settings(self) -> dict[str, str]:
         return dict(self._settings)
 
+    async def ownership_view(self) -> tuple[list[tuple[int, str]], list[tuple[str, str]]]:
+        """(partition, owner) of unexpired ownership rows and (owner, address) of live members, read
+        on the pool (routing's view between ownership ticks)."""
+        async def op(conn: asyncpg.Connection):
+            owners = await conn.fetch("SELECT partition, owner FROM partition_owners WHERE owner <> '' AND expires_at > now()")
+            live = await conn.fetch("SELECT owner, address FROM scheduler_members WHERE expires_at > now()")
+            return [(r[0], r[1]) for r in owners], [(r[0], r[1]) for r in live]
+
+        return await self._read(op)
+
     def parts(self, notify_ids) -> frozenset[int]:
         return frozenset(partition_of(i, self.partitions) for i in notify_ids)
 

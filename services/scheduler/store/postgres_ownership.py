@@ -97,6 +97,12 @@ class PostgresOwnership:
     def members(self) -> list[Member]:
         return sorted(self._members.values(), key=lambda m: m.owner)
 
+    async def refresh(self) -> None:
+        """Reads who owns what now (a forward found no owner in the view of the last tick)."""
+        owners, live = await self._store.ownership_view()
+        self._owners = dict(owners)
+        self._members = {o: Member(o, a) for o, a in live}
+
     # --- life cycle -------------------------------------------------------
 
     async def start(self, on_change: OnChange) -> None:
