@@ -167,3 +167,33 @@ async def test_status_adds_up_over_the_schedulers(pair, target):
     status = await m0.GetStatus(admin.GetStatusRequest())
     assert status.sent_ok == 6
     assert [x.dispatcher_id for x in status.dispatchers] == [d.client.dispatcher_id] * 2, "one session on each scheduler"
+
+
+async def test_a_queue_paused_through_one_scheduler_is_paused_on_every_one(pair, target):
+    (s0, s1), (a0, a1), (m0, m1), _ = pair
+    await m0.PauseQueue(admin.PauseQueueRequest(name="slow"))
+    deadline = time.monotonic() + 5
+    while not s1.engine.queue_config("slow").paused:
+        assert time.monotonic() < deadline, "the other scheduler reads the stored pause"
+        await asyncio.sleep(0.05)
+    ids = []
+    for stub in (a0, a1):
+        ids.append((await stub.CreateNotify(req(target.url("/paused"), queue="slow"))).notify.id)
+    await asyncio.sleep(0.5)
+    assert not [r for r in target.received if r.path == "/paused"]
+    await m1.ResumeQueue(admin.ResumeQueueRequest(name="slow"))
+    for i in ids:
+        await wait_state(a0, i, pb.STATE_SUCCEEDED)
+
+
+async def test_queue_limits_are_shared_among_the_live_schedulers(pair, target):
+    (s0, s1), _, (m0, _), _ = pair
+    await m0.SetQueueLimits(admin.SetQueueLimitsRequest(name="capped", max_concurrent=4, rate=10, burst=4))
+    deadline = time.monotonic() + 5
+    while s1.engine.queue_config("capped").max_concurrent != 4:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    for app in (s0, s1):
+        q = app.engine._queues  # each enforces half: 2 at once, 5 per second
+        assert q.allowed("capped", 1, 0) is True and q.allowed("capped", 2, 0) is False
+        assert q._buckets["capped"].rate == 5.0

@@ -3,6 +3,7 @@ servers and registry entry, and owns start and stop."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -27,6 +28,7 @@ from .engine.validate import Limits
 log = logging.getLogger(__name__)
 SERVICES = ["notifyagent.v1.NotifyService", "notifyagent.v1.DispatchService", "notifyagent.v1.AdminService"]
 REGISTRY_TTL_S = 10.0
+QUEUES_REFRESH_S = 1.0
 
 
 def make_store(url: str, *, partitions: int = 16, ownership_ttl: float = 5.0) -> Store:
@@ -69,6 +71,7 @@ class SchedulerApp:
         self._ops: OpsServer | None = None
         self._node: Node | None = None
         self._stopped = False
+        self._queues_task: asyncio.Task | None = None
 
     @property
     def shared(self) -> bool:
@@ -103,6 +106,8 @@ class SchedulerApp:
         self.ownership.address = self.settings.advertise_addr or self.address
         await self.engine.start(self._queue_configs(self.settings))
         await self.ownership.start(self._on_partitions)
+        if self.shared:
+            self._queues_task = asyncio.create_task(self._follow_queues(), name="queue-settings")
         await self._server.start()
         await set_serving(self._health, SERVICES, True)
         host, port = split_addr(self.settings.advertise_addr or self.address, "NOTIFY_ADVERTISE_ADDR")
@@ -128,6 +133,9 @@ class SchedulerApp:
         await self.drain()
         if self._server is not None:
             await self._server.stop(grace=1.0)
+        if self._queues_task is not None:
+            self._queues_task.cancel()
+            await asyncio.gather(self._queues_task, return_exceptions=True)
         await self.ownership.stop()
         if self.router is not None:
             await self.router.close()
@@ -136,6 +144,16 @@ class SchedulerApp:
         if self._ops is not None:
             await self._ops.stop()
         log.info("scheduler stopped")
+
+    async def _follow_queues(self) -> None:
+        """Queue pause and limits are stored: every scheduler reads them each second and enforces
+        its share of each limit (divided by the live schedulers)."""
+        while True:
+            await asyncio.sleep(QUEUES_REFRESH_S)
+            try:
+                await self.engine.refresh_queues(len(self.ownership.members()))
+            except Exception as e:  # noqa: BLE001 -- the store is away: the settings in force stay
+                log.warning("reading queue settings failed: %s", e)
 
     def _on_partitions(self, gained: set[int], lost: set[int]) -> None:
         if lost:

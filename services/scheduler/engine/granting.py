@@ -97,6 +97,18 @@ class Granting(Memory):
         self._pump()
         return cfg
 
+    async def refresh_queues(self, share: int) -> None:
+        """Several schedulers share the store: takes queue settings another one stored (pause,
+        limits) and enforces 1/share of each limit (share: the live schedulers)."""
+        now = self._clock.now_ms()
+        changed = self._queues.set_share(share, now)
+        for cfg in await self._store.load_queues():
+            if cfg != self._queues.config(cfg.name):
+                self._queues.configure(cfg, now)
+                changed = True
+        if changed:
+            self._pump()
+
     def queue_config(self, name: str) -> QueueConfig:
         """A queue's settings (the defaults, unlimited, for one never configured)."""
         return self._queues.config(name)
