@@ -132,3 +132,19 @@ async def test_a_dispatcher_back_within_the_grace_keeps_its_leases(env):
     await turn()
     await e.complete(back, [ResultIn(lease.lease_id, Outcome(200, True, ""), T0, T0)])
     assert (await store.get(n.id)).state == State.SUCCEEDED
+
+
+def test_each_scheduler_enforces_its_share_of_a_queue_limit():
+    from notifyagent.scheduler.engine.model import QueueConfig
+    from notifyagent.scheduler.engine.queues import Queues
+
+    q = Queues()
+    q.configure(QueueConfig("q", max_concurrent=5, rate=10.0, burst=4), 0)
+    assert q.allowed("q", 4, 0) and not q.allowed("q", 5, 0)
+    assert q.set_share(2, 0) and not q.set_share(2, 0)
+    assert q.allowed("q", 2, 0) and not q.allowed("q", 3, 0), "5 / 2 rounded up"
+    for _ in range(2):  # burst 4 / 2
+        assert q.allowed("q", 0, 0)
+        q.on_grant("q", 0)
+    assert not q.allowed("q", 0, 0)
+    assert q.ms_until_token(["q"], 0) == 201, "5 per second: a token each 200 ms"
