@@ -11,7 +11,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..common.config import ConfigError, Settings, split_addr
 from ..common.grpcutil import create_server, set_serving
-from ..common.web import OpsServer, gauge
+from prometheus_client import CollectorRegistry
+
+from ..common.web import OpsServer
 from ..registry import Node, Registry
 from ..v1 import admin_service_pb2_grpc, dispatch_service_pb2_grpc, notify_service_pb2_grpc
 from .engine import queues
@@ -24,6 +26,8 @@ from .engine.ownership import Ownership, SoleOwnership
 from .store.sqlite import SqliteStore
 from .store.port import Store
 from .engine.validate import Limits
+from .alerts import Alerter, parse_channels
+from .metrics import SchedulerMetrics
 
 log = logging.getLogger(__name__)
 SERVICES = ["notifyagent.v1.NotifyService", "notifyagent.v1.DispatchService", "notifyagent.v1.AdminService"]
@@ -51,7 +55,7 @@ def make_store(url: str, *, partitions: int = 16, ownership_ttl: float = 5.0) ->
 class SchedulerApp:
     LIVE_SETTINGS = frozenset({"queues"})  # what reload() applies; the rest needs a restart
 
-    def __init__(self, settings: Settings, *, registry: Registry) -> None:
+    def __init__(self, settings: Settings, *, registry: Registry, metrics: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.store = make_store(settings.store, partitions=settings.partitions, ownership_ttl=settings.ownership_ttl)
@@ -65,6 +69,13 @@ class SchedulerApp:
                 reconnect_grace_s=settings.reconnect_grace,
                 limits=Limits(max_body_bytes=settings.max_body_bytes)),
         )
+        self.metrics_registry = metrics if metrics is not None else CollectorRegistry(auto_describe=False)
+        self.metrics = SchedulerMetrics(self.engine, self.metrics_registry)
+        channels = parse_channels(settings.alerts)
+        self.alerter = Alerter(channels=channels, interval_s=settings.alert_interval, enqueue=self.engine.enqueue) if channels else None
+        if self.alerter is not None:
+            self.engine.observers.finished.append(self.alerter.finished)
+        self.on_shutdown = lambda: log.warning("Shutdown asked, but nothing runs this scheduler to stop it")
         self.port = 0
         self._server = None
         self._health = None
@@ -99,7 +110,8 @@ class SchedulerApp:
                 lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(
                     NotifyServicer(Operations(e, self.store), self.router), s),
                 lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(e), s),
-                lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(e, self.router), s),
+                lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+                    AdminServicer(e, self.router, shutdown=lambda: self.on_shutdown()), s),
             ],
             SERVICES,
         )  # fmt: skip
@@ -114,7 +126,8 @@ class SchedulerApp:
         self._node = Node(id=f"scheduler-{os.getpid()}-{port}", address=host, port=port, metadata={"role": "scheduler"})
         await self.registry.register(self.settings.service_name, self._node, ttl=REGISTRY_TTL_S)
         if self.settings.http_addr:
-            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: e.accepting, collect=self._metrics)
+            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: e.accepting, registry=self.metrics_registry,
+                                  refresh=[self.metrics.refresh])  # fmt: skip
             await self._ops.start()
         log.info("scheduler serving gRPC on %s (store %s)", self.address, _redact(self.settings.store))
 
@@ -131,6 +144,8 @@ class SchedulerApp:
             except Exception as e:  # stopping must go on
                 log.warning("deregistering failed: %s", e)
         await self.drain()
+        if self.alerter is not None:
+            await self.alerter.stop()  # the open window is committed while the store is open
         if self._server is not None:
             await self._server.stop(grace=1.0)
         if self._queues_task is not None:
@@ -177,15 +192,6 @@ class SchedulerApp:
         changes = await self.engine.configure_queues(self._queue_configs(settings))
         self.settings = dataclasses.replace(self.settings, queues=settings.queues)
         return changes
-
-    def _metrics(self):
-        snap = self.engine.snapshot()
-        yield gauge("notifyagent_sent_ok", "Notifies delivered since start", snap.sent_ok)
-        yield gauge("notifyagent_sent_failed", "Notifies failed for good since start", snap.sent_failed)
-        yield gauge("notifyagent_leases", "Calls leased to dispatchers now", snap.leases)
-        yield gauge("notifyagent_ready", "Due notifies waiting for a dispatcher", snap.ready)
-        yield gauge("notifyagent_wheel", "Notifies held by the timer wheel", snap.wheel)
-        yield gauge("notifyagent_dispatchers", "Connected dispatchers", len(snap.dispatchers))
 
 
 def _redact(url: str) -> str:

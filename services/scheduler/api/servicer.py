@@ -4,10 +4,12 @@ Domain errors become gRPC status codes here and nowhere else."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import os
 import functools
+from typing import Callable
 import logging
 
 from google.protobuf import any_pb2
@@ -33,6 +35,7 @@ _CODES = {
     Unavailable: code_pb2.UNAVAILABLE,
 }
 MAX_PAGE = 1000
+MAX_DISPATCHER_ID = 256
 DEFAULT_PAGE = 50
 
 
@@ -222,9 +225,10 @@ def _decode_token(token: str) -> str:
 
 
 class AdminServicer(admin_grpc.AdminServiceServicer):
-    def __init__(self, engine: Engine, router: Router | None = None) -> None:
+    def __init__(self, engine: Engine, router: Router | None = None, *, shutdown: Callable[[], None] = lambda: None) -> None:
         self._engine = engine
         self._router = router
+        self._shutdown = shutdown  # asks the process to stop gracefully, as SIGTERM does
 
     async def _queue_stats(
         self, names: list[str] | None = None, counts: dict[tuple[str, State], int] | None = None
@@ -279,12 +283,13 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             dispatchers=[
                 admin_pb.DispatcherInfo(
                     dispatcher_id=d.dispatcher_id, version=d.version, capacity=d.capacity, credit=d.credit,
-                    leases=d.leases, connect_time=convert.timestamp(d.connect_ms),
+                    leases=d.leases, connect_time=convert.timestamp(d.connect_ms), draining=d.draining,
                 )  # fmt: skip
                 for d in snap.dispatchers
             ],
             queues=queues,
-            wheel_size=snap.wheel,
+            wheel_size=snap.waiting,
+            shutting_down=snap.shutting_down,
         )
 
     async def _change_queue(self, name: str, **changes) -> admin_pb.QueueStats:
@@ -309,3 +314,18 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             request.name, max_concurrent=request.max_concurrent, rate=request.rate, burst=request.burst
         )
         return admin_pb.SetQueueLimitsResponse(queue=stats)
+
+    @maps_errors
+    async def DrainDispatchers(self, request, context):
+        if len(request.dispatcher_id) > MAX_DISPATCHER_ID:
+            raise InvalidArgument([("dispatcher_id", f"must be at most {MAX_DISPATCHER_ID} characters")])
+        told = self._engine.drain_dispatchers(request.dispatcher_id)
+        if request.dispatcher_id and not told:
+            raise NotFound(f"dispatcher {request.dispatcher_id!r} is not connected")
+        return admin_pb.DrainDispatchersResponse(dispatcher_ids=told)
+
+    @maps_errors
+    async def Shutdown(self, request, context):
+        log.warning("Shutdown asked over AdminService: stopping gracefully")
+        asyncio.get_running_loop().call_soon(self._shutdown)  # after this answer is on its way
+        return admin_pb.ShutdownResponse()

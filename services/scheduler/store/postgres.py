@@ -70,8 +70,15 @@ CREATE TABLE IF NOT EXISTS attempts (
     status_code INTEGER NOT NULL,
     error TEXT NOT NULL,
     success BOOLEAN NOT NULL,
-    snippet BYTEA NOT NULL
+    snippet BYTEA NOT NULL,
+    headers TEXT NOT NULL DEFAULT ''
 );
+DO $$ BEGIN  -- migration, as above
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'attempts' AND column_name = 'headers') THEN
+        ALTER TABLE attempts ADD COLUMN headers TEXT NOT NULL DEFAULT '';
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS attempts_notify ON attempts (notify_id, number, seq);
 CREATE TABLE IF NOT EXISTS queues (
     name TEXT COLLATE "C" PRIMARY KEY,
@@ -131,7 +138,7 @@ _SAVE = (
     f" WHERE id=$6 AND state <> {int(State.CANCELLED)} AND attempt_count <= $4"
 )
 _ADD_ATTEMPT = (
-    f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9"
+    f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10"
     " WHERE NOT EXISTS (SELECT 1 FROM attempts WHERE notify_id = $1 AND number = $2)"
 )
 _BY_ID = f"SELECT {codec.COLUMNS} FROM notifies WHERE id = $1"
