@@ -167,6 +167,13 @@ async def test_status_adds_up_over_the_schedulers(pair, target):
     status = await m0.GetStatus(admin.GetStatusRequest())
     assert status.sent_ok == 6
     assert [x.dispatcher_id for x in status.dispatchers] == [d.client.dispatcher_id] * 2, "one session on each scheduler"
+    rows = {r.address: r for r in status.schedulers}
+    assert list(rows) == [s0.address, s1.address], "one row per scheduler, the one answering first"
+    for app in (s0, s1):
+        row = rows[app.address]
+        assert row.owner_id == app.ownership.owner_id and list(row.partitions) == sorted(app.ownership.fence.held())
+        assert row.sent_ok == 3 and row.dispatchers == 1
+    assert sorted(p for r in status.schedulers for p in r.partitions) == list(range(P))
 
 
 async def test_a_queue_paused_through_one_scheduler_is_paused_on_every_one(pair, target):

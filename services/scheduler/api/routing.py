@@ -29,6 +29,14 @@ class Router:
         self._own = ownership
         self._channels: dict[str, grpc.aio.Channel] = {}
 
+    @property
+    def owner_id(self) -> str:
+        return self._own.owner_id
+
+    @property
+    def address(self) -> str:
+        return self._own.address
+
     @staticmethod
     def forwarded(context) -> bool:
         return any(k == FORWARDED for k, _ in (context.invocation_metadata() or ()))

@@ -262,7 +262,13 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             counts[state] = counts.get(state, 0) + c
         resp = self._status(snap, counts, await self._queue_stats(counts=by_queue))
         if self._router is not None:  # counts come from the shared store; the rest adds up over schedulers
+            resp.schedulers.append(admin_pb.SchedulerInfo(
+                owner_id=self._router.owner_id, address=self._router.address, partitions=self._engine.partitions_held(),
+                pid=resp.pid, sent_ok=snap.sent_ok, sent_failed=snap.sent_failed, dispatchers=len(snap.dispatchers),
+                leases=snap.leases,
+            ))  # fmt: skip
             for other in await self._router.fan_out("GetStatus", request, context, admin=True):
+                resp.schedulers.extend(other.schedulers[:1])
                 resp.sent_ok += other.sent_ok
                 resp.sent_failed += other.sent_failed
                 resp.dispatchers.extend(other.dispatchers)

@@ -41,6 +41,10 @@ class Partitions(Memory):
         held = self._fence.held()
         return None if len(held) == self._fence.partitions else frozenset(held)
 
+    def partitions_held(self) -> list[int]:
+        """The partitions held now, ascending (for status)."""
+        return sorted(self._fence.held())
+
     def lease_current(self, lease) -> bool:
         """The lease's partition is still held at the epoch it was granted under."""
         return self._fence.epoch(lease.partition) == lease.epoch
