@@ -148,3 +148,25 @@ def test_each_scheduler_enforces_its_share_of_a_queue_limit():
         q.on_grant("q", 0)
     assert not q.allowed("q", 0, 0)
     assert q.ms_until_token(["q"], 0) == 201, "5 per second: a token each 200 ms"
+
+
+def test_any_string_has_a_partition_and_ids_keep_theirs():
+    """Fuzz: partition_of takes any string (ids from elsewhere, odd lengths, any characters) and
+    an id made for a partition always maps back to it, for every P."""
+    import random
+
+    from notifyagent.common.ids import IdGenerator, MAX_PARTITIONS
+
+    rng = random.Random(5)
+    ids = IdGenerator()
+    prev = ""
+    for _ in range(2000):
+        size = rng.choice([0, 1, 2, 24, 25, 26, 27, 40])
+        junk = "".join(chr(rng.choice([rng.randrange(32, 127), rng.randrange(0x80, 0x3000)])) for _ in range(size))
+        p_count = rng.randrange(1, MAX_PARTITIONS + 1)
+        assert 0 <= partition_of(junk, p_count) < p_count
+        want = rng.randrange(p_count)
+        made = ids.new(T0 + rng.randrange(3), partition=want)
+        assert len(made) == 26 and partition_of(made, p_count) == want
+        assert made > prev, "ids still sort by creation, whatever their partition"
+        prev = made
