@@ -71,8 +71,8 @@ class Router:
         try:
             return await getattr(stub, method)(request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as e:
-            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and not e.details():
-                raise Unavailable(f"scheduler {member.address} did not answer") from None
+            if e.code() == grpc.StatusCode.UNAVAILABLE:  # unreachable, or it answered so: retry
+                raise Unavailable(f"scheduler {member.address} (owner of that partition): {e.details()}") from None
             trailing = [(k, v) for k, v in (e.trailing_metadata() or ()) if k == "grpc-status-details-bin"]
             if trailing:
                 context.set_trailing_metadata(tuple(trailing))
