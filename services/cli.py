@@ -203,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        run(args.command, settings, flags)
+        try:
+            run(args.command, settings, flags)
+        except ConfigError as e:  # found at start (a store created with other partitions)
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         return 0
     return run_client(args)
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -240,3 +243,24 @@ async def test_the_local_fence_ends_before_the_row_can_expire(pg: Stores) -> Non
     assert a.fence.holds(0)
     clock.now += 2.0 - 2.0 / 5  # the TTL minus the margin after the renewal started
     assert not a.fence.holds(0) and a.fence.held() == {}
+
+
+def test_a_scheduler_on_a_store_made_with_other_partitions_refuses_to_start_in_one_line(tmp_path):
+    store = f"sqlite:///{tmp_path}/p.db"
+    base = [sys.executable, "-m", "notifyagent", "scheduler", "--store", store, "--http-addr", "", "--grpc-addr", "127.0.0.1:0"]
+    first = subprocess.Popen([*base, "--partitions", "16"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "p.db").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.0)
+    finally:
+        first.terminate()
+        first.communicate(timeout=20)
+    done = subprocess.run([*base, "--partitions", "8"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: NOTIFY_PARTITIONS is 8 but the store {tmp_path}/p.db was created with 16;"
+        " partitions are fixed when a store is created"
+    )
