@@ -209,3 +209,23 @@ async def test_queue_limits_are_shared_among_the_live_schedulers(pair, target):
     await target.wait_for(4)
     await asyncio.sleep(0.3)
     assert target.peak_by_path["/capped"] <= 4, "2 at once on each scheduler"
+
+
+async def test_a_dispatcher_gives_a_listed_scheduler_that_is_down_no_share(tmp_path, target):
+    from notifyagent.registry.static import StaticRegistry
+    from support import System
+
+    system = System(settings_for(tmp_path), dispatchers=0)
+    await system.start()
+    d = DispatcherApp(settings_for(tmp_path, capacity=64), registry=StaticRegistry([system.scheduler.address, "127.0.0.1:9"]))
+    await d.start()
+    try:
+        deadline = time.monotonic() + 15
+        while sorted((c.capacity, c.connected) for c in d.client.streams) != [(64, False), (64, True)]:
+            assert time.monotonic() < deadline, [(c.capacity, c.connected) for c in d.client.streams]
+            await asyncio.sleep(0.1)
+        n = await system.create(target.url("/up"))
+        await system.wait_state(n.id, pb.STATE_SUCCEEDED)
+    finally:
+        await d.stop()
+        await system.stop()

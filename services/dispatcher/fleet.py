@@ -5,14 +5,18 @@ a dispatcher keeps a LeaseClient (one stream, its reconnects and results) per
 scheduler it finds in the registry, looked up again every `refresh_s`. A
 scheduler that appears gets a stream; one that vanishes has its stream wound
 down (its calls in flight finish and are reported while it answers). The
-capacity is split evenly across the streams and re-split as they come and go
-(each client announces its new share on a fresh stream)."""
+capacity is split evenly across the streams that are up (all of them while none
+is; a stream counts as down once it has been disconnected for DOWN_AFTER_S, so a
+reconnect does not reshuffle the shares) and re-split every refresh as they come
+and go, so a scheduler that is listed but down holds no share (each client
+announces its new share on a fresh stream)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import time
 from typing import Awaitable, Callable
 
 from ..registry import RegistryError
@@ -22,6 +26,7 @@ from .client import LeaseClient
 log = logging.getLogger(__name__)
 REFRESH_S = 1.0
 LEAVE_GRACE_S = 2.0
+DOWN_AFTER_S = 3.0
 
 
 class LeaseFleet:
@@ -37,6 +42,7 @@ class LeaseFleet:
         self._refresh = refresh_s
         self._clients: dict[str, tuple[LeaseClient, asyncio.Task]] = {}
         self._gone_calls = 0  # calls made by streams to schedulers that vanished
+        self._down_since: dict[str, float] = {}  # address -> when its stream was first seen disconnected
         self._stopped = asyncio.Event()
         self._found = asyncio.Event()
 
@@ -78,6 +84,7 @@ class LeaseFleet:
                 await self._follow(await self._discover())
             except (LookupError, RegistryError, OSError) as e:
                 log.warning("looking up schedulers failed (%s); keeping the %d streams open", e, len(self._clients))
+            self._share()
             try:
                 await asyncio.wait_for(self._stopped.wait(), self._refresh)
             except TimeoutError:
@@ -118,8 +125,21 @@ class LeaseFleet:
     def _split(self, n: int) -> int:
         return max(1, self.capacity // max(1, n))
 
+    def _live(self) -> list[LeaseClient]:
+        now = time.monotonic()
+        live = []
+        for addr, (client, _) in self._clients.items():
+            if client.connected:
+                self._down_since.pop(addr, None)
+            elif now - self._down_since.setdefault(addr, now) >= DOWN_AFTER_S:
+                continue
+            live.append(client)
+        for addr in set(self._down_since) - set(self._clients):
+            del self._down_since[addr]
+        return live
+
     def _share(self) -> None:
-        share = self._split(len(self._clients))
+        share = self._split(len(self._live() or self.streams))
         for client in self.streams:
             client.set_capacity(share)
 
