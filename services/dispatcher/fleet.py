@@ -19,6 +19,8 @@ import os
 import time
 from typing import Awaitable, Callable
 
+import grpc
+
 from ..registry import RegistryError
 from .call import Sender
 from .client import LeaseClient
@@ -33,13 +35,17 @@ class LeaseFleet:
     def __init__(
         self, *, sender: Sender, discover: Callable[[], Awaitable[list[str]]], capacity: int,
         dispatcher_id: str | None = None, max_backoff_s: float = 5.0, refresh_s: float = REFRESH_S,
+        credentials: Callable[[], grpc.ChannelCredentials | None] = lambda: None, metadata: tuple = (),
     ) -> None:  # fmt: skip
+        """credentials and metadata: as LeaseClient takes them, for every stream."""
         self.dispatcher_id = dispatcher_id or f"dispatcher-{os.uname().nodename}-{os.getpid()}-{os.urandom(3).hex()}"
         self.capacity = capacity
         self._sender = sender
         self._discover = discover
         self._backoff = max_backoff_s
         self._refresh = refresh_s
+        self._credentials = credentials
+        self._metadata = metadata
         self._clients: dict[str, tuple[LeaseClient, asyncio.Task]] = {}
         self._gone_calls = 0  # calls made by streams to schedulers that vanished
         self._down_since: dict[str, float] = {}  # address -> when its stream was first seen disconnected
@@ -105,7 +111,8 @@ class LeaseFleet:
         wanted = set(addresses)
         for addr in sorted(wanted - set(self._clients)):
             client = LeaseClient(sender=self._sender, discover=_fixed(addr), capacity=self._split(len(wanted)),
-                                 dispatcher_id=self.dispatcher_id, max_backoff_s=self._backoff)  # fmt: skip
+                                 dispatcher_id=self.dispatcher_id, max_backoff_s=self._backoff,
+                                 credentials=self._credentials, metadata=self._metadata)  # fmt: skip
             task = asyncio.create_task(client.run(), name=f"lease-stream-{addr}")
             self._clients[addr] = (client, task)
             log.info("dispatcher %s: scheduler %s found, opening a stream", self.dispatcher_id, addr)

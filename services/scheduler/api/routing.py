@@ -14,6 +14,8 @@ import logging
 
 import grpc
 
+from ...common.config import Settings
+from ...common.tls import channel_credentials
 from ...v1 import admin_service_pb2_grpc, notify_service_pb2_grpc
 from ..engine.errors import Unavailable
 from ..engine.ownership import Member, Ownership
@@ -25,8 +27,12 @@ DEFAULT_TIMEOUT_S = 30.0
 
 
 class Router:
-    def __init__(self, ownership: Ownership) -> None:
+    """settings: NOTIFY_TLS_CA (and NOTIFY_TLS_CERT/KEY under mTLS) make peer channels TLS, as
+    dispatchers' are; without them, plaintext."""
+
+    def __init__(self, ownership: Ownership, settings: Settings | None = None) -> None:
         self._own = ownership
+        self._settings = settings
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     @property
@@ -104,7 +110,10 @@ class Router:
     def _stub(self, address: str, admin: bool):
         ch = self._channels.get(address)
         if ch is None:
-            ch = self._channels[address] = grpc.aio.insecure_channel(address)
+            creds = channel_credentials(self._settings) if self._settings is not None else None
+            ch = self._channels[address] = (
+                grpc.aio.secure_channel(address, creds) if creds is not None else grpc.aio.insecure_channel(address)
+            )
         return (admin_service_pb2_grpc.AdminServiceStub if admin else notify_service_pb2_grpc.NotifyServiceStub)(ch)
 
     async def close(self) -> None:
