@@ -10,6 +10,8 @@
   rejoins and takes a share again.
 
 The CI versions are bounded (about a minute each); NOTIFY_SOAK=full runs longer loads.
+With tokens on (the default for process tests), every forward and fan-out carries the
+caller's token to the owner.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import grpc
 import pytest
 from notifyagent.common.ids import partition_of
 from notifyagent.v1 import notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc
-from support import Proc, Target, free_port, wait_serving
+from support import Proc, Target, free_port, open_channel, wait_serving
 from test_store_contract import PG_DSN, postgres_admin
 
 pytestmark = pytest.mark.postgres
@@ -64,7 +66,7 @@ class Cluster:
                     "--capacity", str(CAPACITY), *common]  # fmt: skip
             self.procs[f"d{i}"] = Proc(args, log_path=self.tmp_path / f"d{i}.log").start()
         for addr in self.addrs:
-            self.channels[addr] = grpc.aio.insecure_channel(addr)
+            self.channels[addr] = open_channel(addr)  # the test token when tokens are on: forwards carry it
 
     async def stop(self) -> None:
         for ch in self.channels.values():
