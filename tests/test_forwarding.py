@@ -72,13 +72,13 @@ async def peer():
 
 async def test_a_forward_carries_the_callers_token_and_deadline_and_is_marked(peer):
     servicer, router, member = peer
-    ctx = Context((("authorization", "Bearer s3cret"), ("x-other", "no"), ("user-agent", "me")), 4.0)
+    ctx = Context((("authorization", "Bearer s3cret"), ("x-other", "no"), ("user-agent", "me")), 20.0)
     resp = await router.forward("CancelNotify", api.CancelNotifyRequest(id="n1"), ctx, member)
     assert resp.notify.state == pb.STATE_CANCELLED
     (metadata, remaining), = servicer.seen
     assert metadata["authorization"] == "Bearer s3cret" and metadata[FORWARDED] == "me"
     assert "x-other" not in metadata
-    assert remaining is not None and 0 < remaining <= 4.0
+    assert remaining is not None and 0 < remaining <= 20.0, "the caller's deadline bounds the forward"
 
 
 async def test_the_owners_error_is_the_callers(peer):

@@ -37,7 +37,7 @@ class Granting(Memory):
             part = self._fence.of(n.id)
             epoch = self._fence.epoch(part)
             if epoch is None:  # its partition was given up (or may have expired): not ours to deliver
-                self._drop(n)
+                self._drop(n.id)
                 continue
             if n.spec.expire_at_ms is not None and now > n.spec.expire_at_ms:
                 self._spawn(self._finish_unattempted(n, n.version, "expired: expire_at passed before delivery"))

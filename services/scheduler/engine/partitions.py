@@ -61,7 +61,7 @@ class Partitions(Memory):
             lease = self._leases.for_notify(n.id)
             if lease is not None:
                 self._end_lease(lease)
-            self._drop(n)
+            self._drop(n.id)
             dropped += 1
         self._ready.drop_keys(lambda key: self._fence.for_key(key) in lost)
         if dropped:
