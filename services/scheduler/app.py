@@ -3,6 +3,7 @@ servers and registry entry, and owns start and stop."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -25,7 +26,9 @@ from .api.http import ApiError, HttpApi
 from .engine.core import Engine, EngineSettings
 from .engine.errors import Unavailable
 from .engine.operations import Operations
+from .api.routing import Router
 from .api.servicer import AdminServicer, NotifyServicer
+from .engine.ownership import Ownership, SoleOwnership
 from .store.sqlite import SqliteStore
 from .store.port import Store
 from .engine.validate import Limits
@@ -35,9 +38,10 @@ from .metrics import SchedulerMetrics
 log = logging.getLogger(__name__)
 SERVICES = ["notifyagent.v1.NotifyService", "notifyagent.v1.DispatchService", "notifyagent.v1.AdminService"]
 REGISTRY_TTL_S = 10.0
+QUEUES_REFRESH_S = 1.0
 
 
-def make_store(url: str, secrets: SecretBox | None = None) -> Store:
+def make_store(url: str, secrets: SecretBox | None = None, *, partitions: int = 16, ownership_ttl: float = 5.0) -> Store:
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = url[len("sqlite:///"):].split("?", 1)[0] if url.startswith("sqlite:///") else ""
@@ -45,7 +49,7 @@ def make_store(url: str, secrets: SecretBox | None = None) -> Store:
             raise ConfigError(f"NOTIFY_STORE: write sqlite:///relative/path.db or sqlite:////absolute/path.db, not {url!r}")
         sync = parse_qs(parts.query).get("synchronous", ["FULL"])[0]
         try:
-            return SqliteStore(path, synchronous=sync, secrets=secrets)
+            return SqliteStore(path, synchronous=sync, secrets=secrets, partitions=partitions)
         except ValueError as e:
             raise ConfigError(str(e)) from None
     if parts.scheme in ("postgres", "postgresql"):
@@ -53,7 +57,7 @@ def make_store(url: str, secrets: SecretBox | None = None) -> Store:
             from .store.postgres import PostgresStore
         except ImportError as e:
             raise ConfigError(f"NOTIFY_STORE is PostgreSQL but its driver is missing ({e}); pip install 'notifyagent[postgres]'") from e
-        return PostgresStore(url, secrets=secrets)
+        return PostgresStore(url, secrets=secrets, partitions=partitions, idle_tx_timeout_s=ownership_ttl)
     raise ConfigError(f"NOTIFY_STORE must start with sqlite:/// or postgresql://, not {url!r}")
 
 
@@ -66,11 +70,16 @@ class SchedulerApp:
         self.auth = Authenticator(settings.tokens_file)
         self.tls = ServerTls.from_settings(settings)
         self.secret = secret_names(settings.secret_headers)
-        self.store = make_store(settings.store, SecretBox.from_settings(settings.secret_key, settings.secret_headers))
+        self.store = make_store(settings.store, SecretBox.from_settings(settings.secret_key, settings.secret_headers),
+                                partitions=settings.partitions, ownership_ttl=settings.ownership_ttl)  # fmt: skip
+        self.ownership = self._ownership(settings)
+        self.router = Router(self.ownership, settings) if self.shared else None
         self.engine = Engine(
             store=self.store,
+            fence=self.ownership.fence,
             settings=EngineSettings(
                 horizon_s=settings.horizon, lease_margin_s=settings.lease_margin,
+                reconnect_grace_s=settings.reconnect_grace,
                 limits=Limits(max_body_bytes=settings.max_body_bytes)),
         )
         self.metrics_registry = metrics if metrics is not None else CollectorRegistry(auto_describe=False)
@@ -86,6 +95,20 @@ class SchedulerApp:
         self._ops: OpsServer | None = None
         self._node: Node | None = None
         self._stopped = False
+        self._owning = False
+        self._queues_task: asyncio.Task | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Several schedulers may share this store (PostgreSQL): ownership moves, calls are routed."""
+        return not isinstance(self.ownership, SoleOwnership)
+
+    def _ownership(self, settings: Settings) -> Ownership:
+        if self.store.__class__.__name__ == "PostgresStore":
+            from .store.postgres_ownership import PostgresOwnership
+
+            return PostgresOwnership(self.store, address="", ttl_s=settings.ownership_ttl)
+        return SoleOwnership(settings.partitions)
 
     @property
     def address(self) -> str:
@@ -99,11 +122,10 @@ class SchedulerApp:
             raise StartupError(f"NOTIFY_STORE: {e}") from e
         except OSError as e:  # e.g. a directory for the SQLite file that cannot be made
             raise StartupError(f"NOTIFY_STORE: cannot open the store: {e}") from e
-        await self.engine.start(self._queue_configs(self.settings))
         e = self.engine
         # One servicer object per service, shared by the gRPC server and the HTTP/JSON API.
-        notify = NotifyServicer(Operations(e, self.store), secret=self.secret)
-        admin = AdminServicer(e, shutdown=lambda: self.on_shutdown())
+        notify = NotifyServicer(Operations(e, self.store), self.router, secret=self.secret)
+        admin = AdminServicer(e, self.router, shutdown=lambda: self.on_shutdown())
         self._server, self.port, self._health = create_server(
             self.settings.grpc_addr,
             [
@@ -116,6 +138,12 @@ class SchedulerApp:
             interceptors=[AuthInterceptor(self.auth)],
             credentials=self.tls.grpc_credentials() if self.tls else None,
         )  # fmt: skip
+        self.ownership.address = self.settings.advertise_addr or self.address
+        await self.engine.start(self._queue_configs(self.settings))
+        self._owning = True  # from here stop() gives partitions up (not after a store that never opened)
+        await self.ownership.start(self._on_partitions)
+        if self.shared:
+            self._queues_task = asyncio.create_task(self._follow_queues(), name="queue-settings")
         if self.settings.http_addr:
             http_api = HttpApi(notify=notify, admin=admin, authorize=self._authorize_http,
                                max_body_bytes=self.settings.max_body_bytes)  # fmt: skip
@@ -175,6 +203,13 @@ class SchedulerApp:
             await self.alerter.stop()  # the open window is committed while the store is open
         if self._server is not None:
             await self._server.stop(grace=1.0)
+        if self._queues_task is not None:
+            self._queues_task.cancel()
+            await asyncio.gather(self._queues_task, return_exceptions=True)
+        if self._owning:
+            await self.ownership.stop()
+        if self.router is not None:
+            await self.router.close()
         await self.engine.stop()
         await self.store.close()
         if self._ops is not None:
@@ -186,6 +221,22 @@ class SchedulerApp:
         """Raises ConfigError for a store URL or queue limits this scheduler cannot take; opens nothing."""
         make_store(settings.store)
         cls._queue_configs(settings)
+
+    async def _follow_queues(self) -> None:
+        """Queue pause and limits are stored: every scheduler reads them each second and enforces
+        its share of each limit (divided by the live schedulers)."""
+        while True:
+            await asyncio.sleep(QUEUES_REFRESH_S)
+            try:
+                await self.engine.refresh_queues(len(self.ownership.members()))
+            except Exception as e:  # noqa: BLE001 -- the store is away: the settings in force stay
+                log.warning("reading queue settings failed: %s", e)
+
+    def _on_partitions(self, gained: set[int], lost: set[int]) -> None:
+        if lost:
+            self.engine.give_up_partitions(lost)
+        if gained:
+            self.engine.take_partitions(gained)
 
     async def drain(self) -> None:
         """Stops granting and waits up to the grace period for the results of calls in flight."""
