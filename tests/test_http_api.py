@@ -344,3 +344,47 @@ async def test_the_api_is_served_over_the_http_ports_tls(tmp_path, target):
     finally:
         await scheduler.stop()
         await registry.close()
+
+
+async def test_a_call_over_http_is_forwarded_like_a_grpc_one(tmp_path):
+    """The context adapter gives the router what a gRPC context would: the caller's token goes
+    along, a client cannot mark its call as already forwarded, the owner's error comes back."""
+    from aiohttp import web as aioweb
+
+    from notifyagent.common.grpcutil import create_server
+    from notifyagent.scheduler.api.http import HttpApi
+    from notifyagent.scheduler.api.routing import FORWARDED, Router
+    from notifyagent.scheduler.engine.ownership import Member
+    from notifyagent.v1 import notify_service_pb2_grpc
+    from test_forwarding import Others, Peer
+
+    peer = Peer()
+    server, port, _ = create_server("127.0.0.1:0", [lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(peer, s)], [])
+    await server.start()
+    member = Member("peer", f"127.0.0.1:{port}")
+    router = Router(Others(member))
+
+    class Forwarding:  # a scheduler that owns nothing: every cancel goes to the owner
+        async def CancelNotify(self, request, context):
+            return await router.forward("CancelNotify", request, context, member)
+
+    app = aioweb.Application()
+    HttpApi(notify=Forwarding(), admin=None).install(app)
+    runner = aioweb.AppRunner(app, access_log=None)
+    await runner.setup()
+    await aioweb.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": "Bearer s3cret", FORWARDED: "forged"}
+            async with http.post(f"{base}/v1/notifies/n1:cancel", headers=headers) as r:
+                assert r.status == 200 and (await r.json())["notify"]["state"] == "STATE_CANCELLED"
+            (metadata, remaining), = peer.seen
+            assert metadata["authorization"] == "Bearer s3cret" and metadata[FORWARDED] == "me" and remaining is not None
+            async with http.post(f"{base}/v1/notifies/missing:cancel", headers=headers) as r:
+                doc = await r.json()
+                assert_error(r.status, doc, 404, "NOT_FOUND")
+    finally:
+        await runner.cleanup()
+        await router.close()
+        await server.stop(0)

@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from ...v1 import admin_service_pb2 as admin_pb, notify_service_pb2 as api
+from .routing import FORWARDED
 
 log = logging.getLogger(__name__)
 
@@ -109,29 +110,40 @@ Authorize = Callable[[str, Sequence[tuple[str, str]]], Awaitable[None]]
 
 
 class _Context:
-    """What the servicers use of grpc.aio.ServicerContext, for a call that came over HTTP."""
+    """What the servicers (and the router that forwards their calls) use of
+    grpc.aio.ServicerContext, for a call that came over HTTP."""
 
     def __init__(self, request: web.Request) -> None:
         self._request = request
+        self._trailing: tuple = ()
 
     async def abort_with_status(self, status: grpc.Status) -> None:
-        for key, value in status.trailing_metadata or ():
-            if key == "grpc-status-details-bin":
-                raise ApiError(status_pb2.Status.FromString(value))
-        raise ApiError(status_pb2.Status(code=status.code.value[0], message=status.details or ""))
+        self._trailing = tuple(status.trailing_metadata or ())
+        await self.abort(status.code, status.details or "")
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata=()) -> None:
+        for key, value in (*self._trailing, *(trailing_metadata or ())):
+            if key == "grpc-status-details-bin":  # the full status, details included
+                raise ApiError(status_pb2.Status.FromString(value))
         raise ApiError(status_pb2.Status(code=code.value[0], message=details))
+
+    def set_trailing_metadata(self, metadata) -> None:
+        self._trailing = tuple(metadata)
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return _metadata(self._request)
+
+    def time_remaining(self) -> float | None:
+        return None  # HTTP carries no deadline: a forwarded call gets the router's default
 
     def peer(self) -> str:
         return f"http:{self._request.remote}"
 
 
 def _metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
-    return tuple((k.lower(), v) for k, v in request.headers.items())
+    """The headers as gRPC metadata; never the schedulers' own forwarding mark (an HTTP call is
+    never a forwarded one)."""
+    return tuple((k.lower(), v) for k, v in request.headers.items() if k.lower() != FORWARDED)
 
 
 def body_limit(max_body_bytes: int) -> int:
