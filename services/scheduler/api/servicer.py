@@ -22,6 +22,7 @@ from ..engine.core import Engine
 from ..engine.operations import Operations
 from ..engine.errors import FailedPrecondition, InvalidArgument, NotFound, NotifyError, Unavailable
 from ..engine.model import ListFilter, State
+from ..engine.validate import notify_size
 
 log = logging.getLogger(__name__)
 
@@ -66,29 +67,17 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
     def __init__(self, operations: Operations) -> None:
         self._ops = operations
 
-    def _convert_all(self, requests, now_ms: int, batch: bool):
-        news, violations = [], []
-        for i, req in enumerate(requests):
-            new, bad = convert.new_notify(req.notify, req.request_id, now_ms=now_ms,
-                                          prefix=f"requests[{i}].notify" if batch else "notify")  # fmt: skip
-            news.append(new)
-            violations += bad
-        if violations:
-            raise InvalidArgument(violations)
-        return news
-
     @maps_errors
     async def CreateNotify(self, request, context):
-        news = self._convert_all([request], self._ops.clock.now_ms(), batch=False)
-        (n,) = await self._ops.create(news)
+        now = self._ops.clock.now_ms()
+        (n,) = await self._ops.create([convert.new_notify(request.notify, request.request_id, now_ms=now)])
         return api.CreateNotifyResponse(notify=convert.notify_to_proto(n))
 
     @maps_errors
     async def BatchCreateNotify(self, request, context):
-        if not request.requests:
-            raise InvalidArgument([("requests", "must hold at least one request")])
-        news = self._convert_all(request.requests, self._ops.clock.now_ms(), batch=True)
-        stored = await self._ops.create(news)
+        now = self._ops.clock.now_ms()
+        news = [convert.new_notify(r.notify, r.request_id, now_ms=now) for r in request.requests]
+        stored = await self._ops.create(news, batch=True)
         return api.BatchCreateNotifyResponse(notifies=[convert.notify_to_proto(n) for n in stored])
 
     @maps_errors
@@ -98,7 +87,7 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
 
     @maps_errors
     async def GetNotify(self, request, context):
-        return api.GetNotifyResponse(notify=convert.notify_to_proto(await self._ops.get(_require_id(request.id))))
+        return api.GetNotifyResponse(notify=convert.notify_to_proto(await self._ops.get(request.id)))
 
     @maps_errors
     async def ListNotifies(self, request, context):
@@ -115,34 +104,31 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
             ordering_key=request.ordering_key,
         )
         items = await self._ops.list(f, after_id=after, limit=size + 1)
-        token = _encode_token(items[size - 1].id) if len(items) > size else ""
+        page, room = [], self._ops.limits.max_notify_bytes
+        for n in items[:size]:  # a page never outgrows a message: big notifies make short pages
+            room -= notify_size(n.spec)
+            if room < 0 and page:
+                break
+            page.append(n)
+        token = _encode_token(page[-1].id) if len(items) > len(page) else ""
         return api.ListNotifiesResponse(
-            notifies=[convert.notify_to_proto(n, with_attempts=False) for n in items[:size]], next_page_token=token
+            notifies=[convert.notify_to_proto(n, with_attempts=False) for n in page], next_page_token=token
         )
 
     @maps_errors
     async def CancelNotify(self, request, context):
-        return api.CancelNotifyResponse(notify=convert.notify_to_proto(await self._ops.cancel(_require_id(request.id))))
+        return api.CancelNotifyResponse(notify=convert.notify_to_proto(await self._ops.cancel(request.id)))
 
     @maps_errors
     async def UpdateNotify(self, request, context):
-        notify_id = _require_id(request.notify.id)
         paths = {"schedule" if p in ("deliver_at", "delay", "trigger_key") else p for p in request.update_mask.paths}
-        candidate, violations = convert.new_notify(request.notify, "", now_ms=self._ops.clock.now_ms())
-        if violations:
-            raise InvalidArgument(violations)
-        n = await self._ops.update(notify_id, paths, candidate.spec)
+        given = convert.new_notify(request.notify, "", now_ms=self._ops.clock.now_ms())
+        n = await self._ops.update(request.notify.id, paths, given)
         return api.UpdateNotifyResponse(notify=convert.notify_to_proto(n))
 
     @maps_errors
     async def RetryNotify(self, request, context):
-        return api.RetryNotifyResponse(notify=convert.notify_to_proto(await self._ops.retry(_require_id(request.id))))
-
-
-def _require_id(notify_id: str) -> str:
-    if not notify_id:
-        raise InvalidArgument([("id", "is required")])
-    return notify_id
+        return api.RetryNotifyResponse(notify=convert.notify_to_proto(await self._ops.retry(request.id)))
 
 
 def _encode_token(last_id: str) -> str:
@@ -152,6 +138,8 @@ def _encode_token(last_id: str) -> str:
 def _decode_token(token: str) -> str:
     if not token:
         return ""
+    if len(token) > 512:
+        raise InvalidArgument([("page_token", "is not a token this server gave out")])
     try:
         text = base64.urlsafe_b64decode(token.encode()).decode()
     except (ValueError, UnicodeDecodeError):

@@ -134,6 +134,9 @@ class Engine:
         (the loader's own reads are, by definition)."""
         if n.due_ms is None or n.id in self.live or (not loaded and (n.due_ms, n.id) >= self.cursor):
             return
+        if n.unreadable:
+            log.error("notify %s is not delivered: %s", n.id, n.unreadable)
+            return
         n.stored_state = n.state  # every way in is a committed copy
         self.live[n.id] = n
         if n.due_ms <= self.clock.now_ms():

@@ -102,6 +102,9 @@ class Notification:
     # The state the store holds while this copy is in memory: becoming due (PENDING) and
     # being leased (DELIVERING) are not written, so the two can differ.
     stored_state: State | None = None
+    # Why the stored row could not be read back (empty when it could): such a notify is
+    # shown as it is, never delivered, and never breaks a read.
+    unreadable: str = ""
 
     @property
     def attempts_in_budget(self) -> int:
@@ -112,6 +115,8 @@ class Notification:
 class NewNotify:
     spec: Spec
     request_id: str = ""
+    schedule: str = ""  # which schedule the caller set: deliver_at, delay, trigger_key or none
+    delay_s: float | None = None  # the delay as given (spec.deliver_at_ms is now + delay)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from .core import Engine
 from .errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from .model import ListFilter, NewNotify, Notification, Spec, State
 from .outcomes import UNFINISHED, UPDATABLE, UPDATABLE_STATES, new_notification
-from .validate import check_spec, require_valid
+from .validate import check_batch, check_filter, check_id, check_new, check_schedule_input, check_trigger, require_valid
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +25,24 @@ class Operations:
     def clock(self):
         return self._e.clock
 
-    async def create(self, news: list[NewNotify]) -> list[Notification]:
+    @property
+    def limits(self):
+        return self._e.settings.limits
+
+    async def create(self, news: list[NewNotify], *, batch: bool = False) -> list[Notification]:
         if not self._e.accepting:
             raise Unavailable("scheduler is not accepting work (starting or shutting down)")
         now = self._e.clock.now_ms()
+        limits = self._e.settings.limits
         violations = []
-        items = []
         for i, new in enumerate(news):
-            prefix = "notify" if len(news) == 1 else f"requests[{i}].notify"
-            violations += check_spec(new.spec, now_ms=now, limits=self._e.settings.limits, prefix=prefix)
-            items.append(new_notification(new, now, self._e.ids))
+            prefix = "notify" if not batch else f"requests[{i}].notify"
+            violations += check_new(new, now_ms=now, limits=limits, prefix=prefix)
         if violations:
             raise InvalidArgument(violations)
+        if batch:
+            check_batch(news, limits=limits)
+        items = [new_notification(new, now, self._e.ids) for new in news]
         stored = await self._e.store.insert(items)
         for mine, got in zip(items, stored):
             if got is mine:
@@ -45,12 +51,16 @@ class Operations:
         return stored
 
     async def get(self, notify_id: str) -> Notification:
+        check_id(notify_id)
         n = await self._e.store.get(notify_id)
         if n is None:
             raise NotFound(f"notify {notify_id!r} not found")
         return self._overlay(n)
 
     async def list(self, f: ListFilter, *, after_id: str, limit: int) -> list[Notification]:
+        check_filter(f)
+        if after_id:
+            check_id(after_id, "page_token")
         return [self._overlay(n) for n in await self._e.store.list(f, after_id=after_id, limit=limit)]
 
     def _overlay(self, n: Notification) -> Notification:
@@ -61,6 +71,7 @@ class Operations:
         return n
 
     async def cancel(self, notify_id: str) -> Notification:
+        check_id(notify_id)
         now = self._e.clock.now_ms()
         mine = self._e.live.get(notify_id)
         if mine is not None:
@@ -79,6 +90,7 @@ class Operations:
         return cur
 
     async def retry(self, notify_id: str) -> Notification:
+        check_id(notify_id)
         now = self._e.clock.now_ms()
         changed, cur = await self._e.store.transition(
             notify_id, allowed=(State.FAILED, State.CANCELLED), state=State.PENDING, due_ms=now,
@@ -92,8 +104,11 @@ class Operations:
         self._e.admit(cur)
         return cur
 
-    async def update(self, notify_id: str, paths: set[str], candidate: Spec) -> Notification:
-        """Takes the fields named in paths from candidate; the notify must not be leased or finished."""
+    async def update(self, notify_id: str, paths: set[str], given: NewNotify | Spec) -> Notification:
+        """Takes the fields named in paths from the given notify; it must not be leased or finished."""
+        check_id(notify_id, "notify.id")
+        given = NewNotify(given) if isinstance(given, Spec) else given
+        candidate = given.spec
         unknown = paths - UPDATABLE.keys()
         if not paths or unknown:
             raise InvalidArgument([("update_mask", f"name one or more of {', '.join(sorted(UPDATABLE))}"
@@ -103,6 +118,10 @@ class Operations:
         current = await self._e.store.get(notify_id)
         if current is None:
             raise NotFound(f"notify {notify_id!r} not found")
+        if "schedule" in paths:
+            bad = check_schedule_input(given, limits=self._e.settings.limits, prefix="notify")
+            if bad:
+                raise InvalidArgument(bad)
         changes = {f: getattr(candidate, f) for p in paths for f in UPDATABLE[p]}
         spec = replace(current.spec, **changes)
         now = self._e.clock.now_ms()
@@ -132,10 +151,7 @@ class Operations:
         return cur
 
     async def trigger(self, trigger_key: str, delay_s: float) -> int:
-        if not trigger_key:
-            raise InvalidArgument([("trigger_key", "is required")])
-        if delay_s < 0:
-            raise InvalidArgument([("delay", "must not be negative")])
+        check_trigger(trigger_key, delay_s, limits=self._e.settings.limits)
         now = self._e.clock.now_ms()
         state = State.PENDING if delay_s == 0 else State.SCHEDULED
         fired = await self._e.store.trigger(trigger_key, state=state, due_ms=now + int(delay_s * 1000))

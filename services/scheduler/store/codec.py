@@ -71,11 +71,21 @@ def to_row(n: Notification) -> tuple:
 
 
 def from_row(row: Sequence) -> Notification:
+    """A row as a Notification. A row that cannot be decoded (written by a broken or newer
+    version, or by hand) comes back marked unreadable instead of raising: reads never fail."""
     (nid, request_id, state, queue, okey, tkey, due, create, complete, count, base, first, spec) = row
+    try:
+        decoded = spec_from_json(spec, trigger_key=tkey, ordering_key=okey, queue=queue)
+        st = State(state)
+        problem = ""
+    except Exception as e:  # noqa: BLE001 - any decoding error makes the row unreadable, not the read
+        decoded = Spec(request=Request(method="GET", url=""), trigger_key=str(tkey), ordering_key=str(okey), queue=str(queue))
+        st = State(state) if state in State._value2member_map_ else State.FAILED
+        problem = f"stored row cannot be decoded: {type(e).__name__}: {str(e)[:200]}"
     return Notification(
         id=nid,
-        spec=spec_from_json(spec, trigger_key=tkey, ordering_key=okey, queue=queue),
-        state=State(state),
+        spec=decoded,
+        state=st,
         create_ms=create,
         request_id=request_id,
         due_ms=due,
@@ -83,6 +93,7 @@ def from_row(row: Sequence) -> Notification:
         attempt_count=count,
         budget_base=base,
         first_attempt_ms=first,
+        unreadable=problem,
     )
 
 
