@@ -188,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        run(args.command, settings, flags)
+        try:
+            run(args.command, settings, flags)
+        except ConfigError as e:  # found at start, e.g. a store file another process holds
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         return 0
     return run_client(args)
 

@@ -73,7 +73,8 @@ class DispatcherApp:
         await self.sender.close()
         if self._ops is not None:
             await self._ops.stop()
-        log.info("dispatcher %s stopped after %d calls", self.client.dispatcher_id, self.client.calls_done)
+        if self._task is not None:  # it started: say so (a failed start stays one line)
+            log.info("dispatcher %s stopped after %d calls", self.client.dispatcher_id, self.client.calls_done)
 
     async def reload(self, settings: Settings) -> list[str]:
         """Applies the LIVE_SETTINGS that changed; returns what it did, for the log."""

@@ -111,7 +111,8 @@ class SchedulerApp:
         await self.store.close()
         if self._ops is not None:
             await self._ops.stop()
-        log.info("scheduler stopped")
+        if self._server is not None:
+            log.info("scheduler stopped")
 
     @staticmethod
     def _queue_configs(settings: Settings):

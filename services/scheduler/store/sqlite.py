@@ -12,7 +12,9 @@ ListNotifies read on a second connection in a reader thread.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -20,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+from ...common.config import ConfigError
 from . import codec
 from ..engine.errors import Unavailable
 from ..engine.model import ListFilter, Notification, QueueConfig, State
@@ -73,6 +76,10 @@ _ACTIVE_SQL = ", ".join(str(int(s)) for s in ACTIVE)
 MAX_GROUP = 4096
 
 
+class StoreInUse(ConfigError):
+    """Another process holds the SQLite file: one process owns it (DESIGN: fenced ownership)."""
+
+
 class SqliteStore:
     """Store on one SQLite file. `synchronous` is FULL (fsync per group commit) or NORMAL."""
 
@@ -86,6 +93,7 @@ class SqliteStore:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
         self._local = threading.local()
         self._closed = False
+        self._lock_fd: int | None = None
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -97,6 +105,7 @@ class SqliteStore:
     async def open(self) -> None:
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
         try:
             conn = self._connect()
             conn.executescript(SCHEMA)
@@ -114,6 +123,28 @@ class SqliteStore:
             await asyncio.to_thread(self._writer.join)
         await asyncio.get_running_loop().run_in_executor(self._reader, self._close_reader)
         await asyncio.to_thread(self._reader.shutdown)
+        self._release_lock()
+
+    def _take_lock(self) -> None:
+        """An exclusive lock on `<file>.lock`, held until close (the kernel drops it if the
+        process dies). It holds the owner's pid so a second process can name it."""
+        path = self._path + ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreInUse(f"NOTIFY_STORE: {os.path.abspath(self._path)} is in use by another NotifyAgent process"
+                             f" (pid {holder}); stop it or point NOTIFY_STORE at another file") from None  # fmt: skip
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the only descriptor releases the flock
+            self._lock_fd = None
 
     def _close_reader(self) -> None:
         conn = getattr(self._local, "conn", None)
