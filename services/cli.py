@@ -20,6 +20,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from . import __version__
 from .common.config import ConfigError, add_flags, load
+from .common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES, message_options
 from .v1 import admin_service_pb2 as admin_pb, admin_service_pb2_grpc as admin_grpc
 from .v1 import notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc as api_grpc
 
@@ -150,7 +151,12 @@ def run_client(a: argparse.Namespace) -> int:
 
     addr = a.addr or os.environ.get("NOTIFY_GRPC_ADDR") or DEFAULT_ADDR
     unavailable = lambda e: isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.UNAVAILABLE  # noqa: E731
-    with grpc.insecure_channel(addr) as channel:
+    try:
+        max_message = int(os.environ.get("NOTIFY_MAX_MESSAGE_BYTES") or DEFAULT_MAX_MESSAGE_BYTES)
+    except ValueError:
+        print("error: NOTIFY_MAX_MESSAGE_BYTES must be a number of bytes", file=sys.stderr)
+        return 2
+    with grpc.insecure_channel(addr, options=message_options(max_message)) as channel:
         try:
             for attempt in Retrying(
                 retry=retry_if_exception(unavailable), reraise=True,

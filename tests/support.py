@@ -18,6 +18,7 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from notifyagent.common.config import Settings
+from notifyagent.common.grpcutil import message_options
 from notifyagent.registry import MemoryRegistry
 from notifyagent.runner import LOOPBACK
 from notifyagent.dispatcher.app import DispatcherApp
@@ -135,7 +136,7 @@ class System:
             await d.start()
         for d in self.dispatchers:
             await d.client.wait_connected(10)
-        self.channel = grpc.aio.insecure_channel(self.scheduler.address)
+        self.channel = grpc.aio.insecure_channel(self.scheduler.address, options=message_options(self.settings.max_message_bytes))
         self.api = notify_service_pb2_grpc.NotifyServiceStub(self.channel)
         self.admin = admin_service_pb2_grpc.AdminServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)

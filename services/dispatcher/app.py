@@ -33,7 +33,7 @@ class DispatcherApp:
         self.hosts = HostLimiter(ceiling=settings.capacity)
         self.client = LeaseClient(
             sender=LimitedSender(self.sender, self.hosts), discover=self._discover, capacity=settings.capacity,
-            dispatcher_id=dispatcher_id,
+            dispatcher_id=dispatcher_id, max_message_bytes=settings.max_message_bytes,
         )  # fmt: skip
         self._task: asyncio.Task | None = None
         self._ops: OpsServer | None = None

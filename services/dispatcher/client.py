@@ -27,6 +27,7 @@ import grpc
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from .. import __version__
+from ..common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES, message_options
 from ..registry import RegistryError
 from ..v1 import dispatch_service_pb2 as pb, dispatch_service_pb2_grpc as pb_grpc
 from .call import CallOutcome, ErrorKind, Sender
@@ -44,8 +45,9 @@ class StreamEnded(Exception):
 class LeaseClient:
     def __init__(
         self, *, sender: Sender, discover: Callable[[], Awaitable[str]], capacity: int,
-        dispatcher_id: str | None = None, max_backoff_s: float = 5.0,
+        dispatcher_id: str | None = None, max_backoff_s: float = 5.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:  # fmt: skip
+        self._channel_options = message_options(max_message_bytes)
         self.dispatcher_id = dispatcher_id or f"dispatcher-{os.uname().nodename}-{os.getpid()}-{os.urandom(3).hex()}"
         self.capacity = capacity
         self.calls_done = 0
@@ -132,7 +134,7 @@ class LeaseClient:
             return
         addr = await self._discover()
         opened = time.monotonic()
-        async with grpc.aio.insecure_channel(addr) as channel:
+        async with grpc.aio.insecure_channel(addr, options=self._channel_options) as channel:
             self._call = pb_grpc.DispatchServiceStub(channel).Lease(self._requests())
             try:
                 await self._call.initial_metadata()

@@ -55,7 +55,7 @@ class SchedulerApp:
             store=self.store,
             settings=EngineSettings(
                 horizon_s=settings.horizon, lease_margin_s=settings.lease_margin,
-                limits=Limits(max_body_bytes=settings.max_body_bytes)),
+                limits=Limits(max_body_bytes=settings.max_body_bytes, max_message_bytes=settings.max_message_bytes)),
         )
         self.port = 0
         self._server = None
@@ -77,10 +77,12 @@ class SchedulerApp:
             self.settings.grpc_addr,
             [
                 lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(NotifyServicer(Operations(e)), s),
-                lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(e), s),
+                lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(
+                    DispatchServicer(e, max_message_bytes=self.settings.max_message_bytes), s),
                 lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(e), s),
             ],
             SERVICES,
+            max_message_bytes=self.settings.max_message_bytes,
         )
         await self._server.start()
         await set_serving(self._health, SERVICES, True)

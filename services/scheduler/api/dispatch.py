@@ -8,7 +8,9 @@ import logging
 import grpc
 
 from ...v1 import dispatch_service_pb2 as pb, dispatch_service_pb2_grpc as pb_grpc
+from ...common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES
 from . import convert
+from ..engine.validate import notify_size
 from ..engine.core import Engine, ResultIn
 from ..engine.retry import Outcome
 from ..engine.sessions import Ack, Drain, Grant, Revoke, Session
@@ -18,8 +20,9 @@ _CLOSED = None  # outbox sentinel: the dispatcher's side of the stream ended
 
 
 class DispatchServicer(pb_grpc.DispatchServiceServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self._engine = engine
+        self._budget = max_message_bytes - (64 << 10)  # what one LeaseResponse may hold, with room to spare
 
     async def Lease(self, request_iterator, context):
         try:
@@ -48,7 +51,8 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
                         session.outbox.put_nowait(_CLOSED)
                         break
                     items.append(nxt)
-                yield _response(items)
+                for part in _split(items, self._budget):
+                    yield _response(part)
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
@@ -93,6 +97,21 @@ def _result(r: pb.LeaseResult) -> ResultIn:
         deferred=r.deferred,
     )
     return ResultIn(r.lease_id, outcome, convert.millis(a.start_time), convert.millis(a.end_time), a.response_snippet)
+
+
+def _split(items: list, budget: int):
+    """The items in runs whose grants stay within budget bytes: a response never exceeds
+    what the dispatcher accepts (validation keeps every single notify well below it)."""
+    run, size = [], 0
+    for item in items:
+        cost = notify_size(item.lease.notify.spec) if isinstance(item, Grant) else 64
+        if run and size + cost > budget:
+            yield run
+            run, size = [], 0
+        run.append(item)
+        size += cost
+    if run:
+        yield run
 
 
 def _response(items) -> pb.LeaseResponse:
