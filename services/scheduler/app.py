@@ -3,6 +3,7 @@ servers and registry entry, and owns start and stop."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -25,6 +26,7 @@ from .engine.validate import Limits
 log = logging.getLogger(__name__)
 SERVICES = ["notifyagent.v1.NotifyService", "notifyagent.v1.DispatchService", "notifyagent.v1.AdminService"]
 REGISTRY_TTL_S = 10.0
+STORE_CHECK_S = 0.5  # how often health looks at the store
 
 
 def make_store(url: str) -> Store:
@@ -63,6 +65,8 @@ class SchedulerApp:
         self._ops: OpsServer | None = None
         self._node: Node | None = None
         self._stopped = False
+        self.store_ok = True  # health: the store can commit
+        self._watch: asyncio.Task | None = None
 
     @property
     def address(self) -> str:
@@ -86,11 +90,12 @@ class SchedulerApp:
         )
         await self._server.start()
         await set_serving(self._health, SERVICES, True)
+        self._watch = asyncio.create_task(self._watch_store(), name="store-health")
         host, port = split_addr(self.settings.advertise_addr or self.address, "NOTIFY_ADVERTISE_ADDR")
         self._node = Node(id=f"scheduler-{os.getpid()}-{port}", address=host, port=port, metadata={"role": "scheduler"})
         await self.registry.register(self.settings.service_name, self._node, ttl=REGISTRY_TTL_S)
         if self.settings.http_addr:
-            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: e.accepting, collect=self._metrics)
+            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: e.accepting and self.store_ok, collect=self._metrics)
             await self._ops.start()
         log.info("scheduler serving gRPC on %s (store %s)", self.address, _redact(self.settings.store))
 
@@ -99,6 +104,9 @@ class SchedulerApp:
         if self._stopped:
             return
         self._stopped = True
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
         if self._health is not None:
             await set_serving(self._health, SERVICES, False)
         if self._node is not None:
@@ -115,6 +123,19 @@ class SchedulerApp:
             await self._ops.stop()
         if self._server is not None:
             log.info("scheduler stopped")
+
+    async def _watch_store(self) -> None:
+        """Health follows the store: NOT_SERVING while it cannot commit, SERVING once it can again."""
+        while True:
+            await asyncio.sleep(STORE_CHECK_S)
+            ok = self.store.healthy or await self.store.probe()
+            if ok != self.store_ok and not self._stopped:
+                self.store_ok = ok
+                await set_serving(self._health, SERVICES, ok)
+                if ok:
+                    log.warning("the store commits again: health SERVING")
+                else:
+                    log.error("the store cannot commit: health NOT_SERVING until it can")
 
     @staticmethod
     def _queue_configs(settings: Settings):

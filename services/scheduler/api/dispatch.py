@@ -76,7 +76,7 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
         if req.results:
             task = asyncio.create_task(self._engine.complete(session, [_result(r) for r in req.results]))
             pending.add(task)
-            task.add_done_callback(pending.discard)
+            task.add_done_callback(lambda t: _settled(t, pending))
         for ext in req.extensions:
             self._engine.extend(session, ext.lease_id, convert.seconds(ext.extend_by))
         if req.draining:
@@ -84,6 +84,13 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
             session.send(Drain())  # confirms: every earlier grant is already on the stream
         elif req.credit:
             self._engine.add_credit(session, req.credit)
+
+
+def _settled(task: asyncio.Task, pending: set[asyncio.Task]) -> None:
+    """Forgets a finished results task and says why it failed (the dispatcher reports again)."""
+    pending.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("results not committed: %s", task.exception())
 
 
 def _result(r: pb.LeaseResult) -> ResultIn:

@@ -427,7 +427,7 @@ class Engine:
         if not writes:
             return
         try:
-            await self.store.save_results(writes)
+            await self._save_until_committed(writes)
         except Exception:
             for w in writes:  # memory ran ahead of the store: drop it, the loader reads the stored copy again
                 if self.live.get(w.notify.id) is w.notify:
@@ -455,6 +455,25 @@ class Engine:
             else:
                 del self.live[n.id]  # back to the store; the loader brings it in when it nears
         self._pump()
+
+    async def _save_until_committed(self, writes: list[ResultWrite]) -> None:
+        """Results are facts: a store outage delays their commit but never drops one (a
+        dropped result would put its notify back as due, and it would be sent again).
+        Their leases stay committing meanwhile, so nothing else grants or expires them."""
+        delay = 0.1
+        while True:
+            try:
+                await self.store.save_results(writes)
+                return
+            except Unavailable as e:
+                if self._stop.is_set():
+                    raise
+                log.warning("committing %d results failed; trying again in %.1f s: %s", len(writes), delay, e)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                delay = min(2.0, delay * 2)
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)

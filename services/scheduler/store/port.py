@@ -20,8 +20,14 @@ class ResultWrite:
 
 
 class Store(Protocol):
+    healthy: bool  # False from a failed commit until one succeeds again
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
+
+    async def probe(self) -> bool:
+        """Tries a small commit; True when the store can commit again."""
+        ...
 
     async def insert(self, items: list[Notification]) -> list[Notification]:
         """Commits items; for a request_id seen before, returns the first notify instead."""

@@ -62,6 +62,10 @@ CREATE TABLE IF NOT EXISTS attempts (
     snippet BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attempts_notify ON attempts(notify_id, number);
+CREATE TABLE IF NOT EXISTS probe (
+    k INTEGER PRIMARY KEY,
+    payload BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS queues (
     name TEXT PRIMARY KEY,
     max_concurrent INTEGER NOT NULL,
@@ -94,6 +98,7 @@ class SqliteStore:
         self._local = threading.local()
         self._closed = False
         self._lock_fd: int | None = None
+        self.healthy = True  # the last group committed (see probe)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -176,6 +181,7 @@ class SqliteStore:
 
     def _run_group(self, conn: sqlite3.Connection, batch: list) -> None:
         results: list[tuple[Any, Any, BaseException | None]] = []
+        failed = False
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, fut in batch:
@@ -186,14 +192,23 @@ class SqliteStore:
                 except Exception as e:  # one bad op must not undo its group
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
+                    if isinstance(e, sqlite3.OperationalError):  # disk full, I/O error: the store's trouble, not the caller's
+                        failed = True
+                        log.error("store write failed: %s", e)
+                        e = Unavailable(f"store write failed: {e}")
                     results.append((fut, None, e))
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             log.error("store commit failed: %s", e)
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            failed = True
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error as again:
+                log.error("store rollback failed: %s", again)
             err = Unavailable(f"store commit failed: {e}")
             results = [(fut, None, err) for _, fut in batch]
+        self.healthy = not failed
         loop = batch[0][1].get_loop()
         loop.call_soon_threadsafe(_resolve, results)
 
@@ -214,6 +229,16 @@ class SqliteStore:
         return await asyncio.get_running_loop().run_in_executor(self._reader, lambda: fn(self._read_conn()))
 
     # --- operations -----------------------------------------------------
+
+    async def probe(self) -> bool:
+        """Whether a write that needs fresh space commits now (health checks call it while unhealthy)."""
+        payload = os.urandom(1 << 18)
+        try:
+            await self._write(lambda conn: conn.execute("INSERT OR REPLACE INTO probe (k, payload) VALUES (1, ?)", (payload,)))
+            await self._write(lambda conn: conn.execute("DELETE FROM probe"))
+        except Unavailable:
+            return False
+        return self.healthy
 
     async def insert(self, items: list[Notification]) -> list[Notification]:
         def op(conn: sqlite3.Connection) -> list[Notification]:
