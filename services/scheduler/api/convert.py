@@ -55,8 +55,8 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int) -> NewNotify:
     elif which == "delay":
         delay = seconds(p.delay)
         deliver_at = now_ms + int(max(0.0, delay) * 1000)
-    retry = _retry_policy(p.retry.SerializeToString()) if p.HasField("retry") else DEFAULT_RETRY
-    success = _success(p.success.SerializeToString()) if p.HasField("success") else DEFAULT_SUCCESS
+    retry = _cached(_retry_policy, p.retry.SerializeToString()) if p.HasField("retry") else DEFAULT_RETRY
+    success = _cached(_success, p.success.SerializeToString()) if p.HasField("success") else DEFAULT_SUCCESS
     spec = Spec(
         request=Request(
             method=method, url=r.url, body=r.body, json_body=r.json_body,
@@ -76,6 +76,13 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int) -> NewNotify:
         labels=dict(p.labels) if len(p.labels) else {},
     )
     return NewNotify(spec, request_id, schedule=which, delay_s=delay)
+
+
+_CACHED_WIRE = 512  # larger wire forms are converted each time: a cache must not hold what callers send in bulk
+
+
+def _cached(convert, wire: bytes):
+    return convert(wire) if len(wire) <= _CACHED_WIRE else convert.__wrapped__(wire)
 
 
 @functools.lru_cache(maxsize=1024)
