@@ -3,6 +3,7 @@
     notifyagent dev | scheduler | dispatcher      run (settings from flags, NOTIFY_*, --config)
     notifyagent send URL [--json ...] [--delay 5s] ...
     notifyagent get ID | list | trigger KEY | cancel ID | retry ID | status
+    notifyagent group KEY [--cancel]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from grpc_status import rpc_status
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from . import __version__
+from .common.calls import DEFAULT_METHOD, METHODS
 from .common.config import ConfigError, add_flags, load
 from .common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES, message_options
 from .v1 import admin_service_pb2 as admin_pb, admin_service_pb2_grpc as admin_grpc
@@ -63,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = client("send", "create a notify")
     s.add_argument("url")
-    s.add_argument("-X", "--method", default="POST", choices=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"])
+    s.add_argument("-X", "--method", default=DEFAULT_METHOD, choices=METHODS)
     body = s.add_mutually_exclusive_group()
     body.add_argument("--json", dest="json_body", help="JSON body, sent byte-exact")
     body.add_argument("--data", help="raw body (use @file to read a file)")
@@ -80,11 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=parse_duration, help="per-attempt timeout (default 30s)")
     s.add_argument("--fire-and-forget", action="store_true")
     s.add_argument("--label", action="append", type=parse_pair("="), default=[])
+    s.add_argument("--group", default="", help="fan-out group key (see `notifyagent group KEY`)")
     client("get", "show a notify and its attempts").add_argument("id")
     ls = client("list", "list notifies, oldest first")
     ls.add_argument("--state", choices=[n.removeprefix("STATE_") for n in pb.State.keys()[1:]])
     ls.add_argument("--queue", default="")
     ls.add_argument("--trigger-key", default="")
+    ls.add_argument("--group", default="", help="only the members of this fan-out group")
     ls.add_argument("--page-size", type=int, default=50)
     ls.add_argument("--page-token", default="")
     t = client("trigger", "fire every notify waiting on a trigger key")
@@ -93,11 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     client("cancel", "cancel a notify that has not finished").add_argument("id")
     client("retry", "send a FAILED or CANCELLED notify again").add_argument("id")
     client("status", "show the scheduler's status")
+    g = client("group", "show a fan-out group: members by state, done and when")
+    g.add_argument("key")
+    g.add_argument("--cancel", action="store_true", help="cancel every member that has not finished")
     return p
 
 
 def _notify_from_args(a: argparse.Namespace) -> pb.Notify:
-    n = pb.Notify(ordering_key=a.ordering_key, queue=a.queue, fire_and_forget=a.fire_and_forget, labels=dict(a.label))
+    n = pb.Notify(ordering_key=a.ordering_key, queue=a.queue, fire_and_forget=a.fire_and_forget, labels=dict(a.label),
+                  group_key=a.group)  # fmt: skip
     n.request.method = pb.HttpMethod.Value(f"HTTP_METHOD_{a.method}")
     n.request.url = a.url
     n.request.headers.update(dict(a.header))
@@ -130,7 +138,8 @@ def _call(a: argparse.Namespace, channel: grpc.Channel):
     if a.command == "list":
         state = pb.State.Value(f"STATE_{a.state}") if a.state else 0
         return notify.ListNotifies(api.ListNotifiesRequest(
-            state=state, queue=a.queue, trigger_key=a.trigger_key, page_size=a.page_size, page_token=a.page_token))  # fmt: skip
+            state=state, queue=a.queue, trigger_key=a.trigger_key, page_size=a.page_size, page_token=a.page_token,
+            group_key=a.group))  # fmt: skip
     if a.command == "trigger":
         req = api.TriggerRequest(trigger_key=a.key)
         req.delay.FromNanoseconds(int(a.delay * 1e9))
@@ -139,10 +148,16 @@ def _call(a: argparse.Namespace, channel: grpc.Channel):
         return notify.CancelNotify(api.CancelNotifyRequest(id=a.id))
     if a.command == "retry":
         return notify.RetryNotify(api.RetryNotifyRequest(id=a.id))
+    if a.command == "group" and a.cancel:
+        return notify.CancelGroup(api.CancelGroupRequest(group_key=a.key))
+    if a.command == "group":
+        return notify.GetGroup(api.GetGroupRequest(group_key=a.key))
     return admin_grpc.AdminServiceStub(channel).GetStatus(admin_pb.GetStatusRequest())
 
 
 def _safe_to_repeat(a: argparse.Namespace) -> bool:
+    if a.command == "group":
+        return not a.cancel
     return a.command not in ("send", "trigger", "cancel", "retry") or (a.command == "send" and bool(a.request_id))
 
 
@@ -166,7 +181,7 @@ def run_client(a: argparse.Namespace) -> int:
                     resp = _call(a, channel)
         except grpc.RpcError as e:
             return _print_error(e, addr)
-    print(json_format.MessageToJson(resp, indent=2, always_print_fields_with_no_presence=a.command == "trigger"))
+    print(json_format.MessageToJson(resp, indent=2, always_print_fields_with_no_presence=a.command in ("trigger", "group")))
     return 0
 
 

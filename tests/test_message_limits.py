@@ -53,7 +53,7 @@ async def test_a_notify_that_cannot_fit_one_grant_is_refused_at_create_time(tmp_
     try:
         big = Spec(request=Request(method="POST", url="https://example.com/x", body=b"x" * (600 << 10)))
         with pytest.raises(InvalidArgument) as err:
-            await Operations(e).create([NewNotify(big)])
+            await Operations(e, store).create([NewNotify(big)])
         assert "notify.request" in dict(err.value.violations)
         assert await store.counts() == {}
     finally:

@@ -1,6 +1,7 @@
 """A store outage delays result commits but never drops one: nothing is granted twice."""
 
 import asyncio
+import time
 
 from notifyagent.scheduler.engine.core import Engine, EngineSettings, ResultIn
 from notifyagent.scheduler.engine.errors import Unavailable
@@ -16,11 +17,11 @@ class FlakyStore(SqliteStore):
 
     failures = 0
 
-    async def save_results(self, writes):
+    async def save_results(self, writes, **kw):
         if self.failures:
             self.failures -= 1
             raise Unavailable("store commit failed: connection lost")
-        await super().save_results(writes)
+        return await super().save_results(writes, **kw)
 
 
 async def test_results_that_fail_to_commit_are_committed_later_and_never_granted_again(tmp_path):
@@ -30,12 +31,12 @@ async def test_results_that_fail_to_commit_are_committed_later_and_never_granted
     await e.start()
     try:
         s = e.connect(dispatcher_id="d", version="", capacity=10, credit=10)
-        [n] = await Operations(e).create([NewNotify(spec())])
+        [n] = await Operations(e, store).create([NewNotify(spec())])
         await asyncio.sleep(0.05)
         [lease] = granted_leases(s)
         store.failures = 4
-        now = e.clock.now_ms()
-        done = asyncio.create_task(e.complete(s, [ResultIn(lease.lease_id, Outcome(200, True, ""), now, now)]))
+        now = int(time.time() * 1000)
+        done = asyncio.ensure_future(e.complete(s, [ResultIn(lease.lease_id, Outcome(200, True, ""), now, now)]))
         await asyncio.sleep(1.0)  # the loader runs many times meanwhile
         assert granted_leases(s) == [], "a notify whose result waits for the store is not granted again"
         await asyncio.wait_for(done, 10)

@@ -8,8 +8,9 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
+
+from . import reflection as commented_reflection
 
 DEFAULT_MAX_MESSAGE_BYTES = 16 << 20
 
@@ -33,7 +34,7 @@ def create_server(
         register(strict)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, strict)
-    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    commented_reflection.enable(server, [*service_names, health.SERVICE_NAME])
     port = server.add_insecure_port(addr)
     if port == 0:
         raise OSError(f"cannot listen on {addr}: address in use or not valid (set NOTIFY_GRPC_ADDR)")

@@ -1,20 +1,32 @@
-"""The small HTTP side of a process: /healthz and Prometheus /metrics."""
+"""The small HTTP side of a process: /healthz and Prometheus /metrics.
+
+Metrics live in a CollectorRegistry per process (never the global one), so the
+all-in-one `dev` process shows its scheduler's and its dispatcher's series on one
+/metrics. Gauges that need an await (counts from the store) are set by `refresh`
+hooks run just before each scrape."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Awaitable, Callable, Iterable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .config import split_addr
 
+disable_created_metrics()  # no `_created` series next to every counter: they only add noise to scrapes
+
 
 class _Collector:
     def __init__(self, collect: Callable[[], Iterable[Metric]]) -> None:
         self.collect = collect
+
+
+def add_collector(registry: CollectorRegistry, collect: Callable[[], Iterable[Metric]]) -> None:
+    """Series computed at scrape time from what a component knows (no await)."""
+    registry.register(_Collector(collect))
 
 
 def gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> GaugeMetricFamily:
@@ -26,11 +38,16 @@ def gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = Non
 class OpsServer:
     """Serves /healthz (200 while healthy()) and /metrics (from collect(), read at scrape time)."""
 
-    def __init__(self, addr: str, *, healthy: Callable[[], bool], collect: Callable[[], Iterable[Metric]]) -> None:
+    def __init__(
+        self, addr: str, *, healthy: Callable[[], bool], collect: Callable[[], Iterable[Metric]] | None = None,
+        registry: CollectorRegistry | None = None, refresh: Iterable[Callable[[], Awaitable[None]]] = (),
+    ) -> None:  # fmt: skip
         self._addr = addr
         self._healthy = healthy
-        self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(_Collector(collect))
+        self._registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
+        if collect is not None:
+            add_collector(self._registry, collect)
+        self._refresh = list(refresh)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -55,4 +72,6 @@ class OpsServer:
         return web.Response(status=200 if ok else 503, text="ok\n" if ok else "not serving\n")
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        for refresh in self._refresh:
+            await refresh()
         return web.Response(body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

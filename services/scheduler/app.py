@@ -11,7 +11,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..common.config import ConfigError, Settings, split_addr
 from ..common.grpcutil import create_server, set_serving
-from ..common.web import OpsServer, gauge
+from prometheus_client import CollectorRegistry
+
+from ..common.web import OpsServer
 from ..registry import Node, Registry
 from ..v1 import admin_service_pb2_grpc, dispatch_service_pb2_grpc, notify_service_pb2_grpc
 from .engine import queues
@@ -22,6 +24,8 @@ from .api.servicer import AdminServicer, NotifyServicer
 from .store.sqlite import SqliteStore
 from .store.port import Store
 from .engine.validate import Limits
+from .alerts import Alerter, parse_channels
+from .metrics import SchedulerMetrics
 
 log = logging.getLogger(__name__)
 SERVICES = ["notifyagent.v1.NotifyService", "notifyagent.v1.DispatchService", "notifyagent.v1.AdminService"]
@@ -49,7 +53,7 @@ def make_store(url: str) -> Store:
 class SchedulerApp:
     LIVE_SETTINGS = frozenset({"queues"})  # what reload() applies; the rest needs a restart
 
-    def __init__(self, settings: Settings, *, registry: Registry) -> None:
+    def __init__(self, settings: Settings, *, registry: Registry, metrics: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.store = make_store(settings.store)
@@ -59,6 +63,13 @@ class SchedulerApp:
                 horizon_s=settings.horizon, lease_margin_s=settings.lease_margin,
                 limits=Limits(max_body_bytes=settings.max_body_bytes, max_message_bytes=settings.max_message_bytes)),
         )
+        self.metrics_registry = metrics if metrics is not None else CollectorRegistry(auto_describe=False)
+        self.metrics = SchedulerMetrics(self.engine, self.metrics_registry)
+        channels = parse_channels(settings.alerts)
+        self.alerter = Alerter(channels=channels, interval_s=settings.alert_interval, enqueue=self.engine.enqueue) if channels else None
+        if self.alerter is not None:
+            self.engine.observers.finished.append(self.alerter.finished)
+        self.on_shutdown = lambda: log.warning("Shutdown asked, but nothing runs this scheduler to stop it")
         self.port = 0
         self._server = None
         self._health = None
@@ -80,10 +91,10 @@ class SchedulerApp:
         self._server, self.port, self._health = create_server(
             self.settings.grpc_addr,
             [
-                lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(NotifyServicer(Operations(e)), s),
+                lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(NotifyServicer(Operations(e, self.store)), s),
                 lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(
                     DispatchServicer(e, max_message_bytes=self.settings.max_message_bytes), s),
-                lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(e), s),
+                lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(e, shutdown=lambda: self.on_shutdown()), s),
             ],
             SERVICES,
             max_message_bytes=self.settings.max_message_bytes,
@@ -95,7 +106,8 @@ class SchedulerApp:
         self._node = Node(id=f"scheduler-{os.getpid()}-{port}", address=host, port=port, metadata={"role": "scheduler"})
         await self.registry.register(self.settings.service_name, self._node, ttl=REGISTRY_TTL_S)
         if self.settings.http_addr:
-            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: e.accepting and self.store_ok, collect=self._metrics)
+            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: e.accepting and self.store_ok,
+                                  registry=self.metrics_registry, refresh=[self.metrics.refresh])  # fmt: skip
             await self._ops.start()
         log.info("scheduler serving gRPC on %s (store %s)", self.address, _redact(self.settings.store))
 
@@ -114,7 +126,9 @@ class SchedulerApp:
                 await self.registry.deregister(self.settings.service_name, self._node.id)
             except Exception as e:  # stopping must go on
                 log.warning("deregistering failed: %s", e)
-        await self.engine.drain(self.settings.grace)
+        await self.drain()
+        if self.alerter is not None:
+            await self.alerter.stop()  # the open window is committed while the store is open
         if self._server is not None:
             await self._server.stop(grace=1.0)
         await self.engine.stop()
@@ -137,6 +151,10 @@ class SchedulerApp:
                 else:
                     log.error("the store cannot commit: health NOT_SERVING until it can")
 
+    async def drain(self) -> None:
+        """Stops granting and waits up to the grace period for the results of calls in flight."""
+        await self.engine.drain(self.settings.grace)
+
     @staticmethod
     def _queue_configs(settings: Settings):
         try:
@@ -149,15 +167,6 @@ class SchedulerApp:
         changes = await self.engine.configure_queues(self._queue_configs(settings))
         self.settings = dataclasses.replace(self.settings, queues=settings.queues)
         return changes
-
-    def _metrics(self):
-        e = self.engine
-        yield gauge("notifyagent_sent_ok", "Notifies delivered since start", e.sent_ok)
-        yield gauge("notifyagent_sent_failed", "Notifies failed for good since start", e.sent_failed)
-        yield gauge("notifyagent_leases", "Calls leased to dispatchers now", len(e.leases))
-        yield gauge("notifyagent_ready", "Due notifies waiting for a dispatcher", len(e.ready))
-        yield gauge("notifyagent_wheel", "Notifies held by the timer wheel", len(e.wheel))
-        yield gauge("notifyagent_dispatchers", "Connected dispatchers", len(e.sessions))
 
 
 def _redact(url: str) -> str:

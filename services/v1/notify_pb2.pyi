@@ -96,15 +96,24 @@ class RetryPolicy(_message.Message):
     def __init__(self, max_attempts: _Optional[int] = ..., min_backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., multiplier: _Optional[float] = ..., max_retry_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_codes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SuccessCriteria(_message.Message):
-    __slots__ = ("status_codes", "body_contains")
+    __slots__ = ("status_codes", "body_contains", "mismatch_final")
     STATUS_CODES_FIELD_NUMBER: _ClassVar[int]
     BODY_CONTAINS_FIELD_NUMBER: _ClassVar[int]
+    MISMATCH_FINAL_FIELD_NUMBER: _ClassVar[int]
     status_codes: _containers.RepeatedScalarFieldContainer[int]
     body_contains: str
-    def __init__(self, status_codes: _Optional[_Iterable[int]] = ..., body_contains: _Optional[str] = ...) -> None: ...
+    mismatch_final: bool
+    def __init__(self, status_codes: _Optional[_Iterable[int]] = ..., body_contains: _Optional[str] = ..., mismatch_final: _Optional[bool] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("number", "start_time", "end_time", "dispatcher_id", "status_code", "error", "latency", "response_snippet", "success")
+    __slots__ = ("number", "start_time", "end_time", "dispatcher_id", "status_code", "error", "latency", "response_snippet", "success", "response_headers")
+    class ResponseHeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +123,7 @@ class Attempt(_message.Message):
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_SNIPPET_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_HEADERS_FIELD_NUMBER: _ClassVar[int]
     number: int
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
@@ -123,10 +133,11 @@ class Attempt(_message.Message):
     latency: _duration_pb2.Duration
     response_snippet: bytes
     success: bool
-    def __init__(self, number: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dispatcher_id: _Optional[str] = ..., status_code: _Optional[int] = ..., error: _Optional[str] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., response_snippet: _Optional[bytes] = ..., success: _Optional[bool] = ...) -> None: ...
+    response_headers: _containers.ScalarMap[str, str]
+    def __init__(self, number: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dispatcher_id: _Optional[str] = ..., status_code: _Optional[int] = ..., error: _Optional[str] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., response_snippet: _Optional[bytes] = ..., success: _Optional[bool] = ..., response_headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Notify(_message.Message):
-    __slots__ = ("id", "request", "deliver_at", "delay", "trigger_key", "ordering_key", "queue", "state", "retry", "success", "fire_and_forget", "timeout", "expire_at", "callback_url", "labels", "attempts", "create_time", "next_attempt_time", "complete_time", "attempt_count")
+    __slots__ = ("id", "request", "deliver_at", "delay", "trigger_key", "ordering_key", "queue", "state", "retry", "success", "fire_and_forget", "timeout", "expire_at", "callback_url", "labels", "attempts", "create_time", "next_attempt_time", "complete_time", "attempt_count", "group_key")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +165,7 @@ class Notify(_message.Message):
     NEXT_ATTEMPT_TIME_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_TIME_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    GROUP_KEY_FIELD_NUMBER: _ClassVar[int]
     id: str
     request: HttpRequest
     deliver_at: _timestamp_pb2.Timestamp
@@ -174,4 +186,32 @@ class Notify(_message.Message):
     next_attempt_time: _timestamp_pb2.Timestamp
     complete_time: _timestamp_pb2.Timestamp
     attempt_count: int
-    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[HttpRequest, _Mapping]] = ..., deliver_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., trigger_key: _Optional[str] = ..., ordering_key: _Optional[str] = ..., queue: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., success: _Optional[_Union[SuccessCriteria, _Mapping]] = ..., fire_and_forget: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., expire_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., callback_url: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt_count: _Optional[int] = ...) -> None: ...
+    group_key: str
+    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[HttpRequest, _Mapping]] = ..., deliver_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., trigger_key: _Optional[str] = ..., ordering_key: _Optional[str] = ..., queue: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., success: _Optional[_Union[SuccessCriteria, _Mapping]] = ..., fire_and_forget: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., expire_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., callback_url: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt_count: _Optional[int] = ..., group_key: _Optional[str] = ...) -> None: ...
+
+class Group(_message.Message):
+    __slots__ = ("group_key", "counts", "total", "done", "done_time", "callback_url", "callback_time", "callback_notify_id")
+    class StateCount(_message.Message):
+        __slots__ = ("state", "count")
+        STATE_FIELD_NUMBER: _ClassVar[int]
+        COUNT_FIELD_NUMBER: _ClassVar[int]
+        state: State
+        count: int
+        def __init__(self, state: _Optional[_Union[State, str]] = ..., count: _Optional[int] = ...) -> None: ...
+    GROUP_KEY_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    DONE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CALLBACK_URL_FIELD_NUMBER: _ClassVar[int]
+    CALLBACK_TIME_FIELD_NUMBER: _ClassVar[int]
+    CALLBACK_NOTIFY_ID_FIELD_NUMBER: _ClassVar[int]
+    group_key: str
+    counts: _containers.RepeatedCompositeFieldContainer[Group.StateCount]
+    total: int
+    done: bool
+    done_time: _timestamp_pb2.Timestamp
+    callback_url: str
+    callback_time: _timestamp_pb2.Timestamp
+    callback_notify_id: str
+    def __init__(self, group_key: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[Group.StateCount, _Mapping]]] = ..., total: _Optional[int] = ..., done: _Optional[bool] = ..., done_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., callback_url: _Optional[str] = ..., callback_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., callback_notify_id: _Optional[str] = ...) -> None: ...

@@ -7,13 +7,11 @@ import functools
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from ...v1 import notify_pb2 as pb
-from ..engine.model import METHODS, AttemptRecord, NewNotify, Notification, Request, RetryPolicy, Spec, State, Success
+from ...common.calls import DEFAULT_METHOD, DEFAULT_TIMEOUT_S, METHOD_BY_NUMBER, NUMBER_BY_METHOD
+from ..engine.model import AttemptRecord, GroupStatus, NewNotify, Notification, Request, RetryPolicy, Spec, State, Success
 
 DEFAULT_RETRY = RetryPolicy()
 DEFAULT_SUCCESS = Success()
-DEFAULT_TIMEOUT_S = 30.0
-_METHOD_BY_ENUM = {i + 1: m for i, m in enumerate(METHODS)}  # HTTP_METHOD_GET = 1 ... HEAD = 6
-_ENUM_BY_METHOD = {m: i for i, m in _METHOD_BY_ENUM.items()}
 UNREADABLE_LABEL = "notifyagent.unreadable"  # shown on a notify whose stored row could not be decoded
 
 
@@ -47,7 +45,7 @@ def timestamp(ms: int) -> timestamp_pb2.Timestamp:
 def new_notify(p: pb.Notify, request_id: str, *, now_ms: int) -> NewNotify:
     """Builds a domain NewNotify as given; engine/validate.py judges it."""
     r = p.request
-    method = _METHOD_BY_ENUM.get(r.method, "POST" if r.method == pb.HTTP_METHOD_UNSPECIFIED else f"#{r.method}")
+    method = METHOD_BY_NUMBER.get(r.method, DEFAULT_METHOD if r.method == pb.HTTP_METHOD_UNSPECIFIED else f"#{r.method}")
     deliver_at = delay = None
     which = p.WhichOneof("schedule") or ""
     if which == "deliver_at":
@@ -74,6 +72,7 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int) -> NewNotify:
         expire_at_ms=millis(p.expire_at) if p.HasField("expire_at") else None,
         callback_url=p.callback_url,
         labels=dict(p.labels) if len(p.labels) else {},
+        group_key=p.group_key,
     )
     return NewNotify(spec, request_id, schedule=which, delay_s=delay)
 
@@ -109,7 +108,7 @@ def _retry_policy(wire: bytes) -> RetryPolicy:
 @functools.lru_cache(maxsize=1024)
 def _success(wire: bytes) -> Success:
     sc = pb.SuccessCriteria.FromString(wire)
-    return Success(tuple(sc.status_codes), sc.body_contains)
+    return Success(tuple(sc.status_codes), sc.body_contains, sc.mismatch_final)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -125,14 +124,16 @@ def _policy_bytes(retry: RetryPolicy, success: Success, timeout_s: float) -> byt
             max_retry_duration=duration(retry.max_retry_duration),
             retry_codes=retry.retry_codes,
         ),
-        success=pb.SuccessCriteria(status_codes=success.status_codes, body_contains=success.body_contains),
+        success=pb.SuccessCriteria(
+            status_codes=success.status_codes, body_contains=success.body_contains, mismatch_final=success.mismatch_final
+        ),
         timeout=duration(timeout_s),
     ).SerializeToString()
 
 
 def _request(r: Request) -> pb.HttpRequest:
     return pb.HttpRequest(
-        method=_ENUM_BY_METHOD.get(r.method, 0), url=r.url, headers=r.headers, body=r.body, json_body=r.json_body,
+        method=NUMBER_BY_METHOD.get(r.method, 0), url=r.url, headers=r.headers, body=r.body, json_body=r.json_body,
         form_body=r.form,
     )  # fmt: skip
 
@@ -158,6 +159,7 @@ def notify_to_proto(n: Notification, *, with_attempts: bool = True) -> pb.Notify
         labels={**s.labels, UNREADABLE_LABEL: n.unreadable} if n.unreadable else s.labels,
         create_time=timestamp(n.create_ms),
         attempt_count=n.attempt_count,
+        group_key=s.group_key,
     )
     out.MergeFromString(_policy_bytes(s.retry, s.success, s.timeout))
     if s.trigger_key:
@@ -186,4 +188,21 @@ def attempt_to_proto(a: AttemptRecord) -> pb.Attempt:
         latency=duration((a.end_ms - a.start_ms) / 1000),
         response_snippet=a.snippet,
         success=a.success,
+        response_headers=a.headers,
     )
+
+
+def group_to_proto(g: GroupStatus) -> pb.Group:
+    out = pb.Group(
+        group_key=g.key,
+        counts=[pb.Group.StateCount(state=int(s), count=c) for s, c in sorted(g.counts.items())],
+        total=g.total,
+        done=g.done,
+        callback_url=g.callback_url,
+        callback_notify_id=g.callback_id,
+    )
+    if g.done_ms is not None:
+        out.done_time.CopyFrom(timestamp(g.done_ms))
+    if g.callback_ms is not None:
+        out.callback_time.CopyFrom(timestamp(g.callback_ms))
+    return out

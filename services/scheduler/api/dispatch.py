@@ -16,7 +16,6 @@ from ..engine.retry import Outcome
 from ..engine.sessions import Ack, Drain, Grant, Revoke, Session
 
 log = logging.getLogger(__name__)
-_CLOSED = None  # outbox sentinel: the dispatcher's side of the stream ended
 
 
 class DispatchServicer(pb_grpc.DispatchServiceServicer):
@@ -40,17 +39,7 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
         pending: set[asyncio.Task] = set()
         reader = asyncio.create_task(self._read(first, request_iterator, session, pending))
         try:
-            while True:
-                item = await session.outbox.get()
-                if item is _CLOSED:
-                    return
-                items = [item]
-                while not session.outbox.empty():
-                    nxt = session.outbox.get_nowait()
-                    if nxt is _CLOSED:
-                        session.outbox.put_nowait(_CLOSED)
-                        break
-                    items.append(nxt)
+            while (items := await session.next_batch()) is not None:
                 for part in _split(items, self._budget):
                     yield _response(part)
         finally:
@@ -70,7 +59,7 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
         finally:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-            session.outbox.put_nowait(_CLOSED)
+            session.end_stream()
 
     def _handle(self, req: pb.LeaseRequest, session: Session, pending: set[asyncio.Task]) -> None:
         if req.results:
@@ -103,7 +92,8 @@ def _result(r: pb.LeaseResult) -> ResultIn:
         retry_after_s=convert.seconds(r.retry_after) if r.HasField("retry_after") else None,
         deferred=r.deferred,
     )
-    return ResultIn(r.lease_id, outcome, convert.millis(a.start_time), convert.millis(a.end_time), a.response_snippet)
+    return ResultIn(r.lease_id, outcome, convert.millis(a.start_time), convert.millis(a.end_time), a.response_snippet,
+                    dict(a.response_headers))
 
 
 def _split(items: list, budget: int):

@@ -4,10 +4,12 @@ Domain errors become gRPC status codes here and nowhere else."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import os
 import functools
+from typing import Callable
 import logging
 
 from google.protobuf import any_pb2
@@ -21,7 +23,7 @@ from . import convert
 from ..engine.core import Engine
 from ..engine.operations import Operations
 from ..engine.errors import FailedPrecondition, InvalidArgument, NotFound, NotifyError, Unavailable
-from ..engine.model import ListFilter, State
+from ..engine.model import ListFilter, NewGroup, State
 from ..engine.validate import notify_size
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ _CODES = {
     Unavailable: code_pb2.UNAVAILABLE,
 }
 MAX_PAGE = 1000
+MAX_DISPATCHER_ID = 256
 DEFAULT_PAGE = 50
 
 
@@ -77,7 +80,8 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
     async def BatchCreateNotify(self, request, context):
         now = self._ops.clock.now_ms()
         news = [convert.new_notify(r.notify, r.request_id, now_ms=now) for r in request.requests]
-        stored = await self._ops.create(news, batch=True)
+        group = NewGroup(request.group_key, request.group_callback_url)
+        stored = await self._ops.create(news, batch=True, group=group if group.key or group.callback_url else None)
         return api.BatchCreateNotifyResponse(notifies=[convert.notify_to_proto(n) for n in stored])
 
     @maps_errors
@@ -102,6 +106,7 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
             queue=request.queue,
             trigger_key=request.trigger_key,
             ordering_key=request.ordering_key,
+            group_key=request.group_key,
         )
         items = await self._ops.list(f, after_id=after, limit=size + 1)
         page, room = [], self._ops.limits.max_notify_bytes
@@ -130,6 +135,15 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
     async def RetryNotify(self, request, context):
         return api.RetryNotifyResponse(notify=convert.notify_to_proto(await self._ops.retry(request.id)))
 
+    @maps_errors
+    async def GetGroup(self, request, context):
+        return api.GetGroupResponse(group=convert.group_to_proto(await self._ops.group(request.group_key)))
+
+    @maps_errors
+    async def CancelGroup(self, request, context):
+        cancelled, group = await self._ops.cancel_group(request.group_key)
+        return api.CancelGroupResponse(cancelled=cancelled, group=convert.group_to_proto(group))
+
 
 def _encode_token(last_id: str) -> str:
     return base64.urlsafe_b64encode(f"v1:{last_id}".encode()).decode()
@@ -150,25 +164,26 @@ def _decode_token(token: str) -> str:
 
 
 class AdminServicer(admin_grpc.AdminServiceServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, shutdown: Callable[[], None] = lambda: None) -> None:
         self._engine = engine
+        self._shutdown = shutdown  # asks the process to stop gracefully, as SIGTERM does
 
     async def _queue_stats(
         self, names: list[str] | None = None, counts: dict[tuple[str, State], int] | None = None
     ) -> list[admin_pb.QueueStats]:
-        e = self._engine
         if counts is None:
-            counts = await e.counts()
+            counts = await self._engine.counts()
+        snap = self._engine.snapshot()
         if names is None:
-            names = sorted({q for q, _ in counts} | set(e.ready.queue_names()) | {c.name for c in e.queues.configs()})
+            names = sorted({q for q, _ in counts} | set(snap.ready_queues) | set(snap.queue_configs))
         out = []
         for name in names:
             by_state = {s: c for (q, s), c in counts.items() if q == name}
-            cfg = e.queues.config(name)
+            cfg = snap.queue_config(name)
             out.append(admin_pb.QueueStats(
                 name=name,
                 pending=by_state.get(State.PENDING, 0),
-                in_flight=e.leases.in_flight(name),
+                in_flight=snap.in_flight.get(name, 0),
                 scheduled=sum(by_state.get(s, 0) for s in (State.SCHEDULED, State.RETRY_WAIT, State.WAITING_TRIGGER)),
                 failed=by_state.get(State.FAILED, 0),
                 succeeded=by_state.get(State.SUCCEEDED, 0),
@@ -178,33 +193,34 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
 
     @maps_errors
     async def GetStatus(self, request, context):
-        e = self._engine
-        by_queue = await e.counts()
+        by_queue = await self._engine.counts()
+        snap = self._engine.snapshot()
         counts: dict[State, int] = {}
         for (_, state), c in by_queue.items():
             counts[state] = counts.get(state, 0) + c
         return admin_pb.GetStatusResponse(
-            start_time=convert.timestamp(e.start_ms),
+            start_time=convert.timestamp(snap.start_ms),
             pid=os.getpid(),
             version=__version__,
             counts=[admin_pb.StateCount(state=int(s), count=c) for s, c in sorted(counts.items())],
-            sent_ok=e.sent_ok,
-            sent_failed=e.sent_failed,
+            sent_ok=snap.sent_ok,
+            sent_failed=snap.sent_failed,
             dispatchers=[
                 admin_pb.DispatcherInfo(
-                    dispatcher_id=s.dispatcher_id, version=s.version, capacity=s.capacity, credit=s.credit,
-                    leases=e.leases.held_by(s.dispatcher_id), connect_time=convert.timestamp(s.connect_ms),
+                    dispatcher_id=d.dispatcher_id, version=d.version, capacity=d.capacity, credit=d.credit,
+                    leases=d.leases, connect_time=convert.timestamp(d.connect_ms), draining=d.draining,
                 )  # fmt: skip
-                for s in e.sessions.values()
+                for d in snap.dispatchers
             ],
             queues=await self._queue_stats(counts=by_queue),
-            wheel_size=len(e.wheel),
+            wheel_size=snap.waiting,
+            shutting_down=snap.shutting_down,
         )
 
     async def _change_queue(self, name: str, **changes) -> admin_pb.QueueStats:
         if not name:
             raise InvalidArgument([("name", "is required")])
-        cfg = self._engine.queues.config(name)
+        cfg = self._engine.queue_config(name)
         await self._engine.update_queue(dataclasses.replace(cfg, **changes))
         (stats,) = await self._queue_stats([name])
         return stats
@@ -223,3 +239,18 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             request.name, max_concurrent=request.max_concurrent, rate=request.rate, burst=request.burst
         )
         return admin_pb.SetQueueLimitsResponse(queue=stats)
+
+    @maps_errors
+    async def DrainDispatchers(self, request, context):
+        if len(request.dispatcher_id) > MAX_DISPATCHER_ID:
+            raise InvalidArgument([("dispatcher_id", f"must be at most {MAX_DISPATCHER_ID} characters")])
+        told = self._engine.drain_dispatchers(request.dispatcher_id)
+        if request.dispatcher_id and not told:
+            raise NotFound(f"dispatcher {request.dispatcher_id!r} is not connected")
+        return admin_pb.DrainDispatchersResponse(dispatcher_ids=told)
+
+    @maps_errors
+    async def Shutdown(self, request, context):
+        log.warning("Shutdown asked over AdminService: stopping gracefully")
+        asyncio.get_running_loop().call_soon(self._shutdown)  # after this answer is on its way
+        return admin_pb.ShutdownResponse()

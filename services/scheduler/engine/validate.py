@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import InvalidArgument
-from .model import METHODS, ListFilter, NewNotify, QueueConfig, Spec
+from .limits import DAY, Limits, notify_size, show  # noqa: F401 - Limits and notify_size are part of this layer
+from .model import METHODS, ListFilter, NewGroup, NewNotify, QueueConfig, Spec
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tab is allowed in values
@@ -26,57 +26,7 @@ _KEY = re.compile(r"^[A-Za-z0-9._:/@+\-=]{1,200}$")
 _ID = re.compile(r"^[A-Za-z0-9._:@+\-=]{1,64}$")
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
 _JSON_NESTING = re.compile(r"[\[\]{}]")
-DAY = 86400
-SHOW = 40  # characters of a bad value a violation may echo
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Every bound the layer enforces. The README's bounds table lists them."""
-
-    max_body_bytes: int = 1 << 20
-    max_url_length: int = 8192
-    max_headers: int = 100
-    max_header_bytes: int = 64 << 10  # names and values together
-    max_labels: int = 64
-    max_label_key: int = 63
-    max_label_value: int = 256
-    max_form_fields: int = 1000
-    max_json_depth: int = 64
-    max_body_contains: int = 1024
-    max_codes: int = 100  # success.status_codes and retry.retry_codes
-    max_schedule_ahead_s: float = 366 * DAY  # deliver_at, delay, Trigger's delay
-    max_schedule_past_s: float = DAY
-    max_expire_ahead_s: float = 400 * DAY
-    max_timeout_s: float = 600.0
-    max_batch: int = 1000  # BatchCreateNotify requests
-    max_message_bytes: int = 16 << 20  # gRPC messages both ways; a notify must fit in one grant
-    max_queue_concurrent: int = 1_000_000
-    max_queue_rate: float = 1_000_000.0
-    max_queue_burst: int = 1_000_000
-
-    @property
-    def max_notify_bytes(self) -> int:
-        """The largest notify (see notify_size) that still fits one grant message with room to spare."""
-        return self.max_message_bytes - (64 << 10)
-
-
-def show(value: str) -> str:
-    """A bad value as a violation may quote it: repr, cut to a few dozen characters."""
-    text = repr(value)
-    return text if len(text) <= SHOW else text[: SHOW - 4] + "...'"
-
-
-def notify_size(spec: Spec) -> int:
-    """About the bytes a notify takes on the wire (what a grant message must hold)."""
-    r = spec.request
-    return (
-        len(r.url) + len(r.body) + len(r.json_body.encode("utf-8", "replace")) + len(spec.callback_url)
-        + sum(len(k) + len(v) + 8 for k, v in r.headers.items())
-        + sum(len(k) + len(v) + 8 for k, v in r.form.items())
-        + sum(len(k) + len(v) + 8 for k, v in spec.labels.items())
-        + len(spec.success.body_contains) + 1024
-    )  # fmt: skip
+KEY_RULE = "must be 1-200 characters of letters, digits and ._:/@+-="
 
 
 # --- notifies ----------------------------------------------------------------
@@ -113,9 +63,10 @@ def check_spec(spec: Spec, *, now_ms: int, limits: Limits, prefix: str = "notify
             add("schedule", f"deliver_at is more than {limits.max_schedule_past_s:.0f} s in the past")
         if spec.deliver_at_ms > now_ms + limits.max_schedule_ahead_s * 1000:
             add("schedule", f"schedule is more than {limits.max_schedule_ahead_s:.0f} s ahead (the horizon limit)")
-    for fname, key in (("trigger_key", spec.trigger_key), ("ordering_key", spec.ordering_key), ("queue", spec.queue)):
-        if key and not _KEY.match(key):
-            add(fname, "must be 1-200 characters of letters, digits and ._:/@+-=")
+    for fname, key in (("trigger_key", spec.trigger_key), ("ordering_key", spec.ordering_key), ("queue", spec.queue),
+                       ("group_key", spec.group_key)):  # fmt: skip
+        if key and not _KEY.fullmatch(key):  # fullmatch: `$` lets a trailing newline through
+            add(fname, KEY_RULE)
     if not 0 < spec.timeout <= limits.max_timeout_s:
         add("timeout", f"must be more than 0 and at most {limits.max_timeout_s:.0f} s")
     _check_retry(spec, add, limits)
@@ -135,6 +86,23 @@ def check_spec(spec: Spec, *, now_ms: int, limits: Limits, prefix: str = "notify
     return out
 
 
+def check_group_key(key: str, fname: str = "group_key", *, required: bool = True) -> list[tuple[str, str]]:
+    """The violations of a group key named on its own (GetGroup, CancelGroup, a list filter)."""
+    if not key:
+        return [(fname, "is required")] if required else []
+    return [] if _KEY.fullmatch(key) else [(fname, KEY_RULE)]
+
+
+def check_group(group: NewGroup, *, limits: Limits) -> list[tuple[str, str]]:
+    """The violations of a batch's group_key and group_callback_url."""
+    out: list[tuple[str, str]] = []
+    if group.callback_url and not group.key:
+        out.append(("group_callback_url", "needs a group_key"))
+    elif group.callback_url:
+        _check_url(group.callback_url, "group_callback_url", lambda f, d: out.append((f, d)), limits)
+    return check_group_key(group.key, required=False) + out
+
+
 def require_valid(spec: Spec, *, now_ms: int, limits: Limits) -> None:
     violations = check_spec(spec, now_ms=now_ms, limits=limits)
     if violations:
@@ -151,7 +119,7 @@ def _check_request(spec: Spec, add, limits: Limits) -> None:
     else:
         for name, value in req.headers.items():
             field = f"request.headers[{show(name)}]"
-            if not _TOKEN.match(name):
+            if not _TOKEN.fullmatch(name):
                 add(field, "header name must be an HTTP token (no spaces or control characters)")
             elif name.lower() in _RESERVED_HEADERS:
                 add(field, "header is set by NotifyAgent and cannot be given")
@@ -255,7 +223,7 @@ def check_id(notify_id: str, fname: str = "id") -> None:
     """A notify id as callers name it: required, 1-64 characters of letters, digits and ._:@+-=."""
     if not notify_id:
         raise InvalidArgument([(fname, "is required")])
-    if not _ID.match(notify_id):
+    if not _ID.fullmatch(notify_id):
         raise InvalidArgument([(fname, "is not a notify id (1-64 letters, digits and ._:@+-=)")])
 
 
@@ -263,8 +231,8 @@ def check_trigger(trigger_key: str, delay_s: float, *, limits: Limits) -> None:
     bad = []
     if not trigger_key:
         bad.append(("trigger_key", "is required"))
-    elif not _KEY.match(trigger_key):
-        bad.append(("trigger_key", "must be 1-200 characters of letters, digits and ._:/@+-="))
+    elif not _KEY.fullmatch(trigger_key):
+        bad.append(("trigger_key", KEY_RULE))
     if not 0 <= delay_s <= limits.max_schedule_ahead_s:
         bad.append(("delay", f"must be 0 to {limits.max_schedule_ahead_s:.0f} s (not negative)"))
     if bad:
@@ -273,9 +241,10 @@ def check_trigger(trigger_key: str, delay_s: float, *, limits: Limits) -> None:
 
 def check_filter(f: ListFilter) -> None:
     bad = [
-        (name, "must be 1-200 characters of letters, digits and ._:/@+-=")
-        for name, value in (("queue", f.queue), ("trigger_key", f.trigger_key), ("ordering_key", f.ordering_key))
-        if value and not _KEY.match(value)
+        (name, KEY_RULE)
+        for name, value in (("queue", f.queue), ("trigger_key", f.trigger_key), ("ordering_key", f.ordering_key),
+                            ("group_key", f.group_key))
+        if value and not _KEY.fullmatch(value)
     ]
     if bad:
         raise InvalidArgument(bad)
@@ -297,8 +266,8 @@ def check_queue(cfg: QueueConfig, limits: Limits = Limits()) -> None:
     bad = []
     if not cfg.name:
         bad.append(("name", "is required"))
-    elif not _KEY.match(cfg.name):
-        bad.append(("name", "must be 1-200 characters of letters, digits and ._:/@+-="))
+    elif not _KEY.fullmatch(cfg.name):
+        bad.append(("name", KEY_RULE))
     if not 0 <= cfg.max_concurrent <= limits.max_queue_concurrent:
         bad.append(("max_concurrent", f"must be 0 (unlimited) to {limits.max_queue_concurrent:,}"))
     if not (math.isfinite(cfg.rate) and 0 <= cfg.rate <= limits.max_queue_rate):

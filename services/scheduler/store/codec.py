@@ -6,13 +6,14 @@ import base64
 import json
 from typing import Any, Sequence
 
-from ..engine.model import AttemptRecord, Notification, Request, RetryPolicy, Spec, State, Success
+from ..engine.model import AttemptRecord, GroupStatus, Notification, Request, RetryPolicy, Spec, State, Success
 
 COLUMNS = (
     "id, request_id, state, queue, ordering_key, trigger_key, due_ms, create_ms,"
-    " complete_ms, attempt_count, budget_base, first_attempt_ms, spec"
+    " complete_ms, attempt_count, budget_base, first_attempt_ms, spec, group_key"
 )
-ATTEMPT_COLUMNS = "number, start_ms, end_ms, dispatcher_id, status_code, error, success, snippet"
+COLUMN_COUNT = COLUMNS.count(",") + 1
+ATTEMPT_COLUMNS = "number, start_ms, end_ms, dispatcher_id, status_code, error, success, snippet, headers"
 
 
 def spec_to_json(spec: Spec) -> str:
@@ -26,7 +27,7 @@ def spec_to_json(spec: Spec) -> str:
         "f": r.form,
         "at": spec.deliver_at_ms,
         "r": [p.max_attempts, p.min_backoff, p.max_backoff, p.multiplier, p.max_retry_duration, list(p.retry_codes)],
-        "s": [list(s.status_codes), s.body_contains],
+        "s": [list(s.status_codes), s.body_contains, *([True] if s.mismatch_final else [])],
         "ff": spec.fire_and_forget,
         "t": spec.timeout,
         "x": spec.expire_at_ms,
@@ -36,7 +37,7 @@ def spec_to_json(spec: Spec) -> str:
     return json.dumps(doc, separators=(",", ":"))
 
 
-def spec_from_json(text: str, *, trigger_key: str, ordering_key: str, queue: str) -> Spec:
+def spec_from_json(text: str, *, trigger_key: str, ordering_key: str, queue: str, group_key: str = "") -> Spec:
     d = json.loads(text)
     r = d["r"]
     return Spec(
@@ -53,12 +54,13 @@ def spec_from_json(text: str, *, trigger_key: str, ordering_key: str, queue: str
         ordering_key=ordering_key,
         queue=queue,
         retry=RetryPolicy(r[0], r[1], r[2], r[3], r[4], tuple(r[5])),
-        success=Success(tuple(d["s"][0]), d["s"][1]),
+        success=Success(tuple(d["s"][0]), d["s"][1], bool(d["s"][2:3] and d["s"][2])),
         fire_and_forget=d["ff"],
         timeout=d["t"],
         expire_at_ms=d["x"],
         callback_url=d["cb"],
         labels=d["l"],
+        group_key=group_key,
     )
 
 
@@ -66,20 +68,21 @@ def to_row(n: Notification) -> tuple:
     s = n.spec
     return (
         n.id, n.request_id, int(n.state), s.queue, s.ordering_key, s.trigger_key, n.due_ms, n.create_ms,
-        n.complete_ms, n.attempt_count, n.budget_base, n.first_attempt_ms, spec_to_json(s),
+        n.complete_ms, n.attempt_count, n.budget_base, n.first_attempt_ms, spec_to_json(s), s.group_key,
     )  # fmt: skip
 
 
 def from_row(row: Sequence) -> Notification:
     """A row as a Notification. A row that cannot be decoded (written by a broken or newer
     version, or by hand) comes back marked unreadable instead of raising: reads never fail."""
-    (nid, request_id, state, queue, okey, tkey, due, create, complete, count, base, first, spec) = row
+    (nid, request_id, state, queue, okey, tkey, due, create, complete, count, base, first, spec, gkey) = row
     try:
-        decoded = spec_from_json(spec, trigger_key=tkey, ordering_key=okey, queue=queue)
+        decoded = spec_from_json(spec, trigger_key=tkey, ordering_key=okey, queue=queue, group_key=gkey)
         st = State(state)
         problem = ""
     except Exception as e:  # noqa: BLE001 - any decoding error makes the row unreadable, not the read
-        decoded = Spec(request=Request(method="GET", url=""), trigger_key=str(tkey), ordering_key=str(okey), queue=str(queue))
+        decoded = Spec(request=Request(method="GET", url=""), trigger_key=str(tkey), ordering_key=str(okey),
+                       queue=str(queue), group_key=str(gkey))  # fmt: skip
         st = State(state) if state in State._value2member_map_ else State.FAILED
         problem = f"stored row cannot be decoded: {type(e).__name__}: {str(e)[:200]}"
     return Notification(
@@ -98,12 +101,40 @@ def from_row(row: Sequence) -> Notification:
 
 
 def attempt_row(notify_id: str, a: AttemptRecord) -> tuple:
-    return (notify_id, a.number, a.start_ms, a.end_ms, a.dispatcher_id, a.status_code, a.error, a.success, a.snippet)
+    headers = json.dumps(a.headers, separators=(",", ":")) if a.headers else ""
+    return (notify_id, a.number, a.start_ms, a.end_ms, a.dispatcher_id, a.status_code, a.error, a.success, a.snippet, headers)
 
 
 def attempt_from_row(row: Sequence) -> AttemptRecord:
-    number, start, end, dispatcher, code, error, success, snippet = row
-    return AttemptRecord(number, start, end, dispatcher, code, error, bool(success), bytes(snippet or b""))
+    number, start, end, dispatcher, code, error, success, snippet, headers = row
+    return AttemptRecord(number, start, end, dispatcher, code, error, bool(success), bytes(snippet or b""),
+                         _headers_from_json(headers))  # fmt: skip
+
+
+def _headers_from_json(text: str | None) -> dict[str, str]:
+    """Response headers of an attempt; rows from before they were kept have none."""
+    if not text:
+        return {}
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
+
+
+def group_status(key: str, counts: Sequence[Sequence], callback: Sequence | None) -> GroupStatus | None:
+    """A GroupStatus from (state, count, max complete_ms) rows and the (callback_url,
+    callback_ms, callback_id) row of the groups table; None when there is neither."""
+    if not counts and callback is None:
+        return None
+    ends = [end for _, _, end in counts if end is not None]
+    url, at, made = callback if callback is not None else ("", None, "")
+    return GroupStatus(key, {State(s): c for s, c, _ in counts}, max(ends) if ends else None, url, at, made)
+
+
+def ended_groups(writes) -> list[str]:
+    """The group keys of notifies that these writes end, each once, sorted (a lock order)."""
+    return sorted({w.notify.spec.group_key for w in writes if w.notify.spec.group_key and w.notify.state.terminal})
 
 
 def result_rows(writes) -> tuple[list[tuple], list[tuple], list[tuple]]:
