@@ -60,7 +60,7 @@ class SchedulerApp:
         self.engine = Engine(
             store=self.store,
             settings=EngineSettings(
-                horizon_s=settings.horizon, lease_margin_s=settings.lease_margin,
+                horizon_s=settings.horizon, lease_margin_s=settings.lease_margin, max_in_memory=settings.max_in_memory,
                 limits=Limits(max_body_bytes=settings.max_body_bytes, max_message_bytes=settings.max_message_bytes)),
         )
         self.metrics_registry = metrics if metrics is not None else CollectorRegistry(auto_describe=False)

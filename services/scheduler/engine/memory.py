@@ -37,6 +37,7 @@ class EngineSettings:
     load_batch: int = 10_000
     lease_margin_s: float = 5.0  # a lease lasts the attempt timeout plus this
     limits: Limits = Limits()
+    max_in_memory: int = 100_000  # notifies held at once; beyond it due work waits in the store
 
 
 class Memory:
@@ -57,6 +58,7 @@ class Memory:
         self._sessions: dict[str, Session] = {}
         self._cursor: tuple[int, str] = (0, "")  # loaded up to here (due_ms, id)
         self._rewind = False  # a failed commit: read from the start again
+        self._starved = False  # memory was full: the loader left due work in the store
         self._loader: asyncio.Task | None = None
         self._loading = asyncio.Lock()  # one load at a time
         self._accepting = False
@@ -87,6 +89,11 @@ class Memory:
         if n.unreadable:
             log.error("notify %s is not delivered: %s", n.id, n.unreadable)
             return
+        if not loaded and len(self._live) >= self._settings.max_in_memory:
+            # Memory is full: it stays in the store; the loader reads it again from here.
+            self._cursor = min(self._cursor, (n.due_ms, ""))
+            self._starved = True
+            return
         self._held.take(n)
         self._live[n.id] = n
         if n.due_ms <= self._clock.now_ms():
@@ -102,6 +109,9 @@ class Memory:
             return
         del self._live[n.id]
         self._held.release(n)
+        if self._starved and len(self._live) <= self._settings.max_in_memory * 9 // 10:
+            self._starved = False  # room again: page in what waits in the store now, not at the next tick
+            self._spawn(self.load())
 
     def forget(self, notify_id: str, ordering_key: str, *, revoke: bool) -> None:
         """Drops a finished notify from memory and frees its ordering key; with revoke,
