@@ -202,7 +202,8 @@ class Harness:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.system = System(settings_for(tmp_path), dispatchers=0)
+        # A small memory bound: what stays in memory is bounded, so growth beyond it is a leak.
+        self.system = System(settings_for(tmp_path, max_in_memory=2000), dispatchers=0)
         self.codes: collections.Counter[str] = collections.Counter()
         self.bad: list[str] = []
         self.known: list[str] = []

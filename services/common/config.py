@@ -42,7 +42,7 @@ class Settings:
     horizon: float = _opt(300.0, "seconds ahead the scheduler holds due notifies in memory", roles="scheduler")
     lease_margin: float = _opt(5.0, "seconds a lease outlives its attempt timeout before it expires", roles="scheduler")
     max_body_bytes: int = _opt(1 << 20, "largest request body accepted", roles="scheduler")
-    max_in_memory: int = _opt(100_000, "notifies the scheduler holds in memory at once; beyond it due work waits in the store", roles="scheduler")
+    max_in_memory: int = _opt(100_000, "notifies the scheduler holds in memory (one each, plus one per 4 KiB of request); beyond it due work waits in the store", roles="scheduler")
     max_message_bytes: int = _opt(16 << 20, "largest gRPC message sent or accepted (scheduler, dispatchers and CLI alike)")
     signing_secret: str = _opt("", "whsec_... secret: sign outgoing calls per Standard Webhooks", roles="dispatcher")
     service_name: str = _opt("notifyagent-scheduler", "name the scheduler registers under and dispatchers look up")

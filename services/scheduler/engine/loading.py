@@ -39,8 +39,8 @@ class Loading(Memory):
             if self._rewind:
                 self._rewind, self._cursor = False, (0, "")
             after = self._cursor
-            room = self._settings.max_in_memory - len(self._live)
-            if room <= 0:  # memory is full: what is due waits in the store, paged in as room frees
+            room = self._settings.max_in_memory - self._units
+            if room <= 0 or self._starved:  # memory is full: due work waits in the store, paged in as room frees
                 self._starved = True
                 return
             limit = min(self._settings.load_batch, room)
@@ -53,7 +53,7 @@ class Loading(Memory):
             if len(page) == limit:
                 self._cursor = (page[-1].due_ms, page[-1].id)
             for n in page:
-                self.admit(n, loaded=True)
-            if len(page) < limit or self._stopping.is_set():
+                self.admit(n, loaded=True)  # refused once memory is full: the cursor moves back to it
+            if len(page) < limit or self._stopping.is_set() or self._starved:
                 return
             await asyncio.sleep(0)
