@@ -200,3 +200,21 @@ async def test_schedule_bounds_still_allow_a_year_ahead(system):
     n.expire_at.FromMilliseconds(int((time.time() + 390 * 86400) * 1000))
     created = await system.create("", request=n.request, deliver_at=n.deliver_at, expire_at=n.expire_at)
     assert (await system.get(created.id)).state == pb.STATE_SCHEDULED
+
+
+async def test_a_lease_hello_out_of_bounds_is_invalid_argument(system):
+    from notifyagent.v1 import dispatch_service_pb2 as dpb, dispatch_service_pb2_grpc as dgrpc
+
+    for hello in (dpb.DispatcherHello(dispatcher_id="d" * 1000, capacity=1),
+                  dpb.DispatcherHello(dispatcher_id="a\nb", capacity=1),
+                  dpb.DispatcherHello(dispatcher_id="d", capacity=2_000_000_000)):  # fmt: skip
+
+        async def requests(h=hello):
+            yield dpb.LeaseRequest(hello=h)
+
+        call = dgrpc.DispatchServiceStub(system.channel).Lease(requests())
+        with pytest.raises(grpc.RpcError) as e:
+            async for _ in call:
+                pass
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert await system.serving()

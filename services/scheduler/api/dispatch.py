@@ -10,7 +10,7 @@ import grpc
 from ...v1 import dispatch_service_pb2 as pb, dispatch_service_pb2_grpc as pb_grpc
 from ...common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES
 from . import convert
-from ..engine.validate import notify_size
+from ..engine.validate import bound_result, check_hello, notify_size
 from ..engine.core import Engine, ResultIn
 from ..engine.retry import Outcome
 from ..engine.sessions import Ack, Drain, Grant, Revoke, Session
@@ -29,9 +29,10 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
         except StopAsyncIteration:
             return
         hello = first.hello
-        if not first.HasField("hello") or not hello.dispatcher_id or hello.capacity <= 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "the first LeaseRequest must carry hello with dispatcher_id and capacity > 0")  # fmt: skip
+        if not first.HasField("hello"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first LeaseRequest must carry hello")
+        if problem := check_hello(hello.dispatcher_id, hello.capacity):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         session = self._engine.connect(
             dispatcher_id=hello.dispatcher_id, version=hello.version, capacity=hello.capacity, credit=hello.credit
         )
@@ -92,8 +93,8 @@ def _result(r: pb.LeaseResult) -> ResultIn:
         retry_after_s=convert.seconds(r.retry_after) if r.HasField("retry_after") else None,
         deferred=r.deferred,
     )
-    return ResultIn(r.lease_id, outcome, convert.millis(a.start_time), convert.millis(a.end_time), a.response_snippet,
-                    dict(a.response_headers))
+    return bound_result(ResultIn(r.lease_id, outcome, convert.millis(a.start_time), convert.millis(a.end_time),
+                                 a.response_snippet, dict(a.response_headers)))
 
 
 def _split(items: list, budget: int):

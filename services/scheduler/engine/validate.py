@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 from .errors import InvalidArgument
@@ -276,3 +277,22 @@ def check_queue(cfg: QueueConfig, limits: Limits = Limits()) -> None:
         bad.append(("burst", f"must be 0 (the rate) to {limits.max_queue_burst:,}"))
     if bad:
         raise InvalidArgument(bad)
+
+
+def check_hello(dispatcher_id: str, capacity: int) -> str:
+    """What is wrong with a dispatcher's hello on the Lease stream (empty when nothing)."""
+    if not dispatcher_id or len(dispatcher_id) > 200 or _ANY_CONTROL.search(dispatcher_id):
+        return "hello.dispatcher_id must be 1-200 characters without control characters"
+    if not 0 < capacity <= 1_000_000:
+        return "hello.capacity must be 1 to 1,000,000"
+    return ""
+
+
+def bound_result(r):
+    """A dispatcher's result (engine.results.ResultIn) cut to what is stored: error 1,024
+    characters, snippet 4 KiB, 32 headers of 256 characters, Retry-After at most 7 days."""
+    o = r.outcome
+    retry_after = None if o.retry_after_s is None else min(max(o.retry_after_s, 0.0), 7.0 * DAY)
+    outcome = replace(o, error=o.error[:1024].replace("\x00", ""), retry_after_s=retry_after)
+    headers = r.headers and {k[:256]: v[:256] for k, v in list(r.headers.items())[:32]}
+    return replace(r, outcome=outcome, snippet=r.snippet[:4096], headers=headers)
