@@ -5,7 +5,6 @@ import asyncio
 import os
 import time
 
-import grpc
 import pytest
 
 from notifyagent.scheduler.engine.core import Engine, EngineSettings, ResultIn
@@ -14,7 +13,7 @@ from notifyagent.scheduler.engine.operations import Operations
 from notifyagent.scheduler.engine.retry import Outcome
 from notifyagent.scheduler.store.sqlite import SqliteStore
 from notifyagent.v1 import notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc
-from support import Proc, free_port, granted_leases, spec, wait_serving
+from support import Proc, free_port, granted_leases, open_channel, spec, wait_serving
 
 
 async def test_beyond_the_bound_due_work_waits_in_the_store_and_is_delivered_in_order_once(tmp_path):
@@ -92,7 +91,7 @@ async def test_due_notifies_with_no_dispatcher_keep_rss_bounded_and_are_all_deli
     try:
         await wait_serving(f"127.0.0.1:{port}", proc=scheduler)
         rss = {}
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
             request = api.CreateNotifyRequest(notify=pb.Notify(request=pb.HttpRequest(method=pb.HTTP_METHOD_GET, url=target.url())))
             for start in range(0, COUNT, 1000):

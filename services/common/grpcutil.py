@@ -21,21 +21,23 @@ def message_options(max_message_bytes: int) -> list[tuple[str, int]]:
 
 
 def create_server(
-    addr: str, registrations, service_names: list[str], *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    addr: str, registrations, service_names: list[str], *, interceptors=(), credentials: grpc.ServerCredentials | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Builds a server with health and reflection on addr; returns (server, bound port, health).
 
     registrations: callables taking the server (the generated add_*_to_server with a servicer bound).
+    interceptors: e.g. auth.AuthInterceptor; credentials: TLS (tls.ServerTls), None for plaintext.
     Their unary methods decode requests themselves (see StrictDecoding).
     """
-    server = grpc.aio.server(options=[*message_options(max_message_bytes), ("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(interceptors=list(interceptors), options=[*message_options(max_message_bytes), ("grpc.so_reuseport", 0)])
     strict = StrictDecoding(server)
     for register in registrations:
         register(strict)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, strict)
     commented_reflection.enable(server, [*service_names, health.SERVICE_NAME])
-    port = server.add_insecure_port(addr)
+    port = server.add_secure_port(addr, credentials) if credentials is not None else server.add_insecure_port(addr)
     if port == 0:
         raise OSError(f"cannot listen on {addr}: address in use or not valid (set NOTIFY_GRPC_ADDR)")
     return server, port, health_servicer

@@ -6,8 +6,9 @@ import functools
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from ...v1 import notify_pb2 as pb
 from ...common.calls import DEFAULT_METHOD, DEFAULT_TIMEOUT_S, METHOD_BY_NUMBER, NUMBER_BY_METHOD
+from ...common.sealing import ALWAYS_SECRET, redact
+from ...v1 import notify_pb2 as pb
 from ..engine.model import AttemptRecord, GroupStatus, NewNotify, Notification, Request, RetryPolicy, Spec, State, Success
 
 DEFAULT_RETRY = RetryPolicy()
@@ -42,8 +43,9 @@ def timestamp(ms: int) -> timestamp_pb2.Timestamp:
     return out
 
 
-def new_notify(p: pb.Notify, request_id: str, *, now_ms: int) -> NewNotify:
-    """Builds a domain NewNotify as given; engine/validate.py judges it."""
+def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, created_by: str = "") -> NewNotify:
+    """Builds a domain NewNotify as given; engine/validate.py judges it.
+    created_by: the caller's token name (Notify.created_by is output only and ignored here)."""
     r = p.request
     method = METHOD_BY_NUMBER.get(r.method, DEFAULT_METHOD if r.method == pb.HTTP_METHOD_UNSPECIFIED else f"#{r.method}")
     deliver_at = delay = None
@@ -72,6 +74,7 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int) -> NewNotify:
         expire_at_ms=millis(p.expire_at) if p.HasField("expire_at") else None,
         callback_url=p.callback_url,
         labels=dict(p.labels) if len(p.labels) else {},
+        created_by=created_by,
         group_key=p.group_key,
     )
     return NewNotify(spec, request_id, schedule=which, delay_s=delay)
@@ -131,9 +134,11 @@ def _policy_bytes(retry: RetryPolicy, success: Success, timeout_s: float) -> byt
     ).SerializeToString()
 
 
-def _request(r: Request) -> pb.HttpRequest:
+def _request(r: Request, secret: frozenset[str] | None = None) -> pb.HttpRequest:
+    """secret: header names whose values read <redacted> (None: none, for grants only)."""
+    headers = redact(r.headers, secret) if secret and r.headers else r.headers
     return pb.HttpRequest(
-        method=NUMBER_BY_METHOD.get(r.method, 0), url=r.url, headers=r.headers, body=r.body, json_body=r.json_body,
+        method=NUMBER_BY_METHOD.get(r.method, 0), url=r.url, headers=headers, body=r.body, json_body=r.json_body,
         form_body=r.form,
     )  # fmt: skip
 
@@ -146,11 +151,12 @@ def grant_notify(n: Notification) -> pb.Notify:
     return out
 
 
-def notify_to_proto(n: Notification, *, with_attempts: bool = True) -> pb.Notify:
+def notify_to_proto(n: Notification, *, with_attempts: bool = True, secret: frozenset[str] = ALWAYS_SECRET) -> pb.Notify:
+    """A notify for an API answer: secret header values read <redacted> (sealing.secret_names)."""
     s = n.spec
     out = pb.Notify(
         id=n.id,
-        request=_request(s.request),
+        request=_request(s.request, secret),
         ordering_key=s.ordering_key,
         queue=s.queue,
         state=int(n.state),
@@ -159,6 +165,7 @@ def notify_to_proto(n: Notification, *, with_attempts: bool = True) -> pb.Notify
         labels={**s.labels, UNREADABLE_LABEL: n.unreadable} if n.unreadable else s.labels,
         create_time=timestamp(n.create_ms),
         attempt_count=n.attempt_count,
+        created_by=s.created_by,
         group_key=s.group_key,
     )
     out.MergeFromString(_policy_bytes(s.retry, s.success, s.timeout))

@@ -17,6 +17,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ... import __version__
+from ...common import auth
+from ...common.sealing import ALWAYS_SECRET
 from ...v1 import admin_service_pb2 as admin_pb, admin_service_pb2_grpc as admin_grpc
 from ...v1 import notify_service_pb2 as api, notify_service_pb2_grpc as api_grpc
 from . import convert
@@ -67,22 +69,30 @@ def maps_errors(handler):
 
 
 class NotifyServicer(api_grpc.NotifyServiceServicer):
-    def __init__(self, operations: Operations) -> None:
+    """secret: header names whose values read <redacted> in every answer (sealing.secret_names)."""
+
+    def __init__(self, operations: Operations, *, secret: frozenset[str] = ALWAYS_SECRET) -> None:
         self._ops = operations
+        self._secret = secret
+
+    def _out(self, n, *, with_attempts: bool = True):
+        return convert.notify_to_proto(n, with_attempts=with_attempts, secret=self._secret)
 
     @maps_errors
     async def CreateNotify(self, request, context):
         now = self._ops.clock.now_ms()
-        (n,) = await self._ops.create([convert.new_notify(request.notify, request.request_id, now_ms=now)])
-        return api.CreateNotifyResponse(notify=convert.notify_to_proto(n))
+        new = convert.new_notify(request.notify, request.request_id, now_ms=now, created_by=auth.current().name)
+        (n,) = await self._ops.create([new])
+        return api.CreateNotifyResponse(notify=self._out(n))
 
     @maps_errors
     async def BatchCreateNotify(self, request, context):
         now = self._ops.clock.now_ms()
-        news = [convert.new_notify(r.notify, r.request_id, now_ms=now) for r in request.requests]
+        by = auth.current().name
+        news = [convert.new_notify(r.notify, r.request_id, now_ms=now, created_by=by) for r in request.requests]
         group = NewGroup(request.group_key, request.group_callback_url)
         stored = await self._ops.create(news, batch=True, group=group if group.key or group.callback_url else None)
-        return api.BatchCreateNotifyResponse(notifies=[convert.notify_to_proto(n) for n in stored])
+        return api.BatchCreateNotifyResponse(notifies=[self._out(n) for n in stored])
 
     @maps_errors
     async def Trigger(self, request, context):
@@ -91,7 +101,7 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
 
     @maps_errors
     async def GetNotify(self, request, context):
-        return api.GetNotifyResponse(notify=convert.notify_to_proto(await self._ops.get(request.id)))
+        return api.GetNotifyResponse(notify=self._out(await self._ops.get(request.id)))
 
     @maps_errors
     async def ListNotifies(self, request, context):
@@ -117,23 +127,23 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
             page.append(n)
         token = _encode_token(page[-1].id) if len(items) > len(page) else ""
         return api.ListNotifiesResponse(
-            notifies=[convert.notify_to_proto(n, with_attempts=False) for n in page], next_page_token=token
+            notifies=[self._out(n, with_attempts=False) for n in page], next_page_token=token
         )
 
     @maps_errors
     async def CancelNotify(self, request, context):
-        return api.CancelNotifyResponse(notify=convert.notify_to_proto(await self._ops.cancel(request.id)))
+        return api.CancelNotifyResponse(notify=self._out(await self._ops.cancel(request.id)))
 
     @maps_errors
     async def UpdateNotify(self, request, context):
         paths = {"schedule" if p in ("deliver_at", "delay", "trigger_key") else p for p in request.update_mask.paths}
         given = convert.new_notify(request.notify, "", now_ms=self._ops.clock.now_ms())
         n = await self._ops.update(request.notify.id, paths, given)
-        return api.UpdateNotifyResponse(notify=convert.notify_to_proto(n))
+        return api.UpdateNotifyResponse(notify=self._out(n))
 
     @maps_errors
     async def RetryNotify(self, request, context):
-        return api.RetryNotifyResponse(notify=convert.notify_to_proto(await self._ops.retry(request.id)))
+        return api.RetryNotifyResponse(notify=self._out(await self._ops.retry(request.id)))
 
     @maps_errors
     async def GetGroup(self, request, context):
