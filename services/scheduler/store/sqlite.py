@@ -134,11 +134,13 @@ class SqliteStore:
             conn.executescript(INDEXES)
             sealed = conn.execute(codec.SEALED_SAMPLE).fetchone()
         except sqlite3.Error as e:
+            self._release_lock()
             raise Unavailable(f"cannot open SQLite store {self._path}: {e}") from e
         try:
             codec.check_sealed(sealed, self._box)
         except Exception:
             conn.close()
+            self._release_lock()  # a store that did not open holds nothing
             raise
         self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="sqlite-writer", daemon=True)
         self._writer.start()
