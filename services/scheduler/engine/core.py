@@ -12,7 +12,7 @@ engine is the one owner of that memory. Its parts, one job each:
 
 This module puts them together: start and stop, what the operations
 (create, cancel, update, retry, trigger) ask of memory, and the snapshot that
-admin, metrics and the runner read.
+admin and metrics read. docs/architecture.md tells the whole story.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ class Engine(Loading, Granting, Results, Dispatchers):
             raise FailedPrecondition(f"notify {notify_id} is being delivered; update it after this attempt")
         mine = self._live.get(notify_id)
         if mine is not None:
-            self._drop(mine)
+            self._drop(notify_id)
         return mine
 
     def put_back(self, n: Notification | None, current: Notification) -> None:
@@ -157,7 +157,7 @@ class Engine(Loading, Granting, Results, Dispatchers):
         dropped (unless leased), and the new one comes in."""
         stale = self._live.get(current.id)
         if stale is not None and not self.is_leased(current.id):
-            self._drop(stale)
+            self._drop(current.id)
         self.admit(current)
 
     # --- what admin, metrics and the runner read ------------------------

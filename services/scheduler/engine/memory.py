@@ -112,18 +112,15 @@ class Memory:
         else:
             self._schedule(n)
 
-    def _drop(self, n: Notification) -> None:
-        """n leaves memory: every entry that refers to it goes stale. A copy that is no
-        longer the one held has left already."""
-        held = self._live.get(n.id)
-        if held is None or held.version != n.version:
-            return
-        del self._live[n.id]
-        self._units -= self._weights.pop(n.id, 0)
-        self._held.release(n)
-        if self._starved and self._units <= self._settings.max_in_memory * 9 // 10:
-            self._starved = False  # room again: page in what waits in the store now, not at the next tick
-            self._spawn(self.load())
+    def _drop(self, notify_id: str) -> None:
+        """The notify held under notify_id leaves memory: every entry that refers to it goes stale."""
+        n = self._live.pop(notify_id, None)
+        if n is not None:
+            self._units -= self._weights.pop(notify_id, 0)
+            self._held.release(n)
+            if self._starved and self._units <= self._settings.max_in_memory * 9 // 10:
+                self._starved = False  # room again: page in what waits in the store now, not at the next tick
+                self._spawn(self.load())
 
     def forget(self, notify_id: str, ordering_key: str, *, revoke: bool) -> None:
         """Drops a finished notify from memory and frees its ordering key; with revoke,
@@ -132,7 +129,7 @@ class Memory:
         if mine is not None:
             if revoke and mine.state != State.CANCELLED and not mine.state.terminal:
                 self._held.move(mine, State.CANCELLED, None)
-            self._drop(mine)
+            self._drop(notify_id)
         lease = self._leases.for_notify(notify_id)
         if lease is not None and revoke:
             self._end_lease(lease)
@@ -154,7 +151,7 @@ class Memory:
         self._pump()
 
     def _schedule(self, n: Notification) -> None:
-        self._wheel.add(n.due_ms, (n, n.version))
+        self._wheel.add(n.due_ms, n, n.version)
         self._arm()
 
     def _schedule_lease(self, lease: Lease) -> None:
@@ -175,14 +172,13 @@ class Memory:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        for due, item in self._wheel.advance(self._clock.now_ms()):
+        for entry in self._wheel.advance(self._clock.now_ms()):
+            item = entry[1]
             if isinstance(item, Lease):
-                if self._leases.get(item.lease_id) is not None and item.deadline_ms == due:
+                if self._leases.get(item.lease_id) is not None and item.deadline_ms == entry[0]:
                     self._spawn(self._expire(item))
-            else:
-                n, version = item
-                if self._current(n, version):
-                    self._make_ready(n)
+            elif self._current(item, entry[2]):
+                self._make_ready(item)
         self._arm()
 
     # The other parts' steps this one calls (Engine puts the parts together):

@@ -146,7 +146,7 @@ class Results(Memory):
         except Exception:
             for w, version in writes:  # memory ran ahead of the store: drop it, the loader reads the stored copy again
                 if self._current(w.notify, version):
-                    self._drop(w.notify)
+                    self._drop(w.notify.id)
             self._rewind = True
             raise
         finally:
@@ -171,5 +171,5 @@ class Results(Memory):
             elif (n.due_ms, n.id) < self._cursor:
                 self._schedule(n)
             else:
-                self._drop(n)  # back to the store; the loader brings it in when it nears
+                self._drop(n.id)  # back to the store; the loader brings it in when it nears
         self._pump()

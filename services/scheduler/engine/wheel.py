@@ -7,7 +7,8 @@ next non-empty slot without scanning, so an idle wheel costs nothing and a
 long sleep is one jump. Items further out than the top level wait in a heap.
 
 The wheel knows no clock: callers pass times in. Removal is lazy: callers
-check, when an item fires, whether it still counts.
+check, when an item fires, whether it still counts (a tag added with the item,
+such as the version it was scheduled at, comes back with it for that).
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ class TimerWheel:
     def __init__(self, *, now_ms: int, levels: int = 4) -> None:
         self._now = now_ms
         self._levels = levels
-        self._slots: list[list[list[tuple[int, Any]]]] = [[[] for _ in range(SLOTS)] for _ in range(levels)]
+        # Entries are (due_ms, item) or (due_ms, item, tag) as added, and fire as such.
+        self._slots: list[list[list[tuple]]] = [[[] for _ in range(SLOTS)] for _ in range(levels)]
         self._masks = [0] * levels
-        self._overflow: list[tuple[int, int, Any]] = []
+        self._overflow: list[tuple[int, int, tuple]] = []
         self._seq = itertools.count()
-        self._due: list[tuple[int, Any]] = []
+        self._due: list[tuple] = []
         self._size = 0
 
     def __len__(self) -> int:
@@ -39,24 +41,26 @@ class TimerWheel:
     def now_ms(self) -> int:
         return self._now
 
-    def add(self, due_ms: int, item: Any) -> None:
-        """Schedules item; one already due fires at the next advance()."""
+    def add(self, due_ms: int, item: Any, tag: Any = None) -> None:
+        """Schedules item; one already due fires at the next advance(). With a tag, the
+        item fires as (due_ms, item, tag)."""
         self._size += 1
-        self._place(due_ms, item)
+        self._place((due_ms, item) if tag is None else (due_ms, item, tag))
 
-    def _place(self, due_ms: int, item: Any) -> None:
+    def _place(self, entry: tuple) -> None:
         now = self._now
+        due_ms = entry[0]
         if due_ms <= now:
-            self._due.append((due_ms, item))
+            self._due.append(entry)
             return
         for level in range(self._levels):
             shift = BITS * (level + 1)
             if due_ms >> shift == now >> shift:
                 slot = (due_ms >> (BITS * level)) & MASK
-                self._slots[level][slot].append((due_ms, item))
+                self._slots[level][slot].append(entry)
                 self._masks[level] |= 1 << slot
                 return
-        heapq.heappush(self._overflow, (due_ms, next(self._seq), item))
+        heapq.heappush(self._overflow, (due_ms, next(self._seq), entry))
 
     def next_event_ms(self) -> int | None:
         """The earliest time at which advance() has work: an item due, or a cascade."""
@@ -76,7 +80,7 @@ class TimerWheel:
             return max(now + 1, (self._overflow[0][0] >> top) << top)
         return None
 
-    def advance(self, to_ms: int) -> list[tuple[int, Any]]:
+    def advance(self, to_ms: int) -> list[tuple]:
         """Moves time to to_ms and returns every item due by then, earliest first."""
         fired, self._due = self._due, []
         while True:
@@ -91,7 +95,7 @@ class TimerWheel:
         fired.extend(self._due)
         self._due = []
         self._size -= len(fired)
-        fired.sort(key=lambda pair: pair[0])
+        fired.sort(key=lambda entry: entry[0])
         return fired
 
     def _cascade(self) -> None:
@@ -103,9 +107,9 @@ class TimerWheel:
                 items = self._slots[level][slot]
                 self._slots[level][slot] = []
                 self._masks[level] &= ~(1 << slot)
-                for due, item in items:
-                    self._place(due, item)
+                for entry in items:
+                    self._place(entry)
         top = BITS * self._levels
         while self._overflow and self._overflow[0][0] >> top == now >> top:
-            due, _, item = heapq.heappop(self._overflow)
-            self._place(due, item)
+            _, _, entry = heapq.heappop(self._overflow)
+            self._place(entry)
