@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 
 class Loading(Memory):
+
     def _start_loader(self) -> None:
         self._loader = asyncio.create_task(self._load_loop(), name="horizon-loader")
 
@@ -46,14 +47,15 @@ class Loading(Memory):
             limit = min(self._settings.load_batch, room)
             self._cursor = (until, "")
             try:
-                page = await self._store.load_due(after=after, until_ms=until, limit=limit)
+                page = await self._store.load_due(after=after, until_ms=until, limit=limit, partitions=self.held_partitions())
             except BaseException:
                 self._cursor = after  # nothing past `after` was read
                 raise
             if len(page) == limit:
                 self._cursor = (page[-1].due_ms, page[-1].id)
             for n in page:
-                self.admit(n, loaded=True)  # refused once memory is full: the cursor moves back to it
+                if self._fence.holds(self._fence.of(n.id)):
+                    self.admit(n, loaded=True)  # refused once memory is full: the cursor moves back to it
             if len(page) < limit or self._stopping.is_set() or self._starved:
                 return
             await asyncio.sleep(0)

@@ -20,6 +20,7 @@ from .clock import Clock, Handle
 from .leases import Lease, LeaseBook
 from .model import Notification, State
 from .observers import Observers
+from .ownership import DEFAULT_PARTITIONS, Fence, SoleOwnership
 from .queues import Queues
 from .ready import ReadyQueue
 from .sessions import Revoke, Session
@@ -36,6 +37,7 @@ class EngineSettings:
     load_interval_s: float = 1.0
     load_batch: int = 10_000
     lease_margin_s: float = 5.0  # a lease lasts the attempt timeout plus this
+    reconnect_grace_s: float = 5.0  # a dropped dispatcher's leases wait this long for it to come back
     limits: Limits = Limits()
     max_in_memory: int = 100_000  # units held at once (see units()); beyond it due work waits in the store
 
@@ -50,8 +52,10 @@ class Memory:
     """What is due within the horizon (the wheel), due (the ready queue), leased
     (the lease book), and the connected dispatchers."""
 
-    def __init__(self, *, store: Store, settings: EngineSettings, clock: Clock) -> None:
+    def __init__(self, *, store: Store, settings: EngineSettings, clock: Clock, fence: Fence | None = None) -> None:
         self._store = store
+        self._fence = fence or SoleOwnership(getattr(store, "partitions", DEFAULT_PARTITIONS)).fence
+        self._next_part = 0
         self._settings = settings
         self._clock = clock
         self._ids = IdGenerator()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..store.port import ResultWrite
 from .clock import wait_event
-from .errors import Unavailable
+from .errors import Fenced, Unavailable
 from .leases import Lease
 from .memory import Memory
 from .model import AttemptRecord, NewNotify, Notification, Request, Spec, State
@@ -47,9 +47,9 @@ class Results(Memory):
         for r in results:
             lease = self._leases.get(r.lease_id)
             if (lease is None or lease.notify.version != lease.version or lease.dispatcher_id != session.dispatcher_id
-                    or now > lease.deadline_ms):  # fmt: skip
-                log.warning("result for lease %s refused: expired, unknown or not this dispatcher's (%s)",
-                            r.lease_id, session.dispatcher_id)  # fmt: skip
+                    or now > lease.deadline_ms or self._fence.epoch(lease.partition) != lease.epoch):  # fmt: skip
+                log.warning("result for lease %s refused: expired, unknown, not this dispatcher's (%s) or of a"
+                            " partition no longer held", r.lease_id, session.dispatcher_id)  # fmt: skip
                 continue
             ended.append(lease)
             if r.outcome.deferred:
@@ -67,6 +67,8 @@ class Results(Memory):
     async def _expire(self, lease: Lease) -> None:
         if self._leases.get(lease.lease_id) is None or lease.notify.version != lease.version:
             return  # ended meanwhile (reclaimed from a dead stream, revoked) or its result is in
+        if self._fence.epoch(lease.partition) != lease.epoch:
+            return  # its partition was given up: the new owner delivers it again
         holder = self._sessions.get(lease.dispatcher_id)
         if holder is not None and not holder.stalled:
             holder.stalled = True
@@ -93,7 +95,7 @@ class Results(Memory):
             queue=CALLBACK_QUEUE,
             labels={"callback_for": n.id},
         )
-        return new_notification(NewNotify(spec), self._clock.now_ms(), self._ids)
+        return new_notification(NewNotify(spec), self._clock.now_ms(), self._ids, self._fence.of(n.id))
 
     def _defer(self, n: Notification, outcome: Outcome, now: int) -> tuple[ResultWrite, int]:
         """The dispatcher held the call back (its target is backing off): no attempt is counted."""
@@ -130,6 +132,8 @@ class Results(Memory):
         while True:
             try:
                 return await self._store.save_results(writes, group_callback=self.group_callback)
+            except Fenced:
+                raise  # another scheduler owns these notifies now: nothing here may commit them
             except Unavailable as e:
                 if self._stopping.is_set():
                     raise
