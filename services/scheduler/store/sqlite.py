@@ -140,6 +140,16 @@ class SqliteStore:
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
             self._take_lock()
         try:
+            conn = self._open_conn()
+        except BaseException:
+            self._release_lock()  # a store that did not open holds nothing
+            raise
+        self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="sqlite-writer", daemon=True)
+        self._writer.start()
+
+    def _open_conn(self) -> sqlite3.Connection:
+        """The writer's connection to a store with its schema, partitions and key checked."""
+        try:
             conn = self._connect()
             conn.executescript(SCHEMA)
             _migrate(conn)
@@ -147,16 +157,13 @@ class SqliteStore:
             self._fix_partitions(conn)
             sealed = conn.execute(codec.SEALED_SAMPLE).fetchone()
         except sqlite3.Error as e:
-            self._release_lock()
             raise Unavailable(f"cannot open SQLite store {self._path}: {e}") from e
         try:
             codec.check_sealed(sealed, self._box)
         except Exception:
             conn.close()
-            self._release_lock()  # a store that did not open holds nothing
             raise
-        self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="sqlite-writer", daemon=True)
-        self._writer.start()
+        return conn
 
     def _fix_partitions(self, conn: sqlite3.Connection) -> None:
         """The first open fixes the number of partitions; a later different one is refused."""
