@@ -26,6 +26,7 @@ from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_att
 
 from .common import auth, tls
 from .common.config import ConfigError
+from .common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES, message_options
 from .v1 import admin_service_pb2 as admin_pb, admin_service_pb2_grpc as admin_grpc
 from .v1 import notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc as api_grpc
 
@@ -46,6 +47,7 @@ class Connection:
     tls_cert: str = ""  # PEM files: present this client certificate, with a CA (mTLS)
     tls_key: str = ""
     timeout: float = 30.0  # seconds per call
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # NOTIFY_MAX_MESSAGE_BYTES: largest message sent or accepted
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **given) -> "Connection":
@@ -55,6 +57,12 @@ class Connection:
             "tls_ca": env.get("NOTIFY_TLS_CA", ""), "tls_cert": env.get("NOTIFY_TLS_CERT", ""),
             "tls_key": env.get("NOTIFY_TLS_KEY", ""),
         }  # fmt: skip
+        raw = env.get("NOTIFY_MAX_MESSAGE_BYTES") or ""
+        if raw:
+            try:
+                values["max_message_bytes"] = int(raw)
+            except ValueError:
+                raise ConfigError(f"NOTIFY_MAX_MESSAGE_BYTES must be a number of bytes, not {raw!r}") from None
         values.update({k: v for k, v in given.items() if v is not None})
         return cls(**values)
 
@@ -155,7 +163,9 @@ class Client:
         self.connection = Connection.from_env(address=address, token=token, tls_ca=tls_ca, tls_cert=tls_cert,
                                               tls_key=tls_key, timeout=timeout)  # fmt: skip
         c = self.connection
-        self._channel = grpc.secure_channel(c.address, c.credentials()) if c.tls else grpc.insecure_channel(c.address)
+        options = message_options(c.max_message_bytes)
+        self._channel = (grpc.secure_channel(c.address, c.credentials(), options=options) if c.tls
+                         else grpc.insecure_channel(c.address, options=options))  # fmt: skip
         self._notify = api_grpc.NotifyServiceStub(self._channel)
         self._admin = admin_grpc.AdminServiceStub(self._channel)
 
@@ -222,8 +232,9 @@ class AsyncClient:
         self.connection = Connection.from_env(address=address, token=token, tls_ca=tls_ca, tls_cert=tls_cert,
                                               tls_key=tls_key, timeout=timeout)  # fmt: skip
         c = self.connection
-        self._channel = (grpc.aio.secure_channel(c.address, c.credentials()) if c.tls
-                         else grpc.aio.insecure_channel(c.address))  # fmt: skip
+        options = message_options(c.max_message_bytes)
+        self._channel = (grpc.aio.secure_channel(c.address, c.credentials(), options=options) if c.tls
+                         else grpc.aio.insecure_channel(c.address, options=options))  # fmt: skip
         self._notify = api_grpc.NotifyServiceStub(self._channel)
         self._admin = admin_grpc.AdminServiceStub(self._channel)
 
