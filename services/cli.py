@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--state", choices=[n.removeprefix("STATE_") for n in pb.State.keys()[1:]])
     ls.add_argument("--queue", default="")
     ls.add_argument("--trigger-key", default="")
+    ls.add_argument("--label", default="", help="key=value, or key for any value")
     ls.add_argument("--page-size", type=int, default=50)
     ls.add_argument("--page-token", default="")
     t = client("trigger", "fire every notify waiting on a trigger key")
@@ -129,7 +130,8 @@ def _call(a: argparse.Namespace, channel: grpc.Channel):
     if a.command == "list":
         state = pb.State.Value(f"STATE_{a.state}") if a.state else 0
         return notify.ListNotifies(api.ListNotifiesRequest(
-            state=state, queue=a.queue, trigger_key=a.trigger_key, page_size=a.page_size, page_token=a.page_token))  # fmt: skip
+            state=state, queue=a.queue, trigger_key=a.trigger_key, label=a.label, page_size=a.page_size,
+            page_token=a.page_token))  # fmt: skip
     if a.command == "trigger":
         req = api.TriggerRequest(trigger_key=a.key)
         req.delay.FromNanoseconds(int(a.delay * 1e9))

@@ -108,6 +108,13 @@ async def test_trigger_without_a_key_and_bad_page_token_are_invalid(system):
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+@pytest.mark.parametrize("label", ["=x", "=", "k" * 64, "k" * 64 + "=v", "k=" + "v" * 257, "k=a\x00b", "k\n=v"])
+async def test_label_filter_out_of_bounds_is_invalid_argument(system, label):
+    with pytest.raises(grpc.RpcError) as e:
+        await system.api.ListNotifies(api.ListNotifiesRequest(label=label))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "label" in violations(e.value)
+
+
 @pytest.mark.parametrize("request_id", ["x" * 257, "a\x00b", "tab\there"])
 async def test_bad_request_id_is_invalid_argument(system, request_id):
     with pytest.raises(grpc.RpcError) as e:

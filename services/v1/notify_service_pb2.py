@@ -27,7 +27,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from notifyagent.v1 import notify_pb2 as notifyagent_dot_v1_dot_notify__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#notifyagent/v1/notify_service.proto\x12\x0enotifyagent.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1bnotifyagent/v1/notify.proto\"Q\n\x13\x43reateNotifyRequest\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\x12\x12\n\nrequest_id\x18\x02 \x01(\t\">\n\x14\x43reateNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\"Q\n\x18\x42\x61tchCreateNotifyRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.notifyagent.v1.CreateNotifyRequest\"E\n\x19\x42\x61tchCreateNotifyResponse\x12(\n\x08notifies\x18\x01 \x03(\x0b\x32\x16.notifyagent.v1.Notify\"O\n\x0eTriggerRequest\x12\x13\n\x0btrigger_key\x18\x01 \x01(\t\x12(\n\x05\x64\x65lay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"$\n\x0fTriggerResponse\x12\x11\n\ttriggered\x18\x01 \x01(\x05\"\x1e\n\x10GetNotifyRequest\x12\n\n\x02id\x18\x01 \x01(\t\";\n\x11GetNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\"\x9c\x01\n\x13ListNotifiesRequest\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.notifyagent.v1.State\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x13\n\x0btrigger_key\x18\x03 \x01(\t\x12\x14\n\x0cordering_key\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"Y\n\x14ListNotifiesResponse\x12(\n\x08notifies\x18\x01 \x03(\x0b\x32\x16.notifyagent.v1.Notify\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x13\x43\x61ncelNotifyRequest\x12\n\n\x02id\x18\x01 \x01(\t\">\n\x14\x43\x61ncelNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\" \n\x12RetryNotifyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"=\n\x13RetryNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\"n\n\x13UpdateNotifyRequest\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\">\n\x14UpdateNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify2\xdb\x05\n\rNotifyService\x12Y\n\x0c\x43reateNotify\x12#.notifyagent.v1.CreateNotifyRequest\x1a$.notifyagent.v1.CreateNotifyResponse\x12h\n\x11\x42\x61tchCreateNotify\x12(.notifyagent.v1.BatchCreateNotifyRequest\x1a).notifyagent.v1.BatchCreateNotifyResponse\x12J\n\x07Trigger\x12\x1e.notifyagent.v1.TriggerRequest\x1a\x1f.notifyagent.v1.TriggerResponse\x12P\n\tGetNotify\x12 .notifyagent.v1.GetNotifyRequest\x1a!.notifyagent.v1.GetNotifyResponse\x12Y\n\x0cListNotifies\x12#.notifyagent.v1.ListNotifiesRequest\x1a$.notifyagent.v1.ListNotifiesResponse\x12Y\n\x0c\x43\x61ncelNotify\x12#.notifyagent.v1.CancelNotifyRequest\x1a$.notifyagent.v1.CancelNotifyResponse\x12V\n\x0bRetryNotify\x12\".notifyagent.v1.RetryNotifyRequest\x1a#.notifyagent.v1.RetryNotifyResponse\x12Y\n\x0cUpdateNotify\x12#.notifyagent.v1.UpdateNotifyRequest\x1a$.notifyagent.v1.UpdateNotifyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#notifyagent/v1/notify_service.proto\x12\x0enotifyagent.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1bnotifyagent/v1/notify.proto\"Q\n\x13\x43reateNotifyRequest\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\x12\x12\n\nrequest_id\x18\x02 \x01(\t\">\n\x14\x43reateNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\"Q\n\x18\x42\x61tchCreateNotifyRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.notifyagent.v1.CreateNotifyRequest\"E\n\x19\x42\x61tchCreateNotifyResponse\x12(\n\x08notifies\x18\x01 \x03(\x0b\x32\x16.notifyagent.v1.Notify\"O\n\x0eTriggerRequest\x12\x13\n\x0btrigger_key\x18\x01 \x01(\t\x12(\n\x05\x64\x65lay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"$\n\x0fTriggerResponse\x12\x11\n\ttriggered\x18\x01 \x01(\x05\"\x1e\n\x10GetNotifyRequest\x12\n\n\x02id\x18\x01 \x01(\t\";\n\x11GetNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\"\xab\x01\n\x13ListNotifiesRequest\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.notifyagent.v1.State\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x13\n\x0btrigger_key\x18\x03 \x01(\t\x12\x14\n\x0cordering_key\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\r\n\x05label\x18\x08 \x01(\t\"Y\n\x14ListNotifiesResponse\x12(\n\x08notifies\x18\x01 \x03(\x0b\x32\x16.notifyagent.v1.Notify\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x13\x43\x61ncelNotifyRequest\x12\n\n\x02id\x18\x01 \x01(\t\">\n\x14\x43\x61ncelNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\" \n\x12RetryNotifyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"=\n\x13RetryNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\"n\n\x13UpdateNotifyRequest\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\">\n\x14UpdateNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify2\xdb\x05\n\rNotifyService\x12Y\n\x0c\x43reateNotify\x12#.notifyagent.v1.CreateNotifyRequest\x1a$.notifyagent.v1.CreateNotifyResponse\x12h\n\x11\x42\x61tchCreateNotify\x12(.notifyagent.v1.BatchCreateNotifyRequest\x1a).notifyagent.v1.BatchCreateNotifyResponse\x12J\n\x07Trigger\x12\x1e.notifyagent.v1.TriggerRequest\x1a\x1f.notifyagent.v1.TriggerResponse\x12P\n\tGetNotify\x12 .notifyagent.v1.GetNotifyRequest\x1a!.notifyagent.v1.GetNotifyResponse\x12Y\n\x0cListNotifies\x12#.notifyagent.v1.ListNotifiesRequest\x1a$.notifyagent.v1.ListNotifiesResponse\x12Y\n\x0c\x43\x61ncelNotify\x12#.notifyagent.v1.CancelNotifyRequest\x1a$.notifyagent.v1.CancelNotifyResponse\x12V\n\x0bRetryNotify\x12\".notifyagent.v1.RetryNotifyRequest\x1a#.notifyagent.v1.RetryNotifyResponse\x12Y\n\x0cUpdateNotify\x12#.notifyagent.v1.UpdateNotifyRequest\x1a$.notifyagent.v1.UpdateNotifyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,21 +51,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETNOTIFYRESPONSE']._serialized_start=602
   _globals['_GETNOTIFYRESPONSE']._serialized_end=661
   _globals['_LISTNOTIFIESREQUEST']._serialized_start=664
-  _globals['_LISTNOTIFIESREQUEST']._serialized_end=820
-  _globals['_LISTNOTIFIESRESPONSE']._serialized_start=822
-  _globals['_LISTNOTIFIESRESPONSE']._serialized_end=911
-  _globals['_CANCELNOTIFYREQUEST']._serialized_start=913
-  _globals['_CANCELNOTIFYREQUEST']._serialized_end=946
-  _globals['_CANCELNOTIFYRESPONSE']._serialized_start=948
-  _globals['_CANCELNOTIFYRESPONSE']._serialized_end=1010
-  _globals['_RETRYNOTIFYREQUEST']._serialized_start=1012
-  _globals['_RETRYNOTIFYREQUEST']._serialized_end=1044
-  _globals['_RETRYNOTIFYRESPONSE']._serialized_start=1046
-  _globals['_RETRYNOTIFYRESPONSE']._serialized_end=1107
-  _globals['_UPDATENOTIFYREQUEST']._serialized_start=1109
-  _globals['_UPDATENOTIFYREQUEST']._serialized_end=1219
-  _globals['_UPDATENOTIFYRESPONSE']._serialized_start=1221
-  _globals['_UPDATENOTIFYRESPONSE']._serialized_end=1283
-  _globals['_NOTIFYSERVICE']._serialized_start=1286
-  _globals['_NOTIFYSERVICE']._serialized_end=2017
+  _globals['_LISTNOTIFIESREQUEST']._serialized_end=835
+  _globals['_LISTNOTIFIESRESPONSE']._serialized_start=837
+  _globals['_LISTNOTIFIESRESPONSE']._serialized_end=926
+  _globals['_CANCELNOTIFYREQUEST']._serialized_start=928
+  _globals['_CANCELNOTIFYREQUEST']._serialized_end=961
+  _globals['_CANCELNOTIFYRESPONSE']._serialized_start=963
+  _globals['_CANCELNOTIFYRESPONSE']._serialized_end=1025
+  _globals['_RETRYNOTIFYREQUEST']._serialized_start=1027
+  _globals['_RETRYNOTIFYREQUEST']._serialized_end=1059
+  _globals['_RETRYNOTIFYRESPONSE']._serialized_start=1061
+  _globals['_RETRYNOTIFYRESPONSE']._serialized_end=1122
+  _globals['_UPDATENOTIFYREQUEST']._serialized_start=1124
+  _globals['_UPDATENOTIFYREQUEST']._serialized_end=1234
+  _globals['_UPDATENOTIFYRESPONSE']._serialized_start=1236
+  _globals['_UPDATENOTIFYRESPONSE']._serialized_end=1298
+  _globals['_NOTIFYSERVICE']._serialized_start=1301
+  _globals['_NOTIFYSERVICE']._serialized_end=2032
 # @@protoc_insertion_point(module_scope)

@@ -113,6 +113,7 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
             queue=request.queue,
             trigger_key=request.trigger_key,
             ordering_key=request.ordering_key,
+            **_label_filter(request.label),
         )
         items = await self._ops.list(f, after_id=after, limit=size + 1)
         token = _encode_token(items[size - 1].id) if len(items) > size else ""
@@ -143,6 +144,17 @@ def _require_id(notify_id: str) -> str:
     if not notify_id:
         raise InvalidArgument([("id", "is required")])
     return notify_id
+
+
+def _label_filter(label: str) -> dict[str, str | None]:
+    """ListNotifiesRequest.label, "key=value" or "key", as ListFilter fields."""
+    if not label:
+        return {}
+    key, eq, value = label.partition("=")
+    if not 1 <= len(key) <= 63 or len(value) > 256 or any(c < " " or c == "\x7f" for c in label):
+        raise InvalidArgument([("label", "must be key=value or key: a key of 1-63 characters, a value of at most 256, "
+                                         "no control characters")])  # fmt: skip
+    return {"label_key": key, "label_value": value if eq else None}
 
 
 def _encode_token(last_id: str) -> str:
