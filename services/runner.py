@@ -21,17 +21,55 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from .common import logs
-from .common.config import ConfigError, Settings, load
+from .common.config import ConfigError, Settings, StartupError, load
 from .dispatcher.app import DispatcherApp
+from .dispatcher.guard import NetworkPolicy
+from .dispatcher.signing import parse_secret
 from .dispatcher.supervisor import Supervisor
 from .dispatcher.worker import link_fd, report_to_supervisor
-from .registry import from_url
+from .registry import Registry, from_url
 from .scheduler.app import SchedulerApp
 
 log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.0/8,::1/128"
-ROLE_DEFAULTS: dict[str, dict[str, Any]] = {"dev": {"allow_networks": LOOPBACK}}  # below the file, env and flags
+# Below the file, env and flags. Each role its own HTTP port, so a scheduler and a
+# dispatcher on one host do not collide.
+ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dev": {"allow_networks": LOOPBACK},
+    "dispatcher": {"http_addr": "127.0.0.1:8081"},
+}
 _LOGGING = frozenset({"log_format", "log_level"})
+
+
+def check(role: str, settings: Settings) -> None:
+    """Checks what only a role's code can parse, before anything starts: raises ConfigError naming the setting."""
+    try:
+        from_url(settings.registry)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if role == "dispatcher" and settings.registry.strip() == "memory":
+        raise ConfigError("a dispatcher alone cannot find a scheduler with NOTIFY_REGISTRY=memory (that is one "
+                          "process's own); set NOTIFY_REGISTRY=static:HOST:PORT (the scheduler's gRPC address) "
+                          "or consul://HOST:PORT")  # fmt: skip
+    if role in ("dev", "dispatcher"):
+        try:
+            NetworkPolicy.from_csv(settings.allow_networks)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if settings.signing_secret:
+            try:
+                parse_secret(settings.signing_secret)
+            except ValueError as e:
+                raise ConfigError(f"NOTIFY_SIGNING_SECRET: {e}") from None
+    if role in ("dev", "scheduler"):
+        SchedulerApp.check_settings(settings)
+
+
+def _registry(settings: Settings) -> Registry:
+    try:
+        return from_url(settings.registry)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 class DevApp:
@@ -41,7 +79,7 @@ class DevApp:
     live = SchedulerApp.LIVE_SETTINGS | DispatcherApp.LIVE_SETTINGS
 
     def __init__(self, settings: Settings) -> None:
-        self.registry = from_url(settings.registry)
+        self.registry = _registry(settings)
         self.scheduler = SchedulerApp(settings, registry=self.registry)
         self.dispatcher = DispatcherApp(replace(settings, http_addr=""), registry=self.registry)
 
@@ -60,7 +98,7 @@ class DevApp:
 
 class _Single:
     def __init__(self, app_cls, settings: Settings) -> None:
-        self.registry = from_url(settings.registry)
+        self.registry = _registry(settings)
         self.app = app_cls(settings, registry=self.registry)
         self.live = app_cls.LIVE_SETTINGS
 
@@ -96,6 +134,7 @@ class _Worker(_Single):
 
 
 def build(role: str, settings: Settings, *, request_stop: Callable[[], None] = lambda: None):
+    check(role, settings)
     if role == "dev":
         return DevApp(settings)
     if role == "scheduler":
@@ -199,7 +238,7 @@ def run(role: str, settings: Settings, flags: Mapping[str, Any] | None = None) -
             import uvloop
         except ImportError:
             if settings.event_loop == "uvloop":
-                raise SystemExit("NOTIFY_EVENT_LOOP=uvloop but uvloop is not installed: pip install uvloop, or use asyncio")
+                raise ConfigError("NOTIFY_EVENT_LOOP=uvloop but uvloop is not installed: pip install uvloop, or use asyncio")
         else:
             uvloop.run(serve(role, settings, flags))
             return

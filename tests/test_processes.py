@@ -148,7 +148,8 @@ async def test_cli_verbs_work_as_the_readme_shows(tmp_path, target):
         assert target.received[0].body == b'{"hello": "world"}'
         await asyncio.sleep(0.2)
         got = json.loads((await asyncio.to_thread(cli, port, "get", nid)).stdout)["notify"]
-        assert got["state"] == "STATE_SUCCEEDED" and got["attempts"][0]["statusCode"] == 200
+        assert got["state"] == "STATE_SUCCEEDED" and got["attempts"][0]["status_code"] == 200
+        assert got["attempts"][0]["response_snippet"] == "answer 200"  # text shown as text
 
         waiting = json.loads((await asyncio.to_thread(cli, port, "send", target.url("/t"), "--trigger", "deploy-7")).stdout)
         listed = json.loads((await asyncio.to_thread(cli, port, "list", "--state", "WAITING_TRIGGER")).stdout)
@@ -162,7 +163,7 @@ async def test_cli_verbs_work_as_the_readme_shows(tmp_path, target):
         assert cancelled["notify"]["state"] == "STATE_CANCELLED"
 
         status = json.loads((await asyncio.to_thread(cli, port, "status")).stdout)
-        assert status["sentOk"] == "2" and len(status["dispatchers"]) == 1
+        assert status["sent_ok"] == 2 and len(status["dispatchers"]) == 1
 
         bad = await asyncio.to_thread(cli, port, "send", "ftp://nope")
         assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr and "notify.request.url" in bad.stderr

@@ -16,14 +16,19 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names it and says what is accepted."""
 
 
+class StartupError(ConfigError):
+    """A process cannot start as configured: a port in use, a store or registry that does not
+    answer. One line naming the setting; the CLI prints it and exits 2."""
+
+
 def _opt(default: Any, help: str, *, env: str | None = None, roles: str = "all") -> Any:
     return field(default=default, metadata={"help": help, "env": env, "roles": roles})
 
 
 @dataclass(frozen=True)
 class Settings:
-    grpc_addr: str = _opt("127.0.0.1:50051", "gRPC address the scheduler serves (clients connect here)")
-    http_addr: str = _opt("127.0.0.1:8080", "HTTP address for /metrics and /healthz; empty turns it off")
+    grpc_addr: str = _opt("127.0.0.1:50051", "gRPC address the scheduler serves (clients connect here)", roles="scheduler")
+    http_addr: str = _opt("127.0.0.1:8080", "HTTP address: the scheduler's /v1 HTTP/JSON API, /metrics and /healthz (a dispatcher's default is 127.0.0.1:8081); empty turns it off")
     store: str = _opt("sqlite:///notifyagent.db", "sqlite:///relative.db, sqlite:////abs.db (?synchronous=NORMAL) or postgresql://...", roles="scheduler")
     registry: str = _opt("memory", "memory, static:host:port,... or consul://host:port")
     allow_networks: str = _opt("", "CIDRs opened to delivery despite the SSRF guard (dev opens loopback)", roles="dispatcher")
@@ -74,14 +79,16 @@ def split_addr(addr: str, setting: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def add_flags(parser: argparse.ArgumentParser, role: str) -> None:
-    """Adds --grpc-addr and friends; unset flags stay None so lower layers show through."""
+def add_flags(parser: argparse.ArgumentParser, role: str, defaults: Mapping[str, Any] | None = None) -> None:
+    """Adds --grpc-addr and friends, only those the role uses; unset flags stay None so lower
+    layers show through. defaults: the role's own defaults, shown in the help."""
     for f in fields(Settings):
         if f.metadata["roles"] not in ("all", role) and role != "dev":
             continue
+        default = (defaults or {}).get(f.name, f.default)
         parser.add_argument(
             f"--{f.name.replace('_', '-')}", dest=f.name, default=None, type=type(f.default),
-            help=f"{f.metadata['help']} [{env_name(f.name)}; default {f.default!r}]",
+            help=f"{f.metadata['help']} [{env_name(f.name)}; default {default!r}]",
         )  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""The small HTTP side of a process: /healthz and Prometheus /metrics."""
+"""The HTTP side of a process: /healthz, Prometheus /metrics, and whatever routes
+the process adds (the scheduler's HTTP/JSON API) on the same address."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .config import split_addr
+from .config import StartupError, split_addr
 
 
 class _Collector:
@@ -26,8 +27,14 @@ def gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = Non
 class OpsServer:
     """Serves /healthz (200 while healthy()) and /metrics (from collect(), read at scrape time)."""
 
-    def __init__(self, addr: str, *, healthy: Callable[[], bool], collect: Callable[[], Iterable[Metric]]) -> None:
+    def __init__(
+        self, addr: str, *, healthy: Callable[[], bool], collect: Callable[[], Iterable[Metric]],
+        extend: Callable[[web.Application], None] | None = None, client_max_size: int = 1 << 20,
+    ) -> None:  # fmt: skip
+        """extend(app) adds routes; client_max_size bounds every request body (aiohttp answers 413 beyond)."""
         self._addr = addr
+        self._extend = extend
+        self._client_max_size = client_max_size
         self._healthy = healthy
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_Collector(collect))
@@ -35,14 +42,21 @@ class OpsServer:
         self.port = 0
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=self._client_max_size)
         app.router.add_get("/healthz", self._health)
         app.router.add_get("/metrics", self._metrics)
+        if self._extend is not None:
+            self._extend(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         host, port = split_addr(self._addr, "NOTIFY_HTTP_ADDR")
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
+        site = web.TCPSite(self._runner, host, port, reuse_port=False)
+        try:
+            await site.start()
+        except OSError as e:
+            await self.stop()
+            raise StartupError(f"cannot listen on {self._addr} ({e.strerror or e}); set NOTIFY_HTTP_ADDR "
+                               "to a free address, or empty to turn HTTP off") from e  # fmt: skip
         self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:

@@ -9,9 +9,9 @@ from dataclasses import replace
 
 from prometheus_client.core import GaugeMetricFamily
 
-from ..common.config import Settings
+from ..common.config import Settings, StartupError
 from ..common.web import OpsServer, gauge
-from ..registry import Node, Registry
+from ..registry import Node, Registry, RegistryError
 from .client import LeaseClient
 from .guard import NetworkPolicy
 from .hosts import HostLimiter, LimitedSender
@@ -38,6 +38,7 @@ class DispatcherApp:
         self._task: asyncio.Task | None = None
         self._ops: OpsServer | None = None
         self._stopped = False
+        self._registered = False
 
     async def _discover(self) -> str:
         nodes = await self.registry.get_service(self.settings.service_name)
@@ -49,7 +50,11 @@ class DispatcherApp:
     async def start(self) -> None:
         await self.sender.start()
         node = Node(id=self.client.dispatcher_id, address="", port=0, metadata={"role": "dispatcher"})
-        await self.registry.register("notifyagent-dispatcher", node, ttl=REGISTRY_TTL_S)
+        try:
+            await self.registry.register("notifyagent-dispatcher", node, ttl=REGISTRY_TTL_S)
+        except RegistryError as e:
+            raise StartupError(f"NOTIFY_REGISTRY: cannot register: {e}") from e
+        self._registered = True
         self._task = asyncio.create_task(self.client.run(), name="lease-client")
         self._task.add_done_callback(_log_if_failed)
         if self.settings.http_addr:
@@ -62,10 +67,11 @@ class DispatcherApp:
         if self._stopped:
             return
         self._stopped = True
-        try:
-            await self.registry.deregister("notifyagent-dispatcher", self.client.dispatcher_id)
-        except Exception as e:
-            log.warning("deregistering failed: %s", e)
+        if self._registered:
+            try:
+                await self.registry.deregister("notifyagent-dispatcher", self.client.dispatcher_id)
+            except Exception as e:
+                log.warning("deregistering failed: %s", e)
         await self.client.stop(self.settings.grace)
         if self._task is not None:
             self._task.cancel()

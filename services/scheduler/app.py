@@ -8,14 +8,16 @@ import logging
 import os
 from urllib.parse import parse_qs, urlsplit
 
-from ..common.config import ConfigError, Settings, split_addr
+from ..common.config import ConfigError, Settings, StartupError, split_addr
 from ..common.grpcutil import create_server, set_serving
 from ..common.web import OpsServer, gauge
-from ..registry import Node, Registry
+from ..registry import Node, Registry, RegistryError
 from ..v1 import admin_service_pb2_grpc, dispatch_service_pb2_grpc, notify_service_pb2_grpc
 from .engine import queues
 from .api.dispatch import DispatchServicer
+from .api.http import HttpApi
 from .engine.core import Engine, EngineSettings
+from .engine.errors import Unavailable
 from .engine.operations import Operations
 from .api.servicer import AdminServicer, NotifyServicer
 from .store.sqlite import SqliteStore
@@ -34,7 +36,10 @@ def make_store(url: str) -> Store:
         if not path or path.startswith(":memory:"):
             raise ConfigError(f"NOTIFY_STORE: write sqlite:///relative/path.db or sqlite:////absolute/path.db, not {url!r}")
         sync = parse_qs(parts.query).get("synchronous", ["FULL"])[0]
-        return SqliteStore(path, synchronous=sync)
+        try:
+            return SqliteStore(path, synchronous=sync)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     if parts.scheme in ("postgres", "postgresql"):
         try:
             from .store.postgres import PostgresStore
@@ -70,27 +75,47 @@ class SchedulerApp:
         return f"{host}:{self.port}"
 
     async def start(self) -> None:
-        await self.store.open()
+        try:
+            await self.store.open()
+        except Unavailable as e:
+            raise StartupError(f"NOTIFY_STORE: {e}") from e
         await self.engine.start(self._queue_configs(self.settings))
         e = self.engine
+        # One servicer object per service, shared by the gRPC server and the HTTP/JSON API.
+        notify, admin = NotifyServicer(Operations(e)), AdminServicer(e)
         self._server, self.port, self._health = create_server(
             self.settings.grpc_addr,
             [
-                lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(NotifyServicer(Operations(e)), s),
+                lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(notify, s),
                 lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(e), s),
-                lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(e), s),
+                lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, s),
             ],
             SERVICES,
         )
+        if self.settings.http_addr:
+            http_api = HttpApi(notify=notify, admin=admin, max_body_bytes=self.settings.max_body_bytes)
+            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: e.accepting, collect=self._metrics,
+                                  extend=http_api.install, client_max_size=http_api.body_limit)  # fmt: skip
+            await self._ops.start()
         await self._server.start()
         await set_serving(self._health, SERVICES, True)
         host, port = split_addr(self.settings.advertise_addr or self.address, "NOTIFY_ADVERTISE_ADDR")
         self._node = Node(id=f"scheduler-{os.getpid()}-{port}", address=host, port=port, metadata={"role": "scheduler"})
-        await self.registry.register(self.settings.service_name, self._node, ttl=REGISTRY_TTL_S)
-        if self.settings.http_addr:
-            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: e.accepting, collect=self._metrics)
-            await self._ops.start()
-        log.info("scheduler serving gRPC on %s (store %s)", self.address, _redact(self.settings.store))
+        try:
+            await self.registry.register(self.settings.service_name, self._node, ttl=REGISTRY_TTL_S)
+        except RegistryError as e:
+            self._node = None
+            raise StartupError(f"NOTIFY_REGISTRY: cannot register: {e}") from e
+        log.info("scheduler serving gRPC on %s%s (store %s)", self.address,
+                 f", HTTP on {self.http_address}" if self._ops else "", _redact(self.settings.store))  # fmt: skip
+
+    @property
+    def http_address(self) -> str:
+        """host:port of the HTTP side (/v1 API, /healthz, /metrics), the bound port when 0 was asked."""
+        if self._ops is None:
+            return ""
+        host, _ = split_addr(self.settings.http_addr, "NOTIFY_HTTP_ADDR")
+        return f"{host}:{self._ops.port}"
 
     async def stop(self) -> None:
         """Health NOT_SERVING, deregister, stop granting and wait for results, stop serving, close. Idempotent."""
@@ -112,6 +137,12 @@ class SchedulerApp:
         if self._ops is not None:
             await self._ops.stop()
         log.info("scheduler stopped")
+
+    @classmethod
+    def check_settings(cls, settings: Settings) -> None:
+        """Raises ConfigError for a store URL or queue limits this scheduler cannot take; opens nothing."""
+        make_store(settings.store)
+        cls._queue_configs(settings)
 
     @staticmethod
     def _queue_configs(settings: Settings):
