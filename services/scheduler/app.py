@@ -15,6 +15,7 @@ from ..registry import Node, Registry, RegistryError
 from ..v1 import admin_service_pb2_grpc, dispatch_service_pb2_grpc, notify_service_pb2_grpc
 from .engine import queues
 from .api.dispatch import DispatchServicer
+from .api import console
 from .api.http import HttpApi
 from .engine.core import Engine, EngineSettings
 from .engine.errors import Unavailable
@@ -94,8 +95,13 @@ class SchedulerApp:
         )
         if self.settings.http_addr:
             http_api = HttpApi(notify=notify, admin=admin, max_body_bytes=self.settings.max_body_bytes)
+
+            def routes(app) -> None:  # the /v1 API, and the console at / built on it
+                http_api.install(app)
+                console.install(app)
+
             self._ops = OpsServer(self.settings.http_addr, healthy=lambda: e.accepting, collect=self._metrics,
-                                  extend=http_api.install, client_max_size=http_api.body_limit)  # fmt: skip
+                                  extend=routes, client_max_size=http_api.body_limit)  # fmt: skip
             await self._ops.start()
         await self._server.start()
         await set_serving(self._health, SERVICES, True)

@@ -15,6 +15,7 @@ FILES = {
     "/": ("index.html", "text/html"),
     "/console/console.js": ("console.js", "text/javascript"),
     "/console/console.css": ("console.css", "text/css"),
+    "/console/favicon.svg": ("favicon.svg", "image/svg+xml"),
 }
 # Only our own files run; the page talks to this origin only; no one frames it.
 HEADERS = {

@@ -54,10 +54,12 @@
   const short = (state) => stateName(state).replace(/^STATE_/, "");
   const num = (v) => Number(v || 0); // int64 arrives as a string
 
-  function when(ts) {
+  function when(ts, { ms = false } = {}) {
     if (!ts) return "";
     const d = new Date(ts);
-    return isNaN(d) ? String(ts) : d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z").replace("Z", " UTC");
+    if (isNaN(d)) return String(ts);
+    const iso = d.toISOString().replace("T", " ");
+    return (ms ? iso : iso.replace(/\.\d+Z$/, "Z")).replace("Z", " UTC");
   }
 
   function millis(duration) {
@@ -375,6 +377,14 @@
     return "now";
   }
 
+  function retryPolicy(p) {
+    const max = num(get(p, "max_attempts"));
+    if (!max) return "default";
+    const codes = (get(p, "retry_codes") || []).join(", ");
+    return `up to ${max} attempts a run, backoff ${millis(get(p, "min_backoff"))} to ${millis(get(p, "max_backoff"))}` +
+      `${p.multiplier ? ` ×${p.multiplier}` : ""}${codes ? `, retrying ${codes}` : ""}`;
+  }
+
   function requestBody(r) {
     if (get(r, "json_body")) return get(r, "json_body");
     const form = get(r, "form_body");
@@ -415,7 +425,7 @@
     const headers = Object.entries(r.headers || {});
     const attemptRows = attempts.map((a) => h("tr", { "data-attempt": a.number, class: a.success ? "ok" : "bad" },
       h("td", { class: "n" }, a.number),
-      h("td", {}, when(get(a, "start_time"))),
+      h("td", {}, when(get(a, "start_time"), { ms: true })),
       h("td", { class: "n" }, millis(a.latency)),
       h("td", {}, get(a, "dispatcher_id")),
       h("td", { class: "n status" }, get(a, "status_code") || ""),
@@ -434,7 +444,8 @@
             ["created", when(get(n, "create_time"))],
             ["next attempt", FINAL.has(state) ? "" : when(get(n, "next_attempt_time"))],
             ["completed", when(get(n, "complete_time"))],
-            ["attempts", `${num(get(n, "attempt_count"))} of ${num(get(retry, "max_attempts")) || "default"}`],
+            ["attempts", num(get(n, "attempt_count"))],
+            ["retry policy", retryPolicy(retry)],
             ["timeout", millis(n.timeout)],
             ["expires", when(get(n, "expire_at"))],
             ["success", [(get(success, "status_codes") || []).join(", ") || "any 2xx",
