@@ -15,6 +15,13 @@ import aiohttp
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
+from google.rpc import code_pb2
+
+from notifyagent.common.web import OpsServer
+from notifyagent.scheduler.api import console
+from notifyagent.scheduler.api.http import ApiError, HttpApi
+from notifyagent.scheduler.api.servicer import AdminServicer, NotifyServicer
+from notifyagent.scheduler.engine.operations import Operations
 from notifyagent.v1 import admin_service_pb2 as admin_pb, notify_pb2 as pb
 from support import System, fast_retry, settings_for
 
@@ -44,14 +51,19 @@ async def console_system(tmp_path):
 
 
 @pytest.fixture
-async def page(console_system, tmp_path):
+def problems() -> list[str]:
+    """Script errors and console errors of the page: any left at the end fails the test."""
+    return []
+
+
+@pytest.fixture
+async def page(console_system, problems):
     """A chromium page; fails the test on any script error or console error (a CSP violation, say)."""
     need_chromium()
-    problems: list[str] = []
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            context = await browser.new_context(viewport={"width": 1360, "height": 900})
+            context = await browser.new_context(viewport={"width": 1360, "height": 720})
             context.set_default_timeout(UI_TIMEOUT_MS)
             pg = await context.new_page()
             pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
@@ -77,7 +89,9 @@ async def screenshot(page: Page, tmp_path: Path, name: str) -> Path:
 async def test_console_finds_a_failed_notify_shows_its_attempts_and_retry_delivers_it(console_system, target, page, tmp_path):
     system = console_system
     target.respond("/orders", 500)
-    failed = await system.create(target.url("/orders"), retry=fast_retry(max_attempts=2), labels={"order": "42"})
+    request = pb.HttpRequest(method=pb.HTTP_METHOD_POST, url=target.url("/orders"), headers={"X-Shop": "north"},
+                             json_body='{"order": 42, "paid": true}')  # fmt: skip
+    failed = await system.create("", request=request, retry=fast_retry(max_attempts=2), labels={"order": "42"})
     hostile = "<img src=x onerror=alert(1)>"
     other = await system.create(target.url("/orders"), retry=fast_retry(max_attempts=1), labels={"order": "43", "note": hostile})
     await system.create(target.url("/later"), queue="billing", trigger_key="month-end")
@@ -112,6 +126,7 @@ async def test_console_finds_a_failed_notify_shows_its_attempts_and_retry_delive
     await expect(attempts).to_have_count(2)
     await expect(attempts.locator("td.status")).to_have_text(["500", "500"])
     await expect(attempts.first.locator("pre.snippet")).to_have_text("answer 500")
+    await expect(page.locator("pre.body")).to_have_text('{"order": 42, "paid": true}')
 
     target.respond("/orders", 200)
     await page.click("#retry")
@@ -173,6 +188,49 @@ async def test_console_redrives_every_failed_notify_of_a_queue(console_system, t
     await page.click('#search button[type="submit"]')
     await expect(page.locator("#notify-state")).to_have_text("FAILED")
     await expect(page.locator("#notify-url")).to_have_text(f"POST {target.url('/gone')}")
+
+
+async def test_console_asks_for_a_token_keeps_it_in_the_tab_and_sends_it_as_bearer(console_system, page, problems):
+    """The real API routes with an authorize hook that wants one token (the console's side of NOTIFY_TOKENS_FILE)."""
+    engine = console_system.scheduler.engine
+    seen: list[tuple[str, str]] = []
+
+    async def authorize(method: str, metadata) -> None:
+        token = dict(metadata).get("authorization", "")
+        seen.append((method, token))
+        if token != "Bearer s3cret":
+            raise ApiError.of(code_pb2.UNAUTHENTICATED, "a valid token is required")
+
+    http_api = HttpApi(notify=NotifyServicer(Operations(engine)), admin=AdminServicer(engine), authorize=authorize)
+
+    def routes(app) -> None:
+        http_api.install(app)
+        console.install(app)
+
+    ops = OpsServer("127.0.0.1:0", healthy=lambda: True, collect=lambda: [], extend=routes)
+    await ops.start()
+    try:
+        await page.goto(f"http://127.0.0.1:{ops.port}/")
+        await expect(page.locator("#token-form")).to_be_visible()
+        await expect(page.locator("#message")).to_contain_text("This server requires a token")
+        await page.fill("#token", "wrong")
+        await page.click('#token-form button[type="submit"]')
+        await expect(page.locator("#message")).to_contain_text("The token was refused (UNAUTHENTICATED")
+        await page.fill("#token", "s3cret")
+        await page.click('#token-form button[type="submit"]')
+        await expect(page.locator('[data-count="FAILED"] .value')).to_have_text("0")
+        await expect(page.locator("#token-form")).to_be_hidden()
+        assert await page.evaluate("sessionStorage.getItem('notifyagent.token')") == "s3cret"
+        assert ("/notifyagent.v1.AdminService/GetStatus", "Bearer s3cret") in seen
+
+        await page.click("#forget-token")
+        await expect(page.locator("#token-form")).to_be_visible()
+        assert await page.evaluate("sessionStorage.getItem('notifyagent.token')") is None
+    finally:
+        await ops.stop()
+    refused = [p for p in problems if "status of 401" in p]
+    assert len(refused) == 3  # the first visit, the wrong token, the forgotten one: each refused once
+    problems[:] = [p for p in problems if p not in refused]
 
 
 async def test_console_files_are_served_with_a_strict_content_security_policy(console_system):

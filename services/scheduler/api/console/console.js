@@ -120,15 +120,16 @@
     }
     if (!resp.ok) {
       const err = (data && data.error) || {};
-      if (resp.status === 401) askToken(token ? "The token was refused." : "");
-      throw new ApiError(resp.status, err.status || `HTTP ${resp.status}`, err.message || resp.statusText);
+      const error = new ApiError(resp.status, err.status || `HTTP ${resp.status}`, err.message || resp.statusText);
+      if (resp.status === 401) askToken(`${token ? "The token was refused" : "This server requires a token"} (${error.message})`);
+      throw error;
     }
     return data || {};
   }
 
   function askToken(why) {
     tokenForm.hidden = false;
-    if (why) say(why);
+    say(why);
     document.getElementById("token").focus();
   }
 
@@ -154,10 +155,10 @@
       const done = await work();
       say(done || `${label}: done`, "ok");
     } catch (e) {
-      say(`${label} failed: ${e.message}`);
+      if (!(e instanceof ApiError && e.httpStatus === 401)) say(`${label} failed: ${e.message}`);
     } finally {
       button.disabled = false;
-      route({ keepMessage: true });
+      if (tokenForm.hidden) route({ keepMessage: true });
     }
   }
 
@@ -490,8 +491,9 @@
         if (again && gen === generation) timer = setTimeout(paint, REFRESH_MS);
       } catch (e) {
         if (gen !== generation) return;
+        if (e instanceof ApiError && e.httpStatus === 401) return; // askToken has said why; a token repaints
         say(e.message);
-        if (!(e instanceof ApiError && (e.httpStatus === 401 || e.httpStatus === 404))) timer = setTimeout(paint, REFRESH_MS * 2);
+        if (!(e instanceof ApiError && e.httpStatus === 404)) timer = setTimeout(paint, REFRESH_MS * 2);
       }
     };
     await paint();
