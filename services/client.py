@@ -130,7 +130,7 @@ def _unavailable(e: BaseException) -> bool:
 
 def _retrying(cls, repeatable: bool):
     return cls(retry=retry_if_exception(_unavailable), reraise=True, stop=stop_after_attempt(ATTEMPTS if repeatable else 1),
-               wait=wait_exponential_jitter(initial=0.2, max=2, jitter=0.2))  # fmt: skip
+               wait=wait_exponential_jitter(multiplier=0.2, max=2, jitter=0.2))  # fmt: skip
 
 
 def _list_request(state: int | str = 0, queue: str = "", trigger_key: str = "", ordering_key: str = "",

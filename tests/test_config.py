@@ -42,3 +42,10 @@ def test_readme_configuration_table_matches_the_settings():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     table = readme.split("<!-- settings-table", 1)[1].split("-->", 1)[1].split("<!-- /settings-table -->")[0]
     assert table.strip() == settings_table().strip()
+
+
+def test_a_scheduler_and_a_dispatcher_have_different_default_http_ports():
+    from notifyagent.runner import ROLE_DEFAULTS
+
+    addrs = {role: load({}, {}, **ROLE_DEFAULTS.get(role, {})).http_addr for role in ("scheduler", "dispatcher")}
+    assert addrs == {"scheduler": "127.0.0.1:8080", "dispatcher": "127.0.0.1:8081"}

@@ -151,7 +151,8 @@ async def test_cli_verbs_work_as_the_readme_shows(tmp_path, target):
         assert got["state"] == "STATE_SUCCEEDED" and got["attempts"][0]["status_code"] == 200
         assert got["attempts"][0]["response_snippet"] == "answer 200"  # text shown as text
 
-        waiting = json.loads((await asyncio.to_thread(cli, port, "send", target.url("/t"), "--trigger", "deploy-7")).stdout)
+        waiting = json.loads((await asyncio.to_thread(cli, port, "send", target.url("/t"), "-X", "get", "--trigger", "deploy-7")).stdout)
+        assert waiting["notify"]["request"]["method"] == "HTTP_METHOD_GET"  # lower-case methods accepted
         listed = json.loads((await asyncio.to_thread(cli, port, "list", "--state", "WAITING_TRIGGER")).stdout)
         assert [n["id"] for n in listed["notifies"]] == [waiting["notify"]["id"]]
         fired = json.loads((await asyncio.to_thread(cli, port, "trigger", "deploy-7")).stdout)
