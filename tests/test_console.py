@@ -226,11 +226,19 @@ async def test_console_asks_for_a_token_keeps_it_in_the_tab_and_sends_it_as_bear
         await page.click("#forget-token")
         await expect(page.locator("#token-form")).to_be_visible()
         assert await page.evaluate("sessionStorage.getItem('notifyagent.token')") is None
+
+        await page.fill("#token", "s3cret")
+        await page.click('#token-form button[type="submit"]')
+        await expect(page.locator("#token-form")).to_be_hidden()
+        await ops.stop()
+        await expect(page.locator("#message")).to_contain_text("cannot reach the scheduler")
     finally:
         await ops.stop()
     refused = [p for p in problems if "status of 401" in p]
     assert len(refused) == 3  # the first visit, the wrong token, the forgotten one: each refused once
-    problems[:] = [p for p in problems if p not in refused]
+    gone = [p for p in problems if "ERR_CONNECTION_REFUSED" in p]
+    assert gone
+    problems[:] = [p for p in problems if p not in refused + gone]
 
 
 async def test_console_files_are_served_with_a_strict_content_security_policy(console_system):
