@@ -288,9 +288,9 @@
     },
       input("id", "Id", "exact notify id"),
       h("label", {}, "State", stateSelect),
-      input("queue", "Queue", "default"),
-      input("trigger_key", "Trigger key", ""),
-      input("label", "Label", "key=value"),
+      input("queue", "Queue", "any"),
+      input("trigger_key", "Trigger key", "any"),
+      input("label", "Label", "key=value, or key"),
       h("button", { type: "submit" }, "Search"));
   }
 
