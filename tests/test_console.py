@@ -243,7 +243,9 @@ async def test_console_asks_for_a_token_keeps_it_in_the_tab_and_sends_it_as_bear
 
 async def test_console_files_are_served_with_a_strict_content_security_policy(console_system):
     async with aiohttp.ClientSession() as http:
-        for path, kind in (("/", "text/html"), ("/console/console.js", "text/javascript"), ("/console/console.css", "text/css")):
+        files = [("/", "text/html"), ("/console/console.css", "text/css")]
+        files += [(f"/console/{m}.js", "text/javascript") for m in ("console", "api", "util", "overview", "search", "notify")]
+        for path, kind in files:
             async with http.get(base_url(console_system) + path) as resp:
                 assert resp.status == 200 and resp.content_type == kind
                 assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
