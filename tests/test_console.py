@@ -22,7 +22,7 @@ from notifyagent.scheduler.api import console
 from notifyagent.scheduler.api.http import ApiError, HttpApi
 from notifyagent.scheduler.api.servicer import AdminServicer, NotifyServicer
 from notifyagent.scheduler.engine.operations import Operations
-from notifyagent.v1 import admin_service_pb2 as admin_pb, notify_pb2 as pb
+from notifyagent.v1 import admin_service_pb2 as admin_pb, notify_pb2 as pb, notify_service_pb2 as api
 from support import System, fast_retry, settings_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -139,9 +139,11 @@ async def test_console_finds_a_failed_notify_shows_its_attempts_and_retry_delive
     await screenshot(page, tmp_path, "console.png")
 
 
-async def test_console_searches_by_trigger_key_and_pauses_and_resumes_a_queue(console_system, page):
+async def test_console_searches_by_trigger_key_pages_and_pauses_and_resumes_a_queue(console_system, page):
     system = console_system
-    await system.create("http://127.0.0.1:9/never", queue="mail", trigger_key="never")
+    request = pb.HttpRequest(method=pb.HTTP_METHOD_POST, url="http://127.0.0.1:9/never")
+    batch = [api.CreateNotifyRequest(notify=pb.Notify(request=request, queue="mail", trigger_key="never")) for _ in range(51)]
+    await system.api.BatchCreateNotify(api.BatchCreateNotifyRequest(requests=batch))
 
     async def paused() -> bool:
         status = await system.admin.GetStatus(admin_pb.GetStatusRequest())
@@ -150,7 +152,10 @@ async def test_console_searches_by_trigger_key_and_pauses_and_resumes_a_queue(co
     await page.goto(base_url(system) + "/#/notifies")
     await page.fill("#search-trigger_key", "never")
     await page.click('#search button[type="submit"]')
+    await expect(page.locator("#notifies tbody tr")).to_have_count(50)  # a page
+    await page.click("#next-page")
     await expect(page.locator("#notifies tbody tr")).to_have_count(1)
+    await expect(page.locator("#next-page")).to_have_count(0)
     await page.fill("#search-trigger_key", "other")
     await page.click('#search button[type="submit"]')
     await expect(page.locator("#no-results")).to_be_visible()
