@@ -3,6 +3,7 @@
     notifyagent dev | scheduler | dispatcher      run (settings from flags, NOTIFY_*, --config)
     notifyagent send URL [--json ...] [--delay 5s] ...
     notifyagent get ID | list | trigger KEY | cancel ID | retry ID | status
+    notifyagent group KEY [--cancel]
 
 Exit codes: 0 done; 1 the scheduler answered an error (printed with its field
 violations); 2 an operator's mistake (a bad setting or value, a port in use, a
@@ -27,11 +28,11 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from . import __version__
+from .common.calls import DEFAULT_METHOD, METHODS
 from .common.config import ConfigError, add_flags, load
 from .v1 import notify_pb2 as pb
 
 DEFAULT_ADDR = "127.0.0.1:50051"
-METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
@@ -104,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = client("send", "create a notify")
     s.add_argument("url", help="the URL to call (http or https)")
-    s.add_argument("-X", "--method", default="POST", type=str.upper, choices=METHODS, help="HTTP method (default POST)")
+    s.add_argument("-X", "--method", default=DEFAULT_METHOD, type=str.upper, choices=METHODS,
+                   help=f"HTTP method, any case (default {DEFAULT_METHOD})")  # fmt: skip
     body = s.add_mutually_exclusive_group()
     body.add_argument("--json", dest="json_body", help="JSON body, sent byte-exact")
     body.add_argument("--data", type=parse_data, help="raw body (use @file to read a file)")
@@ -121,12 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=parse_duration, help="per-attempt timeout (default 30s)")
     s.add_argument("--fire-and-forget", action="store_true", help="send once; any answer counts")
     s.add_argument("--label", action="append", type=parse_pair("="), default=[], help="label NAME=VALUE (repeatable)")
+    s.add_argument("--group", default="", help="fan-out group key (see `notifyagent group KEY`)")
     client("get", "show a notify and its attempts").add_argument("id")
     ls = client("list", "list notifies, oldest first")
     states = [n.removeprefix("STATE_") for n in pb.State.keys()[1:]]
     ls.add_argument("--state", type=str.upper, choices=states, help="only this state")
     ls.add_argument("--queue", default="", help="only this queue")
     ls.add_argument("--trigger-key", default="", help="only notifies waiting on this trigger key")
+    ls.add_argument("--group", default="", help="only the members of this fan-out group")
     ls.add_argument("--label", default="", help="only notifies with this label: key=value, or key for any value")
     ls.add_argument("--page-size", type=int, default=50, help="at most this many (1-1000)")
     ls.add_argument("--page-token", default="", help="next_page_token of the previous page")
@@ -136,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     client("cancel", "cancel a notify that has not finished").add_argument("id")
     client("retry", "send a FAILED or CANCELLED notify again").add_argument("id")
     client("status", "show the scheduler's status")
+    g = client("group", "show a fan-out group: members by state, done and when")
+    g.add_argument("key")
+    g.add_argument("--cancel", action="store_true", help="cancel every member that has not finished")
     return p
 
 
@@ -146,7 +153,7 @@ def _notify_from_args(a: argparse.Namespace) -> pb.Notify:
         a.url, method=a.method, headers=dict(a.header), json=a.json_body, body=a.data,
         form=dict(a.form) if a.form else None, delay=a.delay, at=a.at, trigger_key=a.trigger,
         ordering_key=a.ordering_key, queue=a.queue, max_attempts=a.max_attempts, timeout=a.timeout,
-        fire_and_forget=a.fire_and_forget, labels=dict(a.label),
+        fire_and_forget=a.fire_and_forget, labels=dict(a.label), group_key=a.group,
     )  # fmt: skip
 
 
@@ -158,14 +165,16 @@ def _call(a: argparse.Namespace, client) -> Message:
     if a.command == "get":
         return api.GetNotifyResponse(notify=client.get(a.id))
     if a.command == "list":
-        return client.list(state=a.state or 0, queue=a.queue, trigger_key=a.trigger_key, label=a.label,
-                           page_size=a.page_size, page_token=a.page_token)  # fmt: skip
+        return client.list(state=a.state or 0, queue=a.queue, trigger_key=a.trigger_key, page_size=a.page_size,
+                           page_token=a.page_token, group_key=a.group, label=a.label)  # fmt: skip
     if a.command == "trigger":
         return api.TriggerResponse(triggered=client.trigger(a.key, delay=a.delay))
     if a.command == "cancel":
         return api.CancelNotifyResponse(notify=client.cancel(a.id))
     if a.command == "retry":
         return api.RetryNotifyResponse(notify=client.retry(a.id))
+    if a.command == "group":
+        return client.cancel_group(a.key) if a.cancel else api.GetGroupResponse(group=client.get_group(a.key))
     return client.status()
 
 
@@ -240,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C on a client verb
+        if debug:
+            traceback.print_exc()
+        return 130
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
 Calls are retried (exponential backoff with jitter, a few times) only when the
 scheduler answers UNAVAILABLE, and only when repeating cannot do anything twice:
 reads always; creates only with a `request_id` (every one, for a batch);
-trigger, cancel, retry and update never. Every other error is raised as
+trigger, cancel, retry, update and cancel_group never. Every other error is raised as
 `grpc.RpcError`; `violations(e)` reads its `google.rpc.BadRequest` field violations.
 """
 
@@ -87,10 +87,11 @@ def notify(
     body: bytes | None = None, form: Mapping[str, str] | None = None, delay: float | None = None,
     at: datetime | None = None, trigger_key: str | None = None, ordering_key: str = "", queue: str = "",
     max_attempts: int = 0, timeout: float | None = None, fire_and_forget: bool = False,
-    labels: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None, group_key: str = "",
 ) -> pb.Notify:  # fmt: skip
     """A Notify message from plain values (seconds for delay and timeout; json is sent byte-exact)."""
-    n = pb.Notify(ordering_key=ordering_key, queue=queue, fire_and_forget=fire_and_forget, labels=dict(labels or {}))
+    n = pb.Notify(ordering_key=ordering_key, queue=queue, fire_and_forget=fire_and_forget, labels=dict(labels or {}),
+                  group_key=group_key)  # fmt: skip
     n.request.method = pb.HttpMethod.Value(f"HTTP_METHOD_{method.upper()}")
     n.request.url = url
     n.request.headers.update(dict(headers or {}))
@@ -134,11 +135,13 @@ def _retrying(cls, repeatable: bool):
 
 
 def _list_request(state: int | str = 0, queue: str = "", trigger_key: str = "", ordering_key: str = "",
-                  label: str = "", page_size: int = 0, page_token: str = "") -> api.ListNotifiesRequest:  # fmt: skip
+                  page_size: int = 0, page_token: str = "", group_key: str = "",
+                  label: str = "") -> api.ListNotifiesRequest:  # fmt: skip
     if isinstance(state, str):
         state = pb.State.Value(state if state.upper().startswith("STATE_") else f"STATE_{state.upper()}")
     return api.ListNotifiesRequest(state=state, queue=queue, trigger_key=trigger_key, ordering_key=ordering_key,
-                                   label=label, page_size=page_size, page_token=page_token)  # fmt: skip
+                                   page_size=page_size, page_token=page_token, group_key=group_key,
+                                   label=label)  # fmt: skip
 
 
 def _trigger_request(key: str, delay: float) -> api.TriggerRequest:
@@ -196,8 +199,8 @@ class Client:
         return self._call(self._notify.GetNotify, api.GetNotifyRequest(id=notify_id), repeatable=True).notify
 
     def list(self, **filters) -> api.ListNotifiesResponse:
-        """filters: state ("FAILED" or a State value), queue, trigger_key, ordering_key, label ("key=value" or
-        "key"), page_size, page_token."""
+        """filters: state ("FAILED" or a State value), queue, trigger_key, ordering_key, group_key, label
+        ("key=value" or "key"), page_size, page_token."""
         return self._call(self._notify.ListNotifies, _list_request(**filters), repeatable=True)
 
     def trigger(self, trigger_key: str, *, delay: float = 0.0) -> int:
@@ -212,6 +215,12 @@ class Client:
     def update(self, n: pb.Notify, paths: Iterable[str]) -> pb.Notify:
         """Changes the fields named in paths (see UpdateNotifyRequest) of the notify n.id."""
         return self._call(self._notify.UpdateNotify, _update_request(n, paths), repeatable=False).notify
+
+    def get_group(self, group_key: str) -> pb.Group:
+        return self._call(self._notify.GetGroup, api.GetGroupRequest(group_key=group_key), repeatable=True).group
+
+    def cancel_group(self, group_key: str) -> api.CancelGroupResponse:
+        return self._call(self._notify.CancelGroup, api.CancelGroupRequest(group_key=group_key), repeatable=False)
 
     def status(self) -> admin_pb.GetStatusResponse:
         return self._call(self._admin.GetStatus, admin_pb.GetStatusRequest(), repeatable=True)
@@ -271,6 +280,12 @@ class AsyncClient:
 
     async def update(self, n: pb.Notify, paths: Iterable[str]) -> pb.Notify:
         return (await self._call(self._notify.UpdateNotify, _update_request(n, paths), repeatable=False)).notify
+
+    async def get_group(self, group_key: str) -> pb.Group:
+        return (await self._call(self._notify.GetGroup, api.GetGroupRequest(group_key=group_key), repeatable=True)).group
+
+    async def cancel_group(self, group_key: str) -> api.CancelGroupResponse:
+        return await self._call(self._notify.CancelGroup, api.CancelGroupRequest(group_key=group_key), repeatable=False)
 
     async def status(self) -> admin_pb.GetStatusResponse:
         return await self._call(self._admin.GetStatus, admin_pb.GetStatusRequest(), repeatable=True)

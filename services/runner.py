@@ -1,5 +1,7 @@
 """Runs the services: `dev` (all in one), `scheduler`, `dispatcher` (alone, or N worker
-processes under a supervisor) until SIGTERM or SIGINT.
+processes under a supervisor) until SIGTERM or SIGINT. This module parses nothing of
+a role and wires nothing: it picks the role's app (dev.py, scheduler/app.py,
+dispatcher/app.py or the supervisor), runs it and handles signals.
 
 SIGHUP reloads the settings: flags, NOTIFY_* variables and the config file are
 read again and each changed setting is logged. What can change while running
@@ -21,7 +23,8 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from .common import logs
-from .common.config import ConfigError, Settings, StartupError, load
+from .common.config import ConfigError, Settings, load
+from .dev import DevApp
 from .dispatcher.app import DispatcherApp
 from .dispatcher.guard import NetworkPolicy
 from .dispatcher.signing import parse_secret
@@ -70,30 +73,6 @@ def _registry(settings: Settings) -> Registry:
         return from_url(settings.registry)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-
-
-class DevApp:
-    """Scheduler and one dispatcher in one process; the dispatcher finds the
-    scheduler through the in-memory registry and talks the same lease protocol."""
-
-    live = SchedulerApp.LIVE_SETTINGS | DispatcherApp.LIVE_SETTINGS
-
-    def __init__(self, settings: Settings) -> None:
-        self.registry = _registry(settings)
-        self.scheduler = SchedulerApp(settings, registry=self.registry)
-        self.dispatcher = DispatcherApp(replace(settings, http_addr=""), registry=self.registry)
-
-    async def start(self) -> None:
-        await self.scheduler.start()
-        await self.dispatcher.start()
-
-    async def stop(self) -> None:
-        await asyncio.gather(self.dispatcher.stop(), self.scheduler.engine.drain(self.scheduler.settings.grace))
-        await self.scheduler.stop()
-        await self.registry.close()
-
-    async def reload(self, settings: Settings) -> list[str]:
-        return [*await self.scheduler.reload(settings), *await self.dispatcher.reload(replace(settings, http_addr=""))]
 
 
 class _Single:
@@ -218,8 +197,6 @@ async def serve(role: str, settings: Settings, flags: Mapping[str, Any] | None =
         except BaseException:
             await app.stop()
             raise
-        if role == "dev":
-            log.info("NotifyAgent dev: gRPC on %s, store %s; Ctrl-C stops", app.scheduler.address, settings.store)
         await stop.wait()
         log.info("stopping (grace %.0f s)", current.grace)
         await asyncio.gather(*reloads, return_exceptions=True)

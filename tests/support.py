@@ -23,6 +23,7 @@ from notifyagent.runner import LOOPBACK
 from notifyagent.dispatcher.app import DispatcherApp
 from notifyagent.scheduler.app import SchedulerApp
 from notifyagent.scheduler.engine.model import Request, Spec
+from notifyagent.scheduler.engine.clock import FakeClock  # noqa: F401  (engine-level tests use it from here)
 from notifyagent.scheduler.engine.sessions import Grant
 from notifyagent.v1 import admin_service_pb2_grpc, notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc
 
@@ -63,7 +64,7 @@ class Target:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)  # stop cancels slow answers
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -247,23 +248,10 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 T0 = 1_700_000_000_000
 
 
-class FakeClock:
-    def __init__(self, now_ms: int) -> None:
-        self.now = now_ms
-
-    def now_ms(self) -> int:
-        return self.now
-
-
 def spec(**fields) -> Spec:
     return Spec(request=Request(method="POST", url="https://example.com/hook"), **fields)
 
 
 def granted_leases(session) -> list:
     """Takes the grants waiting in a session's outbox (what its stream would send)."""
-    out = []
-    while not session.outbox.empty():
-        item = session.outbox.get_nowait()
-        if isinstance(item, Grant):
-            out.append(item.lease)
-    return out
+    return [item.lease for item in session.take() or () if isinstance(item, Grant)]

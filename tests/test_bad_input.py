@@ -62,6 +62,9 @@ BAD = {
     "timeout too long": (_timeout(3_600_000), "notify.timeout"),
     "bad queue name": (pb.Notify(request=_req(), queue="has space"), "notify.queue"),
     "bad callback url": (pb.Notify(request=_req(), callback_url="gopher://x"), "notify.callback_url"),
+    "bad group key": (pb.Notify(request=_req(), group_key="order 42"), "notify.group_key"),
+    "group key too long": (pb.Notify(request=_req(), group_key="g" * 201), "notify.group_key"),
+    "group key with a trailing newline": (pb.Notify(request=_req(), group_key="order-42\n"), "notify.group_key"),
 }
 
 

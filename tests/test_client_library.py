@@ -30,6 +30,10 @@ async def test_async_client_creates_reads_triggers_and_reports_violations(system
         assert (await c.cancel(later.id)).state == (await c.get(later.id)).state == api_pb.STATE_CANCELLED
         assert (await c.retry(later.id)).id == later.id
         assert (await c.status()).pid > 0
+        members = [await c.create(notify(target.url("/g"), delay=3600, group_key="fan")) for _ in range(2)]
+        assert (await c.get_group("fan")).total == 2
+        assert [n.id for n in (await c.list(group_key="fan")).notifies] == [m.id for m in members]
+        assert (await c.cancel_group("fan")).cancelled == 2
         with pytest.raises(grpc.RpcError) as e:
             await c.create(notify("ftp://x"))
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT

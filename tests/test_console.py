@@ -206,7 +206,8 @@ async def test_console_asks_for_a_token_keeps_it_in_the_tab_and_sends_it_as_bear
         if token != "Bearer s3cret":
             raise ApiError.of(code_pb2.UNAUTHENTICATED, "a valid token is required")
 
-    http_api = HttpApi(notify=NotifyServicer(Operations(engine)), admin=AdminServicer(engine), authorize=authorize)
+    operations = Operations(engine, console_system.scheduler.store)
+    http_api = HttpApi(notify=NotifyServicer(operations), admin=AdminServicer(engine), authorize=authorize)
 
     def routes(app) -> None:
         http_api.install(app)

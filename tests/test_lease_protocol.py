@@ -19,6 +19,7 @@ class RawDispatcher:
         self.acked: list[str] = []
         self.revoked: list[str] = []
         self.arrived = asyncio.Event()
+        self._probes = 0
         hello = dpb.DispatcherHello(dispatcher_id=dispatcher_id, capacity=capacity, credit=capacity if credit is None else credit)
         self.outq.put_nowait(dpb.LeaseRequest(hello=hello))
         self.call = dispatch_service_pb2_grpc.DispatchServiceStub(channel).Lease(self._requests())
@@ -52,11 +53,28 @@ class RawDispatcher:
         self.send(results=[dpb.LeaseResult(lease_id=grant.lease_id, notify_id=grant.notify.id, attempt=attempt)], credit=credit)
 
     async def wait_grants(self, count, timeout=5.0):
+        await self._wait(lambda: len(self.grants) >= count, timeout)
+        return self.grants
+
+    async def wait_acked(self, lease_id, timeout=5.0):
+        await self._wait(lambda: lease_id in self.acked, timeout)
+
+    async def wait_revoked(self, lease_id, timeout=5.0):
+        await self._wait(lambda: lease_id in self.revoked, timeout)
+
+    async def sync(self):
+        """A round trip: a result for no lease, answered by its ack after whatever the
+        scheduler sent for the messages before it (the stream keeps order)."""
+        self._probes += 1
+        probe = f"sync-{self._probes}"
+        self.send(results=[dpb.LeaseResult(lease_id=probe, notify_id="sync", attempt=pb.Attempt(number=1))])
+        await self.wait_acked(probe)
+
+    async def _wait(self, done, timeout):
         deadline = time.monotonic() + timeout
-        while len(self.grants) < count:
+        while not done():
             self.arrived.clear()
             await asyncio.wait_for(self.arrived.wait(), max(0.01, deadline - time.monotonic()))
-        return self.grants
 
     async def close(self):
         self.call.cancel()
@@ -82,11 +100,11 @@ async def test_scheduler_never_grants_more_than_the_credit(bare):
     d = RawDispatcher(bare.channel, "d1", capacity=3)
     await create_many(bare, 10)
     await d.wait_grants(3)
-    await asyncio.sleep(0.3)
+    await d.sync()
     assert len(d.grants) == 3
     d.report(d.grants[0], credit=1)
     await d.wait_grants(4)
-    await asyncio.sleep(0.3)
+    await d.sync()
     assert len(d.grants) == 4, "one result with one credit gives exactly one more grant"
     await d.close()
 
@@ -131,7 +149,7 @@ async def test_result_for_an_expired_lease_is_refused_and_changes_nothing(bare):
     (grant,) = await d.wait_grants(1)
     failed = await bare.wait_state(created.id, pb.STATE_FAILED, timeout=5)  # expired: 1 attempt allowed
     d.report(grant, status=200)
-    await asyncio.sleep(0.3)
+    await d.wait_acked(grant.lease_id)
     assert grant.lease_id in d.acked, "refused results are acked so the dispatcher forgets them"
     after = await bare.get(created.id)
     assert after.state == pb.STATE_FAILED and len(after.attempts) == len(failed.attempts) == 1
@@ -142,7 +160,7 @@ async def test_result_for_an_unknown_lease_is_refused(bare):
     d = RawDispatcher(bare.channel, "d", capacity=1)
     fake = dpb.LeaseGrant(lease_id="no-such-lease", attempt=1, notify=pb.Notify(id="nope"))
     d.report(fake)
-    await asyncio.sleep(0.2)
+    await d.wait_acked("no-such-lease")
     assert "no-such-lease" in d.acked
     await d.close()
 
@@ -150,9 +168,9 @@ async def test_result_for_an_unknown_lease_is_refused(bare):
 async def test_a_lease_is_never_granted_to_two_dispatchers_at_once(bare):
     a = RawDispatcher(bare.channel, "a", capacity=50)
     b = RawDispatcher(bare.channel, "b", capacity=50)
-    await asyncio.sleep(0.1)
+    await a.sync(); await b.sync()  # both connected
     await create_many(bare, 60)
-    await asyncio.sleep(0.5)
+    await a.sync(); await b.sync()
     ids_a = {g.notify.id for g in a.grants}
     ids_b = {g.notify.id for g in b.grants}
     assert len(ids_a) + len(ids_b) == 60 and not ids_a & ids_b
@@ -181,7 +199,7 @@ async def test_unsent_grants_of_a_replaced_stream_go_back_to_the_queue(bare):
     await d.wait_grants(3)
     await d.close()
     other = RawDispatcher(bare.channel, "y", capacity=3)
-    await asyncio.sleep(0.5)
+    await other.sync()
     assert other.grants == [], "sent grants stay leased to x until their deadlines"
     await other.close()
 
@@ -191,10 +209,10 @@ async def test_cancel_while_leased_sends_a_revoke(bare):
     d = RawDispatcher(bare.channel, "d", capacity=1)
     (grant,) = await d.wait_grants(1)
     await bare.api.CancelNotify(api.CancelNotifyRequest(id=created.id))
-    await asyncio.sleep(0.2)
+    await d.sync()
     assert d.revoked == [grant.lease_id]
     d.report(grant)
-    await asyncio.sleep(0.2)
+    await d.wait_acked(grant.lease_id)
     assert (await bare.get(created.id)).state == pb.STATE_CANCELLED
     await d.close()
 
@@ -208,7 +226,7 @@ async def test_a_deferred_call_is_rescheduled_without_counting_an_attempt(bare):
                              attempt=pb.Attempt(number=1, error="not sent: 127.0.0.1:9 is backing off"))
     result.retry_after.FromMilliseconds(300)
     d.send(results=[result], credit=1)
-    await asyncio.sleep(0.1)
+    await d.wait_acked(grant.lease_id)  # acked once committed
     waiting = await bare.get(created.id)
     assert waiting.state == pb.STATE_RETRY_WAIT and waiting.attempt_count == 0 and list(waiting.attempts) == []
     (_, again) = await d.wait_grants(2, timeout=3)
@@ -223,7 +241,7 @@ async def test_real_client_reconnects_after_a_broken_stream_and_reports_the_live
     n = await system.create(target.url("/slow"))
     await target.wait_for(1)
     client = system.dispatchers[0].client
-    system.scheduler.engine.sessions[client.dispatcher_id].close()  # the stream ends; both sides live on
+    assert system.scheduler.engine.end_session(client.dispatcher_id)  # the stream ends; both sides live on
     done = await system.wait_state(n.id, pb.STATE_SUCCEEDED, timeout=10)
     assert len(done.attempts) == 1 and done.attempts[0].dispatcher_id == client.dispatcher_id
     await asyncio.sleep(0.3)

@@ -52,6 +52,12 @@ BAD_SETTINGS = [
     (["dev"], {"NOTIFY_GRACE": "-1"}, "NOTIFY_GRACE"),
     (["dispatcher", "--registry", "static:127.0.0.1:1"], {"NOTIFY_SIGNING_SECRET": "whsec_!!!"}, "NOTIFY_SIGNING_SECRET"),
     (["dev", "--capacity", "0"], {}, "NOTIFY_CAPACITY"),
+    (["scheduler"], {"NOTIFY_GRPC_ADDR": "127.0.0.1:99999"}, "NOTIFY_GRPC_ADDR"),  # grpc would wrap it to 34463
+    (["scheduler"], {"NOTIFY_ADVERTISE_ADDR": "scheduler"}, "NOTIFY_ADVERTISE_ADDR"),
+    (["scheduler"], {"NOTIFY_MAX_BODY_BYTES": "-1"}, "NOTIFY_MAX_BODY_BYTES"),
+    (["scheduler"], {"NOTIFY_LEASE_MARGIN": "-5"}, "NOTIFY_LEASE_MARGIN"),
+    (["scheduler"], {"NOTIFY_SERVICE_NAME": " "}, "NOTIFY_SERVICE_NAME"),
+    (["scheduler"], {"NOTIFY_REGISTRY": "static:"}, "NOTIFY_REGISTRY"),
 ]
 
 
@@ -121,6 +127,13 @@ async def test_a_second_dev_on_the_same_grpc_port_does_not_start(tmp_path):
         assert_one_line(second, "NOTIFY_GRPC_ADDR")
     finally:
         first.terminate()
+
+
+@pytest.mark.parametrize("store", ["sqlite:////proc/no/such/dir/n.db", "sqlite:////etc/hostname",
+                                   f"postgresql://127.0.0.1:{free_port()}/nothing_listens"])  # fmt: skip
+def test_a_store_that_cannot_be_opened_is_an_error(tmp_path, store):
+    out = run(tmp_path, "scheduler", "--store", store, "--grpc-addr", FREE, "--http-addr", "", env=QUIET)
+    assert_one_line(out, "NOTIFY_STORE")
 
 
 @pytest.mark.parametrize("role", ["scheduler", "dispatcher"])

@@ -96,7 +96,7 @@ async def test_queue_limits_come_from_configuration_and_reload(tmp_path, target)
         assert (q.max_concurrent, q.rate) == (2, 50)
         changes = await s.scheduler.reload(settings_for(tmp_path, queues="mail:max_concurrent=5"))
         assert changes == ["queue mail: max_concurrent=5 rate=0 burst=0"]
-        assert s.scheduler.engine.queues.config("mail").max_concurrent == 5
+        assert s.scheduler.engine.queue_config("mail").max_concurrent == 5
     finally:
         await s.stop()
 

@@ -1,6 +1,7 @@
 """Store behaviour: one contract suite over every adapter, then adapter specifics.
 
-The contract runs against SqliteStore (a file in tmp_path) and PostgresStore on
+The contract runs against SqliteStore (a file in tmp_path), MemoryStore (the
+in-memory twin the engine tests use) and PostgresStore on
 the PostgreSQL at NOTIFY_TEST_POSTGRES (default postgresql://postgres@127.0.0.1:5432/test),
 each test in a fresh schema dropped afterwards. Without that server the
 PostgreSQL cases are skipped locally and fail when CI is set.
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,10 +21,12 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
-from notifyagent.scheduler.engine.errors import Unavailable
+from notifyagent.scheduler.engine.errors import FailedPrecondition, Unavailable
 from notifyagent.scheduler.engine.model import (
     AttemptRecord,
+    GroupStatus,
     ListFilter,
+    NewGroup,
     QueueConfig,
     Notification,
     Request,
@@ -31,12 +35,14 @@ from notifyagent.scheduler.engine.model import (
     State,
     Success,
 )
+from notifyagent.scheduler.store.memory import MemoryData, MemoryStore
 from notifyagent.scheduler.store.postgres import PostgresStore
 from notifyagent.scheduler.store.sqlite import SqliteStore
 from notifyagent.scheduler.store.port import ResultWrite, Store
 
 PG_DSN = os.environ.get("NOTIFY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-ADAPTERS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+ADAPTERS = ["sqlite", "memory", pytest.param("postgres", marks=pytest.mark.postgres)]
+ON_DISK = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]  # stores with migrations
 START = (-1, "")  # a load_due cursor before everything
 
 
@@ -68,6 +74,11 @@ async def backing(kind: str, tmp_path: Path) -> AsyncIterator[OpenStore]:
     if kind == "sqlite":
         def build() -> Store:
             return SqliteStore(tmp_path / "notify.db")
+    elif kind == "memory":
+        data = MemoryData()
+
+        def build() -> Store:
+            return MemoryStore(data)
     else:
         admin = await postgres_admin()
         schema = f"t_{uuid.uuid4().hex[:16]}"
@@ -108,11 +119,11 @@ def nid(i: int) -> str:
 
 def notify(
     i: int, *, state: State = State.PENDING, due_ms: int | None = 1_000, request_id: str = "", queue: str = "default",
-    ordering_key: str = "", trigger_key: str = "",
+    ordering_key: str = "", trigger_key: str = "", group_key: str = "",
 ) -> Notification:
     spec = Spec(
         request=Request("POST", f"https://example.com/hook/{i}"), queue=queue, ordering_key=ordering_key,
-        trigger_key=trigger_key,
+        trigger_key=trigger_key, group_key=group_key,
     )  # fmt: skip
     return Notification(id=nid(i), spec=spec, state=state, create_ms=500, request_id=request_id, due_ms=due_ms)
 
@@ -140,6 +151,7 @@ def rich_notify() -> Notification:
         expire_at_ms=1_700_000_900_000,
         callback_url="https://example.com/callback",
         labels={"team": "payments", "env": "prod"},
+        group_key="order-42",
     )  # fmt: skip
     return Notification(
         id=nid(1), spec=spec, state=State.SCHEDULED, create_ms=1_699_999_999_000, request_id="req-rich",
@@ -273,7 +285,7 @@ async def test_save_results_does_not_resurrect_a_cancelled_notify(store: Store) 
 
 async def test_transition_moves_a_notify_in_an_allowed_state(store: Store) -> None:
     await store.insert([notify(1, state=State.SCHEDULED, due_ms=5_000)])
-    changed, cur = await store.transition(
+    changed, cur, _ = await store.transition(
         nid(1), allowed=(State.SCHEDULED, State.PENDING), state=State.CANCELLED, due_ms=None, complete_ms=1_234
     )
     assert changed
@@ -283,7 +295,7 @@ async def test_transition_moves_a_notify_in_an_allowed_state(store: Store) -> No
 
 async def test_transition_leaves_a_notify_in_another_state_and_returns_it(store: Store) -> None:
     await store.insert([notify(1, state=State.SUCCEEDED, due_ms=None)])
-    changed, cur = await store.transition(
+    changed, cur, _ = await store.transition(
         nid(1), allowed=(State.FAILED, State.CANCELLED), state=State.PENDING, due_ms=9, complete_ms=None
     )
     assert not changed
@@ -294,7 +306,7 @@ async def test_transition_leaves_a_notify_in_another_state_and_returns_it(store:
 async def test_transition_of_an_unknown_id_returns_false_and_none(store: Store) -> None:
     assert await store.transition(
         nid(404), allowed=(State.PENDING,), state=State.CANCELLED, due_ms=None, complete_ms=1
-    ) == (False, None)
+    ) == (False, None, [])
 
 
 async def test_transition_with_reset_budget_restarts_the_retry_budget(store: Store) -> None:
@@ -303,7 +315,7 @@ async def test_transition_with_reset_budget_restarts_the_retry_budget(store: Sto
     failed = dataclasses.replace(n, state=State.FAILED, due_ms=None, complete_ms=4_000, attempt_count=3,
                                  first_attempt_ms=2_000)  # fmt: skip
     await store.save_results([ResultWrite(failed, attempt(3))])
-    changed, cur = await store.transition(
+    changed, cur, _ = await store.transition(
         n.id, allowed=(State.FAILED, State.CANCELLED), state=State.PENDING, due_ms=5_000, complete_ms=None,
         reset_budget=True,
     )  # fmt: skip
@@ -318,7 +330,7 @@ async def test_transition_without_reset_budget_keeps_the_budget(store: Store) ->
     await store.insert([n])
     await store.save_results([ResultWrite(dataclasses.replace(n, state=State.FAILED, attempt_count=2,
                                                               first_attempt_ms=2_000), None)])  # fmt: skip
-    _, cur = await store.transition(n.id, allowed=(State.FAILED,), state=State.PENDING, due_ms=1, complete_ms=None)
+    _, cur, _ = await store.transition(n.id, allowed=(State.FAILED,), state=State.PENDING, due_ms=1, complete_ms=None)
     assert (cur.budget_base, cur.first_attempt_ms) == (0, 2_000)
 
 
@@ -555,3 +567,192 @@ async def test_save_results_commits_follow_up_notifies_with_them(store: Store) -
     follow = notify(2)
     await store.save_results([ResultWrite(dataclasses.replace(n, state=State.SUCCEEDED, attempt_count=1), attempt(1), follow)])
     assert (await store.get(nid(2))).state == State.PENDING
+
+
+# --- fan-out groups ------------------------------------------------------
+
+
+class Callbacks:
+    """A GroupCallback that records the groups it was asked about."""
+
+    def __init__(self) -> None:
+        self.seen: list[GroupStatus] = []
+
+    def __call__(self, g: GroupStatus) -> Notification:
+        self.seen.append(g)
+        spec = Spec(request=Request("POST", g.callback_url, json_body="{}"), queue="callbacks")
+        return Notification(id=f"cb-{g.key}-{len(self.seen)}", spec=spec, state=State.PENDING, create_ms=9_000, due_ms=9_000)
+
+
+def ended(n: Notification, state: State, at: int) -> ResultWrite:
+    return result(n, state=state, attempt_record=attempt(1, code=200 if state == State.SUCCEEDED else 400), complete_ms=at)
+
+
+async def test_group_counts_members_by_state_and_is_done_when_every_member_ended(store: Store) -> None:
+    members = [notify(i, group_key="g1") for i in range(1, 5)]
+    await store.insert([*members, notify(9, group_key="g2"), notify(10)])
+    g = await store.group("g1")
+    assert (g.key, g.counts, g.total, g.done, g.done_ms) == ("g1", {State.PENDING: 4}, 4, False, None)
+    await store.save_results([ended(members[0], State.SUCCEEDED, 3_000), ended(members[1], State.FAILED, 3_500)])
+    await store.transition(nid(3), allowed=(State.PENDING,), state=State.CANCELLED, due_ms=None, complete_ms=3_100)
+    assert (await store.group("g1")).counts == {State.SUCCEEDED: 1, State.FAILED: 1, State.CANCELLED: 1, State.PENDING: 1}
+    assert not (await store.group("g1")).done
+    await store.save_results([ended(members[3], State.SUCCEEDED, 3_200)])
+    g = await store.group("g1")
+    assert (g.done, g.done_ms, g.total) == (True, 3_500, 4)
+    assert (await store.group("g2")).counts == {State.PENDING: 1}
+    assert await store.group("nope") is None
+
+
+async def test_list_filters_by_group_key(store: Store) -> None:
+    await store.insert([notify(1, group_key="g"), notify(2), notify(3, group_key="g", state=State.SCHEDULED),
+                        notify(4, group_key="h")])  # fmt: skip
+    assert [n.id for n in await store.list(ListFilter(group_key="g"), after_id="", limit=10)] == [nid(1), nid(3)]
+    assert [n.id for n in await store.list(ListFilter(group_key="g", state=State.SCHEDULED), after_id="", limit=10)] == [nid(3)]
+    assert [n.spec.group_key for n in await store.list(ListFilter(), after_id="", limit=10)] == ["g", "", "g", "h"]
+
+
+async def test_group_callback_is_committed_once_with_the_last_members_end(store: Store) -> None:
+    make = Callbacks()
+    a, b = notify(1, group_key="g"), notify(2, group_key="g")
+    await store.insert([a, b], group=NewGroup("g", "https://example.com/group-done"))
+    assert (await store.group("g")).callback_url == "https://example.com/group-done"
+    assert await store.save_results([ended(a, State.SUCCEEDED, 3_000)], group_callback=make) == []
+    (cb,) = await store.save_results([ended(b, State.FAILED, 3_300)], group_callback=make)
+    assert [(g.counts, g.done_ms) for g in make.seen] == [({State.SUCCEEDED: 1, State.FAILED: 1}, 3_300)]
+    assert (await store.get(cb.id)).spec.request.url == "https://example.com/group-done"
+    g = await store.group("g")
+    assert (g.callback_ms, g.callback_id) == (cb.create_ms, cb.id)
+    # the same ends reported again (or a new member ending later) make no second callback
+    assert await store.save_results([ended(b, State.FAILED, 3_300)], group_callback=make) == []
+    await store.insert([notify(3, group_key="g")])
+    assert await store.save_results([ended(notify(3, group_key="g"), State.SUCCEEDED, 4_000)], group_callback=make) == []
+    assert len(make.seen) == 1
+
+
+async def test_a_group_without_a_callback_url_makes_none(store: Store) -> None:
+    make = Callbacks()
+    n = notify(1, group_key="quiet")
+    await store.insert([n], group=NewGroup("quiet"))
+    assert await store.save_results([ended(n, State.SUCCEEDED, 3_000)], group_callback=make) == []
+    assert make.seen == [] and (await store.group("quiet")).done
+
+
+async def test_a_group_keeps_its_first_callback_url_and_refuses_another_committing_nothing(store: Store) -> None:
+    await store.insert([notify(1, group_key="g")], group=NewGroup("g", "https://example.com/first"))
+    await store.insert([notify(2, group_key="g")], group=NewGroup("g", "https://example.com/first"))
+    with pytest.raises(FailedPrecondition, match="first"):
+        await store.insert([notify(3, group_key="g")], group=NewGroup("g", "https://example.com/second"))
+    assert await store.get(nid(3)) is None
+    assert (await store.group("g")).callback_url == "https://example.com/first"
+
+
+async def test_cancelling_the_last_unfinished_member_makes_the_group_callback(store: Store) -> None:
+    make = Callbacks()
+    a, b = notify(1, group_key="g"), notify(2, group_key="g", state=State.SCHEDULED, due_ms=99_000)
+    await store.insert([a, b], group=NewGroup("g", "https://example.com/done"))
+    await store.save_results([ended(a, State.SUCCEEDED, 3_000)], group_callback=make)
+    changed, cur, made = await store.transition(
+        b.id, allowed=(State.SCHEDULED,), state=State.CANCELLED, due_ms=None, complete_ms=3_700, group_callback=make
+    )
+    assert changed and cur.state == State.CANCELLED and [n.id for n in made] == ["cb-g-1"]
+    assert make.seen[0].counts == {State.SUCCEEDED: 1, State.CANCELLED: 1}
+
+
+async def test_cancel_group_cancels_only_unfinished_members_and_makes_the_callback(store: Store) -> None:
+    make = Callbacks()
+    await store.insert([
+        notify(1, group_key="g", state=State.SUCCEEDED, due_ms=None),
+        notify(2, group_key="g", state=State.SCHEDULED, due_ms=50_000, ordering_key="k"),
+        notify(3, group_key="g", state=State.WAITING_TRIGGER, due_ms=None, trigger_key="t"),
+        notify(4, group_key="g", state=State.RETRY_WAIT),
+        notify(5, group_key="other", state=State.SCHEDULED),
+    ], group=NewGroup("g", "https://example.com/done"))  # fmt: skip
+    cancelled, made = await store.cancel_group("g", complete_ms=4_000, group_callback=make)
+    assert cancelled == [(nid(2), "k"), (nid(3), ""), (nid(4), "")]
+    assert len(made) == 1 and make.seen[0].counts == {State.SUCCEEDED: 1, State.CANCELLED: 3}
+    g = await store.group("g")
+    assert (g.counts, g.done, g.done_ms) == ({State.SUCCEEDED: 1, State.CANCELLED: 3}, True, 4_000)
+    assert (await store.get(nid(2))).due_ms is None
+    assert (await store.get(nid(5))).state == State.SCHEDULED
+    assert await store.cancel_group("g", complete_ms=5_000, group_callback=make) == ([], [])
+    assert await store.cancel_group("nope", complete_ms=5_000, group_callback=make) == ([], [])
+
+
+async def test_members_ending_in_concurrent_commits_make_exactly_one_callback(open_store: OpenStore, request) -> None:
+    """Two writers each end one of a group's last two members at the same time, many times
+    over. PostgreSQL: two stores on one database, so two transactions really overlap."""
+    first = await open_store()
+    second = await open_store() if "postgres" in request.node.name else first
+    make = Callbacks()
+    rounds = 30
+    pairs = [(notify(2 * r, group_key=f"g{r}"), notify(2 * r + 1, group_key=f"g{r}")) for r in range(rounds)]
+    for r, (a, b) in enumerate(pairs):
+        await first.insert([a, b], group=NewGroup(f"g{r}", "https://example.com/done"))
+    made = await asyncio.gather(*(
+        store.save_results([ended(n, State.SUCCEEDED, 3_000)], group_callback=make)
+        for a, b in pairs for store, n in ((first, a), (second, b))
+    ))  # fmt: skip
+    assert sorted(n.spec.request.url for batch in made for n in batch) == ["https://example.com/done"] * rounds
+    assert sorted(g.key for g in make.seen) == sorted(f"g{r}" for r in range(rounds))
+    assert [(await first.group(f"g{r}")).callback_ms for r in range(rounds)] == [9_000] * rounds
+
+
+async def test_a_store_from_before_groups_gains_the_group_key_column(kind_and_old_store) -> None:
+    store = await kind_and_old_store()
+    old = await store.get(nid(1))
+    assert (old.state, old.spec.group_key, old.spec.request.url) == (State.PENDING, "", "https://example.com/old")
+    await store.insert([notify(2, group_key="g")])
+    assert [n.id for n in await store.list(ListFilter(group_key="g"), after_id="", limit=10)] == [nid(2)]
+    assert (await store.group("g")).counts == {State.PENDING: 1}
+
+
+_OLD_NOTIFIES = """CREATE TABLE notifies (
+    id TEXT PRIMARY KEY, request_id TEXT NOT NULL, state INTEGER NOT NULL, queue TEXT NOT NULL,
+    ordering_key TEXT NOT NULL, trigger_key TEXT NOT NULL, due_ms BIGINT, create_ms BIGINT NOT NULL,
+    complete_ms BIGINT, attempt_count INTEGER NOT NULL, budget_base INTEGER NOT NULL, first_attempt_ms BIGINT,
+    spec TEXT NOT NULL)"""
+_OLD_ROW = (nid(1), "", 3, "default", "", "", 1_000, 500, None, 0, 0, None,
+            '{"m":"POST","u":"https://example.com/old","h":{},"b":"","j":"","f":{},"at":null,'
+            '"r":[20,5.0,7200.0,2.0,86400.0,[]],"s":[[],""],"ff":false,"t":30.0,"x":null,"cb":"","l":{}}')  # fmt: skip
+
+
+@pytest.fixture(params=ON_DISK)
+async def kind_and_old_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """Opens a store over tables written by a release before groups (one row in them)."""
+    async with backing(request.param, tmp_path) as open_one:
+        if request.param == "sqlite":
+            import sqlite3
+
+            with contextlib.closing(sqlite3.connect(tmp_path / "notify.db")) as conn:
+                conn.execute(_OLD_NOTIFIES + " WITHOUT ROWID")
+                conn.execute(f"INSERT INTO notifies VALUES ({', '.join('?' * len(_OLD_ROW))})", _OLD_ROW)
+                conn.commit()
+        else:
+            probe = await open_one()  # learns the schema name, then starts it over with the old table
+            schema = probe._schema
+            await probe.close()
+            admin = await postgres_admin()
+            try:
+                await admin.execute(f'DROP SCHEMA "{schema}" CASCADE; CREATE SCHEMA "{schema}"')
+                await admin.execute(_OLD_NOTIFIES.replace("CREATE TABLE notifies", f'CREATE TABLE "{schema}".notifies'))
+                await admin.execute(f'INSERT INTO "{schema}".notifies VALUES ({", ".join(f"${i}" for i in range(1, 14))})', *_OLD_ROW)
+            finally:
+                await admin.close()
+        yield open_one
+
+
+async def test_a_group_of_ten_thousand_is_counted_correctly(store: Store, request) -> None:
+    members = [notify(i, group_key="big", state=State.SCHEDULED, due_ms=10_000_000) for i in range(10_000)]
+    await store.insert(members + [notify(10_000 + i, group_key="other") for i in range(100)])
+    await store.save_results([ended(n, State.SUCCEEDED, 3_000 + i) for i, n in enumerate(members[:250])])
+    began = time.perf_counter()
+    g = await store.group("big")
+    took = time.perf_counter() - began
+    assert (g.counts, g.total, g.done) == ({State.SUCCEEDED: 250, State.SCHEDULED: 9_750}, 10_000, False)
+    began = time.perf_counter()
+    cancelled, _ = await store.cancel_group("big", complete_ms=9_000)
+    cancel_took = time.perf_counter() - began
+    g = await store.group("big")
+    assert (len(cancelled), g.counts, g.done, g.done_ms) == (9_750, {State.SUCCEEDED: 250, State.CANCELLED: 9_750}, True, 9_000)
+    print(f"\n{request.node.callspec.id}: group of 10,000 counted in {took * 1000:.1f} ms, cancelled in {cancel_took * 1000:.1f} ms")

@@ -11,18 +11,18 @@ async def test_update_racing_the_loader_keeps_the_new_schedule(tmp_path):
     store = SqliteStore(tmp_path / "s.db"); await store.open()
     clock = FakeClock(T0)
     e = Engine(store=store, settings=EngineSettings(horizon_s=300, load_interval_s=3600), clock=clock)
-    await e.start(); ops = Operations(e)
+    await e.start(); ops = Operations(e, store)
     try:
         [n] = await ops.create([NewNotify(spec(deliver_at_ms=T0 + 400_000))])
-        clock.now = T0 + 200_000                     # it now falls inside the horizon
+        clock.advance(200_000)                       # it now falls inside the horizon
         busy = threading.Event(); store._write(lambda c: busy.wait(5))
-        load = asyncio.create_task(e._load_once())   # the loader's read is queued...
+        load = asyncio.create_task(e.load())         # the loader's read is queued...
         await asyncio.sleep(0)
         upd = asyncio.create_task(ops.update(n.id, {"schedule"}, spec(trigger_key="later")))  # ...then the update
         await asyncio.sleep(0.05)
         busy.set(); await load; await upd
         stored = await store.get(n.id)
-        mine = e.live.get(n.id)
+        mine = e.held(n.id)
         assert mine is None, f"store: {stored.state.name}; memory: {mine.state.name} due {mine.due_ms - T0} ms -> fires with the old spec"
     finally:
         await e.stop(); await store.close()

@@ -62,9 +62,15 @@ class Settings:
             raise ConfigError(f"NOTIFY_CAPACITY must be at least 1, not {self.capacity}")
         if self.grace < 0 or self.horizon < 1:
             raise ConfigError("NOTIFY_GRACE must be >= 0 and NOTIFY_HORIZON >= 1 (seconds)")
+        if self.max_body_bytes < 1 or self.lease_margin < 0:
+            raise ConfigError("NOTIFY_MAX_BODY_BYTES must be >= 1 and NOTIFY_LEASE_MARGIN >= 0 (seconds)")
+        if not self.service_name.strip():
+            raise ConfigError("NOTIFY_SERVICE_NAME must not be empty")
         split_addr(self.grpc_addr, "NOTIFY_GRPC_ADDR")
         if self.http_addr:
             split_addr(self.http_addr, "NOTIFY_HTTP_ADDR")
+        if self.advertise_addr:
+            split_addr(self.advertise_addr, "NOTIFY_ADVERTISE_ADDR")
         return self
 
 
@@ -74,8 +80,8 @@ def env_name(name: str) -> str:
 
 def split_addr(addr: str, setting: str) -> tuple[str, int]:
     host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"{setting} must be host:port, not {addr!r}")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{setting} must be host:port (port 0-65535), not {addr!r}")
     return host.strip("[]"), int(port)
 
 

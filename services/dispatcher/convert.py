@@ -4,25 +4,17 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from ..common.calls import DEFAULT_METHOD, DEFAULT_TIMEOUT_S, METHOD_BY_NUMBER
 from ..v1 import dispatch_service_pb2 as dpb, notify_pb2 as pb
 from .call import CallOutcome, ErrorKind, OutgoingCall
 
-_METHODS = {
-    pb.HTTP_METHOD_UNSPECIFIED: "POST",
-    pb.HTTP_METHOD_GET: "GET",
-    pb.HTTP_METHOD_POST: "POST",
-    pb.HTTP_METHOD_PUT: "PUT",
-    pb.HTTP_METHOD_PATCH: "PATCH",
-    pb.HTTP_METHOD_DELETE: "DELETE",
-    pb.HTTP_METHOD_HEAD: "HEAD",
-}
 _PERMANENT = (ErrorKind.BLOCKED,)
 
 
 def outgoing_call(grant: dpb.LeaseGrant) -> OutgoingCall:
     n = grant.notify
     r = n.request
-    method = _METHODS.get(r.method, "#invalid")
+    method = DEFAULT_METHOD if r.method == pb.HTTP_METHOD_UNSPECIFIED else METHOD_BY_NUMBER.get(r.method, "#invalid")
     headers = dict(r.headers)
     query: dict[str, str] = {}
     body = r.body
@@ -35,7 +27,7 @@ def outgoing_call(grant: dpb.LeaseGrant) -> OutgoingCall:
         else:
             body = urlencode(sorted(r.form_body.items())).encode()
             _default_header(headers, "Content-Type", "application/x-www-form-urlencoded")
-    timeout = n.timeout.seconds + n.timeout.nanos / 1e9 if n.HasField("timeout") else 30.0
+    timeout = n.timeout.seconds + n.timeout.nanos / 1e9 if n.HasField("timeout") else DEFAULT_TIMEOUT_S
     return OutgoingCall(
         notify_id=n.id,
         attempt=grant.attempt,

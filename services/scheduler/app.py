@@ -80,10 +80,12 @@ class SchedulerApp:
             await self.store.open()
         except Unavailable as e:
             raise StartupError(f"NOTIFY_STORE: {e}") from e
+        except OSError as e:  # e.g. a directory for the SQLite file that cannot be made
+            raise StartupError(f"NOTIFY_STORE: cannot open the store: {e}") from e
         await self.engine.start(self._queue_configs(self.settings))
         e = self.engine
         # One servicer object per service, shared by the gRPC server and the HTTP/JSON API.
-        notify, admin = NotifyServicer(Operations(e)), AdminServicer(e)
+        notify, admin = NotifyServicer(Operations(e, self.store)), AdminServicer(e)
         self._server, self.port, self._health = create_server(
             self.settings.grpc_addr,
             [
@@ -135,7 +137,7 @@ class SchedulerApp:
                 await self.registry.deregister(self.settings.service_name, self._node.id)
             except Exception as e:  # stopping must go on
                 log.warning("deregistering failed: %s", e)
-        await self.engine.drain(self.settings.grace)
+        await self.drain()
         if self._server is not None:
             await self._server.stop(grace=1.0)
         await self.engine.stop()
@@ -149,6 +151,10 @@ class SchedulerApp:
         """Raises ConfigError for a store URL or queue limits this scheduler cannot take; opens nothing."""
         make_store(settings.store)
         cls._queue_configs(settings)
+
+    async def drain(self) -> None:
+        """Stops granting and waits up to the grace period for the results of calls in flight."""
+        await self.engine.drain(self.settings.grace)
 
     @staticmethod
     def _queue_configs(settings: Settings):
@@ -164,13 +170,13 @@ class SchedulerApp:
         return changes
 
     def _metrics(self):
-        e = self.engine
-        yield gauge("notifyagent_sent_ok", "Notifies delivered since start", e.sent_ok)
-        yield gauge("notifyagent_sent_failed", "Notifies failed for good since start", e.sent_failed)
-        yield gauge("notifyagent_leases", "Calls leased to dispatchers now", len(e.leases))
-        yield gauge("notifyagent_ready", "Due notifies waiting for a dispatcher", len(e.ready))
-        yield gauge("notifyagent_wheel", "Notifies held by the timer wheel", len(e.wheel))
-        yield gauge("notifyagent_dispatchers", "Connected dispatchers", len(e.sessions))
+        snap = self.engine.snapshot()
+        yield gauge("notifyagent_sent_ok", "Notifies delivered since start", snap.sent_ok)
+        yield gauge("notifyagent_sent_failed", "Notifies failed for good since start", snap.sent_failed)
+        yield gauge("notifyagent_leases", "Calls leased to dispatchers now", snap.leases)
+        yield gauge("notifyagent_ready", "Due notifies waiting for a dispatcher", snap.ready)
+        yield gauge("notifyagent_wheel", "Notifies held by the timer wheel", snap.wheel)
+        yield gauge("notifyagent_dispatchers", "Connected dispatchers", len(snap.dispatchers))
 
 
 def _redact(url: str) -> str:

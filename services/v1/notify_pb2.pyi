@@ -126,7 +126,7 @@ class Attempt(_message.Message):
     def __init__(self, number: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dispatcher_id: _Optional[str] = ..., status_code: _Optional[int] = ..., error: _Optional[str] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., response_snippet: _Optional[bytes] = ..., success: _Optional[bool] = ...) -> None: ...
 
 class Notify(_message.Message):
-    __slots__ = ("id", "request", "deliver_at", "delay", "trigger_key", "ordering_key", "queue", "state", "retry", "success", "fire_and_forget", "timeout", "expire_at", "callback_url", "labels", "attempts", "create_time", "next_attempt_time", "complete_time", "attempt_count")
+    __slots__ = ("id", "request", "deliver_at", "delay", "trigger_key", "ordering_key", "queue", "state", "retry", "success", "fire_and_forget", "timeout", "expire_at", "callback_url", "labels", "attempts", "create_time", "next_attempt_time", "complete_time", "attempt_count", "group_key")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +154,7 @@ class Notify(_message.Message):
     NEXT_ATTEMPT_TIME_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_TIME_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    GROUP_KEY_FIELD_NUMBER: _ClassVar[int]
     id: str
     request: HttpRequest
     deliver_at: _timestamp_pb2.Timestamp
@@ -174,4 +175,32 @@ class Notify(_message.Message):
     next_attempt_time: _timestamp_pb2.Timestamp
     complete_time: _timestamp_pb2.Timestamp
     attempt_count: int
-    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[HttpRequest, _Mapping]] = ..., deliver_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., trigger_key: _Optional[str] = ..., ordering_key: _Optional[str] = ..., queue: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., success: _Optional[_Union[SuccessCriteria, _Mapping]] = ..., fire_and_forget: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., expire_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., callback_url: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt_count: _Optional[int] = ...) -> None: ...
+    group_key: str
+    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[HttpRequest, _Mapping]] = ..., deliver_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., trigger_key: _Optional[str] = ..., ordering_key: _Optional[str] = ..., queue: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., success: _Optional[_Union[SuccessCriteria, _Mapping]] = ..., fire_and_forget: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., expire_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., callback_url: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt_count: _Optional[int] = ..., group_key: _Optional[str] = ...) -> None: ...
+
+class Group(_message.Message):
+    __slots__ = ("group_key", "counts", "total", "done", "done_time", "callback_url", "callback_time", "callback_notify_id")
+    class StateCount(_message.Message):
+        __slots__ = ("state", "count")
+        STATE_FIELD_NUMBER: _ClassVar[int]
+        COUNT_FIELD_NUMBER: _ClassVar[int]
+        state: State
+        count: int
+        def __init__(self, state: _Optional[_Union[State, str]] = ..., count: _Optional[int] = ...) -> None: ...
+    GROUP_KEY_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    DONE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CALLBACK_URL_FIELD_NUMBER: _ClassVar[int]
+    CALLBACK_TIME_FIELD_NUMBER: _ClassVar[int]
+    CALLBACK_NOTIFY_ID_FIELD_NUMBER: _ClassVar[int]
+    group_key: str
+    counts: _containers.RepeatedCompositeFieldContainer[Group.StateCount]
+    total: int
+    done: bool
+    done_time: _timestamp_pb2.Timestamp
+    callback_url: str
+    callback_time: _timestamp_pb2.Timestamp
+    callback_notify_id: str
+    def __init__(self, group_key: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[Group.StateCount, _Mapping]]] = ..., total: _Optional[int] = ..., done: _Optional[bool] = ..., done_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., callback_url: _Optional[str] = ..., callback_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., callback_notify_id: _Optional[str] = ...) -> None: ...

@@ -26,10 +26,14 @@ class CreateNotifyResponse(_message.Message):
     def __init__(self, notify: _Optional[_Union[_notify_pb2.Notify, _Mapping]] = ...) -> None: ...
 
 class BatchCreateNotifyRequest(_message.Message):
-    __slots__ = ("requests",)
+    __slots__ = ("requests", "group_key", "group_callback_url")
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_KEY_FIELD_NUMBER: _ClassVar[int]
+    GROUP_CALLBACK_URL_FIELD_NUMBER: _ClassVar[int]
     requests: _containers.RepeatedCompositeFieldContainer[CreateNotifyRequest]
-    def __init__(self, requests: _Optional[_Iterable[_Union[CreateNotifyRequest, _Mapping]]] = ...) -> None: ...
+    group_key: str
+    group_callback_url: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[CreateNotifyRequest, _Mapping]]] = ..., group_key: _Optional[str] = ..., group_callback_url: _Optional[str] = ...) -> None: ...
 
 class BatchCreateNotifyResponse(_message.Message):
     __slots__ = ("notifies",)
@@ -64,13 +68,14 @@ class GetNotifyResponse(_message.Message):
     def __init__(self, notify: _Optional[_Union[_notify_pb2.Notify, _Mapping]] = ...) -> None: ...
 
 class ListNotifiesRequest(_message.Message):
-    __slots__ = ("state", "queue", "trigger_key", "ordering_key", "page_size", "page_token", "label")
+    __slots__ = ("state", "queue", "trigger_key", "ordering_key", "page_size", "page_token", "group_key", "label")
     STATE_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     TRIGGER_KEY_FIELD_NUMBER: _ClassVar[int]
     ORDERING_KEY_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    GROUP_KEY_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     state: _notify_pb2.State
     queue: str
@@ -78,8 +83,9 @@ class ListNotifiesRequest(_message.Message):
     ordering_key: str
     page_size: int
     page_token: str
+    group_key: str
     label: str
-    def __init__(self, state: _Optional[_Union[_notify_pb2.State, str]] = ..., queue: _Optional[str] = ..., trigger_key: _Optional[str] = ..., ordering_key: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
+    def __init__(self, state: _Optional[_Union[_notify_pb2.State, str]] = ..., queue: _Optional[str] = ..., trigger_key: _Optional[str] = ..., ordering_key: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., group_key: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
 
 class ListNotifiesResponse(_message.Message):
     __slots__ = ("notifies", "next_page_token")
@@ -126,3 +132,29 @@ class UpdateNotifyResponse(_message.Message):
     NOTIFY_FIELD_NUMBER: _ClassVar[int]
     notify: _notify_pb2.Notify
     def __init__(self, notify: _Optional[_Union[_notify_pb2.Notify, _Mapping]] = ...) -> None: ...
+
+class GetGroupRequest(_message.Message):
+    __slots__ = ("group_key",)
+    GROUP_KEY_FIELD_NUMBER: _ClassVar[int]
+    group_key: str
+    def __init__(self, group_key: _Optional[str] = ...) -> None: ...
+
+class GetGroupResponse(_message.Message):
+    __slots__ = ("group",)
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    group: _notify_pb2.Group
+    def __init__(self, group: _Optional[_Union[_notify_pb2.Group, _Mapping]] = ...) -> None: ...
+
+class CancelGroupRequest(_message.Message):
+    __slots__ = ("group_key",)
+    GROUP_KEY_FIELD_NUMBER: _ClassVar[int]
+    group_key: str
+    def __init__(self, group_key: _Optional[str] = ...) -> None: ...
+
+class CancelGroupResponse(_message.Message):
+    __slots__ = ("cancelled", "group")
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    cancelled: int
+    group: _notify_pb2.Group
+    def __init__(self, cancelled: _Optional[int] = ..., group: _Optional[_Union[_notify_pb2.Group, _Mapping]] = ...) -> None: ...

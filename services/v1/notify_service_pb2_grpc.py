@@ -75,6 +75,16 @@ class NotifyServiceStub:
                 request_serializer=notifyagent_dot_v1_dot_notify__service__pb2.UpdateNotifyRequest.SerializeToString,
                 response_deserializer=notifyagent_dot_v1_dot_notify__service__pb2.UpdateNotifyResponse.FromString,
                 _registered_method=True)
+        self.GetGroup = channel.unary_unary(
+                '/notifyagent.v1.NotifyService/GetGroup',
+                request_serializer=notifyagent_dot_v1_dot_notify__service__pb2.GetGroupRequest.SerializeToString,
+                response_deserializer=notifyagent_dot_v1_dot_notify__service__pb2.GetGroupResponse.FromString,
+                _registered_method=True)
+        self.CancelGroup = channel.unary_unary(
+                '/notifyagent.v1.NotifyService/CancelGroup',
+                request_serializer=notifyagent_dot_v1_dot_notify__service__pb2.CancelGroupRequest.SerializeToString,
+                response_deserializer=notifyagent_dot_v1_dot_notify__service__pb2.CancelGroupResponse.FromString,
+                _registered_method=True)
 
 
 class NotifyServiceServicer:
@@ -136,6 +146,22 @@ class NotifyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetGroup(self, request, context):
+        """A fan-out group's members counted by state, whether all have ended and
+        when. NOT_FOUND for a group without members.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelGroup(self, request, context):
+        """Cancels every member of a group that has not finished (as CancelNotify
+        would) and answers how many.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotifyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +204,16 @@ def add_NotifyServiceServicer_to_server(servicer, server):
                     servicer.UpdateNotify,
                     request_deserializer=notifyagent_dot_v1_dot_notify__service__pb2.UpdateNotifyRequest.FromString,
                     response_serializer=notifyagent_dot_v1_dot_notify__service__pb2.UpdateNotifyResponse.SerializeToString,
+            ),
+            'GetGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGroup,
+                    request_deserializer=notifyagent_dot_v1_dot_notify__service__pb2.GetGroupRequest.FromString,
+                    response_serializer=notifyagent_dot_v1_dot_notify__service__pb2.GetGroupResponse.SerializeToString,
+            ),
+            'CancelGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelGroup,
+                    request_deserializer=notifyagent_dot_v1_dot_notify__service__pb2.CancelGroupRequest.FromString,
+                    response_serializer=notifyagent_dot_v1_dot_notify__service__pb2.CancelGroupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -397,6 +433,60 @@ class NotifyService:
             '/notifyagent.v1.NotifyService/UpdateNotify',
             notifyagent_dot_v1_dot_notify__service__pb2.UpdateNotifyRequest.SerializeToString,
             notifyagent_dot_v1_dot_notify__service__pb2.UpdateNotifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/notifyagent.v1.NotifyService/GetGroup',
+            notifyagent_dot_v1_dot_notify__service__pb2.GetGroupRequest.SerializeToString,
+            notifyagent_dot_v1_dot_notify__service__pb2.GetGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/notifyagent.v1.NotifyService/CancelGroup',
+            notifyagent_dot_v1_dot_notify__service__pb2.CancelGroupRequest.SerializeToString,
+            notifyagent_dot_v1_dot_notify__service__pb2.CancelGroupResponse.FromString,
             options,
             channel_credentials,
             insecure,

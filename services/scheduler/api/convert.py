@@ -7,13 +7,11 @@ import functools
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from ...v1 import notify_pb2 as pb
-from ..engine.model import METHODS, AttemptRecord, NewNotify, Notification, Request, RetryPolicy, Spec, State, Success
+from ...common.calls import DEFAULT_METHOD, DEFAULT_TIMEOUT_S, METHOD_BY_NUMBER, NUMBER_BY_METHOD
+from ..engine.model import AttemptRecord, GroupStatus, NewNotify, Notification, Request, RetryPolicy, Spec, State, Success
 
 DEFAULT_RETRY = RetryPolicy()
 DEFAULT_SUCCESS = Success()
-DEFAULT_TIMEOUT_S = 30.0
-_METHOD_BY_ENUM = {i + 1: m for i, m in enumerate(METHODS)}  # HTTP_METHOD_GET = 1 ... HEAD = 6
-_ENUM_BY_METHOD = {m: i for i, m in _METHOD_BY_ENUM.items()}
 
 
 def seconds(d: duration_pb2.Duration) -> float:
@@ -42,7 +40,7 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, prefix: str = "not
     if len(request_id) > 256 or any(c < " " or c == "\x7f" for c in request_id):
         violations.append((prefix.replace("notify", "request_id"), "must be at most 256 characters without control characters"))
     r = p.request
-    method = _METHOD_BY_ENUM.get(r.method, "POST" if r.method == pb.HTTP_METHOD_UNSPECIFIED else f"#{r.method}")
+    method = METHOD_BY_NUMBER.get(r.method, DEFAULT_METHOD if r.method == pb.HTTP_METHOD_UNSPECIFIED else f"#{r.method}")
     deliver_at = None
     which = p.WhichOneof("schedule")
     if which == "deliver_at":
@@ -73,6 +71,7 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, prefix: str = "not
         expire_at_ms=millis(p.expire_at) if p.HasField("expire_at") else None,
         callback_url=p.callback_url,
         labels=dict(p.labels) if len(p.labels) else {},
+        group_key=p.group_key,
     )
     return NewNotify(spec, request_id), violations
 
@@ -124,7 +123,7 @@ def _policy_bytes(retry: RetryPolicy, success: Success, timeout_s: float) -> byt
 
 def _request(r: Request) -> pb.HttpRequest:
     return pb.HttpRequest(
-        method=_ENUM_BY_METHOD[r.method], url=r.url, headers=r.headers, body=r.body, json_body=r.json_body,
+        method=NUMBER_BY_METHOD[r.method], url=r.url, headers=r.headers, body=r.body, json_body=r.json_body,
         form_body=r.form,
     )  # fmt: skip
 
@@ -150,6 +149,7 @@ def notify_to_proto(n: Notification, *, with_attempts: bool = True) -> pb.Notify
         labels=s.labels,
         create_time=timestamp(n.create_ms),
         attempt_count=n.attempt_count,
+        group_key=s.group_key,
     )
     out.MergeFromString(_policy_bytes(s.retry, s.success, s.timeout))
     if s.trigger_key:
@@ -179,3 +179,19 @@ def attempt_to_proto(a: AttemptRecord) -> pb.Attempt:
         response_snippet=a.snippet,
         success=a.success,
     )
+
+
+def group_to_proto(g: GroupStatus) -> pb.Group:
+    out = pb.Group(
+        group_key=g.key,
+        counts=[pb.Group.StateCount(state=int(s), count=c) for s, c in sorted(g.counts.items())],
+        total=g.total,
+        done=g.done,
+        callback_url=g.callback_url,
+        callback_notify_id=g.callback_id,
+    )
+    if g.done_ms is not None:
+        out.done_time.CopyFrom(timestamp(g.done_ms))
+    if g.callback_ms is not None:
+        out.callback_time.CopyFrom(timestamp(g.callback_ms))
+    return out

@@ -14,7 +14,6 @@ from ..engine.retry import Outcome
 from ..engine.sessions import Ack, Drain, Grant, Revoke, Session
 
 log = logging.getLogger(__name__)
-_CLOSED = None  # outbox sentinel: the dispatcher's side of the stream ended
 
 
 class DispatchServicer(pb_grpc.DispatchServiceServicer):
@@ -37,17 +36,7 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
         pending: set[asyncio.Task] = set()
         reader = asyncio.create_task(self._read(first, request_iterator, session, pending))
         try:
-            while True:
-                item = await session.outbox.get()
-                if item is _CLOSED:
-                    return
-                items = [item]
-                while not session.outbox.empty():
-                    nxt = session.outbox.get_nowait()
-                    if nxt is _CLOSED:
-                        session.outbox.put_nowait(_CLOSED)
-                        break
-                    items.append(nxt)
+            while (items := await session.next_batch()) is not None:
                 yield _response(items)
         finally:
             reader.cancel()
@@ -66,7 +55,7 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
         finally:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-            session.outbox.put_nowait(_CLOSED)
+            session.end_stream()
 
     def _handle(self, req: pb.LeaseRequest, session: Session, pending: set[asyncio.Task]) -> None:
         if req.results:

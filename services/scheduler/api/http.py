@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
 import grpc
-from aiohttp import web
+from aiohttp import hdrs, web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -70,17 +70,17 @@ def _route(method: str, path: str, service: str, rpc: str, request: type[Message
 
 # The one mapping, declared once (DESIGN.md "HTTP/JSON API").
 ROUTES: tuple[Route, ...] = (
-    _route("POST", "/v1/notifies", "notify", "CreateNotify", api.CreateNotifyRequest, "*"),
-    _route("POST", "/v1/notifies:batchCreate", "notify", "BatchCreateNotify", api.BatchCreateNotifyRequest, "*"),
-    _route("GET", f"/v1/notifies/{_ID}", "notify", "GetNotify", api.GetNotifyRequest, None),
-    _route("GET", "/v1/notifies", "notify", "ListNotifies", api.ListNotifiesRequest, None),
-    _route("POST", f"/v1/notifies/{_ID}:cancel", "notify", "CancelNotify", api.CancelNotifyRequest, "*"),
-    _route("POST", f"/v1/notifies/{_ID}:retry", "notify", "RetryNotify", api.RetryNotifyRequest, "*"),
-    _route("PATCH", f"/v1/notifies/{_ID}", "notify", "UpdateNotify", api.UpdateNotifyRequest, "notify"),
-    _route("POST", "/v1/notifies:trigger", "notify", "Trigger", api.TriggerRequest, "*"),
-    _route("GET", "/v1/status", "admin", "GetStatus", admin_pb.GetStatusRequest, None),
-    _route("POST", f"/v1/queues/{_QUEUE}:pause", "admin", "PauseQueue", admin_pb.PauseQueueRequest, "*"),
-    _route("POST", f"/v1/queues/{_QUEUE}:resume", "admin", "ResumeQueue", admin_pb.ResumeQueueRequest, "*"),
+    _route(hdrs.METH_POST, "/v1/notifies", "notify", "CreateNotify", api.CreateNotifyRequest, "*"),
+    _route(hdrs.METH_POST, "/v1/notifies:batchCreate", "notify", "BatchCreateNotify", api.BatchCreateNotifyRequest, "*"),
+    _route(hdrs.METH_GET, f"/v1/notifies/{_ID}", "notify", "GetNotify", api.GetNotifyRequest, None),
+    _route(hdrs.METH_GET, "/v1/notifies", "notify", "ListNotifies", api.ListNotifiesRequest, None),
+    _route(hdrs.METH_POST, f"/v1/notifies/{_ID}:cancel", "notify", "CancelNotify", api.CancelNotifyRequest, "*"),
+    _route(hdrs.METH_POST, f"/v1/notifies/{_ID}:retry", "notify", "RetryNotify", api.RetryNotifyRequest, "*"),
+    _route(hdrs.METH_PATCH, f"/v1/notifies/{_ID}", "notify", "UpdateNotify", api.UpdateNotifyRequest, "notify"),
+    _route(hdrs.METH_POST, "/v1/notifies:trigger", "notify", "Trigger", api.TriggerRequest, "*"),
+    _route(hdrs.METH_GET, "/v1/status", "admin", "GetStatus", admin_pb.GetStatusRequest, None),
+    _route(hdrs.METH_POST, f"/v1/queues/{_QUEUE}:pause", "admin", "PauseQueue", admin_pb.PauseQueueRequest, "*"),
+    _route(hdrs.METH_POST, f"/v1/queues/{_QUEUE}:resume", "admin", "ResumeQueue", admin_pb.ResumeQueueRequest, "*"),
 )
 
 

@@ -21,7 +21,7 @@ from . import convert
 from ..engine.core import Engine
 from ..engine.operations import Operations
 from ..engine.errors import FailedPrecondition, InvalidArgument, NotFound, NotifyError, Unavailable
-from ..engine.model import ListFilter, State
+from ..engine.model import ListFilter, NewGroup, State
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
         if not request.requests:
             raise InvalidArgument([("requests", "must hold at least one request")])
         news = self._convert_all(request.requests, self._ops.clock.now_ms(), batch=True)
-        stored = await self._ops.create(news)
+        group = NewGroup(request.group_key, request.group_callback_url)
+        stored = await self._ops.create(news, group=group if group.key or group.callback_url else None)
         return api.BatchCreateNotifyResponse(notifies=[convert.notify_to_proto(n) for n in stored])
 
     @maps_errors
@@ -113,6 +114,7 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
             queue=request.queue,
             trigger_key=request.trigger_key,
             ordering_key=request.ordering_key,
+            group_key=request.group_key,
             **_label_filter(request.label),
         )
         items = await self._ops.list(f, after_id=after, limit=size + 1)
@@ -138,6 +140,15 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
     @maps_errors
     async def RetryNotify(self, request, context):
         return api.RetryNotifyResponse(notify=convert.notify_to_proto(await self._ops.retry(_require_id(request.id))))
+
+    @maps_errors
+    async def GetGroup(self, request, context):
+        return api.GetGroupResponse(group=convert.group_to_proto(await self._ops.group(request.group_key)))
+
+    @maps_errors
+    async def CancelGroup(self, request, context):
+        cancelled, group = await self._ops.cancel_group(request.group_key)
+        return api.CancelGroupResponse(cancelled=cancelled, group=convert.group_to_proto(group))
 
 
 def _require_id(notify_id: str) -> str:
@@ -180,19 +191,19 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     async def _queue_stats(
         self, names: list[str] | None = None, counts: dict[tuple[str, State], int] | None = None
     ) -> list[admin_pb.QueueStats]:
-        e = self._engine
         if counts is None:
-            counts = await e.counts()
+            counts = await self._engine.counts()
+        snap = self._engine.snapshot()
         if names is None:
-            names = sorted({q for q, _ in counts} | set(e.ready.queue_names()) | {c.name for c in e.queues.configs()})
+            names = sorted({q for q, _ in counts} | set(snap.ready_queues) | set(snap.queue_configs))
         out = []
         for name in names:
             by_state = {s: c for (q, s), c in counts.items() if q == name}
-            cfg = e.queues.config(name)
+            cfg = snap.queue_config(name)
             out.append(admin_pb.QueueStats(
                 name=name,
                 pending=by_state.get(State.PENDING, 0),
-                in_flight=e.leases.in_flight(name),
+                in_flight=snap.in_flight.get(name, 0),
                 scheduled=sum(by_state.get(s, 0) for s in (State.SCHEDULED, State.RETRY_WAIT, State.WAITING_TRIGGER)),
                 failed=by_state.get(State.FAILED, 0),
                 succeeded=by_state.get(State.SUCCEEDED, 0),
@@ -202,33 +213,33 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
 
     @maps_errors
     async def GetStatus(self, request, context):
-        e = self._engine
-        by_queue = await e.counts()
+        by_queue = await self._engine.counts()
+        snap = self._engine.snapshot()
         counts: dict[State, int] = {}
         for (_, state), c in by_queue.items():
             counts[state] = counts.get(state, 0) + c
         return admin_pb.GetStatusResponse(
-            start_time=convert.timestamp(e.start_ms),
+            start_time=convert.timestamp(snap.start_ms),
             pid=os.getpid(),
             version=__version__,
             counts=[admin_pb.StateCount(state=int(s), count=c) for s, c in sorted(counts.items())],
-            sent_ok=e.sent_ok,
-            sent_failed=e.sent_failed,
+            sent_ok=snap.sent_ok,
+            sent_failed=snap.sent_failed,
             dispatchers=[
                 admin_pb.DispatcherInfo(
-                    dispatcher_id=s.dispatcher_id, version=s.version, capacity=s.capacity, credit=s.credit,
-                    leases=e.leases.held_by(s.dispatcher_id), connect_time=convert.timestamp(s.connect_ms),
+                    dispatcher_id=d.dispatcher_id, version=d.version, capacity=d.capacity, credit=d.credit,
+                    leases=d.leases, connect_time=convert.timestamp(d.connect_ms),
                 )  # fmt: skip
-                for s in e.sessions.values()
+                for d in snap.dispatchers
             ],
             queues=await self._queue_stats(counts=by_queue),
-            wheel_size=len(e.wheel),
+            wheel_size=snap.wheel,
         )
 
     async def _change_queue(self, name: str, **changes) -> admin_pb.QueueStats:
         if not name:
             raise InvalidArgument([("name", "is required")])
-        cfg = self._engine.queues.config(name)
+        cfg = self._engine.queue_config(name)
         await self._engine.update_queue(dataclasses.replace(cfg, **changes))
         (stats,) = await self._queue_stats([name])
         return stats

@@ -17,7 +17,7 @@ class Lease:
     attempt: int
     granted_ms: int
     deadline_ms: int
-    committing: bool = False  # its result is being committed: it still counts, but takes no other result
+    version: int = 0  # the notify's version once leased: if it differs, a result or expiry is in already
 
 
 class LeaseBook:
@@ -51,12 +51,19 @@ class LeaseBook:
     def end(self, lease: Lease) -> None:
         if self._by_id.pop(lease.lease_id, None) is None:
             return
-        if self._by_notify.get(lease.notify.id) is lease:
+        mine = self._by_notify.get(lease.notify.id)
+        if mine is not None and mine.lease_id == lease.lease_id:
             del self._by_notify[lease.notify.id]
         self._per_queue[lease.notify.spec.queue] -= 1
 
     def held_by(self, dispatcher_id: str) -> int:
         return sum(1 for lease in self._by_id.values() if lease.dispatcher_id == dispatcher_id)
+
+    def by_dispatcher(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for lease in self._by_id.values():
+            out[lease.dispatcher_id] = out.get(lease.dispatcher_id, 0) + 1
+        return out
 
     def in_flight(self, queue: str) -> int:
         return self._per_queue.get(queue, 0)

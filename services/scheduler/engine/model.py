@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from ...common.calls import DEFAULT_TIMEOUT_S, METHODS  # noqa: F401  (METHODS: for validate)
+
 
 class State(enum.IntEnum):
     """Where a notify is in its life (numbers match notifyagent.v1.State)."""
@@ -21,9 +23,6 @@ class State(enum.IntEnum):
     @property
     def terminal(self) -> bool:
         return self in (State.SUCCEEDED, State.FAILED, State.CANCELLED)
-
-
-METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +65,11 @@ class Spec:
     retry: RetryPolicy = RetryPolicy()
     success: Success = Success()
     fire_and_forget: bool = False
-    timeout: float = 30.0
+    timeout: float = DEFAULT_TIMEOUT_S
     expire_at_ms: int | None = None
     callback_url: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    group_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +99,9 @@ class Notification:
     budget_base: int = 0  # attempts made before the last RetryNotify
     first_attempt_ms: int | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
-    # The state the store holds while this copy is in memory: becoming due (PENDING) and
-    # being leased (DELIVERING) are not written, so the two can differ.
-    stored_state: State | None = None
+    # Given by the engine on every change while the notify is in memory: what refers to
+    # it (timer and ready entries, leases, commits in flight) compares it to see it is stale.
+    version: int = 0
 
     @property
     def attempts_in_budget(self) -> int:
@@ -120,8 +120,42 @@ class ListFilter:
     queue: str = ""
     trigger_key: str = ""
     ordering_key: str = ""
+    group_key: str = ""
     label_key: str = ""  # only notifies that carry this label...
     label_value: str | None = None  # ...with this value (None: any value)
+
+
+@dataclass(frozen=True, slots=True)
+class NewGroup:
+    """A fan-out group as a batch names it: the key stamped on its items, and its callback."""
+
+    key: str
+    callback_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatus:
+    """A fan-out group as the store holds it: its members by state, and its callback."""
+
+    key: str
+    counts: dict[State, int]
+    last_end_ms: int | None = None  # the latest complete time among members
+    callback_url: str = ""
+    callback_ms: int | None = None  # when the group callback was committed
+    callback_id: str = ""  # the notify that carries it
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def done(self) -> bool:
+        """Every member has ended (a group without members has not)."""
+        return self.total > 0 and all(s.terminal for s in self.counts)
+
+    @property
+    def done_ms(self) -> int | None:
+        return self.last_end_ms if self.done else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,81 +8,94 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from ..store.port import Store
 from .core import Engine
 from .errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from .model import ListFilter, NewNotify, Notification, Spec, State
-from .outcomes import UNFINISHED, UPDATABLE, UPDATABLE_STATES, new_notification
-from .validate import check_spec, require_valid
+from .model import GroupStatus, ListFilter, NewGroup, NewNotify, Notification, Spec, State
+from .outcomes import UPDATABLE
+from .transitions import RETRYABLE, UNFINISHED, UPDATABLE_STATES
+from .validate import check_group, check_group_key, check_spec, require_valid
 
 log = logging.getLogger(__name__)
 
 
 class Operations:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, store: Store) -> None:
         self._e = engine
+        self._store = store
 
     @property
     def clock(self):
         return self._e.clock
 
-    async def create(self, news: list[NewNotify]) -> list[Notification]:
+    async def create(self, news: list[NewNotify], *, group: NewGroup | None = None) -> list[Notification]:
+        """Commits news; a group's key is stamped on each (whose own must be empty or the same)."""
         if not self._e.accepting:
             raise Unavailable("scheduler is not accepting work (starting or shutting down)")
         now = self._e.clock.now_ms()
-        violations = []
+        limits = self._e.settings.limits
+        violations = check_group(group, limits=limits) if group else []
         items = []
         for i, new in enumerate(news):
             prefix = "notify" if len(news) == 1 else f"requests[{i}].notify"
-            violations += check_spec(new.spec, now_ms=now, limits=self._e.settings.limits, prefix=prefix)
-            items.append(new_notification(new, now, self._e.ids))
+            if group and group.key and not violations:
+                if new.spec.group_key not in ("", group.key):
+                    violations.append((f"{prefix}.group_key", f"differs from the batch's group_key {group.key!r}"))
+                new = replace(new, spec=replace(new.spec, group_key=group.key))
+            violations += check_spec(new.spec, now_ms=now, limits=limits, prefix=prefix)
+            items.append(self._e.new_notification(new, now))
         if violations:
             raise InvalidArgument(violations)
-        stored = await self._e.store.insert(items)
+        stored = await self._store.insert(items, group=group if group and group.key else None)
         for mine, got in zip(items, stored):
-            if got is mine:
+            if got.id == mine.id:  # not a request_id seen before
                 log.debug("notify %s created: %s %s, due %s", got.id, got.spec.request.method, got.spec.request.url, got.due_ms)
                 self._e.admit(got)
         return stored
 
     async def get(self, notify_id: str) -> Notification:
-        n = await self._e.store.get(notify_id)
+        n = await self._store.get(notify_id)
         if n is None:
             raise NotFound(f"notify {notify_id!r} not found")
         return self._overlay(n)
 
     async def list(self, f: ListFilter, *, after_id: str, limit: int) -> list[Notification]:
-        return [self._overlay(n) for n in await self._e.store.list(f, after_id=after_id, limit=limit)]
+        if bad := check_group_key(f.group_key, required=False):
+            raise InvalidArgument(bad)
+        return [self._overlay(n) for n in await self._store.list(f, after_id=after_id, limit=limit)]
 
     def _overlay(self, n: Notification) -> Notification:
         """The stored copy with the in-memory state (DELIVERING lives only in memory)."""
-        mine = self._e.live.get(n.id)
+        mine = self._e.held(n.id)
         if mine is not None and not n.state.terminal and mine.state in (State.PENDING, State.DELIVERING):
             n.state = mine.state  # due, or leased: known only here; other changes show once committed
         return n
 
     async def cancel(self, notify_id: str) -> Notification:
         now = self._e.clock.now_ms()
-        mine = self._e.live.get(notify_id)
+        mine = self._e.held(notify_id)
         if mine is not None:
             if mine.state.terminal:  # its final result is being committed
                 raise FailedPrecondition(f"notify {notify_id} is already {mine.state.name}; only unfinished notifies can be cancelled")
-            self._e.forget(notify_id, mine.spec.ordering_key, revoke=True)  # before any await: no grant or result slips in
-        changed, cur = await self._e.store.transition(
-            notify_id, allowed=UNFINISHED, state=State.CANCELLED, due_ms=None, complete_ms=now
-        )
+            self._e.forget(notify_id, mine.ordering_key, revoke=True)  # before any await: no grant or result slips in
+        changed, cur, made = await self._store.transition(
+            notify_id, allowed=UNFINISHED, state=State.CANCELLED, due_ms=None, complete_ms=now,
+            group_callback=self._e.group_callback,
+        )  # fmt: skip
         if cur is None:
             raise NotFound(f"notify {notify_id!r} not found")
         if not changed:
             raise FailedPrecondition(f"notify {notify_id} is already {cur.state.name}; only unfinished notifies can be cancelled")
         self._e.forget(notify_id, cur.spec.ordering_key, revoke=True)
+        for n in made:
+            self._e.admit(n)
         log.info("notify %s cancelled", notify_id)
         return cur
 
     async def retry(self, notify_id: str) -> Notification:
         now = self._e.clock.now_ms()
-        changed, cur = await self._e.store.transition(
-            notify_id, allowed=(State.FAILED, State.CANCELLED), state=State.PENDING, due_ms=now,
-            complete_ms=None, reset_budget=True,
+        changed, cur, _ = await self._store.transition(
+            notify_id, allowed=RETRYABLE, state=State.PENDING, due_ms=now, complete_ms=None, reset_budget=True,
         )  # fmt: skip
         if cur is None:
             raise NotFound(f"notify {notify_id!r} not found")
@@ -98,9 +111,9 @@ class Operations:
         if not paths or unknown:
             raise InvalidArgument([("update_mask", f"name one or more of {', '.join(sorted(UPDATABLE))}"
                                     + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else ""))])  # fmt: skip
-        if self._e.leases.for_notify(notify_id) is not None:
+        if self._e.is_leased(notify_id):
             raise FailedPrecondition(f"notify {notify_id} is being delivered; update it after this attempt")
-        current = await self._e.store.get(notify_id)
+        current = await self._store.get(notify_id)
         if current is None:
             raise NotFound(f"notify {notify_id!r} not found")
         changes = {f: getattr(candidate, f) for p in paths for f in UPDATABLE[p]}
@@ -109,26 +122,17 @@ class Operations:
         require_valid(spec, now_ms=now, limits=self._e.settings.limits)
         state, due = current.state, current.due_ms
         if "schedule" in paths:
-            fresh = new_notification(NewNotify(spec), now, self._e.ids)
+            fresh = self._e.new_notification(NewNotify(spec), now)
             state, due = fresh.state, fresh.due_ms
-        mine = self._e.live.pop(notify_id, None)  # its wheel and ready entries go stale
-        if mine is not None and self._e.leases.for_notify(notify_id) is not None:
-            self._e.live[notify_id] = mine
-            raise FailedPrecondition(f"notify {notify_id} is being delivered; update it after this attempt")
-        changed, cur = await self._e.store.update(notify_id, allowed=UPDATABLE_STATES, spec=spec, state=state, due_ms=due)
+        mine = self._e.withdraw(notify_id)  # refused if it was leased meanwhile
+        changed, cur = await self._store.update(notify_id, allowed=UPDATABLE_STATES, spec=spec, state=state, due_ms=due)
         if cur is None:
             raise NotFound(f"notify {notify_id!r} not found")
         if not changed:
-            if mine is not None and cur.state.terminal:
-                self._e.forget(notify_id, cur.spec.ordering_key, revoke=False)  # its own commit no longer finds it live
-            elif mine is not None:
-                self._e.admit(mine)
+            self._e.put_back(mine, cur)
             raise FailedPrecondition(f"notify {notify_id} is {cur.state.name}; only unfinished ones can be updated")
         log.info("notify %s updated: %s", notify_id, ", ".join(sorted(paths)))
-        stale = self._e.live.get(notify_id)  # the loader may have read the old row meanwhile
-        if stale is not None and self._e.leases.for_notify(notify_id) is None:
-            del self._e.live[notify_id]
-        self._e.admit(cur)
+        self._e.replace(cur)
         return cur
 
     async def trigger(self, trigger_key: str, delay_s: float) -> int:
@@ -138,9 +142,35 @@ class Operations:
             raise InvalidArgument([("delay", "must not be negative")])
         now = self._e.clock.now_ms()
         state = State.PENDING if delay_s == 0 else State.SCHEDULED
-        fired = await self._e.store.trigger(trigger_key, state=state, due_ms=now + int(delay_s * 1000))
+        fired = await self._store.trigger(trigger_key, state=state, due_ms=now + int(delay_s * 1000))
         for n in fired:
             self._e.admit(n)
         log.info("trigger %r fired %d notifies", trigger_key, len(fired))
         return len(fired)
 
+    # --- fan-out groups ---------------------------------------------------
+
+    async def group(self, group_key: str) -> GroupStatus:
+        """A group's members by state, as stored (what every scheduler sharing the store sees)."""
+        if bad := check_group_key(group_key):
+            raise InvalidArgument(bad)
+        g = await self._store.group(group_key)
+        if g is None:
+            raise NotFound(f"group {group_key!r} has no members")
+        return g
+
+    async def cancel_group(self, group_key: str) -> tuple[int, GroupStatus]:
+        """Cancels every unfinished member, as cancel() would each; returns how many and the group."""
+        if bad := check_group_key(group_key):
+            raise InvalidArgument(bad)
+        self._e.forget_group(group_key)  # before any await: no grant slips in
+        cancelled, made = await self._store.cancel_group(
+            group_key, complete_ms=self._e.clock.now_ms(), group_callback=self._e.group_callback
+        )
+        for notify_id, ordering_key in cancelled:  # the loader may have brought some in meanwhile
+            self._e.forget(notify_id, ordering_key, revoke=True)
+        for n in made:
+            self._e.admit(n)
+        g = await self.group(group_key)
+        log.info("group %s: %d members cancelled", group_key, len(cancelled))
+        return len(cancelled), g

@@ -1,14 +1,12 @@
-"""What the engine and the API operations share: states, updatable fields, new notifies, callbacks."""
+"""What the engine and the API operations share: updatable fields, new notifies, callbacks."""
 
 from __future__ import annotations
 
 import json
 
 from ...common.ids import IdGenerator
-from .model import AttemptRecord, NewNotify, Notification, State
+from .model import AttemptRecord, GroupStatus, NewNotify, Notification, Request, Spec, State
 
-UNFINISHED = (State.SCHEDULED, State.WAITING_TRIGGER, State.PENDING, State.DELIVERING, State.RETRY_WAIT)
-UPDATABLE_STATES = (State.SCHEDULED, State.WAITING_TRIGGER, State.PENDING, State.RETRY_WAIT)
 # UpdateNotify mask paths and the Spec fields each one replaces.
 UPDATABLE = {
     "request": ("request",),
@@ -40,6 +38,23 @@ def callback_body(n: Notification, last: AttemptRecord | None, reason: str) -> s
         "labels": n.spec.labels,
     }  # fmt: skip
     return json.dumps(doc, separators=(",", ":"))
+
+
+def group_callback(g: GroupStatus, now: int, ids: IdGenerator) -> Notification:
+    """The POST to a group's callback_url once its last member ended, as a notify of its own."""
+    doc = {
+        "group_key": g.key,
+        "done": g.done,
+        "total": g.total,
+        "counts": {s.name: c for s, c in sorted(g.counts.items())},
+        "done_time_ms": g.done_ms,
+    }
+    spec = Spec(
+        request=Request(method="POST", url=g.callback_url, json_body=json.dumps(doc, separators=(",", ":"))),
+        queue=CALLBACK_QUEUE,
+        labels={"callback_for_group": g.key},
+    )
+    return new_notification(NewNotify(spec), now, ids)
 
 
 def new_notification(new: NewNotify, now: int, ids: IdGenerator) -> Notification:

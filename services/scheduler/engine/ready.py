@@ -13,14 +13,16 @@ from .model import Notification
 class ReadyQueue:
     """FIFO per named queue, served round-robin. An ordering key is held by one
     notify (its head) from the moment it is due until it finishes; the others
-    wait in due order behind it."""
+    wait in due order behind it.
 
-    def __init__(self, *, is_live: Callable[[Notification], bool]) -> None:
-        self._is_live = is_live
-        self._queues: dict[str, deque[Notification]] = {}
+    Entries keep the notify's version from when it was offered: one whose notify
+    has changed since (cancelled, updated, granted) is skipped (lazy removal)."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, deque[tuple[Notification, int]]] = {}
         self._turns: deque[str] = deque()
         self._heads: dict[str, str] = {}
-        self._waiting: dict[str, list[tuple[int, str, Notification]]] = {}
+        self._waiting: dict[str, list[tuple[int, str, Notification, int]]] = {}
         self._count = 0
 
     def __len__(self) -> int:
@@ -35,9 +37,9 @@ class ReadyQueue:
         if key:
             head = self._heads.setdefault(key, n.id)
             if head != n.id:
-                heapq.heappush(self._waiting.setdefault(key, []), (n.due_ms or 0, n.id, n))
+                heapq.heappush(self._waiting.setdefault(key, []), (n.due_ms or 0, n.id, n, n.version))
                 return
-        self._push(n)
+        self._push(n, n.version)
 
     def release(self, key: str, notify_id: str) -> None:
         """The head of key finished (or was cancelled): the next live notify behind it gets its turn."""
@@ -46,10 +48,10 @@ class ReadyQueue:
         del self._heads[key]
         waiting = self._waiting.get(key)
         while waiting:
-            _, _, n = heapq.heappop(waiting)
-            if self._is_live(n):
+            _, _, n, version = heapq.heappop(waiting)
+            if n.version == version:
                 self._heads[key] = n.id
-                self._push(n)
+                self._push(n, version)
                 break
         if not waiting:
             self._waiting.pop(key, None)
@@ -63,9 +65,9 @@ class ReadyQueue:
                 continue
             q = self._queues[name]
             while q:
-                n = q.popleft()
+                n, version = q.popleft()
                 self._count -= 1
-                if self._is_live(n):
+                if n.version == version:
                     self._drop_if_empty(name)
                     return n
             self._drop_if_empty(name)
@@ -74,13 +76,17 @@ class ReadyQueue:
     def queue_names(self) -> list[str]:
         return list(self._queues)
 
-    def _push(self, n: Notification) -> None:
+    def head(self, key: str) -> str | None:
+        """The notify holding ordering key `key`, if any."""
+        return self._heads.get(key)
+
+    def _push(self, n: Notification, version: int) -> None:
         name = n.spec.queue
         q = self._queues.get(name)
         if q is None:
             q = self._queues[name] = deque()
             self._turns.append(name)
-        q.append(n)
+        q.append((n, version))
         self._count += 1
 
     def _drop_if_empty(self, name: str) -> None:

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import InvalidArgument
-from .model import METHODS, Spec
+from .model import METHODS, NewGroup, Spec
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _RESERVED_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "notify-id", "notify-attempt"}
 _KEY = re.compile(r"^[A-Za-z0-9._:/@+\-=]{1,200}$")
+KEY_RULE = "must be 1-200 characters of letters, digits and ._:/@+-="
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +57,10 @@ def check_spec(spec: Spec, *, now_ms: int, limits: Limits, prefix: str = "notify
             add("schedule", f"deliver_at is more than {limits.max_schedule_past_s:.0f} s in the past")
         if spec.deliver_at_ms > now_ms + limits.max_schedule_ahead_s * 1000:
             add("schedule", f"schedule is more than {limits.max_schedule_ahead_s:.0f} s ahead (the horizon limit)")
-    for fname, key in (("trigger_key", spec.trigger_key), ("ordering_key", spec.ordering_key), ("queue", spec.queue)):
-        if key and not _KEY.match(key):
-            add(fname, "must be 1-200 characters of letters, digits and ._:/@+-=")
+    for fname, key in (("trigger_key", spec.trigger_key), ("ordering_key", spec.ordering_key), ("queue", spec.queue),
+                       ("group_key", spec.group_key)):  # fmt: skip
+        if key and not _KEY.fullmatch(key):  # fullmatch: `$` lets a trailing newline through
+            add(fname, KEY_RULE)
     if not 0 < spec.timeout <= limits.max_timeout_s:
         add("timeout", f"must be more than 0 and at most {limits.max_timeout_s:.0f} s")
     _check_retry(spec, add)
@@ -73,6 +75,23 @@ def check_spec(spec: Spec, *, now_ms: int, limits: Limits, prefix: str = "notify
         if not k or len(k) > 63 or len(v) > 256:
             add(f"labels[{k!r}]", "label keys are 1-63 characters, values at most 256")
     return out
+
+
+def check_group_key(key: str, fname: str = "group_key", *, required: bool = True) -> list[tuple[str, str]]:
+    """The violations of a group key named on its own (GetGroup, CancelGroup, a list filter)."""
+    if not key:
+        return [(fname, "is required")] if required else []
+    return [] if _KEY.fullmatch(key) else [(fname, KEY_RULE)]
+
+
+def check_group(group: NewGroup, *, limits: Limits) -> list[tuple[str, str]]:
+    """The violations of a batch's group_key and group_callback_url."""
+    out: list[tuple[str, str]] = []
+    if group.callback_url and not group.key:
+        out.append(("group_callback_url", "needs a group_key"))
+    elif group.callback_url:
+        _check_url(group.callback_url, "group_callback_url", lambda f, d: out.append((f, d)), limits)
+    return check_group_key(group.key, required=False) + out
 
 
 def require_valid(spec: Spec, *, now_ms: int, limits: Limits) -> None:

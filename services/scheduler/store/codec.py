@@ -6,12 +6,13 @@ import base64
 import json
 from typing import Any, Sequence
 
-from ..engine.model import AttemptRecord, Notification, Request, RetryPolicy, Spec, State, Success
+from ..engine.model import AttemptRecord, GroupStatus, Notification, Request, RetryPolicy, Spec, State, Success
 
 COLUMNS = (
     "id, request_id, state, queue, ordering_key, trigger_key, due_ms, create_ms,"
-    " complete_ms, attempt_count, budget_base, first_attempt_ms, spec"
+    " complete_ms, attempt_count, budget_base, first_attempt_ms, spec, group_key"
 )
+COLUMN_COUNT = COLUMNS.count(",") + 1
 ATTEMPT_COLUMNS = "number, start_ms, end_ms, dispatcher_id, status_code, error, success, snippet"
 
 
@@ -36,7 +37,7 @@ def spec_to_json(spec: Spec) -> str:
     return json.dumps(doc, separators=(",", ":"))
 
 
-def spec_from_json(text: str, *, trigger_key: str, ordering_key: str, queue: str) -> Spec:
+def spec_from_json(text: str, *, trigger_key: str, ordering_key: str, queue: str, group_key: str = "") -> Spec:
     d = json.loads(text)
     r = d["r"]
     return Spec(
@@ -59,6 +60,7 @@ def spec_from_json(text: str, *, trigger_key: str, ordering_key: str, queue: str
         expire_at_ms=d["x"],
         callback_url=d["cb"],
         labels=d["l"],
+        group_key=group_key,
     )
 
 
@@ -66,15 +68,15 @@ def to_row(n: Notification) -> tuple:
     s = n.spec
     return (
         n.id, n.request_id, int(n.state), s.queue, s.ordering_key, s.trigger_key, n.due_ms, n.create_ms,
-        n.complete_ms, n.attempt_count, n.budget_base, n.first_attempt_ms, spec_to_json(s),
+        n.complete_ms, n.attempt_count, n.budget_base, n.first_attempt_ms, spec_to_json(s), s.group_key,
     )  # fmt: skip
 
 
 def from_row(row: Sequence) -> Notification:
-    (nid, request_id, state, queue, okey, tkey, due, create, complete, count, base, first, spec) = row
+    (nid, request_id, state, queue, okey, tkey, due, create, complete, count, base, first, spec, gkey) = row
     return Notification(
         id=nid,
-        spec=spec_from_json(spec, trigger_key=tkey, ordering_key=okey, queue=queue),
+        spec=spec_from_json(spec, trigger_key=tkey, ordering_key=okey, queue=queue, group_key=gkey),
         state=State(state),
         create_ms=create,
         request_id=request_id,
@@ -93,6 +95,21 @@ def attempt_row(notify_id: str, a: AttemptRecord) -> tuple:
 def attempt_from_row(row: Sequence) -> AttemptRecord:
     number, start, end, dispatcher, code, error, success, snippet = row
     return AttemptRecord(number, start, end, dispatcher, code, error, bool(success), bytes(snippet or b""))
+
+
+def group_status(key: str, counts: Sequence[Sequence], callback: Sequence | None) -> GroupStatus | None:
+    """A GroupStatus from (state, count, max complete_ms) rows and the (callback_url,
+    callback_ms, callback_id) row of the groups table; None when there is neither."""
+    if not counts and callback is None:
+        return None
+    ends = [end for _, _, end in counts if end is not None]
+    url, at, made = callback if callback is not None else ("", None, "")
+    return GroupStatus(key, {State(s): c for s, c, _ in counts}, max(ends) if ends else None, url, at, made)
+
+
+def ended_groups(writes) -> list[str]:
+    """The group keys of notifies that these writes end, each once, sorted (a lock order)."""
+    return sorted({w.notify.spec.group_key for w in writes if w.notify.spec.group_key and w.notify.state.terminal})
 
 
 def result_rows(writes) -> tuple[list[tuple], list[tuple], list[tuple]]:

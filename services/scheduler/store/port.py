@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
-from ..engine.model import AttemptRecord, ListFilter, Notification, QueueConfig, Spec, State
+from ..engine.model import AttemptRecord, GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
+from ..engine.transitions import ACTIVE  # noqa: F401  (states the loader reads by due time)
 
-ACTIVE = (State.SCHEDULED, State.PENDING, State.RETRY_WAIT)  # states the timer loads by due time
+GroupCallback = Callable[[GroupStatus], Notification]
+"""Builds the notify that POSTs a finished group's counts to its callback_url. Writes that can
+end a group's last member take one: when that member ends, the store commits the notify it
+builds in the same transaction and marks the group's callback as done, so it is made once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,20 +27,35 @@ class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
 
-    async def insert(self, items: list[Notification]) -> list[Notification]:
-        """Commits items; for a request_id seen before, returns the first notify instead."""
+    async def insert(self, items: list[Notification], *, group: NewGroup | None = None) -> list[Notification]:
+        """Commits items; for a request_id seen before, returns the first notify instead.
+        A group with a callback_url keeps the first one it is given: another one is
+        FailedPrecondition and commits nothing."""
         ...
 
-    async def save_results(self, writes: list[ResultWrite]) -> None:
-        """Commits new states and appends attempts, in one transaction."""
+    async def save_results(self, writes: list[ResultWrite], *, group_callback: GroupCallback | None = None) -> list[Notification]:
+        """Commits new states and appends attempts, in one transaction; returns the group
+        callbacks committed with them (see GroupCallback)."""
         ...
 
     async def transition(
         self, notify_id: str, *, allowed: tuple[State, ...], state: State, due_ms: int | None,
-        complete_ms: int | None, reset_budget: bool = False,
-    ) -> tuple[bool, Notification | None]:
-        """Moves a notify to state if it is in one of `allowed`; returns (changed, current)."""
+        complete_ms: int | None, reset_budget: bool = False, group_callback: GroupCallback | None = None,
+    ) -> tuple[bool, Notification | None, list[Notification]]:
+        """Moves a notify to state if it is in one of `allowed`; returns (changed, current,
+        the group callbacks committed with it)."""
         ...  # fmt: skip
+
+    async def cancel_group(
+        self, group_key: str, *, complete_ms: int, group_callback: GroupCallback | None = None
+    ) -> tuple[list[tuple[str, str]], list[Notification]]:
+        """Cancels every unfinished member of a group; returns their (id, ordering_key) and the
+        group callbacks committed with them."""
+        ...
+
+    async def group(self, group_key: str) -> GroupStatus | None:
+        """A group's members by state and its callback; None when it has neither."""
+        ...
 
     async def update(
         self, notify_id: str, *, allowed: tuple[State, ...], spec: Spec, state: State, due_ms: int | None

@@ -20,10 +20,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
-from . import codec
+from . import codec, postgres_groups as groups
 from ..engine.errors import Unavailable
-from ..engine.model import ListFilter, Notification, QueueConfig, Spec, State
-from .port import ACTIVE, ResultWrite
+from ..engine.model import GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
+from .port import ACTIVE, GroupCallback, ResultWrite
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,13 @@ CREATE TABLE IF NOT EXISTS notifies (
     first_attempt_ms BIGINT,
     spec TEXT NOT NULL
 );
+DO $$ BEGIN  -- migration: only when missing, as ALTER TABLE locks the table even when it changes nothing
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'notifies' AND column_name = 'group_key') THEN
+        ALTER TABLE notifies ADD COLUMN group_key TEXT COLLATE "C" NOT NULL DEFAULT '';
+    END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS notifies_group ON notifies (group_key, state, complete_ms) WHERE group_key <> '';
 CREATE UNIQUE INDEX IF NOT EXISTS notifies_request_id ON notifies (request_id) WHERE request_id <> '';
 CREATE INDEX IF NOT EXISTS notifies_due ON notifies (due_ms, id) WHERE state IN ({_ACTIVE_SQL});
 CREATE INDEX IF NOT EXISTS notifies_trigger ON notifies (trigger_key) WHERE state = {int(State.WAITING_TRIGGER)};
@@ -70,13 +77,19 @@ CREATE TABLE IF NOT EXISTS queues (
     burst INTEGER NOT NULL,
     paused BOOLEAN NOT NULL
 );
+CREATE TABLE IF NOT EXISTS notify_groups (
+    group_key TEXT COLLATE "C" PRIMARY KEY,
+    callback_url TEXT NOT NULL,
+    callback_ms BIGINT,
+    callback_id TEXT NOT NULL DEFAULT ''
+);
 """
 _SCHEMA_LOCK = 0x4E6F7469667941  # pg_advisory_xact_lock key: stores opening at once create the schema once
 
 # One statement per insert call: rows go in in the caller's order, so within a
 # batch the first of two items sharing a request_id is the one kept.
 _ROW_TYPES = (  # the SQL types of codec.COLUMNS, in order
-    "text", "text", "int", "text", "text", "text", "bigint", "bigint", "bigint", "int", "int", "bigint", "text",
+    "text", "text", "int", "text", "text", "text", "bigint", "bigint", "bigint", "int", "int", "bigint", "text", "text",
 )  # fmt: skip
 _COLS = [f"c{i}" for i in range(len(_ROW_TYPES))]
 _INSERT = (
@@ -261,11 +274,13 @@ class PostgresStore:
 
     # --- operations -----------------------------------------------------
 
-    async def insert(self, items: list[Notification]) -> list[Notification]:
+    async def insert(self, items: list[Notification], *, group: NewGroup | None = None) -> list[Notification]:
         if not items:
             return []
 
         async def op(conn: asyncpg.Connection) -> list[Notification]:
+            if group is not None and group.callback_url:
+                await groups.register(conn, group)
             columns = [list(c) for c in zip(*(codec.to_row(n) for n in items))]
             inserted = {r[0] for r in await conn.fetch(_INSERT, *columns)}
             seen = [n.request_id for n in items if n.id not in inserted]
@@ -277,34 +292,49 @@ class PostgresStore:
 
         return await self._write(op)
 
-    async def save_results(self, writes: list[ResultWrite]) -> None:
+    async def save_results(self, writes: list[ResultWrite], *, group_callback: GroupCallback | None = None) -> list[Notification]:
         states, attempts, follow_ups = codec.result_rows(writes)
+        ending = codec.ended_groups(writes) if group_callback else []
 
-        async def op(conn: asyncpg.Connection) -> None:
+        async def op(conn: asyncpg.Connection) -> list[Notification]:
             await conn.executemany(_SAVE, states)
             if attempts:
                 await conn.executemany(_ADD_ATTEMPT, attempts)
             if follow_ups:
                 await conn.fetch(_INSERT, *[list(c) for c in zip(*follow_ups)])
+            return await groups.end(conn, ending, group_callback)
 
-        if writes:
-            await self._write(op)
+        return await self._write(op) if writes else []
 
     async def transition(
         self, notify_id: str, *, allowed: tuple[State, ...], state: State, due_ms: int | None,
-        complete_ms: int | None, reset_budget: bool = False,
-    ) -> tuple[bool, Notification | None]:  # fmt: skip
+        complete_ms: int | None, reset_budget: bool = False, group_callback: GroupCallback | None = None,
+    ) -> tuple[bool, Notification | None, list[Notification]]:  # fmt: skip
         budget = "budget_base = attempt_count, first_attempt_ms = NULL," if reset_budget else ""
         sql = (
             f"UPDATE notifies SET {budget} state=$1, due_ms=$2, complete_ms=$3 WHERE id=$4 AND state = ANY($5::int[])"
             f" RETURNING {codec.COLUMNS}"
         )
 
-        async def op(conn: asyncpg.Connection) -> tuple[bool, Notification | None]:
+        async def op(conn: asyncpg.Connection) -> tuple[bool, Notification | None, list[Notification]]:
             row = await conn.fetchrow(sql, int(state), due_ms, complete_ms, notify_id, [int(s) for s in allowed])
-            return await _changed_or_current(conn, row, notify_id)
+            changed, cur = await _changed_or_current(conn, row, notify_id)
+            ends = [cur.spec.group_key] if changed and state.terminal and cur.spec.group_key else []
+            return changed, cur, await groups.end(conn, ends, group_callback)
 
         return await self._write(op)
+
+    async def cancel_group(
+        self, group_key: str, *, complete_ms: int, group_callback: GroupCallback | None = None
+    ) -> tuple[list[tuple[str, str]], list[Notification]]:
+        async def op(conn: asyncpg.Connection) -> tuple[list[tuple[str, str]], list[Notification]]:
+            cancelled = await groups.cancel(conn, group_key, complete_ms)
+            return cancelled, await groups.end(conn, [group_key] if cancelled else [], group_callback)
+
+        return await self._write(op)
+
+    async def group(self, group_key: str) -> GroupStatus | None:
+        return await self._read(lambda conn: groups.status(conn, group_key))
 
     async def update(
         self, notify_id: str, *, allowed: tuple[State, ...], spec: Spec, state: State, due_ms: int | None
@@ -374,10 +404,13 @@ class PostgresStore:
     async def list(self, f: ListFilter, *, after_id: str, limit: int) -> list[Notification]:
         where: list[str] = ["id > $1"]
         args: list[object] = [after_id]
-        for column, value in (("queue", f.queue), ("trigger_key", f.trigger_key), ("ordering_key", f.ordering_key)):
+        for column, value in (("queue", f.queue), ("trigger_key", f.trigger_key), ("ordering_key", f.ordering_key),
+                              ("group_key", f.group_key)):  # fmt: skip
             if value:
                 args.append(value)
                 where.append(f"{column} = ${len(args)}")
+        if f.group_key:
+            where.append("group_key <> ''")  # lets the planner use the partial index notifies_group
         if f.state is not None:
             args.append(int(f.state))
             where.append(f"state = ${len(args)}")

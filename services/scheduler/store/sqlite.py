@@ -20,10 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from . import codec
+from . import codec, sqlite_groups as groups
 from ..engine.errors import Unavailable
-from ..engine.model import ListFilter, Notification, QueueConfig, State
-from .port import ACTIVE, ResultWrite
+from ..engine.model import GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, State
+from .port import ACTIVE, GroupCallback, ResultWrite
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS notifies (
     attempt_count INTEGER NOT NULL,
     budget_base INTEGER NOT NULL,
     first_attempt_ms INTEGER,
-    spec TEXT NOT NULL
+    spec TEXT NOT NULL,
+    group_key TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS notifies_request_id ON notifies(request_id) WHERE request_id != '';
 CREATE INDEX IF NOT EXISTS notifies_due ON notifies(due_ms, id) WHERE state IN (1, 3, 5);
@@ -66,9 +67,21 @@ CREATE TABLE IF NOT EXISTS queues (
     burst INTEGER NOT NULL,
     paused INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS notify_groups (
+    group_key TEXT PRIMARY KEY,
+    callback_url TEXT NOT NULL,
+    callback_ms INTEGER,
+    callback_id TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
 """
+# After MIGRATIONS: an index on a column an older store gains there.
+INDEXES = """
+CREATE INDEX IF NOT EXISTS notifies_group ON notifies(group_key, state, complete_ms) WHERE group_key != '';
+"""
+# Columns added since the first release: (table, column, definition), added where missing.
+MIGRATIONS = [("notifies", "group_key", "TEXT NOT NULL DEFAULT ''")]
 
-_INSERT = f"INSERT INTO notifies ({codec.COLUMNS}) VALUES ({', '.join('?' * 13)})"
+_INSERT = f"INSERT INTO notifies ({codec.COLUMNS}) VALUES ({', '.join('?' * codec.COLUMN_COUNT)})"
 _ACTIVE_SQL = ", ".join(str(int(s)) for s in ACTIVE)
 MAX_GROUP = 4096
 
@@ -100,6 +113,8 @@ class SqliteStore:
         try:
             conn = self._connect()
             conn.executescript(SCHEMA)
+            _migrate(conn)
+            conn.executescript(INDEXES)
         except sqlite3.Error as e:
             raise Unavailable(f"cannot open SQLite store {self._path}: {e}") from e
         self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="sqlite-writer", daemon=True)
@@ -184,8 +199,10 @@ class SqliteStore:
 
     # --- operations -----------------------------------------------------
 
-    async def insert(self, items: list[Notification]) -> list[Notification]:
+    async def insert(self, items: list[Notification], *, group: NewGroup | None = None) -> list[Notification]:
         def op(conn: sqlite3.Connection) -> list[Notification]:
+            if group is not None and group.callback_url:
+                groups.register(conn, group)
             # Without a request_id nothing can conflict: one executemany for all of those.
             conn.executemany(_INSERT, [codec.to_row(n) for n in items if not n.request_id])
             out = []
@@ -203,20 +220,22 @@ class SqliteStore:
 
         return await self._write(op)
 
-    async def save_results(self, writes: list[ResultWrite]) -> None:
+    async def save_results(self, writes: list[ResultWrite], *, group_callback: GroupCallback | None = None) -> list[Notification]:
         states, attempts, follow_ups = codec.result_rows(writes)
+        ending = codec.ended_groups(writes) if group_callback else []
 
-        def op(conn: sqlite3.Connection) -> None:
+        def op(conn: sqlite3.Connection) -> list[Notification]:
             conn.executemany(
                 "UPDATE notifies SET state=?, due_ms=?, complete_ms=?, attempt_count=?, first_attempt_ms=? WHERE id=? AND state != 8",
                 states,
             )
             conn.executemany(f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", attempts)
             conn.executemany(_INSERT, follow_ups)
+            return groups.end(conn, ending, group_callback)
 
-        await self._write(op)
+        return await self._write(op)
 
-    async def transition(self, notify_id, *, allowed, state, due_ms, complete_ms, reset_budget=False):
+    async def transition(self, notify_id, *, allowed, state, due_ms, complete_ms, reset_budget=False, group_callback=None):
         def op(conn: sqlite3.Connection):
             marks = ",".join(str(int(s)) for s in allowed)
             budget = "budget_base = attempt_count, first_attempt_ms = NULL," if reset_budget else ""
@@ -225,9 +244,21 @@ class SqliteStore:
                 f" RETURNING {codec.COLUMNS}",
                 (int(state), due_ms, complete_ms, notify_id),
             ).fetchone()
-            return _changed_or_current(conn, row, notify_id)
+            changed, cur = _changed_or_current(conn, row, notify_id)
+            ends = [cur.spec.group_key] if changed and state.terminal and cur.spec.group_key else []
+            return changed, cur, groups.end(conn, ends, group_callback)
 
         return await self._write(op)
+
+    async def cancel_group(self, group_key, *, complete_ms, group_callback=None):
+        def op(conn: sqlite3.Connection):
+            cancelled = groups.cancel(conn, group_key, complete_ms)
+            return cancelled, groups.end(conn, [group_key] if cancelled else [], group_callback)
+
+        return await self._write(op)
+
+    async def group(self, group_key: str) -> GroupStatus | None:
+        return await self._read(lambda conn: groups.status(conn, group_key))
 
     async def update(self, notify_id, *, allowed, spec, state, due_ms):
         def op(conn: sqlite3.Connection):
@@ -294,10 +325,13 @@ class SqliteStore:
 
     async def list(self, f: ListFilter, *, after_id: str, limit: int) -> list[Notification]:
         where, args = ["id > ?"], [after_id]
-        for column, value in (("queue", f.queue), ("trigger_key", f.trigger_key), ("ordering_key", f.ordering_key)):
+        for column, value in (("queue", f.queue), ("trigger_key", f.trigger_key), ("ordering_key", f.ordering_key),
+                              ("group_key", f.group_key)):  # fmt: skip
             if value:
                 where.append(f"{column} = ?")
                 args.append(value)
+        if f.group_key:
+            where.append("group_key != ''")  # lets the planner use the partial index notifies_group
         if f.state is not None:
             where.append("state = ?")
             args.append(int(f.state))
@@ -308,6 +342,13 @@ class SqliteStore:
         sql = f"SELECT {codec.COLUMNS} FROM notifies WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
         rows = await self._read(lambda conn: conn.execute(sql, (*args, limit)).fetchall())
         return [codec.from_row(r) for r in rows]
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    for table, column, definition in MIGRATIONS:
+        if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            log.info("SQLite store: added the column %s.%s", table, column)
 
 
 def _changed_or_current(conn: sqlite3.Connection, updated, notify_id: str) -> tuple[bool, Notification | None]:

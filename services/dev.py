@@ -1,0 +1,42 @@
+"""The `dev` role's composition root: the scheduler and one dispatcher in one process.
+
+The dispatcher finds the scheduler through the in-memory registry and talks the
+same lease protocol a separate dispatcher process would."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+
+from .common.config import Settings
+from .dispatcher.app import DispatcherApp
+from .registry import from_url
+from .scheduler.app import SchedulerApp
+
+log = logging.getLogger(__name__)
+
+
+class DevApp:
+    live = SchedulerApp.LIVE_SETTINGS | DispatcherApp.LIVE_SETTINGS
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = from_url(settings.registry)
+        self.scheduler = SchedulerApp(settings, registry=self.registry)
+        self.dispatcher = DispatcherApp(replace(settings, http_addr=""), registry=self.registry)
+
+    async def start(self) -> None:
+        await self.scheduler.start()
+        await self.dispatcher.start()
+        http = f", HTTP/JSON on http://{self.scheduler.http_address}" if self.scheduler.http_address else ""
+        log.info("NotifyAgent dev: gRPC on %s%s, store %s; Ctrl-C stops", self.scheduler.address, http, self.settings.store)
+
+    async def stop(self) -> None:
+        """The dispatcher finishes its calls while the scheduler waits for their results."""
+        await asyncio.gather(self.dispatcher.stop(), self.scheduler.drain())
+        await self.scheduler.stop()
+        await self.registry.close()
+
+    async def reload(self, settings: Settings) -> list[str]:
+        return [*await self.scheduler.reload(settings), *await self.dispatcher.reload(replace(settings, http_addr=""))]

@@ -1,0 +1,55 @@
+"""Horizon loading: what becomes due within the horizon moves from the store into memory.
+
+The loader reads in (due_ms, id) order from a cursor, a page at a time, every
+load_interval_s of the clock's time. A failed commit rewinds the cursor: the
+loader reads the stored copies again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .clock import wait_event
+from .errors import Unavailable
+from .memory import Memory
+
+log = logging.getLogger(__name__)
+
+
+class Loading(Memory):
+    def _start_loader(self) -> None:
+        self._loader = asyncio.create_task(self._load_loop(), name="horizon-loader")
+
+    async def _load_loop(self) -> None:
+        interval_ms = int(self._settings.load_interval_s * 1000)
+        while not await wait_event(self._clock, self._stopping, interval_ms):
+            try:
+                await self.load()
+            except Unavailable as e:
+                log.error("loading due notifies failed, will try again: %s", e)
+
+    async def load(self) -> None:
+        """Moves what becomes due within the horizon from the store into memory now."""
+        async with self._loading:
+            await self._load_pages()
+
+    async def _load_pages(self) -> None:
+        until = self._clock.now_ms() + int(self._settings.horizon_s * 1000)
+        batch = self._settings.load_batch
+        while True:
+            if self._rewind:
+                self._rewind, self._cursor = False, (0, "")
+            after = self._cursor
+            self._cursor = (until, "")
+            try:
+                page = await self._store.load_due(after=after, until_ms=until, limit=batch)
+            except BaseException:
+                self._cursor = after  # nothing past `after` was read
+                raise
+            if len(page) == batch:
+                self._cursor = (page[-1].due_ms, page[-1].id)
+            for n in page:
+                self.admit(n, loaded=True)
+            if len(page) < batch or self._stopping.is_set():
+                return
+            await asyncio.sleep(0)

@@ -1,0 +1,184 @@
+"""The engine's state and the moves every part of it makes: taking a notify into
+memory, the timer, becoming due, dropping it again.
+
+Only the engine's own modules (loading, granting, results, dispatchers, core)
+touch this state; everyone else calls the Engine's methods or reads its
+snapshot. Everything runs on one event loop, so a decision and the memory
+change it implies happen without interleaving; what refers to a notify across
+an await keeps its version and checks it afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from ...common.ids import IdGenerator
+from ..store.port import Store
+from .clock import Clock, Handle
+from .leases import Lease, LeaseBook
+from .model import Notification, State
+from .queues import Queues
+from .ready import ReadyQueue
+from .sessions import Revoke, Session
+from .transitions import Held
+from .validate import Limits
+from .wheel import TimerWheel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    horizon_s: float = 300.0  # due within this is held in memory
+    load_interval_s: float = 1.0
+    load_batch: int = 10_000
+    lease_margin_s: float = 5.0  # a lease lasts the attempt timeout plus this
+    limits: Limits = Limits()
+
+
+class Memory:
+    """What is due within the horizon (the wheel), due (the ready queue), leased
+    (the lease book), and the connected dispatchers."""
+
+    def __init__(self, *, store: Store, settings: EngineSettings, clock: Clock) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._ids = IdGenerator()
+        self._live: dict[str, Notification] = {}
+        self._held = Held()
+        self._wheel = TimerWheel(now_ms=clock.now_ms())
+        self._ready = ReadyQueue()
+        self._leases = LeaseBook()
+        self._queues = Queues()
+        self._sessions: dict[str, Session] = {}
+        self._cursor: tuple[int, str] = (0, "")  # loaded up to here (due_ms, id)
+        self._rewind = False  # a failed commit: read from the start again
+        self._loader: asyncio.Task | None = None
+        self._loading = asyncio.Lock()  # one load at a time
+        self._accepting = False
+        self._stopping = asyncio.Event()
+        self._no_leases = asyncio.Event()
+        self._no_leases.set()
+        self._timer: Handle | None = None
+        self._timer_at: int | None = None
+        self._rate_timer: Handle | None = None
+        self._rate_at: int | None = None
+        self._pump_soon = False
+        self._turn = 0
+        self._tasks: set[asyncio.Task] = set()
+        self._start_ms = clock.now_ms()
+        self._sent_ok = 0
+        self._sent_failed = 0
+
+    # --- into memory and out ----------------------------------------------
+
+    def admit(self, n: Notification, *, loaded: bool = False) -> None:
+        """Takes a committed active notify into memory if it is due within what is loaded
+        (the loader's own reads are, by definition)."""
+        if n.due_ms is None or n.id in self._live or (not loaded and (n.due_ms, n.id) >= self._cursor):
+            return
+        self._held.take(n)
+        self._live[n.id] = n
+        if n.due_ms <= self._clock.now_ms():
+            self._make_ready(n)
+        else:
+            self._schedule(n)
+
+    def _drop(self, n: Notification) -> None:
+        """n leaves memory: every entry that refers to it goes stale. A copy that is no
+        longer the one held has left already."""
+        held = self._live.get(n.id)
+        if held is None or held.version != n.version:
+            return
+        del self._live[n.id]
+        self._held.release(n)
+
+    def forget(self, notify_id: str, ordering_key: str, *, revoke: bool) -> None:
+        """Drops a finished notify from memory and frees its ordering key; with revoke,
+        a lease on it ends and its dispatcher is told."""
+        mine = self._live.get(notify_id)
+        if mine is not None:
+            if revoke and mine.state != State.CANCELLED and not mine.state.terminal:
+                self._held.move(mine, State.CANCELLED, None)
+            self._drop(mine)
+        lease = self._leases.for_notify(notify_id)
+        if lease is not None and revoke:
+            self._end_lease(lease)
+            session = self._sessions.get(lease.dispatcher_id)
+            if session:
+                session.send(Revoke(lease.lease_id))
+        self._ready.release(ordering_key, notify_id)
+        self._pump()
+
+    def _current(self, n: Notification, version: int) -> bool:
+        """n is in memory and has not changed since `version` was taken."""
+        return n.version == version
+
+    # --- the timer ----------------------------------------------------------
+
+    def _make_ready(self, n: Notification) -> None:
+        self._held.move(n, State.PENDING, n.due_ms)
+        self._ready.offer(n)
+        self._pump()
+
+    def _schedule(self, n: Notification) -> None:
+        self._wheel.add(n.due_ms, (n, n.version))
+        self._arm()
+
+    def _schedule_lease(self, lease: Lease) -> None:
+        self._wheel.add(lease.deadline_ms, lease)
+        self._arm()
+
+    def _arm(self) -> None:
+        at = self._wheel.next_event_ms()
+        if at == self._timer_at:
+            return
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None and not self._stopping.is_set():
+            self._timer = self._clock.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        for due, item in self._wheel.advance(self._clock.now_ms()):
+            if isinstance(item, Lease):
+                if self._leases.get(item.lease_id) is not None and item.deadline_ms == due:
+                    self._spawn(self._expire(item))
+            else:
+                n, version = item
+                if self._current(n, version):
+                    self._make_ready(n)
+        self._arm()
+
+    # The other parts' steps this one calls (Engine puts the parts together):
+    async def _expire(self, lease: Lease) -> None:  # results.py
+        raise NotImplementedError
+
+    async def _finish_unattempted(self, n: Notification, version: int, reason: str) -> None:  # results.py
+        raise NotImplementedError
+
+    def _pump(self) -> None:  # granting.py
+        raise NotImplementedError
+
+    # --- leases and background steps ----------------------------------------
+
+    def _end_lease(self, lease: Lease) -> None:
+        self._leases.end(lease)
+        if not len(self._leases):
+            self._no_leases.set()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background step failed: %r", task.exception())

@@ -1,0 +1,144 @@
+"""Results: an attempt's outcome (or a lease's expiry) decides the notify's next
+state in memory; the store commits it; memory follows the commit.
+
+A result counts only for a live lease whose notify has not moved since it was
+granted (its version): a second result, or an expiry racing a result, finds a
+newer version and changes nothing. A lease keeps counting (queue limits, in
+flight) until its result is committed."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ..store.port import ResultWrite
+from .leases import Lease
+from .memory import Memory
+from .model import AttemptRecord, NewNotify, Notification, Request, Spec, State
+from .outcomes import CALLBACK_QUEUE, callback_body, new_notification
+from .retry import Decision, Outcome, decide, defer
+from .sessions import Ack, Session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultIn:
+    """An attempt result reported by a dispatcher."""
+
+    lease_id: str
+    outcome: Outcome
+    start_ms: int
+    end_ms: int
+    snippet: bytes = b""
+
+
+class Results(Memory):
+    async def complete(self, session: Session, results: list[ResultIn]) -> None:
+        """Commits results of live leases; acks every result, refused ones too."""
+        now = self._clock.now_ms()
+        writes, ended = [], []
+        for r in results:
+            lease = self._leases.get(r.lease_id)
+            if (lease is None or lease.notify.version != lease.version or lease.dispatcher_id != session.dispatcher_id
+                    or now > lease.deadline_ms):  # fmt: skip
+                log.warning("result for lease %s refused: expired, unknown or not this dispatcher's (%s)",
+                            r.lease_id, session.dispatcher_id)  # fmt: skip
+                continue
+            ended.append(lease)
+            if r.outcome.deferred:
+                writes.append(self._defer(lease.notify, r.outcome, now))
+                continue
+            attempt = AttemptRecord(lease.attempt, r.start_ms, r.end_ms, session.dispatcher_id,
+                                    r.outcome.status_code, r.outcome.error, r.outcome.success, r.snippet)  # fmt: skip
+            writes.append(self._apply(lease.notify, attempt, r.outcome, now))
+        await self._commit(writes, ended)
+        for r in results:
+            session.send(Ack(r.lease_id))
+
+    async def _expire(self, lease: Lease) -> None:
+        if self._leases.get(lease.lease_id) is None or lease.notify.version != lease.version:
+            return  # ended meanwhile (reclaimed from a dead stream, revoked) or its result is in
+        now = self._clock.now_ms()
+        error = f"lease expired: no result from dispatcher {lease.dispatcher_id} by the deadline"
+        attempt = AttemptRecord(lease.attempt, lease.granted_ms, now, lease.dispatcher_id, 0, error, False)
+        await self._commit([self._apply(lease.notify, attempt, Outcome(0, False, error), now)], [lease])
+
+    async def _finish_unattempted(self, n: Notification, version: int, reason: str) -> None:
+        if not self._current(n, version):
+            return  # cancelled or updated since it was popped
+        log.info("notify %s FAILED: %s", n.id, reason)
+        await self._commit([self._settle(n, Decision(State.FAILED, None, reason), None, self._clock.now_ms())])
+
+    def _callback(self, n: Notification, last: AttemptRecord | None, reason: str) -> Notification | None:
+        """The final-outcome POST to the notify's callback_url, as a notify of its own."""
+        if not n.spec.callback_url:
+            return None
+        body = callback_body(n, last, reason)
+        spec = Spec(
+            request=Request(method="POST", url=n.spec.callback_url, json_body=body),
+            queue=CALLBACK_QUEUE,
+            labels={"callback_for": n.id},
+        )
+        return new_notification(NewNotify(spec), self._clock.now_ms(), self._ids)
+
+    def _defer(self, n: Notification, outcome: Outcome, now: int) -> tuple[ResultWrite, int]:
+        """The dispatcher held the call back (its target is backing off): no attempt is counted."""
+        d = defer(n, outcome, now)
+        log.info("notify %s not sent (%s) -> %s", n.id, outcome.error, d.state.name)
+        return self._settle(n, d, None, now)
+
+    def _apply(self, n: Notification, attempt: AttemptRecord, outcome: Outcome, now: int) -> tuple[ResultWrite, int]:
+        """Counts an attempt and decides what comes next, in memory; the caller commits."""
+        n.attempt_count += 1
+        if n.first_attempt_ms is None:
+            n.first_attempt_ms = attempt.start_ms
+        d = decide(n, outcome, now)
+        level = logging.INFO if d.state.terminal or not outcome.success else logging.DEBUG
+        log.log(level, "notify %s attempt %d: %s -> %s (%s)", n.id, attempt.number,
+                outcome.status_code or outcome.error, d.state.name, d.reason)  # fmt: skip
+        return self._settle(n, d, attempt, now)
+
+    def _settle(self, n: Notification, d: Decision, attempt: AttemptRecord | None, now: int) -> tuple[ResultWrite, int]:
+        """Applies a decision in memory; a final one brings the result callback along.
+        Returns the write and the notify's version it is for."""
+        self._held.move(n, d.state, d.due_ms)
+        n.complete_ms = now if d.state.terminal else None
+        write = ResultWrite(n, attempt, self._callback(n, attempt, d.reason) if d.state.terminal else None)
+        return write, n.version
+
+    async def _commit(self, writes: list[tuple[ResultWrite, int]], ended: list[Lease] = ()) -> None:
+        """Commits results; their leases count (queue limits, in flight) until the commit is done."""
+        if not writes:
+            return
+        try:
+            made = await self._store.save_results([w for w, _ in writes], group_callback=self.group_callback)
+        except Exception:
+            for w, version in writes:  # memory ran ahead of the store: drop it, the loader reads the stored copy again
+                if self._current(w.notify, version):
+                    self._drop(w.notify)
+            self._rewind = True
+            raise
+        finally:
+            for lease in ended:
+                self._end_lease(lease)
+        for follow_up in made:  # group callbacks
+            self.admit(follow_up)
+        for w, version in writes:
+            if w.follow_up is not None:
+                self.admit(w.follow_up)
+            n = w.notify
+            if not self._current(n, version):
+                continue  # cancelled while the write was in flight
+            self._held.committed(n)
+            if n.state.terminal:
+                if n.state == State.SUCCEEDED:
+                    self._sent_ok += 1
+                else:
+                    self._sent_failed += 1
+                self.forget(n.id, n.spec.ordering_key, revoke=False)
+            elif (n.due_ms, n.id) < self._cursor:
+                self._schedule(n)
+            else:
+                self._drop(n)  # back to the store; the loader brings it in when it nears
+        self._pump()
