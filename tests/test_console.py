@@ -91,7 +91,8 @@ async def test_console_finds_a_failed_notify_shows_its_attempts_and_retry_delive
     target.respond("/orders", 500)
     request = pb.HttpRequest(method=pb.HTTP_METHOD_POST, url=target.url("/orders"), headers={"X-Shop": "north"},
                              json_body='{"order": 42, "paid": true}')  # fmt: skip
-    failed = await system.create("", request=request, retry=fast_retry(max_attempts=2), labels={"order": "42"})
+    failed = await system.create("", request=request, retry=fast_retry(max_attempts=2), labels={"order": "42"},
+                                 group_key="order-42")  # fmt: skip
     hostile = "<img src=x onerror=alert(1)>"
     other = await system.create(target.url("/orders"), retry=fast_retry(max_attempts=1), labels={"order": "43", "note": hostile})
     await system.create(target.url("/later"), queue="billing", trigger_key="month-end")
@@ -114,6 +115,7 @@ async def test_console_finds_a_failed_notify_shows_its_attempts_and_retry_delive
     rows = page.locator("#notifies tbody tr")
     await expect(rows).to_have_count(2)
     await expect(page.locator(f'tr[data-id="{other.id}"]')).to_contain_text(f"note={hostile}")  # text, not markup
+    await page.fill("#search-group_key", "order-42")
     await page.fill("#search-label", "order=42")
     await page.click('#search button[type="submit"]')
     await expect(rows).to_have_count(1)
@@ -127,6 +129,7 @@ async def test_console_finds_a_failed_notify_shows_its_attempts_and_retry_delive
     await expect(attempts.locator("td.status")).to_have_text(["500", "500"])
     await expect(attempts.first.locator("pre.snippet")).to_have_text("answer 500")
     await expect(page.locator("pre.body")).to_have_text('{"order": 42, "paid": true}')
+    await expect(page.get_by_role("link", name="order-42")).to_have_attribute("href", "#/notifies?group_key=order-42")
 
     target.respond("/orders", 200)
     await page.click("#retry")

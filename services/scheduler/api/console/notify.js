@@ -1,6 +1,6 @@
 // One notify: its request, policy and every attempt, with Cancel and Retry.
 import { api } from "./api.js";
-import { FINAL, RETRYABLE, badge, bytesText, get, h, labelsText, millis, num, stateName, target, when } from "./util.js";
+import { FINAL, RETRYABLE, badge, bytesText, get, h, hashFor, labelsText, millis, num, stateName, target, when } from "./util.js";
 
 function schedule(n) {
   if (get(n, "trigger_key")) return `on trigger ${get(n, "trigger_key")}`;
@@ -85,6 +85,7 @@ export async function notifyPage(ctx, id) {
             get(n, "fire_and_forget") ? " (fire and forget)" : ""].join("")],
           ["callback", get(n, "callback_url")],
           ["labels", labelsText(n.labels)],
+          ["group", get(n, "group_key") ? h("a", { href: hashFor("/notifies", { group_key: get(n, "group_key") }) }, get(n, "group_key")) : ""],
         ]),
         h("div", {},
           h("h3", {}, "Request"),

@@ -3,7 +3,7 @@ import { api } from "./api.js";
 import { FINAL, STATES, badge, get, h, hashFor, labelsText, num, short, stateName, target, when } from "./util.js";
 
 const PAGE_SIZE = 50;
-const FILTERS = ["state", "queue", "trigger_key", "label"];
+const FILTERS = ["state", "queue", "trigger_key", "group_key", "label"];
 
 function searchForm(params) {
   const input = (name, label, placeholder) =>
@@ -32,6 +32,7 @@ function searchForm(params) {
     h("label", {}, "State", stateSelect),
     input("queue", "Queue", "any"),
     input("trigger_key", "Trigger key", "any"),
+    input("group_key", "Group", "any"),
     input("label", "Label", "key=value, or key"),
     h("button", { type: "submit" }, "Search"));
 }
@@ -75,7 +76,7 @@ export async function search(ctx, params) {
       next ? h("a", { href: hashFor("/notifies", { ...more, page_token: next }), id: "next-page" }, "next page »") : null,
       canRedrive ? h("button", {
         type: "button", id: "redrive",
-        onclick: (ev) => redrive(ctx, ev.target, { queue: params.get("queue"), trigger_key: params.get("trigger_key"), label: params.get("label") }),
+        onclick: (ev) => redrive(ctx, ev.target, Object.fromEntries(FILTERS.filter((f) => f !== "state").map((f) => [f, params.get(f)]))),
       }, "Redrive all failed that match") : null));
   return false; // a search is read again only when asked
 }
