@@ -1,5 +1,8 @@
 """Generate the Python code for proto/ into services/v1 (importable as notifyagent.v1).
 
+Also writes services/v1/notifyagent.binpb, the descriptors with their comments,
+which server reflection serves so that `grpcurl describe` explains the contract.
+
 The one way generated code is made; CI runs it with --check and fails on a diff.
 Usage: python scripts/genproto.py [--check]
 """
@@ -36,9 +39,11 @@ def generate(out: Path) -> None:
         f"--grpc_python_out={out}",
         *protos,
     ]
+    generated = out / "notifyagent" / "v1"
+    generated.mkdir(parents=True, exist_ok=True)
+    args += ["--include_source_info", f"--descriptor_set_out={generated / 'notifyagent.binpb'}"]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed; see the messages above")
-    generated = out / "notifyagent" / "v1"
     (generated / "__init__.py").write_text(HEADER)
 
 

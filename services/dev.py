@@ -9,6 +9,8 @@ import asyncio
 import logging
 from dataclasses import replace
 
+from prometheus_client import CollectorRegistry
+
 from .common.config import Settings
 from .dispatcher.app import DispatcherApp
 from .registry import from_url
@@ -23,8 +25,9 @@ class DevApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.registry = from_url(settings.registry)
-        self.scheduler = SchedulerApp(settings, registry=self.registry)
-        self.dispatcher = DispatcherApp(replace(settings, http_addr=""), registry=self.registry)
+        metrics = CollectorRegistry(auto_describe=False)  # one /metrics for both
+        self.scheduler = SchedulerApp(settings, registry=self.registry, metrics=metrics)
+        self.dispatcher = DispatcherApp(replace(settings, http_addr=""), registry=self.registry, metrics=metrics)
 
     async def start(self) -> None:
         await self.scheduler.start()

@@ -3,6 +3,10 @@ processes under a supervisor) until SIGTERM or SIGINT. This module parses nothin
 a role and wires nothing: it picks the role's app (dev.py, scheduler/app.py,
 dispatcher/app.py or the supervisor), runs it and handles signals.
 
+SIGUSR1 restarts the process in place: it stops as on SIGTERM (takes no more
+work, finishes what is in flight), then executes its own command line again,
+so the pid stays and nothing is lost or done twice.
+
 SIGHUP reloads the settings: flags, NOTIFY_* variables and the config file are
 read again and each changed setting is logged. What can change while running
 is applied: log level and format here, the app's `live` settings by its
@@ -17,10 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 from dataclasses import fields, replace
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
+
+import setproctitle
 
 from .common import logs
 from .common.config import ConfigError, Settings, load
@@ -28,8 +36,8 @@ from .dev import DevApp
 from .dispatcher.app import DispatcherApp
 from .dispatcher.guard import NetworkPolicy
 from .dispatcher.signing import parse_secret
-from .dispatcher.supervisor import Supervisor
-from .dispatcher.worker import link_fd, report_to_supervisor
+from .dispatcher.supervisor import RECYCLE, Supervisor
+from .dispatcher.worker import SLOT_ENV, link_fd, report_to_supervisor
 from .registry import Registry, from_url
 from .scheduler.app import SchedulerApp
 
@@ -41,7 +49,7 @@ ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
     "dev": {"allow_networks": LOOPBACK},
     "dispatcher": {"http_addr": "127.0.0.1:8081"},
 }
-_LOGGING = frozenset({"log_format", "log_level"})
+_LOGGING = frozenset({"log_format", "log_level", "log_file"})
 
 
 def check(role: str, settings: Settings) -> None:
@@ -100,10 +108,12 @@ class _Worker(_Single):
         self._fd = fd
         self._request_stop = request_stop
         self._report: asyncio.Task | None = None
+        self.keep_link = False  # restarting in place: the pipe to the supervisor stays open across exec
 
     async def start(self) -> None:
         await super().start()
-        self._report = asyncio.create_task(report_to_supervisor(self._fd, self.app.client, orphaned=self._request_stop))
+        self._report = asyncio.create_task(report_to_supervisor(
+            self._fd, self.app.client, orphaned=self._request_stop, keep_fd=lambda: self.keep_link))
 
     async def stop(self) -> None:
         await super().stop()
@@ -115,13 +125,17 @@ class _Worker(_Single):
 def build(role: str, settings: Settings, *, request_stop: Callable[[], None] = lambda: None):
     check(role, settings)
     if role == "dev":
-        return DevApp(settings)
+        app = DevApp(settings)
+        app.scheduler.on_shutdown = request_stop  # AdminService.Shutdown
+        return app
     if role == "scheduler":
-        return _Single(SchedulerApp, settings)
+        app = _Single(SchedulerApp, settings)
+        app.app.on_shutdown = request_stop
+        return app
     fd = link_fd()
     if fd is not None:
         return _Worker(settings, fd, request_stop)
-    if settings.processes > 1 or settings.recycle_calls or settings.recycle_memory_mb:
+    if settings.processes > 1 or any(getattr(settings, name) for name in RECYCLE):
         return Supervisor(settings)
     return _Single(DispatcherApp, settings)
 
@@ -147,7 +161,7 @@ async def reload_settings(role: str, app, current: Settings, flags: Mapping[str,
         log.error("SIGHUP: keeping the current settings: %s", e, exc_info=not isinstance(e, ConfigError))
         return current
     if any(name in _LOGGING for name in changed):
-        logs.configure(new.log_format, new.log_level)
+        logs.configure(new.log_format, new.log_level, file=new.log_file)
     for name in changed:
         before, after = _shown(name, getattr(current, name)), _shown(name, getattr(new, name))
         if name in live:
@@ -167,9 +181,23 @@ def _shown(name: str, value: Any) -> str:
     return repr(value)
 
 
-async def serve(role: str, settings: Settings, flags: Mapping[str, Any] | None = None) -> None:
+def title(role: str, app, settings: Settings) -> str:
+    """The process title `ps` shows: the role, and which worker or address."""
+    if isinstance(app, _Worker):
+        return f"notifyagent dispatcher worker {os.environ.get(SLOT_ENV, '?')} (supervisor {os.getppid()}) {app.app.client.dispatcher_id}"
+    if isinstance(app, Supervisor):
+        return f"notifyagent dispatcher supervisor ({settings.processes} workers)"
+    if role == "dispatcher":
+        return f"notifyagent dispatcher {app.app.client.dispatcher_id}"
+    return f"notifyagent {role} {settings.grpc_addr}"
+
+
+async def serve(role: str, settings: Settings, flags: Mapping[str, Any] | None = None) -> bool:
+    """Runs until SIGTERM, SIGINT or Shutdown; True when SIGUSR1 asked for a restart in place."""
     stop = asyncio.Event()
     app = build(role, settings, request_stop=stop.set)
+    setproctitle.setproctitle(title(role, app, settings))
+    restart = False
     current = settings
     reloading = asyncio.Lock()  # one SIGHUP at a time, in order
     reloads: set[asyncio.Task] = set()
@@ -187,10 +215,21 @@ async def serve(role: str, settings: Settings, flags: Mapping[str, Any] | None =
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
+    def restart_in_place() -> None:
+        nonlocal restart
+        if not restart:
+            log.info("SIGUSR1: restarting in place; taking no more work, finishing what is in flight (grace %.0f s)",
+                     current.grace)  # fmt: skip
+        restart = True
+        if isinstance(app, _Worker):
+            app.keep_link = True
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, hangup)
+    loop.add_signal_handler(signal.SIGUSR1, restart_in_place)
     try:
         try:
             await app.start()
@@ -201,15 +240,22 @@ async def serve(role: str, settings: Settings, flags: Mapping[str, Any] | None =
         log.info("stopping (grace %.0f s)", current.grace)
         await asyncio.gather(*reloads, return_exceptions=True)
         await app.stop()
+        return restart
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
 
 
 def run(role: str, settings: Settings, flags: Mapping[str, Any] | None = None) -> None:
     """flags: the command line's settings (as given to config.load), kept so SIGHUP reads
     flags, environment and file again in their order of precedence."""
-    logs.configure(settings.log_format, settings.log_level)
+    try:
+        logs.configure(settings.log_format, settings.log_level, file=settings.log_file)
+    except OSError as e:
+        raise SystemExit(f"NOTIFY_LOG_FILE: cannot write {settings.log_file}: {e.strerror}") from None
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the loop takes it: an early SIGUSR1 must not kill
+    signal.signal(signal.SIGTERM, _stop_before_start)  # e.g. a worker retired while it was starting
+    runner = asyncio.run
     if settings.event_loop != "asyncio":
         try:
             import uvloop
@@ -217,6 +263,20 @@ def run(role: str, settings: Settings, flags: Mapping[str, Any] | None = None) -
             if settings.event_loop == "uvloop":
                 raise ConfigError("NOTIFY_EVENT_LOOP=uvloop but uvloop is not installed: pip install uvloop, or use asyncio")
         else:
-            uvloop.run(serve(role, settings, flags))
-            return
-    asyncio.run(serve(role, settings, flags))
+            runner = uvloop.run
+    if runner(serve(role, settings, flags)):
+        exec_self()
+
+
+def _stop_before_start(signum, frame) -> None:
+    raise SystemExit(0)  # nothing taken yet, nothing to finish
+
+
+def exec_self() -> None:
+    """Replaces this process by a fresh run of the same command line: same pid, new code and settings."""
+    argv = [sys.executable, *sys.orig_argv[1:]]
+    log.info("SIGUSR1: everything in flight finished; starting again in place (pid %d): %s", os.getpid(), " ".join(argv))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)

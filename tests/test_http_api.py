@@ -234,3 +234,18 @@ async def test_health_and_metrics_stay_on_the_same_address(web):
         assert resp.status == 200
     async with web.http.get(web.base + "/metrics") as resp:
         assert resp.status == 200 and "notifyagent_sent_ok" in await resp.text()
+
+
+async def test_groups_read_and_cancel_over_http(web, target):
+    batch = {"requests": [{"notify": {"request": {"url": target.url(f"/g{i}")}, "delay": "3600s"}} for i in range(2)],
+             "group_key": "order:42"}  # fmt: skip
+    status, doc = await call(web, "POST", "/v1/notifies:batchCreate", batch)
+    assert status == 200, doc
+    status, doc = await call(web, "GET", "/v1/groups/order:42")
+    assert status == 200 and doc["group"]["group_key"] == "order:42" and doc["group"]["total"] == 2
+    status, doc = await call(web, "GET", "/v1/notifies?group_key=order:42")
+    assert len(doc["notifies"]) == 2
+    status, doc = await call(web, "POST", "/v1/groups/order:42:cancel")
+    assert status == 200 and doc["cancelled"] == 2 and doc["group"]["done"] is True
+    status, doc = await call(web, "GET", "/v1/groups/" + "k" * 2000)
+    assert_error(status, doc, 404, "NOT_FOUND")

@@ -37,7 +37,7 @@ async def test_reload_reads_the_file_again_keeps_flags_on_top_and_ignores_what_n
     config.write_text('capacity = 6\ngrace = 1.0\ngrpc_addr = "127.0.0.1:7001"\nlog_level = "WARNING"\n')
     app = FakeApp(["capacity"])
     configured = []
-    monkeypatch.setattr(runner.logs, "configure", lambda fmt, level: configured.append((fmt, level)))
+    monkeypatch.setattr(runner.logs, "configure", lambda fmt, level, file="": configured.append((fmt, level)))
     with caplog.at_level(logging.INFO, logger="notifyagent.runner"):
         now = await reload_settings("dispatcher", app, current, flags)
     assert configured == [("console", "WARNING")]

@@ -756,3 +756,13 @@ async def test_a_group_of_ten_thousand_is_counted_correctly(store: Store, reques
     g = await store.group("big")
     assert (len(cancelled), g.counts, g.done, g.done_ms) == (9_750, {State.SUCCEEDED: 250, State.CANCELLED: 9_750}, True, 9_000)
     print(f"\n{request.node.callspec.id}: group of 10,000 counted in {took * 1000:.1f} ms, cancelled in {cancel_took * 1000:.1f} ms")
+
+
+async def test_attempt_response_headers_and_mismatch_final_round_trip(store: Store) -> None:
+    n = dataclasses.replace(rich_notify(), spec=dataclasses.replace(
+        rich_notify().spec, success=Success(status_codes=(200,), body_contains="ok", mismatch_final=True)))  # fmt: skip
+    await store.insert([n])
+    with_headers = dataclasses.replace(attempt(1), headers={"Content-Type": "text/plain", "X-Odd": "\u00e9 \\u0000 \"q\""})
+    await store.save_results([result(n, state=State.RETRY_WAIT, attempt_record=with_headers, due_ms=5_000)])
+    got = await store.get(n.id)
+    assert got is not None and got.attempts == [with_headers] and got.spec.success.mismatch_final

@@ -34,10 +34,13 @@ class Settings:
     allow_networks: str = _opt("", "CIDRs opened to delivery despite the SSRF guard (dev opens loopback)", roles="dispatcher")
     log_format: str = _opt("console", "console or json")
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR")
+    log_file: str = _opt("", "also write the logs to this file, rotated at 100 MiB keeping 5 (empty: stderr only)")
     capacity: int = _opt(256, "calls one dispatcher makes at once", roles="dispatcher")
     processes: int = _opt(1, "dispatcher worker processes under one supervising parent", roles="dispatcher")
     recycle_calls: int = _opt(0, "recycle a dispatcher worker after this many calls (0: never)", roles="dispatcher")
     recycle_memory_mb: int = _opt(0, "recycle a dispatcher worker above this resident memory (0: never)", roles="dispatcher")
+    recycle_seconds: float = _opt(0.0, "recycle a dispatcher worker after it ran this long (0: never)", roles="dispatcher")
+    recycle_idle_seconds: float = _opt(0.0, "recycle a dispatcher worker that made no call for this long (0: never)", roles="dispatcher")
     queues: str = _opt("", "queue limits: name:max_concurrent=N:rate=R:burst=B,... (TOML: [queues.name] tables)", roles="scheduler")
     event_loop: str = _opt("auto", "auto (uvloop where installed, else asyncio), uvloop or asyncio")
     grace: float = _opt(30.0, "seconds to finish work in flight on SIGTERM/SIGINT")
@@ -47,6 +50,8 @@ class Settings:
     signing_secret: str = _opt("", "whsec_... secret: sign outgoing calls per Standard Webhooks", roles="dispatcher")
     service_name: str = _opt("notifyagent-scheduler", "name the scheduler registers under and dispatchers look up")
     advertise_addr: str = _opt("", "host:port dispatchers should dial (default: the bound gRPC address)", roles="scheduler")
+    alerts: str = _opt("", "alert channels for notifies that end FAILED: webhook:URL, wecom:URL, slack:URL, mail:smtp://host:port?to=a@x,...", roles="scheduler")
+    alert_interval: float = _opt(60.0, "seconds alerts are grouped for: at most one message per channel per interval", roles="scheduler")
     config: str = _opt("", "TOML file with any of these settings (keys as the field names)")
 
     def check(self) -> "Settings":
@@ -56,6 +61,10 @@ class Settings:
             raise ConfigError(f"NOTIFY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}")
         if self.processes < 1 or self.recycle_calls < 0 or self.recycle_memory_mb < 0:
             raise ConfigError("NOTIFY_PROCESSES must be >= 1; NOTIFY_RECYCLE_CALLS and NOTIFY_RECYCLE_MEMORY_MB >= 0")
+        if self.recycle_seconds < 0 or self.recycle_idle_seconds < 0:
+            raise ConfigError("NOTIFY_RECYCLE_SECONDS and NOTIFY_RECYCLE_IDLE_SECONDS must be >= 0 (0: never)")
+        if not 0.1 <= self.alert_interval <= 86400:
+            raise ConfigError(f"NOTIFY_ALERT_INTERVAL must be between 0.1 and 86400 seconds, not {self.alert_interval}")
         if self.event_loop not in ("auto", "asyncio", "uvloop"):
             raise ConfigError(f"NOTIFY_EVENT_LOOP must be auto, asyncio or uvloop, not {self.event_loop!r}")
         if self.capacity < 1:

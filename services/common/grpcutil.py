@@ -6,7 +6,8 @@ import socket
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+
+from . import reflection as commented_reflection
 
 from .config import StartupError
 
@@ -27,7 +28,7 @@ def create_server(addr: str, registrations, service_names: list[str]) -> tuple[g
         register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    commented_reflection.enable(server, [*service_names, health.SERVICE_NAME])
     _check_free(addr)
     try:
         port = server.add_insecure_port(addr)

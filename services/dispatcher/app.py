@@ -7,15 +7,17 @@ import logging
 import random
 from dataclasses import replace
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
 from ..common.config import Settings, StartupError
-from ..common.web import OpsServer, gauge
+from ..common.web import OpsServer, add_collector, gauge
 from ..registry import Node, Registry, RegistryError
 from .client import LeaseClient
 from .guard import NetworkPolicy
 from .hosts import HostLimiter, LimitedSender
 from .http import HttpSender
+from .metrics import DispatcherMetrics, MeteredSender
 from .signing import parse_secret
 
 log = logging.getLogger(__name__)
@@ -25,14 +27,20 @@ REGISTRY_TTL_S = 10.0
 class DispatcherApp:
     LIVE_SETTINGS = frozenset({"capacity", "grace"})  # what reload() applies; the rest needs a restart
 
-    def __init__(self, settings: Settings, *, registry: Registry, dispatcher_id: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, registry: Registry, dispatcher_id: str | None = None,
+        metrics: CollectorRegistry | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
         self.registry = registry
         secret = parse_secret(settings.signing_secret) if settings.signing_secret else None
         self.sender = HttpSender(policy=NetworkPolicy.from_csv(settings.allow_networks), signing_secret=secret)
         self.hosts = HostLimiter(ceiling=settings.capacity)
+        self.metrics_registry = metrics if metrics is not None else CollectorRegistry(auto_describe=False)
+        self.metrics = DispatcherMetrics(self.metrics_registry)
+        add_collector(self.metrics_registry, self._metrics)
         self.client = LeaseClient(
-            sender=LimitedSender(self.sender, self.hosts), discover=self._discover, capacity=settings.capacity,
+            sender=MeteredSender(LimitedSender(self.sender, self.hosts), self.metrics), discover=self._discover, capacity=settings.capacity,
             dispatcher_id=dispatcher_id,
         )  # fmt: skip
         self._task: asyncio.Task | None = None
@@ -58,7 +66,7 @@ class DispatcherApp:
         self._task = asyncio.create_task(self.client.run(), name="lease-client")
         self._task.add_done_callback(_log_if_failed)
         if self.settings.http_addr:
-            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: not self._stopped, collect=self._metrics)
+            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: not self._stopped, registry=self.metrics_registry)
             await self._ops.start()
         log.info("dispatcher %s started (capacity %d)", self.client.dispatcher_id, self.settings.capacity)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -51,6 +51,7 @@ class CallOutcome:
     end_time: float
     snippet: bytes  # the first snippet_limit bytes of the response body
     retry_after: float | None  # seconds from Retry-After, None if absent or bad
+    headers: Mapping[str, str] = field(default_factory=dict)  # the response's, capped (capped_headers)
 
     @property
     def retryable(self) -> bool:
@@ -64,6 +65,31 @@ class CallOutcome:
     @property
     def latency(self) -> float:
         return max(0.0, self.end_time - self.start_time)
+
+
+MAX_HEADERS = 32
+MAX_HEADER_VALUE = 256
+MAX_HEADERS_TOTAL = 4096
+
+
+def capped_headers(pairs) -> dict[str, str]:
+    """Response headers to keep with an attempt: at most MAX_HEADERS names, each value cut
+    to MAX_HEADER_VALUE characters, MAX_HEADERS_TOTAL in all; repeats joined with ", "."""
+    out: dict[str, str] = {}
+    total = 0
+    for name, value in pairs:
+        name = "".join(ch for ch in str(name) if ch.isprintable())[:MAX_HEADER_VALUE]
+        value = "".join(ch for ch in str(value) if ch.isprintable())[:MAX_HEADER_VALUE]
+        key = next((k for k in out if k.lower() == name.lower()), None)
+        if key is None and len(out) >= MAX_HEADERS:
+            continue
+        joined = f"{out[key]}, {value}"[:MAX_HEADER_VALUE] if key is not None else value
+        grow = len(joined) + (0 if key is not None else len(name)) - (len(out[key]) if key is not None else 0)
+        if total + grow > MAX_HEADERS_TOTAL:
+            continue
+        out[key or name] = joined
+        total += grow
+    return out
 
 
 class Sender(Protocol):

@@ -57,6 +57,7 @@ def lease_result(grant: dpb.LeaseGrant, outcome: CallOutcome, dispatcher_id: str
         error=outcome.error.replace("\x00", ""),  # stores refuse NUL in text
         response_snippet=outcome.snippet,
         success=outcome.success,
+        response_headers=outcome.headers,
     )
     attempt.start_time.FromNanoseconds(int(outcome.start_time * 1e9))
     attempt.end_time.FromNanoseconds(int(outcome.end_time * 1e9))

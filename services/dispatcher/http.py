@@ -20,7 +20,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from .call import CallOutcome, ErrorKind, OutgoingCall
+from .call import CallOutcome, ErrorKind, OutgoingCall, capped_headers
 from .guard import BlockedAddress, GuardedResolver, NetworkPolicy
 from .signing import sign
 
@@ -145,6 +145,7 @@ class HttpSender:
             body, read_error = await _read_prefix(resp.content, cap, needle, self._snippet_limit)
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             status = resp.status
+            headers = capped_headers(resp.headers.items())
         success, kind, error = _judge(call, status, body, read_error, cap)
         return CallOutcome(
             status_code=status,
@@ -155,6 +156,7 @@ class HttpSender:
             end_time=time.time(),
             snippet=body[: self._snippet_limit],
             retry_after=retry_after,
+            headers=headers,
         )
 
     def _headers(self, call: OutgoingCall) -> CIMultiDict[str]:

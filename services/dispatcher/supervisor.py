@@ -7,8 +7,10 @@ reports `ready` once connected and its call count (worker.py).
 
 - A worker that dies is started again, after a backoff that doubles from
   0.25 s to 30 s and starts over once a worker has lived STABLE_S.
-- A worker past NOTIFY_RECYCLE_CALLS calls or NOTIFY_RECYCLE_MEMORY_MB of
-  resident memory (VmRSS in /proc/<pid>/status) is recycled: its replacement
+- A worker past NOTIFY_RECYCLE_CALLS calls, NOTIFY_RECYCLE_MEMORY_MB of
+  resident memory (VmRSS in /proc/<pid>/status), NOTIFY_RECYCLE_SECONDS of
+  run time or NOTIFY_RECYCLE_IDLE_SECONDS without a call (none made, none
+  running) is recycled: its replacement
   starts first; once that one is connected (or READY_TIMEOUT_S passed) the old
   one gets SIGTERM, takes no more work, finishes and reports its calls, exits.
 - reload() takes new settings: thresholds at once, the number of processes by
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field, fields, replace
 
 from ..common.config import Settings, env_name
 from ..common.web import OpsServer, gauge
-from .worker import LINK_ENV
+from .worker import LINK_ENV, SLOT_ENV
 
 log = logging.getLogger(__name__)
 WATCH_S = 0.25
@@ -37,7 +39,8 @@ STABLE_S = 30.0
 RESTART_BACKOFF_S = (0.25, 30.0)
 READY_TIMEOUT_S = 20.0
 STOP_SLACK_S = 5.0
-_PARENT_ONLY = frozenset({"http_addr", "processes", "recycle_calls", "recycle_memory_mb", "config"})  # workers never see these
+RECYCLE = ("recycle_calls", "recycle_memory_mb", "recycle_seconds", "recycle_idle_seconds")
+_PARENT_ONLY = frozenset({"http_addr", "processes", *RECYCLE, "config"})  # workers never see these
 
 
 @dataclass(eq=False)
@@ -47,6 +50,8 @@ class Worker:
     generation: int  # the settings it was started with
     started: float = field(default_factory=time.monotonic)
     calls: int = 0
+    running: int = 0  # calls in flight at its last report
+    last_busy: float = field(default_factory=time.monotonic)  # when it last made a call or had one running
     dispatcher_id: str = ""
     retiring: bool = False  # we sent SIGTERM: its exit is expected
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -193,6 +198,11 @@ class Supervisor:
                 return "settings reloaded"
             if s.recycle_calls and worker.calls >= s.recycle_calls:
                 return f"{worker.calls} calls, NOTIFY_RECYCLE_CALLS={s.recycle_calls}"
+            now = time.monotonic()
+            if s.recycle_seconds and now - worker.started >= s.recycle_seconds:
+                return f"ran {now - worker.started:.0f} s, NOTIFY_RECYCLE_SECONDS={s.recycle_seconds:g}"
+            if s.recycle_idle_seconds and worker.ready.is_set() and now - worker.last_busy >= s.recycle_idle_seconds:
+                return f"idle {now - worker.last_busy:.0f} s, NOTIFY_RECYCLE_IDLE_SECONDS={s.recycle_idle_seconds:g}"
             if s.recycle_memory_mb:
                 mb = rss_mb(worker.pid)
                 if mb is not None and mb > s.recycle_memory_mb:
@@ -208,7 +218,7 @@ class Supervisor:
     async def _spawn(self, slot: int) -> Worker:
         read_fd, write_fd = os.pipe()
         try:
-            proc = await asyncio.create_subprocess_exec(*self._command, env=self._worker_env(write_fd), pass_fds=(write_fd,))
+            proc = await asyncio.create_subprocess_exec(*self._command, env=self._worker_env(write_fd, slot), pass_fds=(write_fd,))
         except BaseException:
             os.close(read_fd)
             raise
@@ -223,10 +233,11 @@ class Supervisor:
         log.info("worker %d started (pid %d)", slot, proc.pid)
         return worker
 
-    def _worker_env(self, link_fd: int) -> dict[str, str]:
-        one = replace(self.settings, processes=1, recycle_calls=0, recycle_memory_mb=0, http_addr="", config="")
+    def _worker_env(self, link_fd: int, slot: int) -> dict[str, str]:
+        one = replace(self.settings, processes=1, http_addr="", config="", **{name: type(getattr(self.settings, name))(0) for name in RECYCLE})
         env = {**os.environ, **{env_name(f.name): str(getattr(one, f.name)) for f in fields(Settings)}}
         env[LINK_ENV] = str(link_fd)
+        env[SLOT_ENV] = str(slot)
         return env
 
     async def _read_reports(self, worker: Worker, fd: int) -> None:
@@ -241,7 +252,13 @@ class Supervisor:
                     worker.ready.set()
                     log.info("worker %d (pid %d) connected as %s", worker.slot, worker.pid, value)
                 elif kind == "calls" and value.isdigit():
+                    if int(value) != worker.calls:
+                        worker.last_busy = time.monotonic()
                     worker.calls = int(value)
+                elif kind == "running" and value.isdigit():
+                    worker.running = int(value)
+                    if worker.running:
+                        worker.last_busy = time.monotonic()
         finally:
             transport.close()
 
@@ -249,7 +266,10 @@ class Supervisor:
         await worker.proc.wait()
         self.workers.discard(worker)
         worker.exited.set()
-        if worker.retiring:
+        if worker.retiring and worker.proc.returncode == -signal.SIGTERM:
+            # Our SIGTERM found the default handler: the worker was still starting and had taken no work.
+            log.info("worker %d (pid %d) stopped by SIGTERM while starting, before it took work", worker.slot, worker.pid)
+        elif worker.retiring:
             log.info("worker %d (pid %d) %s after %d calls", worker.slot, worker.pid,
                      describe_exit(worker.proc.returncode), worker.calls)  # fmt: skip
 

@@ -1,7 +1,7 @@
 """The link between a dispatcher worker process and its supervisor: one pipe, lines of text.
 
 The worker writes `ready <dispatcher id>` once its Lease stream is up, and
-`calls <n>` every REPORT_EVERY_S. When a write finds the pipe closed, the
+`calls <n>` (made so far) and `running <n>` (in flight) every REPORT_EVERY_S. When a write finds the pipe closed, the
 supervisor is gone and the worker stops gracefully rather than run orphaned.
 """
 
@@ -16,6 +16,7 @@ from .client import LeaseClient
 
 log = logging.getLogger(__name__)
 LINK_ENV = "NOTIFYAGENT_SUPERVISOR_FD"  # not a setting: set only by the supervisor for its workers
+SLOT_ENV = "NOTIFYAGENT_WORKER_SLOT"  # which of the supervisor's slots a worker fills (for its process title)
 REPORT_EVERY_S = 0.2
 
 
@@ -25,9 +26,12 @@ def link_fd() -> int | None:
     return int(value) if value.isdigit() else None
 
 
-async def report_to_supervisor(fd: int, client: LeaseClient, *, orphaned: Callable[[], None]) -> None:
+async def report_to_supervisor(
+    fd: int, client: LeaseClient, *, orphaned: Callable[[], None], keep_fd: Callable[[], bool] = lambda: False
+) -> None:
     """Runs until cancelled (after the worker stopped: it sends the final count), or until
-    the supervisor is gone (then calls orphaned())."""
+    the supervisor is gone (then calls orphaned()). The pipe stays open when keep_fd()
+    says so: a worker restarting in place (SIGUSR1) reports on it again after exec."""
     os.set_blocking(fd, False)
     ready_sent = False
     try:
@@ -37,6 +41,7 @@ async def report_to_supervisor(fd: int, client: LeaseClient, *, orphaned: Callab
                 lines.append(f"ready {client.dispatcher_id}")
                 ready_sent = True
             lines.append(f"calls {client.calls_done}")
+            lines.append(f"running {client.in_flight}")
             try:
                 os.write(fd, "".join(f"{line}\n" for line in lines).encode())
             except BlockingIOError:  # the pipe is full (writes this small go whole or not at all)
@@ -50,4 +55,5 @@ async def report_to_supervisor(fd: int, client: LeaseClient, *, orphaned: Callab
             os.write(fd, f"calls {client.calls_done}\n".encode())  # the final count, when stopped
         except OSError:
             pass
-        os.close(fd)
+        if not keep_fd():
+            os.close(fd)

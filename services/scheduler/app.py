@@ -10,7 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..common.config import ConfigError, Settings, StartupError, split_addr
 from ..common.grpcutil import create_server, set_serving
-from ..common.web import OpsServer, gauge
+from prometheus_client import CollectorRegistry
+
+from ..common.web import OpsServer
 from ..registry import Node, Registry, RegistryError
 from ..v1 import admin_service_pb2_grpc, dispatch_service_pb2_grpc, notify_service_pb2_grpc
 from .engine import queues
@@ -24,6 +26,8 @@ from .api.servicer import AdminServicer, NotifyServicer
 from .store.sqlite import SqliteStore
 from .store.port import Store
 from .engine.validate import Limits
+from .alerts import Alerter, parse_channels
+from .metrics import SchedulerMetrics
 
 log = logging.getLogger(__name__)
 SERVICES = ["notifyagent.v1.NotifyService", "notifyagent.v1.DispatchService", "notifyagent.v1.AdminService"]
@@ -53,7 +57,7 @@ def make_store(url: str) -> Store:
 class SchedulerApp:
     LIVE_SETTINGS = frozenset({"queues"})  # what reload() applies; the rest needs a restart
 
-    def __init__(self, settings: Settings, *, registry: Registry) -> None:
+    def __init__(self, settings: Settings, *, registry: Registry, metrics: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.store = make_store(settings.store)
@@ -63,6 +67,13 @@ class SchedulerApp:
                 horizon_s=settings.horizon, lease_margin_s=settings.lease_margin,
                 limits=Limits(max_body_bytes=settings.max_body_bytes)),
         )
+        self.metrics_registry = metrics if metrics is not None else CollectorRegistry(auto_describe=False)
+        self.metrics = SchedulerMetrics(self.engine, self.metrics_registry)
+        channels = parse_channels(settings.alerts)
+        self.alerter = Alerter(channels=channels, interval_s=settings.alert_interval, enqueue=self.engine.enqueue) if channels else None
+        if self.alerter is not None:
+            self.engine.observers.finished.append(self.alerter.finished)
+        self.on_shutdown = lambda: log.warning("Shutdown asked, but nothing runs this scheduler to stop it")
         self.port = 0
         self._server = None
         self._health = None
@@ -85,7 +96,8 @@ class SchedulerApp:
         await self.engine.start(self._queue_configs(self.settings))
         e = self.engine
         # One servicer object per service, shared by the gRPC server and the HTTP/JSON API.
-        notify, admin = NotifyServicer(Operations(e, self.store)), AdminServicer(e)
+        notify = NotifyServicer(Operations(e, self.store))
+        admin = AdminServicer(e, shutdown=lambda: self.on_shutdown())
         self._server, self.port, self._health = create_server(
             self.settings.grpc_addr,
             [
@@ -102,8 +114,9 @@ class SchedulerApp:
                 http_api.install(app)
                 console.install(app)
 
-            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: e.accepting, collect=self._metrics,
-                                  extend=routes, client_max_size=http_api.body_limit)  # fmt: skip
+            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: e.accepting, registry=self.metrics_registry,
+                                  refresh=[self.metrics.refresh], extend=routes,
+                                  client_max_size=http_api.body_limit)  # fmt: skip
             await self._ops.start()
         await self._server.start()
         await set_serving(self._health, SERVICES, True)
@@ -138,6 +151,8 @@ class SchedulerApp:
             except Exception as e:  # stopping must go on
                 log.warning("deregistering failed: %s", e)
         await self.drain()
+        if self.alerter is not None:
+            await self.alerter.stop()  # the open window is committed while the store is open
         if self._server is not None:
             await self._server.stop(grace=1.0)
         await self.engine.stop()
@@ -168,15 +183,6 @@ class SchedulerApp:
         changes = await self.engine.configure_queues(self._queue_configs(settings))
         self.settings = dataclasses.replace(self.settings, queues=settings.queues)
         return changes
-
-    def _metrics(self):
-        snap = self.engine.snapshot()
-        yield gauge("notifyagent_sent_ok", "Notifies delivered since start", snap.sent_ok)
-        yield gauge("notifyagent_sent_failed", "Notifies failed for good since start", snap.sent_failed)
-        yield gauge("notifyagent_leases", "Calls leased to dispatchers now", snap.leases)
-        yield gauge("notifyagent_ready", "Due notifies waiting for a dispatcher", snap.ready)
-        yield gauge("notifyagent_wheel", "Notifies held by the timer wheel", snap.wheel)
-        yield gauge("notifyagent_dispatchers", "Connected dispatchers", len(snap.dispatchers))
 
 
 def _redact(url: str) -> str:

@@ -26,35 +26,44 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from notifyagent.v1 import notify_pb2 as notifyagent_dot_v1_dot_notify__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"notifyagent/v1/admin_service.proto\x12\x0enotifyagent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bnotifyagent/v1/notify.proto\"!\n\x11PauseQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x12PauseQueueResponse\x12)\n\x05queue\x18\x01 \x01(\x0b\x32\x1a.notifyagent.v1.QueueStats\"\"\n\x12ResumeQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x13ResumeQueueResponse\x12)\n\x05queue\x18\x01 \x01(\x0b\x32\x1a.notifyagent.v1.QueueStats\"Z\n\x15SetQueueLimitsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0emax_concurrent\x18\x02 \x01(\x05\x12\x0c\n\x04rate\x18\x03 \x01(\x01\x12\r\n\x05\x62urst\x18\x04 \x01(\x05\"C\n\x16SetQueueLimitsResponse\x12)\n\x05queue\x18\x01 \x01(\x0b\x32\x1a.notifyagent.v1.QueueStats\"\x12\n\x10GetStatusRequest\"A\n\nStateCount\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.notifyagent.v1.State\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xb9\x01\n\nQueueStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\x03\x12\x11\n\tin_flight\x18\x03 \x01(\x03\x12\x11\n\tscheduled\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\x12\x11\n\tsucceeded\x18\x06 \x01(\x03\x12\x0e\n\x06paused\x18\x07 \x01(\x08\x12\x16\n\x0emax_concurrent\x18\x08 \x01(\x05\x12\x0c\n\x04rate\x18\t \x01(\x01\x12\r\n\x05\x62urst\x18\n \x01(\x05\"\x9c\x01\n\x0e\x44ispatcherInfo\x12\x15\n\rdispatcher_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x0e\n\x06\x63redit\x18\x04 \x01(\x05\x12\x0e\n\x06leases\x18\x05 \x01(\x05\x12\x30\n\x0c\x63onnect_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa8\x02\n\x11GetStatusResponse\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x12\x0f\n\x07version\x18\x03 \x01(\t\x12*\n\x06\x63ounts\x18\x04 \x03(\x0b\x32\x1a.notifyagent.v1.StateCount\x12\x0f\n\x07sent_ok\x18\x05 \x01(\x03\x12\x13\n\x0bsent_failed\x18\x06 \x01(\x03\x12\x33\n\x0b\x64ispatchers\x18\x07 \x03(\x0b\x32\x1e.notifyagent.v1.DispatcherInfo\x12*\n\x06queues\x18\x08 \x03(\x0b\x32\x1a.notifyagent.v1.QueueStats\x12\x12\n\nwheel_size\x18\t \x01(\x03\x32\xee\x02\n\x0c\x41\x64minService\x12P\n\tGetStatus\x12 .notifyagent.v1.GetStatusRequest\x1a!.notifyagent.v1.GetStatusResponse\x12S\n\nPauseQueue\x12!.notifyagent.v1.PauseQueueRequest\x1a\".notifyagent.v1.PauseQueueResponse\x12V\n\x0bResumeQueue\x12\".notifyagent.v1.ResumeQueueRequest\x1a#.notifyagent.v1.ResumeQueueResponse\x12_\n\x0eSetQueueLimits\x12%.notifyagent.v1.SetQueueLimitsRequest\x1a&.notifyagent.v1.SetQueueLimitsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"notifyagent/v1/admin_service.proto\x12\x0enotifyagent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bnotifyagent/v1/notify.proto\"0\n\x17\x44rainDispatchersRequest\x12\x15\n\rdispatcher_id\x18\x01 \x01(\t\"2\n\x18\x44rainDispatchersResponse\x12\x16\n\x0e\x64ispatcher_ids\x18\x01 \x03(\t\"\x11\n\x0fShutdownRequest\"\x12\n\x10ShutdownResponse\"!\n\x11PauseQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x12PauseQueueResponse\x12)\n\x05queue\x18\x01 \x01(\x0b\x32\x1a.notifyagent.v1.QueueStats\"\"\n\x12ResumeQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x13ResumeQueueResponse\x12)\n\x05queue\x18\x01 \x01(\x0b\x32\x1a.notifyagent.v1.QueueStats\"Z\n\x15SetQueueLimitsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0emax_concurrent\x18\x02 \x01(\x05\x12\x0c\n\x04rate\x18\x03 \x01(\x01\x12\r\n\x05\x62urst\x18\x04 \x01(\x05\"C\n\x16SetQueueLimitsResponse\x12)\n\x05queue\x18\x01 \x01(\x0b\x32\x1a.notifyagent.v1.QueueStats\"\x12\n\x10GetStatusRequest\"A\n\nStateCount\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.notifyagent.v1.State\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xb9\x01\n\nQueueStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\x03\x12\x11\n\tin_flight\x18\x03 \x01(\x03\x12\x11\n\tscheduled\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\x12\x11\n\tsucceeded\x18\x06 \x01(\x03\x12\x0e\n\x06paused\x18\x07 \x01(\x08\x12\x16\n\x0emax_concurrent\x18\x08 \x01(\x05\x12\x0c\n\x04rate\x18\t \x01(\x01\x12\r\n\x05\x62urst\x18\n \x01(\x05\"\xae\x01\n\x0e\x44ispatcherInfo\x12\x15\n\rdispatcher_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x0e\n\x06\x63redit\x18\x04 \x01(\x05\x12\x0e\n\x06leases\x18\x05 \x01(\x05\x12\x30\n\x0c\x63onnect_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64raining\x18\x07 \x01(\x08\"\xbf\x02\n\x11GetStatusResponse\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x12\x0f\n\x07version\x18\x03 \x01(\t\x12*\n\x06\x63ounts\x18\x04 \x03(\x0b\x32\x1a.notifyagent.v1.StateCount\x12\x0f\n\x07sent_ok\x18\x05 \x01(\x03\x12\x13\n\x0bsent_failed\x18\x06 \x01(\x03\x12\x33\n\x0b\x64ispatchers\x18\x07 \x03(\x0b\x32\x1e.notifyagent.v1.DispatcherInfo\x12*\n\x06queues\x18\x08 \x03(\x0b\x32\x1a.notifyagent.v1.QueueStats\x12\x12\n\nwheel_size\x18\t \x01(\x03\x12\x15\n\rshutting_down\x18\n \x01(\x08\x32\xa4\x04\n\x0c\x41\x64minService\x12P\n\tGetStatus\x12 .notifyagent.v1.GetStatusRequest\x1a!.notifyagent.v1.GetStatusResponse\x12S\n\nPauseQueue\x12!.notifyagent.v1.PauseQueueRequest\x1a\".notifyagent.v1.PauseQueueResponse\x12V\n\x0bResumeQueue\x12\".notifyagent.v1.ResumeQueueRequest\x1a#.notifyagent.v1.ResumeQueueResponse\x12_\n\x0eSetQueueLimits\x12%.notifyagent.v1.SetQueueLimitsRequest\x1a&.notifyagent.v1.SetQueueLimitsResponse\x12\x65\n\x10\x44rainDispatchers\x12\'.notifyagent.v1.DrainDispatchersRequest\x1a(.notifyagent.v1.DrainDispatchersResponse\x12M\n\x08Shutdown\x12\x1f.notifyagent.v1.ShutdownRequest\x1a .notifyagent.v1.ShutdownResponseB\x82\x01\n\x12\x63om.notifyagent.v1B\x11\x41\x64minServiceProtoP\x01Z/notifyagent/gen/go/notifyagent/v1;notifyagentv1\xa2\x02\x03NAX\xaa\x02\x0eNotifyAgent.V1\xca\x02\x0eNotifyAgent\\V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'notifyagent.v1.admin_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_PAUSEQUEUEREQUEST']._serialized_start=116
-  _globals['_PAUSEQUEUEREQUEST']._serialized_end=149
-  _globals['_PAUSEQUEUERESPONSE']._serialized_start=151
-  _globals['_PAUSEQUEUERESPONSE']._serialized_end=214
-  _globals['_RESUMEQUEUEREQUEST']._serialized_start=216
-  _globals['_RESUMEQUEUEREQUEST']._serialized_end=250
-  _globals['_RESUMEQUEUERESPONSE']._serialized_start=252
-  _globals['_RESUMEQUEUERESPONSE']._serialized_end=316
-  _globals['_SETQUEUELIMITSREQUEST']._serialized_start=318
-  _globals['_SETQUEUELIMITSREQUEST']._serialized_end=408
-  _globals['_SETQUEUELIMITSRESPONSE']._serialized_start=410
-  _globals['_SETQUEUELIMITSRESPONSE']._serialized_end=477
-  _globals['_GETSTATUSREQUEST']._serialized_start=479
-  _globals['_GETSTATUSREQUEST']._serialized_end=497
-  _globals['_STATECOUNT']._serialized_start=499
-  _globals['_STATECOUNT']._serialized_end=564
-  _globals['_QUEUESTATS']._serialized_start=567
-  _globals['_QUEUESTATS']._serialized_end=752
-  _globals['_DISPATCHERINFO']._serialized_start=755
-  _globals['_DISPATCHERINFO']._serialized_end=911
-  _globals['_GETSTATUSRESPONSE']._serialized_start=914
-  _globals['_GETSTATUSRESPONSE']._serialized_end=1210
-  _globals['_ADMINSERVICE']._serialized_start=1213
-  _globals['_ADMINSERVICE']._serialized_end=1579
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\022com.notifyagent.v1B\021AdminServiceProtoP\001Z/notifyagent/gen/go/notifyagent/v1;notifyagentv1\242\002\003NAX\252\002\016NotifyAgent.V1\312\002\016NotifyAgent\\V1'
+  _globals['_DRAINDISPATCHERSREQUEST']._serialized_start=116
+  _globals['_DRAINDISPATCHERSREQUEST']._serialized_end=164
+  _globals['_DRAINDISPATCHERSRESPONSE']._serialized_start=166
+  _globals['_DRAINDISPATCHERSRESPONSE']._serialized_end=216
+  _globals['_SHUTDOWNREQUEST']._serialized_start=218
+  _globals['_SHUTDOWNREQUEST']._serialized_end=235
+  _globals['_SHUTDOWNRESPONSE']._serialized_start=237
+  _globals['_SHUTDOWNRESPONSE']._serialized_end=255
+  _globals['_PAUSEQUEUEREQUEST']._serialized_start=257
+  _globals['_PAUSEQUEUEREQUEST']._serialized_end=290
+  _globals['_PAUSEQUEUERESPONSE']._serialized_start=292
+  _globals['_PAUSEQUEUERESPONSE']._serialized_end=355
+  _globals['_RESUMEQUEUEREQUEST']._serialized_start=357
+  _globals['_RESUMEQUEUEREQUEST']._serialized_end=391
+  _globals['_RESUMEQUEUERESPONSE']._serialized_start=393
+  _globals['_RESUMEQUEUERESPONSE']._serialized_end=457
+  _globals['_SETQUEUELIMITSREQUEST']._serialized_start=459
+  _globals['_SETQUEUELIMITSREQUEST']._serialized_end=549
+  _globals['_SETQUEUELIMITSRESPONSE']._serialized_start=551
+  _globals['_SETQUEUELIMITSRESPONSE']._serialized_end=618
+  _globals['_GETSTATUSREQUEST']._serialized_start=620
+  _globals['_GETSTATUSREQUEST']._serialized_end=638
+  _globals['_STATECOUNT']._serialized_start=640
+  _globals['_STATECOUNT']._serialized_end=705
+  _globals['_QUEUESTATS']._serialized_start=708
+  _globals['_QUEUESTATS']._serialized_end=893
+  _globals['_DISPATCHERINFO']._serialized_start=896
+  _globals['_DISPATCHERINFO']._serialized_end=1070
+  _globals['_GETSTATUSRESPONSE']._serialized_start=1073
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1392
+  _globals['_ADMINSERVICE']._serialized_start=1395
+  _globals['_ADMINSERVICE']._serialized_end=1943
 # @@protoc_insertion_point(module_scope)

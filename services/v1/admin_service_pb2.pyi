@@ -10,6 +10,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DrainDispatchersRequest(_message.Message):
+    __slots__ = ("dispatcher_id",)
+    DISPATCHER_ID_FIELD_NUMBER: _ClassVar[int]
+    dispatcher_id: str
+    def __init__(self, dispatcher_id: _Optional[str] = ...) -> None: ...
+
+class DrainDispatchersResponse(_message.Message):
+    __slots__ = ("dispatcher_ids",)
+    DISPATCHER_IDS_FIELD_NUMBER: _ClassVar[int]
+    dispatcher_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, dispatcher_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ShutdownRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ShutdownResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class PauseQueueRequest(_message.Message):
     __slots__ = ("name",)
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -89,23 +109,25 @@ class QueueStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., pending: _Optional[int] = ..., in_flight: _Optional[int] = ..., scheduled: _Optional[int] = ..., failed: _Optional[int] = ..., succeeded: _Optional[int] = ..., paused: _Optional[bool] = ..., max_concurrent: _Optional[int] = ..., rate: _Optional[float] = ..., burst: _Optional[int] = ...) -> None: ...
 
 class DispatcherInfo(_message.Message):
-    __slots__ = ("dispatcher_id", "version", "capacity", "credit", "leases", "connect_time")
+    __slots__ = ("dispatcher_id", "version", "capacity", "credit", "leases", "connect_time", "draining")
     DISPATCHER_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     CREDIT_FIELD_NUMBER: _ClassVar[int]
     LEASES_FIELD_NUMBER: _ClassVar[int]
     CONNECT_TIME_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     dispatcher_id: str
     version: str
     capacity: int
     credit: int
     leases: int
     connect_time: _timestamp_pb2.Timestamp
-    def __init__(self, dispatcher_id: _Optional[str] = ..., version: _Optional[str] = ..., capacity: _Optional[int] = ..., credit: _Optional[int] = ..., leases: _Optional[int] = ..., connect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    draining: bool
+    def __init__(self, dispatcher_id: _Optional[str] = ..., version: _Optional[str] = ..., capacity: _Optional[int] = ..., credit: _Optional[int] = ..., leases: _Optional[int] = ..., connect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("start_time", "pid", "version", "counts", "sent_ok", "sent_failed", "dispatchers", "queues", "wheel_size")
+    __slots__ = ("start_time", "pid", "version", "counts", "sent_ok", "sent_failed", "dispatchers", "queues", "wheel_size", "shutting_down")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +137,7 @@ class GetStatusResponse(_message.Message):
     DISPATCHERS_FIELD_NUMBER: _ClassVar[int]
     QUEUES_FIELD_NUMBER: _ClassVar[int]
     WHEEL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHUTTING_DOWN_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     pid: int
     version: str
@@ -124,4 +147,5 @@ class GetStatusResponse(_message.Message):
     dispatchers: _containers.RepeatedCompositeFieldContainer[DispatcherInfo]
     queues: _containers.RepeatedCompositeFieldContainer[QueueStats]
     wheel_size: int
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pid: _Optional[int] = ..., version: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., sent_ok: _Optional[int] = ..., sent_failed: _Optional[int] = ..., dispatchers: _Optional[_Iterable[_Union[DispatcherInfo, _Mapping]]] = ..., queues: _Optional[_Iterable[_Union[QueueStats, _Mapping]]] = ..., wheel_size: _Optional[int] = ...) -> None: ...
+    shutting_down: bool
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pid: _Optional[int] = ..., version: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., sent_ok: _Optional[int] = ..., sent_failed: _Optional[int] = ..., dispatchers: _Optional[_Iterable[_Union[DispatcherInfo, _Mapping]]] = ..., queues: _Optional[_Iterable[_Union[QueueStats, _Mapping]]] = ..., wheel_size: _Optional[int] = ..., shutting_down: _Optional[bool] = ...) -> None: ...

@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class AdminServiceStub:
-    """AdminService is for operators.
+    """AdminService is for operators. Errors follow NotifyService: bad input is
+    INVALID_ARGUMENT with a google.rpc.BadRequest naming the request field
+    ("name", "max_concurrent", "rate", "burst").
     """
 
     def __init__(self, channel):
@@ -55,14 +57,27 @@ class AdminServiceStub:
                 request_serializer=notifyagent_dot_v1_dot_admin__service__pb2.SetQueueLimitsRequest.SerializeToString,
                 response_deserializer=notifyagent_dot_v1_dot_admin__service__pb2.SetQueueLimitsResponse.FromString,
                 _registered_method=True)
+        self.DrainDispatchers = channel.unary_unary(
+                '/notifyagent.v1.AdminService/DrainDispatchers',
+                request_serializer=notifyagent_dot_v1_dot_admin__service__pb2.DrainDispatchersRequest.SerializeToString,
+                response_deserializer=notifyagent_dot_v1_dot_admin__service__pb2.DrainDispatchersResponse.FromString,
+                _registered_method=True)
+        self.Shutdown = channel.unary_unary(
+                '/notifyagent.v1.AdminService/Shutdown',
+                request_serializer=notifyagent_dot_v1_dot_admin__service__pb2.ShutdownRequest.SerializeToString,
+                response_deserializer=notifyagent_dot_v1_dot_admin__service__pb2.ShutdownResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
-    """AdminService is for operators.
+    """AdminService is for operators. Errors follow NotifyService: bad input is
+    INVALID_ARGUMENT with a google.rpc.BadRequest naming the request field
+    ("name", "max_concurrent", "rate", "burst").
     """
 
     def GetStatus(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The process's status: counts by state, dispatchers, queues.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -75,13 +90,31 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResumeQueue(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Grants from a paused queue again.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SetQueueLimits(self, request, context):
         """Sets a queue's max concurrent deliveries and rate limit (0 = unlimited).
+        Stored, but a queue named in NOTIFY_QUEUES takes its limits from there
+        again at every start and reload.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainDispatchers(self, request, context):
+        """Tells one connected dispatcher (or every one) to take no more work from
+        this scheduler; calls in flight finish and are reported.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Shutdown(self, request, context):
+        """Stops the process serving this call gracefully, as SIGTERM does.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -110,6 +143,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=notifyagent_dot_v1_dot_admin__service__pb2.SetQueueLimitsRequest.FromString,
                     response_serializer=notifyagent_dot_v1_dot_admin__service__pb2.SetQueueLimitsResponse.SerializeToString,
             ),
+            'DrainDispatchers': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainDispatchers,
+                    request_deserializer=notifyagent_dot_v1_dot_admin__service__pb2.DrainDispatchersRequest.FromString,
+                    response_serializer=notifyagent_dot_v1_dot_admin__service__pb2.DrainDispatchersResponse.SerializeToString,
+            ),
+            'Shutdown': grpc.unary_unary_rpc_method_handler(
+                    servicer.Shutdown,
+                    request_deserializer=notifyagent_dot_v1_dot_admin__service__pb2.ShutdownRequest.FromString,
+                    response_serializer=notifyagent_dot_v1_dot_admin__service__pb2.ShutdownResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'notifyagent.v1.AdminService', rpc_method_handlers)
@@ -119,7 +162,9 @@ def add_AdminServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
-    """AdminService is for operators.
+    """AdminService is for operators. Errors follow NotifyService: bad input is
+    INVALID_ARGUMENT with a google.rpc.BadRequest naming the request field
+    ("name", "max_concurrent", "rate", "burst").
     """
 
     @staticmethod
@@ -220,6 +265,60 @@ class AdminService:
             '/notifyagent.v1.AdminService/SetQueueLimits',
             notifyagent_dot_v1_dot_admin__service__pb2.SetQueueLimitsRequest.SerializeToString,
             notifyagent_dot_v1_dot_admin__service__pb2.SetQueueLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainDispatchers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/notifyagent.v1.AdminService/DrainDispatchers',
+            notifyagent_dot_v1_dot_admin__service__pb2.DrainDispatchersRequest.SerializeToString,
+            notifyagent_dot_v1_dot_admin__service__pb2.DrainDispatchersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Shutdown(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/notifyagent.v1.AdminService/Shutdown',
+            notifyagent_dot_v1_dot_admin__service__pb2.ShutdownRequest.SerializeToString,
+            notifyagent_dot_v1_dot_admin__service__pb2.ShutdownResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class DispatchServiceStub:
-    """DispatchService is how dispatchers take work from the scheduler.
+    """DispatchService is how dispatchers take work from the scheduler. Internal:
+    clients of NotifyAgent never call it.
     """
 
     def __init__(self, channel):
@@ -43,13 +44,16 @@ class DispatchServiceStub:
 
 
 class DispatchServiceServicer:
-    """DispatchService is how dispatchers take work from the scheduler.
+    """DispatchService is how dispatchers take work from the scheduler. Internal:
+    clients of NotifyAgent never call it.
     """
 
     def Lease(self, request_iterator, context):
         """One stream per dispatcher. The dispatcher sends hello first, then credit
         and results; the scheduler sends grants (never more than the credit),
-        acks, revokes and drain. Messages batch many items.
+        acks, revokes and drain. Messages batch many items. A first message
+        without hello (dispatcher_id and capacity > 0) ends the stream with
+        INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,7 +76,8 @@ def add_DispatchServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class DispatchService:
-    """DispatchService is how dispatchers take work from the scheduler.
+    """DispatchService is how dispatchers take work from the scheduler. Internal:
+    clients of NotifyAgent never call it.
     """
 
     @staticmethod

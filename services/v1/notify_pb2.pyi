@@ -96,15 +96,24 @@ class RetryPolicy(_message.Message):
     def __init__(self, max_attempts: _Optional[int] = ..., min_backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., multiplier: _Optional[float] = ..., max_retry_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_codes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SuccessCriteria(_message.Message):
-    __slots__ = ("status_codes", "body_contains")
+    __slots__ = ("status_codes", "body_contains", "mismatch_final")
     STATUS_CODES_FIELD_NUMBER: _ClassVar[int]
     BODY_CONTAINS_FIELD_NUMBER: _ClassVar[int]
+    MISMATCH_FINAL_FIELD_NUMBER: _ClassVar[int]
     status_codes: _containers.RepeatedScalarFieldContainer[int]
     body_contains: str
-    def __init__(self, status_codes: _Optional[_Iterable[int]] = ..., body_contains: _Optional[str] = ...) -> None: ...
+    mismatch_final: bool
+    def __init__(self, status_codes: _Optional[_Iterable[int]] = ..., body_contains: _Optional[str] = ..., mismatch_final: _Optional[bool] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("number", "start_time", "end_time", "dispatcher_id", "status_code", "error", "latency", "response_snippet", "success")
+    __slots__ = ("number", "start_time", "end_time", "dispatcher_id", "status_code", "error", "latency", "response_snippet", "success", "response_headers")
+    class ResponseHeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +123,7 @@ class Attempt(_message.Message):
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_SNIPPET_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_HEADERS_FIELD_NUMBER: _ClassVar[int]
     number: int
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
@@ -123,7 +133,8 @@ class Attempt(_message.Message):
     latency: _duration_pb2.Duration
     response_snippet: bytes
     success: bool
-    def __init__(self, number: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dispatcher_id: _Optional[str] = ..., status_code: _Optional[int] = ..., error: _Optional[str] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., response_snippet: _Optional[bytes] = ..., success: _Optional[bool] = ...) -> None: ...
+    response_headers: _containers.ScalarMap[str, str]
+    def __init__(self, number: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dispatcher_id: _Optional[str] = ..., status_code: _Optional[int] = ..., error: _Optional[str] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., response_snippet: _Optional[bytes] = ..., success: _Optional[bool] = ..., response_headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Notify(_message.Message):
     __slots__ = ("id", "request", "deliver_at", "delay", "trigger_key", "ordering_key", "queue", "state", "retry", "success", "fire_and_forget", "timeout", "expire_at", "callback_url", "labels", "attempts", "create_time", "next_attempt_time", "complete_time", "attempt_count", "group_key")

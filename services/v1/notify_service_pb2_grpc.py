@@ -27,6 +27,28 @@ if _version_not_supported:
 
 class NotifyServiceStub:
     """NotifyService is the public API: hand off HTTP calls and follow them.
+
+    Errors are gRPC status codes; a request that fails changed nothing.
+
+    - INVALID_ARGUMENT: bad input. The status carries a google.rpc.BadRequest
+    detail (in the grpc-status-details-bin trailer, a google.rpc.Status)
+    with one field violation per problem. A violation's field is a path of
+    proto field names from the request message, dot-separated, with [i] for
+    a list index and ['key'] for a map key: "notify.request.url",
+    "notify.request.headers['X-Trace']", "notify.labels['team']",
+    "notify.retry.max_attempts", "requests[2].notify.timeout",
+    "request_id", "id", "page_size", "update_mask". Problems with the
+    schedule oneof (deliver_at, delay) are reported on "notify.schedule" or
+    "notify.delay". The description says what is allowed.
+    - NOT_FOUND: no notify has that id.
+    - FAILED_PRECONDITION: the notify's state forbids it (cancel a finished
+    one, retry an unfinished one, update one being delivered or finished).
+    - UNAVAILABLE: the scheduler is starting, shutting down or cannot reach
+    its store. Safe to retry; retry CreateNotify only with a request_id.
+    - UNAUTHENTICATED / PERMISSION_DENIED: when authentication is on.
+    The google.rpc protos (google/rpc/status.proto, error_details.proto) ship
+    in the googleapis-common-protos wheel, .proto files included; Go has them
+    generated in google.golang.org/genproto/googleapis/rpc.
     """
 
     def __init__(self, channel):
@@ -89,50 +111,79 @@ class NotifyServiceStub:
 
 class NotifyServiceServicer:
     """NotifyService is the public API: hand off HTTP calls and follow them.
+
+    Errors are gRPC status codes; a request that fails changed nothing.
+
+    - INVALID_ARGUMENT: bad input. The status carries a google.rpc.BadRequest
+    detail (in the grpc-status-details-bin trailer, a google.rpc.Status)
+    with one field violation per problem. A violation's field is a path of
+    proto field names from the request message, dot-separated, with [i] for
+    a list index and ['key'] for a map key: "notify.request.url",
+    "notify.request.headers['X-Trace']", "notify.labels['team']",
+    "notify.retry.max_attempts", "requests[2].notify.timeout",
+    "request_id", "id", "page_size", "update_mask". Problems with the
+    schedule oneof (deliver_at, delay) are reported on "notify.schedule" or
+    "notify.delay". The description says what is allowed.
+    - NOT_FOUND: no notify has that id.
+    - FAILED_PRECONDITION: the notify's state forbids it (cancel a finished
+    one, retry an unfinished one, update one being delivered or finished).
+    - UNAVAILABLE: the scheduler is starting, shutting down or cannot reach
+    its store. Safe to retry; retry CreateNotify only with a request_id.
+    - UNAUTHENTICATED / PERMISSION_DENIED: when authentication is on.
+    The google.rpc protos (google/rpc/status.proto, error_details.proto) ship
+    in the googleapis-common-protos wheel, .proto files included; Go has them
+    generated in google.golang.org/genproto/googleapis/rpc.
     """
 
     def CreateNotify(self, request, context):
-        """Commits a notify durably before answering.
+        """Commits a notify durably before answering and returns it with its id.
+        With a request_id seen before, returns the first notify again and
+        creates nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def BatchCreateNotify(self, request, context):
-        """Many creates in one call and one transaction.
+        """Many creates in one call and one transaction: all or none. Field
+        violations name the item: "requests[i].notify...".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Trigger(self, request, context):
-        """Fires every notify waiting on a trigger key.
+        """Fires every notify waiting on a trigger key and answers how many.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetNotify(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Reads one notify with every attempt. NOT_FOUND for an unknown id.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListNotifies(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Lists notifies, oldest first, one page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CancelNotify(self, request, context):
-        """Cancels a notify that has not finished; FAILED_PRECONDITION otherwise.
+        """Cancels a notify that has not finished (a call in flight is stopped);
+        FAILED_PRECONDITION once it is SUCCEEDED, FAILED or CANCELLED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RetryNotify(self, request, context):
-        """Sends a failed or cancelled notify again with a fresh attempt budget.
+        """Sends a FAILED or CANCELLED notify again with a fresh attempt budget
+        and retry time; FAILED_PRECONDITION in any other state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,7 +191,8 @@ class NotifyServiceServicer:
 
     def UpdateNotify(self, request, context):
         """Changes a notify that is not being delivered and has not finished: its
-        schedule, request or policy. FAILED_PRECONDITION otherwise.
+        schedule, request or policy. FAILED_PRECONDITION otherwise. The queue
+        and ordering key cannot change.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -225,6 +277,28 @@ def add_NotifyServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class NotifyService:
     """NotifyService is the public API: hand off HTTP calls and follow them.
+
+    Errors are gRPC status codes; a request that fails changed nothing.
+
+    - INVALID_ARGUMENT: bad input. The status carries a google.rpc.BadRequest
+    detail (in the grpc-status-details-bin trailer, a google.rpc.Status)
+    with one field violation per problem. A violation's field is a path of
+    proto field names from the request message, dot-separated, with [i] for
+    a list index and ['key'] for a map key: "notify.request.url",
+    "notify.request.headers['X-Trace']", "notify.labels['team']",
+    "notify.retry.max_attempts", "requests[2].notify.timeout",
+    "request_id", "id", "page_size", "update_mask". Problems with the
+    schedule oneof (deliver_at, delay) are reported on "notify.schedule" or
+    "notify.delay". The description says what is allowed.
+    - NOT_FOUND: no notify has that id.
+    - FAILED_PRECONDITION: the notify's state forbids it (cancel a finished
+    one, retry an unfinished one, update one being delivered or finished).
+    - UNAVAILABLE: the scheduler is starting, shutting down or cannot reach
+    its store. Safe to retry; retry CreateNotify only with a request_id.
+    - UNAUTHENTICATED / PERMISSION_DENIED: when authentication is on.
+    The google.rpc protos (google/rpc/status.proto, error_details.proto) ship
+    in the googleapis-common-protos wheel, .proto files included; Go has them
+    generated in google.golang.org/genproto/googleapis/rpc.
     """
 
     @staticmethod

@@ -100,7 +100,7 @@ def _retry_policy(wire: bytes) -> RetryPolicy:
 @functools.lru_cache(maxsize=1024)
 def _success(wire: bytes) -> Success:
     sc = pb.SuccessCriteria.FromString(wire)
-    return Success(tuple(sc.status_codes), sc.body_contains)
+    return Success(tuple(sc.status_codes), sc.body_contains, sc.mismatch_final)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -116,7 +116,9 @@ def _policy_bytes(retry: RetryPolicy, success: Success, timeout_s: float) -> byt
             max_retry_duration=duration(retry.max_retry_duration),
             retry_codes=retry.retry_codes,
         ),
-        success=pb.SuccessCriteria(status_codes=success.status_codes, body_contains=success.body_contains),
+        success=pb.SuccessCriteria(
+            status_codes=success.status_codes, body_contains=success.body_contains, mismatch_final=success.mismatch_final
+        ),
         timeout=duration(timeout_s),
     ).SerializeToString()
 
@@ -178,6 +180,7 @@ def attempt_to_proto(a: AttemptRecord) -> pb.Attempt:
         latency=duration((a.end_ms - a.start_ms) / 1000),
         response_snippet=a.snippet,
         success=a.success,
+        response_headers=a.headers,
     )
 
 

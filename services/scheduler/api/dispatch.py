@@ -81,7 +81,8 @@ def _result(r: pb.LeaseResult) -> ResultIn:
         retry_after_s=convert.seconds(r.retry_after) if r.HasField("retry_after") else None,
         deferred=r.deferred,
     )
-    return ResultIn(r.lease_id, outcome, convert.millis(a.start_time), convert.millis(a.end_time), a.response_snippet)
+    return ResultIn(r.lease_id, outcome, convert.millis(a.start_time), convert.millis(a.end_time), a.response_snippet,
+                    dict(a.response_headers))
 
 
 def _response(items) -> pb.LeaseResponse:

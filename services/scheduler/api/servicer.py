@@ -4,10 +4,12 @@ Domain errors become gRPC status codes here and nowhere else."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import os
 import functools
+from typing import Callable
 import logging
 
 from google.protobuf import any_pb2
@@ -32,6 +34,7 @@ _CODES = {
     Unavailable: code_pb2.UNAVAILABLE,
 }
 MAX_PAGE = 1000
+MAX_DISPATCHER_ID = 256
 DEFAULT_PAGE = 50
 
 
@@ -185,8 +188,9 @@ def _decode_token(token: str) -> str:
 
 
 class AdminServicer(admin_grpc.AdminServiceServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, shutdown: Callable[[], None] = lambda: None) -> None:
         self._engine = engine
+        self._shutdown = shutdown  # asks the process to stop gracefully, as SIGTERM does
 
     async def _queue_stats(
         self, names: list[str] | None = None, counts: dict[tuple[str, State], int] | None = None
@@ -228,12 +232,13 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             dispatchers=[
                 admin_pb.DispatcherInfo(
                     dispatcher_id=d.dispatcher_id, version=d.version, capacity=d.capacity, credit=d.credit,
-                    leases=d.leases, connect_time=convert.timestamp(d.connect_ms),
+                    leases=d.leases, connect_time=convert.timestamp(d.connect_ms), draining=d.draining,
                 )  # fmt: skip
                 for d in snap.dispatchers
             ],
             queues=await self._queue_stats(counts=by_queue),
-            wheel_size=snap.wheel,
+            wheel_size=snap.waiting,
+            shutting_down=snap.shutting_down,
         )
 
     async def _change_queue(self, name: str, **changes) -> admin_pb.QueueStats:
@@ -258,3 +263,18 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             request.name, max_concurrent=request.max_concurrent, rate=request.rate, burst=request.burst
         )
         return admin_pb.SetQueueLimitsResponse(queue=stats)
+
+    @maps_errors
+    async def DrainDispatchers(self, request, context):
+        if len(request.dispatcher_id) > MAX_DISPATCHER_ID:
+            raise InvalidArgument([("dispatcher_id", f"must be at most {MAX_DISPATCHER_ID} characters")])
+        told = self._engine.drain_dispatchers(request.dispatcher_id)
+        if request.dispatcher_id and not told:
+            raise NotFound(f"dispatcher {request.dispatcher_id!r} is not connected")
+        return admin_pb.DrainDispatchersResponse(dispatcher_ids=told)
+
+    @maps_errors
+    async def Shutdown(self, request, context):
+        log.warning("Shutdown asked over AdminService: stopping gracefully")
+        asyncio.get_running_loop().call_soon(self._shutdown)  # after this answer is on its way
+        return admin_pb.ShutdownResponse()

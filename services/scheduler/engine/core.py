@@ -27,7 +27,8 @@ from .errors import FailedPrecondition
 from .granting import Granting
 from .loading import Loading
 from .memory import EngineSettings
-from .model import GroupStatus, NewNotify, Notification, QueueConfig, State
+from .model import GroupStatus, NewNotify, Notification, QueueConfig, Spec, State
+from .observers import Observers
 from .outcomes import group_callback, new_notification
 from .results import ResultIn, Results
 from .sessions import Drain
@@ -53,6 +54,11 @@ class Engine(Loading, Granting, Results, Dispatchers):
     def accepting(self) -> bool:
         return self._accepting
 
+    @property
+    def observers(self) -> Observers:
+        """Hooks that hear notifies created, attempted and finished (metrics, alerts)."""
+        return self._observers
+
     # --- life cycle -----------------------------------------------------
 
     async def start(self, queues: list[QueueConfig] = ()) -> None:
@@ -72,6 +78,7 @@ class Engine(Loading, Granting, Results, Dispatchers):
     async def drain(self, grace_s: float) -> None:
         """Stops granting and waits up to grace_s for results of leases in flight."""
         self._accepting = False
+        self._shutting_down = True
         for s in self._sessions.values():
             s.send(Drain())
         if not await wait_event(self._clock, self._no_leases, int(grace_s * 1000)):
@@ -95,6 +102,15 @@ class Engine(Loading, Granting, Results, Dispatchers):
     def new_notification(self, new: NewNotify, now_ms: int) -> Notification:
         """A notify as created, with an id from the engine's generator."""
         return new_notification(new, now_ms, self._ids)
+
+    async def enqueue(self, specs: list[Spec]) -> list[Notification]:
+        """Commits notifies the scheduler makes for itself (alerts), also while it stops:
+        they are delivered now, or after the next start."""
+        now = self._clock.now_ms()
+        stored = await self._store.insert([new_notification(NewNotify(s), now, self._ids) for s in specs])
+        for n in stored:
+            self.admit(n)
+        return stored
 
     def held(self, notify_id: str) -> HeldView | None:
         """The notify as memory holds it, or None if it is not in memory."""
@@ -148,6 +164,7 @@ class Engine(Loading, Granting, Results, Dispatchers):
 
     def snapshot(self) -> Snapshot:
         held_by = self._leases.by_dispatcher()
+        now = self._clock.now_ms()
         return Snapshot(
             start_ms=self._start_ms,
             accepting=self._accepting,
@@ -156,9 +173,12 @@ class Engine(Loading, Granting, Results, Dispatchers):
             held=len(self._live),
             ready=len(self._ready),
             wheel=len(self._wheel),
+            waiting=sum(1 for n in self._live.values() if n.state in (State.SCHEDULED, State.RETRY_WAIT) and n.due_ms is not None and n.due_ms > now),
+            shutting_down=self._shutting_down,
             leases=len(self._leases),
             dispatchers=tuple(
-                DispatcherView(s.dispatcher_id, s.version, s.capacity, s.credit, held_by.get(s.dispatcher_id, 0), s.connect_ms)
+                DispatcherView(s.dispatcher_id, s.version, s.capacity, s.credit, held_by.get(s.dispatcher_id, 0), s.connect_ms,
+                               s.draining)  # fmt: skip
                 for s in self._sessions.values()
             ),
             queue_configs={c.name: c for c in self._queues.configs()},

@@ -10,7 +10,7 @@ import logging
 
 from .memory import Memory
 from .model import State
-from .sessions import Session
+from .sessions import Drain, Session
 
 log = logging.getLogger(__name__)
 MAX_EXTEND_S = 600.0
@@ -24,6 +24,9 @@ class Dispatchers(Memory):
         s = Session(dispatcher_id, version, capacity, max(0, credit), self._clock.now_ms())
         self._sessions[dispatcher_id] = s
         log.info("dispatcher %s connected (capacity %d, credit %d)", dispatcher_id, capacity, s.credit)
+        if dispatcher_id in self._drained:  # a drained dispatcher that reconnects stays drained
+            self.set_draining(s)
+            s.send(Drain())
         self._pump()
         return s
 
@@ -55,9 +58,21 @@ class Dispatchers(Memory):
                 self._ready.offer(n)
         self._pump()
 
+    def drain_dispatchers(self, dispatcher_id: str = "") -> list[str]:
+        """Tells one connected dispatcher (every one for "") to take no more work from here;
+        its calls in flight finish and are reported. Returns the ids told."""
+        told = [s for s in self._sessions.values() if not dispatcher_id or s.dispatcher_id == dispatcher_id]
+        for s in told:
+            log.info("dispatcher %s: drain asked by an operator", s.dispatcher_id)
+            self._drained.add(s.dispatcher_id)
+            self.set_draining(s)
+            s.send(Drain())
+        return [s.dispatcher_id for s in told]
+
     def set_draining(self, session: Session) -> None:
         session.credit = 0
         session.capacity = 0
+        session.draining = True
         log.info("dispatcher %s is draining; no more grants to it", session.dispatcher_id)
 
     def add_credit(self, session: Session, credit: int) -> None:

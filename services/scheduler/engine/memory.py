@@ -19,6 +19,7 @@ from ..store.port import Store
 from .clock import Clock, Handle
 from .leases import Lease, LeaseBook
 from .model import Notification, State
+from .observers import Observers
 from .queues import Queues
 from .ready import ReadyQueue
 from .sessions import Revoke, Session
@@ -72,6 +73,9 @@ class Memory:
         self._start_ms = clock.now_ms()
         self._sent_ok = 0
         self._sent_failed = 0
+        self._observers = Observers()  # metrics and alerts subscribe (created, attempted, finished)
+        self._shutting_down = False  # drain() began: the process is stopping
+        self._drained: set[str] = set()  # dispatcher ids an operator drained
 
     # --- into memory and out ----------------------------------------------
 

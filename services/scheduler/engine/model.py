@@ -51,6 +51,7 @@ class RetryPolicy:
 class Success:
     status_codes: tuple[int, ...] = ()  # empty: any 2xx
     body_contains: str = ""
+    mismatch_final: bool = False  # a success-status answer without body_contains fails for good
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,7 @@ class AttemptRecord:
     error: str
     success: bool
     snippet: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)  # response headers, capped by the dispatcher
 
 
 @dataclass(slots=True)

@@ -51,6 +51,7 @@ class Operations:
             if got.id == mine.id:  # not a request_id seen before
                 log.debug("notify %s created: %s %s, due %s", got.id, got.spec.request.method, got.spec.request.url, got.due_ms)
                 self._e.admit(got)
+                self._e.observers.emit(self._e.observers.created, got)
         return stored
 
     async def get(self, notify_id: str) -> Notification:

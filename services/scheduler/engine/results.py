@@ -31,6 +31,7 @@ class ResultIn:
     start_ms: int
     end_ms: int
     snippet: bytes = b""
+    headers: dict[str, str] | None = None  # response headers (capped by the dispatcher)
 
 
 class Results(Memory):
@@ -50,7 +51,9 @@ class Results(Memory):
                 writes.append(self._defer(lease.notify, r.outcome, now))
                 continue
             attempt = AttemptRecord(lease.attempt, r.start_ms, r.end_ms, session.dispatcher_id,
-                                    r.outcome.status_code, r.outcome.error, r.outcome.success, r.snippet)  # fmt: skip
+                                    r.outcome.status_code, r.outcome.error, r.outcome.success, r.snippet,
+                                    r.headers or {})  # fmt: skip
+            self._observers.emit(self._observers.attempted, lease.notify, attempt, lease.notify.due_ms or lease.granted_ms)
             writes.append(self._apply(lease.notify, attempt, r.outcome, now))
         await self._commit(writes, ended)
         for r in results:
@@ -96,7 +99,9 @@ class Results(Memory):
         d = decide(n, outcome, now)
         level = logging.INFO if d.state.terminal or not outcome.success else logging.DEBUG
         log.log(level, "notify %s attempt %d: %s -> %s (%s)", n.id, attempt.number,
-                outcome.status_code or outcome.error, d.state.name, d.reason)  # fmt: skip
+                outcome.status_code or outcome.error, d.state.name, d.reason,
+                extra={"notify_id": n.id, "attempt": attempt.number, "queue": n.spec.queue, "status_code": outcome.status_code,
+                       "latency_ms": attempt.end_ms - attempt.start_ms, "dispatcher_id": attempt.dispatcher_id})  # fmt: skip
         return self._settle(n, d, attempt, now)
 
     def _settle(self, n: Notification, d: Decision, attempt: AttemptRecord | None, now: int) -> tuple[ResultWrite, int]:
@@ -104,7 +109,7 @@ class Results(Memory):
         Returns the write and the notify's version it is for."""
         self._held.move(n, d.state, d.due_ms)
         n.complete_ms = now if d.state.terminal else None
-        write = ResultWrite(n, attempt, self._callback(n, attempt, d.reason) if d.state.terminal else None)
+        write = ResultWrite(n, attempt, self._callback(n, attempt, d.reason) if d.state.terminal else None, d.reason)
         return write, n.version
 
     async def _commit(self, writes: list[tuple[ResultWrite, int]], ended: list[Lease] = ()) -> None:
@@ -137,6 +142,7 @@ class Results(Memory):
                 else:
                     self._sent_failed += 1
                 self.forget(n.id, n.spec.ordering_key, revoke=False)
+                self._observers.emit(self._observers.finished, n, w.attempt, w.reason)
             elif (n.due_ms, n.id) < self._cursor:
                 self._schedule(n)
             else:

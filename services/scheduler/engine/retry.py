@@ -41,6 +41,16 @@ def is_retryable_code(policy: RetryPolicy, code: int) -> bool:
     return code in (408, 429) or 500 <= code <= 599
 
 
+def body_mismatch_retried(n: Notification, outcome: Outcome) -> bool:
+    """A success status whose body lacks body_contains: "resend until the correct answer",
+    unless the notify says a mismatch is final."""
+    s = n.spec.success
+    if not s.body_contains or s.mismatch_final or outcome.success:
+        return False
+    code = outcome.status_code
+    return code in s.status_codes if s.status_codes else 200 <= code < 300
+
+
 def defer(n: Notification, outcome: Outcome, now_ms: int) -> Decision:
     """A call the dispatcher did not make: try again after its target's backoff."""
     due = now_ms + int(max(0.05, outcome.retry_after_s or 0.0) * 1000)
@@ -57,7 +67,7 @@ def decide(n: Notification, outcome: Outcome, now_ms: int, rand: float | None = 
     if spec.fire_and_forget:
         return Decision(State.FAILED, None, f"fire-and-forget attempt got no answer: {outcome.error}")
     if outcome.status_code:
-        retryable = is_retryable_code(spec.retry, outcome.status_code)
+        retryable = is_retryable_code(spec.retry, outcome.status_code) or body_mismatch_retried(n, outcome)
     else:
         retryable = outcome.no_answer_retryable
     if not retryable:

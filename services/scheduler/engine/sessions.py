@@ -44,6 +44,7 @@ class Session:
     credit: int
     connect_ms: int
     closed: bool = False
+    draining: bool = False  # takes no more grants (it said so, or an operator drained it)
     _outbox: deque = field(default_factory=deque, repr=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 

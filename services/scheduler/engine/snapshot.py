@@ -15,6 +15,7 @@ class DispatcherView:
     credit: int
     leases: int
     connect_ms: int
+    draining: bool = False  # takes no more grants
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,8 @@ class Snapshot:
     ready: int  # due, waiting for a dispatcher
     wheel: int  # entries in the timer wheel (notifies and lease deadlines)
     leases: int
+    waiting: int = 0  # notifies the wheel holds for a future time (not lease deadlines or stale entries)
+    shutting_down: bool = False  # drain() began
     dispatchers: tuple[DispatcherView, ...] = ()
     queue_configs: dict[str, QueueConfig] = field(default_factory=dict)  # configured queues
     in_flight: dict[str, int] = field(default_factory=dict)  # leases by queue

@@ -13,7 +13,7 @@ COLUMNS = (
     " complete_ms, attempt_count, budget_base, first_attempt_ms, spec, group_key"
 )
 COLUMN_COUNT = COLUMNS.count(",") + 1
-ATTEMPT_COLUMNS = "number, start_ms, end_ms, dispatcher_id, status_code, error, success, snippet"
+ATTEMPT_COLUMNS = "number, start_ms, end_ms, dispatcher_id, status_code, error, success, snippet, headers"
 
 
 def spec_to_json(spec: Spec) -> str:
@@ -27,7 +27,7 @@ def spec_to_json(spec: Spec) -> str:
         "f": r.form,
         "at": spec.deliver_at_ms,
         "r": [p.max_attempts, p.min_backoff, p.max_backoff, p.multiplier, p.max_retry_duration, list(p.retry_codes)],
-        "s": [list(s.status_codes), s.body_contains],
+        "s": [list(s.status_codes), s.body_contains, *([True] if s.mismatch_final else [])],
         "ff": spec.fire_and_forget,
         "t": spec.timeout,
         "x": spec.expire_at_ms,
@@ -54,7 +54,7 @@ def spec_from_json(text: str, *, trigger_key: str, ordering_key: str, queue: str
         ordering_key=ordering_key,
         queue=queue,
         retry=RetryPolicy(r[0], r[1], r[2], r[3], r[4], tuple(r[5])),
-        success=Success(tuple(d["s"][0]), d["s"][1]),
+        success=Success(tuple(d["s"][0]), d["s"][1], bool(d["s"][2:3] and d["s"][2])),
         fire_and_forget=d["ff"],
         timeout=d["t"],
         expire_at_ms=d["x"],
@@ -89,12 +89,25 @@ def from_row(row: Sequence) -> Notification:
 
 
 def attempt_row(notify_id: str, a: AttemptRecord) -> tuple:
-    return (notify_id, a.number, a.start_ms, a.end_ms, a.dispatcher_id, a.status_code, a.error, a.success, a.snippet)
+    headers = json.dumps(a.headers, separators=(",", ":")) if a.headers else ""
+    return (notify_id, a.number, a.start_ms, a.end_ms, a.dispatcher_id, a.status_code, a.error, a.success, a.snippet, headers)
 
 
 def attempt_from_row(row: Sequence) -> AttemptRecord:
-    number, start, end, dispatcher, code, error, success, snippet = row
-    return AttemptRecord(number, start, end, dispatcher, code, error, bool(success), bytes(snippet or b""))
+    number, start, end, dispatcher, code, error, success, snippet, headers = row
+    return AttemptRecord(number, start, end, dispatcher, code, error, bool(success), bytes(snippet or b""),
+                         _headers_from_json(headers))  # fmt: skip
+
+
+def _headers_from_json(text: str | None) -> dict[str, str]:
+    """Response headers of an attempt; rows from before they were kept have none."""
+    if not text:
+        return {}
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
 
 
 def group_status(key: str, counts: Sequence[Sequence], callback: Sequence | None) -> GroupStatus | None:

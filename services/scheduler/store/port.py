@@ -21,6 +21,7 @@ class ResultWrite:
     notify: Notification
     attempt: AttemptRecord | None
     follow_up: Notification | None = None  # a new notify (the result callback) committed with it
+    reason: str = ""  # why the notify is where it is now (for logs and observers; not stored)
 
 
 class Store(Protocol):

@@ -67,8 +67,15 @@ CREATE TABLE IF NOT EXISTS attempts (
     status_code INTEGER NOT NULL,
     error TEXT NOT NULL,
     success BOOLEAN NOT NULL,
-    snippet BYTEA NOT NULL
+    snippet BYTEA NOT NULL,
+    headers TEXT NOT NULL DEFAULT ''
 );
+DO $$ BEGIN  -- migration, as above
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'attempts' AND column_name = 'headers') THEN
+        ALTER TABLE attempts ADD COLUMN headers TEXT NOT NULL DEFAULT '';
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS attempts_notify ON attempts (notify_id, number, seq);
 CREATE TABLE IF NOT EXISTS queues (
     name TEXT COLLATE "C" PRIMARY KEY,
@@ -102,7 +109,7 @@ _SAVE = (
     "UPDATE notifies SET state=$1, due_ms=$2, complete_ms=$3, attempt_count=$4, first_attempt_ms=$5"
     f" WHERE id=$6 AND state <> {int(State.CANCELLED)}"
 )
-_ADD_ATTEMPT = f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+_ADD_ATTEMPT = f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 _BY_ID = f"SELECT {codec.COLUMNS} FROM notifies WHERE id = $1"
 _BY_REQUEST_IDS = f"SELECT {codec.COLUMNS} FROM notifies WHERE request_id = ANY($1::text[])"
 _LOAD_DUE = (

@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     status_code INTEGER NOT NULL,
     error TEXT NOT NULL,
     success INTEGER NOT NULL,
-    snippet BLOB NOT NULL
+    snippet BLOB NOT NULL,
+    headers TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS attempts_notify ON attempts(notify_id, number);
 CREATE TABLE IF NOT EXISTS queues (
@@ -79,7 +80,7 @@ INDEXES = """
 CREATE INDEX IF NOT EXISTS notifies_group ON notifies(group_key, state, complete_ms) WHERE group_key != '';
 """
 # Columns added since the first release: (table, column, definition), added where missing.
-MIGRATIONS = [("notifies", "group_key", "TEXT NOT NULL DEFAULT ''")]
+MIGRATIONS = [("notifies", "group_key", "TEXT NOT NULL DEFAULT ''"), ("attempts", "headers", "TEXT NOT NULL DEFAULT ''")]
 
 _INSERT = f"INSERT INTO notifies ({codec.COLUMNS}) VALUES ({', '.join('?' * codec.COLUMN_COUNT)})"
 _ACTIVE_SQL = ", ".join(str(int(s)) for s in ACTIVE)
@@ -229,7 +230,7 @@ class SqliteStore:
                 "UPDATE notifies SET state=?, due_ms=?, complete_ms=?, attempt_count=?, first_attempt_ms=? WHERE id=? AND state != 8",
                 states,
             )
-            conn.executemany(f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", attempts)
+            conn.executemany(f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", attempts)
             conn.executemany(_INSERT, follow_ups)
             return groups.end(conn, ending, group_callback)
 
