@@ -31,6 +31,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 UI_TIMEOUT_MS = 15_000
+expect.set_options(timeout=UI_TIMEOUT_MS)
 
 
 def need_chromium() -> None:
@@ -112,7 +113,7 @@ async def test_console_finds_a_failed_notify_shows_its_attempts_and_retry_delive
     await page.click('nav a[data-nav="notifies"]')
     await page.select_option("#search-state", "STATE_FAILED")
     await page.click('#search button[type="submit"]')
-    rows = page.locator("#notifies tbody tr")
+    rows = page.locator("#notifies > tbody > tr")
     await expect(rows).to_have_count(2)
     await expect(page.locator(f'tr[data-id="{other.id}"]')).to_contain_text(f"note={hostile}")  # text, not markup
     await page.fill("#search-group_key", "order-42")
@@ -124,10 +125,12 @@ async def test_console_finds_a_failed_notify_shows_its_attempts_and_retry_delive
     await rows.first.locator("a").click()
     await expect(page.locator("#notify-id")).to_have_text(failed.id)
     await expect(page.locator("#notify-state")).to_have_text("FAILED")
-    attempts = page.locator("#attempts tbody tr")
+    attempts = page.locator("#attempts > tbody > tr")
     await expect(attempts).to_have_count(2)
     await expect(attempts.locator("td.status")).to_have_text(["500", "500"])
     await expect(attempts.first.locator("pre.snippet")).to_have_text("answer 500")
+    await attempts.first.locator("details summary").click()  # the answer's headers, as the attempt kept them
+    await expect(attempts.first.locator("details table")).to_contain_text("Content-Type")
     await expect(page.locator("pre.body")).to_have_text('{"order": 42, "paid": true}')
     await expect(page.get_by_role("link", name="order-42")).to_have_attribute("href", "#/notifies?group_key=order-42")
 
@@ -155,9 +158,9 @@ async def test_console_searches_by_trigger_key_pages_and_pauses_and_resumes_a_qu
     await page.goto(base_url(system) + "/#/notifies")
     await page.fill("#search-trigger_key", "never")
     await page.click('#search button[type="submit"]')
-    await expect(page.locator("#notifies tbody tr")).to_have_count(50)  # a page
+    await expect(page.locator("#notifies > tbody > tr")).to_have_count(50)  # a page
     await page.click("#next-page")
-    await expect(page.locator("#notifies tbody tr")).to_have_count(1)
+    await expect(page.locator("#notifies > tbody > tr")).to_have_count(1)
     await expect(page.locator("#next-page")).to_have_count(0)
     await page.fill("#search-trigger_key", "other")
     await page.click('#search button[type="submit"]')
@@ -172,6 +175,9 @@ async def test_console_searches_by_trigger_key_pages_and_pauses_and_resumes_a_qu
     await expect(mail.locator(".badge.paused")).to_have_count(0)
     assert not await paused()
 
+    await system.admin.DrainDispatchers(admin_pb.DrainDispatchersRequest())
+    await expect(page.locator("#dispatchers tbody tr .badge")).to_have_text("DRAINING")
+
 
 async def test_console_redrives_every_failed_notify_of_a_queue(console_system, target, page):
     system = console_system
@@ -184,7 +190,7 @@ async def test_console_redrives_every_failed_notify_of_a_queue(console_system, t
 
     page.on("dialog", lambda d: d.accept())
     await page.goto(base_url(system) + "/#/notifies?state=STATE_FAILED&queue=hooks")
-    await expect(page.locator("#notifies tbody tr")).to_have_count(3)
+    await expect(page.locator("#notifies > tbody > tr")).to_have_count(3)
     await page.click("#redrive")
     await expect(page.locator("#message")).to_have_text("Redrive: 3 failed notifies sent again")
     for i in ids:

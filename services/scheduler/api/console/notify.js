@@ -24,6 +24,13 @@ function requestBody(r) {
   return bytesText(r.body);
 }
 
+function responseHeaders(headers) {
+  const entries = Object.entries(headers || {});
+  if (!entries.length) return null;
+  return h("details", { class: "response-headers" }, h("summary", {}, `${entries.length} headers`),
+    h("table", { class: "headers" }, h("tbody", {}, entries.map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, v))))));
+}
+
 function dl(pairs) {
   return h("dl", {}, pairs.filter(([, v]) => v !== "" && v !== undefined && v !== null)
     .map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
@@ -63,7 +70,9 @@ export async function notifyPage(ctx, id) {
     h("td", { class: "n status" }, get(a, "status_code") || ""),
     h("td", {}, a.success ? "ok" : "failed"),
     h("td", { class: "error" }, a.error || ""),
-    h("td", {}, h("pre", { class: "snippet" }, bytesText(get(a, "response_snippet"))))));
+    h("td", {},
+      h("pre", { class: "snippet" }, bytesText(get(a, "response_snippet"))),
+      responseHeaders(get(a, "response_headers")))));
   ctx.view.replaceChildren(
     h("section", {},
       h("h2", {}, "Notify ", h("span", { class: "mono", id: "notify-id" }, n.id), " ", h("span", { id: "notify-state" }, badge(state))),

@@ -20,7 +20,8 @@ export async function overview(ctx) {
   const counts = Object.fromEntries((get(status, "counts") || []).map((c) => [stateName(c.state), num(c.count)]));
   const [okRate, failedRate] = rates(status);
   document.getElementById("server").textContent =
-    `v${get(status, "version") || "?"} · pid ${get(status, "pid") || "?"} · up since ${when(get(status, "start_time"))}`;
+    `v${get(status, "version") || "?"} · pid ${get(status, "pid") || "?"} · up since ${when(get(status, "start_time"))}` +
+    (get(status, "shutting_down") ? " · SHUTTING DOWN" : "");
 
   const stateCards = h("div", { class: "cards", id: "counts" },
     STATES.map((s) => h("a", { class: "card", href: hashFor("/notifies", { state: s }), "data-count": short(s) },
@@ -66,7 +67,7 @@ export async function overview(ctx) {
     const capacity = num(d.capacity);
     const inFlight = num(d.leases);
     return h("tr", { "data-dispatcher": get(d, "dispatcher_id") },
-      h("td", {}, get(d, "dispatcher_id")),
+      h("td", {}, get(d, "dispatcher_id"), d.draining ? h("span", { class: "badge paused" }, "DRAINING") : null),
       h("td", {}, d.version),
       h("td", { class: "n" }, capacity),
       h("td", { class: "n" }, inFlight),
