@@ -239,7 +239,7 @@ async def test_cli_sends_into_a_group_and_shows_it(tmp_path, target):
         for path in ("/a", "/b"):
             sent = await asyncio.to_thread(cli, port, "send", target.url(path), "--group", "order-42")
             assert sent.returncode == 0, sent.stderr
-            assert json.loads(sent.stdout)["notify"]["groupKey"] == "order-42"
+            assert json.loads(sent.stdout)["notify"]["group_key"] == "order-42"  # proto field names, as grpcurl
         later = await asyncio.to_thread(cli, port, "send", target.url("/later"), "--group", "order-42", "--delay", "1h")
         await target.wait_for(2)
         listed = json.loads((await asyncio.to_thread(cli, port, "list", "--group", "order-42")).stdout)
