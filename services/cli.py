@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--queue", default="", help="only this queue")
     ls.add_argument("--trigger-key", default="", help="only notifies waiting on this trigger key")
     ls.add_argument("--group", default="", help="only the members of this fan-out group")
+    ls.add_argument("--label", default="", help="only notifies with this label: key=value, or key for any value")
     ls.add_argument("--page-size", type=int, default=50, help="at most this many (1-1000)")
     ls.add_argument("--page-token", default="", help="next_page_token of the previous page")
     t = client("trigger", "fire every notify waiting on a trigger key")
@@ -175,7 +176,7 @@ def _call(a: argparse.Namespace, client) -> Message:
         return api.GetNotifyResponse(notify=client.get(a.id))
     if a.command == "list":
         return client.list(state=a.state or 0, queue=a.queue, trigger_key=a.trigger_key, page_size=a.page_size,
-                           page_token=a.page_token, group_key=a.group)  # fmt: skip
+                           page_token=a.page_token, group_key=a.group, label=a.label)  # fmt: skip
     if a.command == "trigger":
         return api.TriggerResponse(triggered=client.trigger(a.key, delay=a.delay))
     if a.command == "cancel":

@@ -134,11 +134,13 @@ def _retrying(cls, repeatable: bool):
 
 
 def _list_request(state: int | str = 0, queue: str = "", trigger_key: str = "", ordering_key: str = "",
-                  page_size: int = 0, page_token: str = "", group_key: str = "") -> api.ListNotifiesRequest:  # fmt: skip
+                  page_size: int = 0, page_token: str = "", group_key: str = "",
+                  label: str = "") -> api.ListNotifiesRequest:  # fmt: skip
     if isinstance(state, str):
         state = pb.State.Value(state if state.upper().startswith("STATE_") else f"STATE_{state.upper()}")
     return api.ListNotifiesRequest(state=state, queue=queue, trigger_key=trigger_key, ordering_key=ordering_key,
-                                   page_size=page_size, page_token=page_token, group_key=group_key)  # fmt: skip
+                                   page_size=page_size, page_token=page_token, group_key=group_key,
+                                   label=label)  # fmt: skip
 
 
 def _trigger_request(key: str, delay: float) -> api.TriggerRequest:
@@ -198,7 +200,8 @@ class Client:
         return self._call(self._notify.GetNotify, api.GetNotifyRequest(id=notify_id), repeatable=True).notify
 
     def list(self, **filters) -> api.ListNotifiesResponse:
-        """filters: state ("FAILED" or a State value), queue, trigger_key, ordering_key, group_key, page_size, page_token."""
+        """filters: state ("FAILED" or a State value), queue, trigger_key, ordering_key, group_key, label
+        ("key=value" or "key"), page_size, page_token."""
         return self._call(self._notify.ListNotifies, _list_request(**filters), repeatable=True)
 
     def trigger(self, trigger_key: str, *, delay: float = 0.0) -> int:

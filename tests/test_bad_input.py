@@ -1,5 +1,6 @@
 """Bad input gets INVALID_ARGUMENT with field violations, changes nothing, and the server stays healthy."""
 
+import random
 import time
 
 import grpc
@@ -109,6 +110,30 @@ async def test_trigger_without_a_key_and_bad_page_token_are_invalid(system):
         with pytest.raises(grpc.RpcError) as e:
             await call
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("label", ["=x", "=", "k" * 64, "k" * 64 + "=v", "k=" + "v" * 257, "k=a\x00b", "k\n=v"])
+async def test_label_filter_out_of_bounds_is_invalid_argument(system, label):
+    with pytest.raises(grpc.RpcError) as e:
+        await system.api.ListNotifies(api.ListNotifiesRequest(label=label))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "label" in violations(e.value)
+
+
+async def test_label_filter_fuzz_answers_matches_or_invalid_argument_only(system):
+    rng = random.Random(13)
+    alphabet = "ab=é🙂'\"\\%_.$ \x00\x1f\x7f\n{}[]"
+    labels = {"a": "b", "a=b": "=", "é": "🙂", "'": '"'}
+    n = await system.create("http://127.0.0.1:9/x", trigger_key="never", labels=labels)
+    for _ in range(300):
+        label = "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 2, 3, 8, 70, 300])))
+        try:
+            found = [m.id for m in (await system.api.ListNotifies(api.ListNotifiesRequest(label=label))).notifies]
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "label" in violations(e), label
+            continue
+        key, eq, value = label.partition("=")
+        expected = not label or (key in labels and (not eq or labels[key] == value))
+        assert found == ([n.id] if expected else []), label
 
 
 @pytest.mark.parametrize("request_id", ["x" * 257, "a\x00b", "tab\there"])

@@ -247,6 +247,20 @@ async def test_list_filters_by_state_and_pages_with_tokens(system, target):
     assert list(none.notifies) == []
 
 
+async def test_list_filters_by_label_with_or_without_a_value(system, target):
+    a = await system.create(target.url(), trigger_key="later", labels={"order": "42", "team": "pay"})
+    b = await system.create(target.url(), trigger_key="later", labels={"order": "43"})
+    await system.create(target.url(), trigger_key="later")
+
+    async def ids(label: str) -> list[str]:
+        return [n.id for n in (await system.api.ListNotifies(api.ListNotifiesRequest(label=label))).notifies]
+
+    assert await ids("order=42") == [a.id]
+    assert await ids("order") == [a.id, b.id]
+    assert await ids("team=pay") == [a.id]
+    assert await ids("order=4") == []
+
+
 async def test_get_unknown_id_is_not_found(system):
     with pytest.raises(grpc.RpcError) as e:
         await system.api.GetNotify(api.GetNotifyRequest(id="nope"))

@@ -377,6 +377,41 @@ async def test_list_filters_by_state_queue_trigger_key_and_ordering_key(store: S
     assert await ids(ListFilter(queue="nope")) == []
 
 
+LABEL_TRICKS = ["a'b", 'a"b', "a.b", "$.l", "%", "_", "a b", "é🙂", "1", "true", "null", "a\\b", "--", "x=y",
+                "\\u0000", "\\\\u0000", "\\"]
+
+
+async def test_list_filters_by_label_key_and_value_and_takes_any_text_literally(store: Store) -> None:
+    def labelled(i: int, labels: dict[str, str], **kw) -> Notification:
+        n = notify(i, **kw)
+        return dataclasses.replace(n, spec=dataclasses.replace(n.spec, labels=labels))
+
+    await store.insert([
+        labelled(1, {"order": "42", "team": "pay"}),
+        labelled(2, {"order": "43"}, queue="b"),
+        labelled(3, {"team": "pay"}, state=State.FAILED),
+        labelled(4, {}),
+        dataclasses.replace(labelled(5, {"nul": "a\x00b", "order": "44"}), spec=dataclasses.replace(
+            labelled(5, {"nul": "a\x00b", "order": "44"}).spec, request=Request("POST", "https://x/", form={"f": "\x00"}))),
+        *[labelled(10 + i, {t: t}) for i, t in enumerate(LABEL_TRICKS)],
+    ])  # fmt: skip
+
+    async def ids(**f) -> list[str]:
+        return [n.id for n in await store.list(ListFilter(**f), after_id="", limit=100)]
+
+    assert await ids(label_key="order", label_value="42") == [nid(1)]
+    assert await ids(label_key="order") == [nid(1), nid(2), nid(5)]
+    assert await ids(label_key="order", label_value="44") == [nid(5)]  # a NUL elsewhere in the notify breaks nothing
+    assert await ids(label_key="team", label_value="pay", state=State.FAILED) == [nid(3)]
+    assert await ids(label_key="order", queue="b") == [nid(2)]
+    assert await ids(label_key="order", label_value="4") == []
+    assert await ids(label_key="order", label_value="") == []
+    assert await ids(label_key="nope") == []
+    for i, t in enumerate(LABEL_TRICKS):  # quotes, JSON path syntax, LIKE wildcards, JSON literals: plain text
+        assert await ids(label_key=t, label_value=t) == [nid(10 + i)], t
+        assert await ids(label_key=t) == [nid(10 + i)], t
+
+
 async def test_list_pages_by_after_id(store: Store) -> None:
     await store.insert([notify(i) for i in (5, 1, 4, 2, 3)])
     first = await store.list(ListFilter(), after_id="", limit=2)

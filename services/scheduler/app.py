@@ -22,6 +22,7 @@ from ..registry import Node, Registry, RegistryError
 from ..v1 import admin_service_pb2_grpc, dispatch_service_pb2_grpc, notify_service_pb2_grpc
 from .engine import queues
 from .api.dispatch import DispatchServicer
+from .api import console
 from .api.http import ApiError, HttpApi
 from .engine.core import Engine, EngineSettings
 from .engine.errors import Unavailable
@@ -152,11 +153,16 @@ class SchedulerApp:
         if self.settings.http_addr:
             http_api = HttpApi(notify=notify, admin=admin, authorize=self._authorize_http,
                                max_body_bytes=self.settings.max_body_bytes)  # fmt: skip
+
+            def routes(app) -> None:  # the /v1 API, and the console at / built on it
+                http_api.install(app)
+                console.install(app)
+
             self._ops = OpsServer(
                 self.settings.http_addr, healthy=lambda: e.accepting and self.store_ok, registry=self.metrics_registry,
                 refresh=[self.metrics.refresh], ssl_context=self.tls.ssl_context() if self.tls else None,
                 authenticator=self.auth, metrics_auth=self.settings.metrics_auth,
-                extend=http_api.install, client_max_size=http_api.body_limit,
+                extend=routes, client_max_size=http_api.body_limit,
             )  # fmt: skip
             await self._ops.start()
         await self._server.start()

@@ -27,7 +27,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from notifyagent.v1 import notify_pb2 as notifyagent_dot_v1_dot_notify__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#notifyagent/v1/notify_service.proto\x12\x0enotifyagent.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1bnotifyagent/v1/notify.proto\"Q\n\x13\x43reateNotifyRequest\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\x12\x12\n\nrequest_id\x18\x02 \x01(\t\">\n\x14\x43reateNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\"\x80\x01\n\x18\x42\x61tchCreateNotifyRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.notifyagent.v1.CreateNotifyRequest\x12\x11\n\tgroup_key\x18\x02 \x01(\t\x12\x1a\n\x12group_callback_url\x18\x03 \x01(\t\"E\n\x19\x42\x61tchCreateNotifyResponse\x12(\n\x08notifies\x18\x01 \x03(\x0b\x32\x16.notifyagent.v1.Notify\"O\n\x0eTriggerRequest\x12\x13\n\x0btrigger_key\x18\x01 \x01(\t\x12(\n\x05\x64\x65lay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"$\n\x0fTriggerResponse\x12\x11\n\ttriggered\x18\x01 \x01(\x05\"\x1e\n\x10GetNotifyRequest\x12\n\n\x02id\x18\x01 \x01(\t\";\n\x11GetNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\"\xaf\x01\n\x13ListNotifiesRequest\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.notifyagent.v1.State\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x13\n\x0btrigger_key\x18\x03 \x01(\t\x12\x14\n\x0cordering_key\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x11\n\tgroup_key\x18\x07 \x01(\t\"Y\n\x14ListNotifiesResponse\x12(\n\x08notifies\x18\x01 \x03(\x0b\x32\x16.notifyagent.v1.Notify\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x13\x43\x61ncelNotifyRequest\x12\n\n\x02id\x18\x01 \x01(\t\">\n\x14\x43\x61ncelNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\" \n\x12RetryNotifyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"=\n\x13RetryNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\"n\n\x13UpdateNotifyRequest\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\">\n\x14UpdateNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\"$\n\x0fGetGroupRequest\x12\x11\n\tgroup_key\x18\x01 \x01(\t\"8\n\x10GetGroupResponse\x12$\n\x05group\x18\x01 \x01(\x0b\x32\x15.notifyagent.v1.Group\"\'\n\x12\x43\x61ncelGroupRequest\x12\x11\n\tgroup_key\x18\x01 \x01(\t\"N\n\x13\x43\x61ncelGroupResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x05\x12$\n\x05group\x18\x02 \x01(\x0b\x32\x15.notifyagent.v1.Group2\x82\x07\n\rNotifyService\x12Y\n\x0c\x43reateNotify\x12#.notifyagent.v1.CreateNotifyRequest\x1a$.notifyagent.v1.CreateNotifyResponse\x12h\n\x11\x42\x61tchCreateNotify\x12(.notifyagent.v1.BatchCreateNotifyRequest\x1a).notifyagent.v1.BatchCreateNotifyResponse\x12J\n\x07Trigger\x12\x1e.notifyagent.v1.TriggerRequest\x1a\x1f.notifyagent.v1.TriggerResponse\x12P\n\tGetNotify\x12 .notifyagent.v1.GetNotifyRequest\x1a!.notifyagent.v1.GetNotifyResponse\x12Y\n\x0cListNotifies\x12#.notifyagent.v1.ListNotifiesRequest\x1a$.notifyagent.v1.ListNotifiesResponse\x12Y\n\x0c\x43\x61ncelNotify\x12#.notifyagent.v1.CancelNotifyRequest\x1a$.notifyagent.v1.CancelNotifyResponse\x12V\n\x0bRetryNotify\x12\".notifyagent.v1.RetryNotifyRequest\x1a#.notifyagent.v1.RetryNotifyResponse\x12Y\n\x0cUpdateNotify\x12#.notifyagent.v1.UpdateNotifyRequest\x1a$.notifyagent.v1.UpdateNotifyResponse\x12M\n\x08GetGroup\x12\x1f.notifyagent.v1.GetGroupRequest\x1a .notifyagent.v1.GetGroupResponse\x12V\n\x0b\x43\x61ncelGroup\x12\".notifyagent.v1.CancelGroupRequest\x1a#.notifyagent.v1.CancelGroupResponseB\x83\x01\n\x12\x63om.notifyagent.v1B\x12NotifyServiceProtoP\x01Z/notifyagent/gen/go/notifyagent/v1;notifyagentv1\xa2\x02\x03NAX\xaa\x02\x0eNotifyAgent.V1\xca\x02\x0eNotifyAgent\\V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#notifyagent/v1/notify_service.proto\x12\x0enotifyagent.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1bnotifyagent/v1/notify.proto\"Q\n\x13\x43reateNotifyRequest\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\x12\x12\n\nrequest_id\x18\x02 \x01(\t\">\n\x14\x43reateNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\"\x80\x01\n\x18\x42\x61tchCreateNotifyRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.notifyagent.v1.CreateNotifyRequest\x12\x11\n\tgroup_key\x18\x02 \x01(\t\x12\x1a\n\x12group_callback_url\x18\x03 \x01(\t\"E\n\x19\x42\x61tchCreateNotifyResponse\x12(\n\x08notifies\x18\x01 \x03(\x0b\x32\x16.notifyagent.v1.Notify\"O\n\x0eTriggerRequest\x12\x13\n\x0btrigger_key\x18\x01 \x01(\t\x12(\n\x05\x64\x65lay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"$\n\x0fTriggerResponse\x12\x11\n\ttriggered\x18\x01 \x01(\x05\"\x1e\n\x10GetNotifyRequest\x12\n\n\x02id\x18\x01 \x01(\t\";\n\x11GetNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\"\xbe\x01\n\x13ListNotifiesRequest\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.notifyagent.v1.State\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x13\n\x0btrigger_key\x18\x03 \x01(\t\x12\x14\n\x0cordering_key\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x11\n\tgroup_key\x18\x07 \x01(\t\x12\r\n\x05label\x18\x08 \x01(\t\"Y\n\x14ListNotifiesResponse\x12(\n\x08notifies\x18\x01 \x03(\x0b\x32\x16.notifyagent.v1.Notify\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x13\x43\x61ncelNotifyRequest\x12\n\n\x02id\x18\x01 \x01(\t\">\n\x14\x43\x61ncelNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\" \n\x12RetryNotifyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"=\n\x13RetryNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\"n\n\x13UpdateNotifyRequest\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\">\n\x14UpdateNotifyResponse\x12&\n\x06notify\x18\x01 \x01(\x0b\x32\x16.notifyagent.v1.Notify\"$\n\x0fGetGroupRequest\x12\x11\n\tgroup_key\x18\x01 \x01(\t\"8\n\x10GetGroupResponse\x12$\n\x05group\x18\x01 \x01(\x0b\x32\x15.notifyagent.v1.Group\"\'\n\x12\x43\x61ncelGroupRequest\x12\x11\n\tgroup_key\x18\x01 \x01(\t\"N\n\x13\x43\x61ncelGroupResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x05\x12$\n\x05group\x18\x02 \x01(\x0b\x32\x15.notifyagent.v1.Group2\x82\x07\n\rNotifyService\x12Y\n\x0c\x43reateNotify\x12#.notifyagent.v1.CreateNotifyRequest\x1a$.notifyagent.v1.CreateNotifyResponse\x12h\n\x11\x42\x61tchCreateNotify\x12(.notifyagent.v1.BatchCreateNotifyRequest\x1a).notifyagent.v1.BatchCreateNotifyResponse\x12J\n\x07Trigger\x12\x1e.notifyagent.v1.TriggerRequest\x1a\x1f.notifyagent.v1.TriggerResponse\x12P\n\tGetNotify\x12 .notifyagent.v1.GetNotifyRequest\x1a!.notifyagent.v1.GetNotifyResponse\x12Y\n\x0cListNotifies\x12#.notifyagent.v1.ListNotifiesRequest\x1a$.notifyagent.v1.ListNotifiesResponse\x12Y\n\x0c\x43\x61ncelNotify\x12#.notifyagent.v1.CancelNotifyRequest\x1a$.notifyagent.v1.CancelNotifyResponse\x12V\n\x0bRetryNotify\x12\".notifyagent.v1.RetryNotifyRequest\x1a#.notifyagent.v1.RetryNotifyResponse\x12Y\n\x0cUpdateNotify\x12#.notifyagent.v1.UpdateNotifyRequest\x1a$.notifyagent.v1.UpdateNotifyResponse\x12M\n\x08GetGroup\x12\x1f.notifyagent.v1.GetGroupRequest\x1a .notifyagent.v1.GetGroupResponse\x12V\n\x0b\x43\x61ncelGroup\x12\".notifyagent.v1.CancelGroupRequest\x1a#.notifyagent.v1.CancelGroupResponseB\x83\x01\n\x12\x63om.notifyagent.v1B\x12NotifyServiceProtoP\x01Z/notifyagent/gen/go/notifyagent/v1;notifyagentv1\xa2\x02\x03NAX\xaa\x02\x0eNotifyAgent.V1\xca\x02\x0eNotifyAgent\\V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,29 +52,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETNOTIFYRESPONSE']._serialized_start=650
   _globals['_GETNOTIFYRESPONSE']._serialized_end=709
   _globals['_LISTNOTIFIESREQUEST']._serialized_start=712
-  _globals['_LISTNOTIFIESREQUEST']._serialized_end=887
-  _globals['_LISTNOTIFIESRESPONSE']._serialized_start=889
-  _globals['_LISTNOTIFIESRESPONSE']._serialized_end=978
-  _globals['_CANCELNOTIFYREQUEST']._serialized_start=980
-  _globals['_CANCELNOTIFYREQUEST']._serialized_end=1013
-  _globals['_CANCELNOTIFYRESPONSE']._serialized_start=1015
-  _globals['_CANCELNOTIFYRESPONSE']._serialized_end=1077
-  _globals['_RETRYNOTIFYREQUEST']._serialized_start=1079
-  _globals['_RETRYNOTIFYREQUEST']._serialized_end=1111
-  _globals['_RETRYNOTIFYRESPONSE']._serialized_start=1113
-  _globals['_RETRYNOTIFYRESPONSE']._serialized_end=1174
-  _globals['_UPDATENOTIFYREQUEST']._serialized_start=1176
-  _globals['_UPDATENOTIFYREQUEST']._serialized_end=1286
-  _globals['_UPDATENOTIFYRESPONSE']._serialized_start=1288
-  _globals['_UPDATENOTIFYRESPONSE']._serialized_end=1350
-  _globals['_GETGROUPREQUEST']._serialized_start=1352
-  _globals['_GETGROUPREQUEST']._serialized_end=1388
-  _globals['_GETGROUPRESPONSE']._serialized_start=1390
-  _globals['_GETGROUPRESPONSE']._serialized_end=1446
-  _globals['_CANCELGROUPREQUEST']._serialized_start=1448
-  _globals['_CANCELGROUPREQUEST']._serialized_end=1487
-  _globals['_CANCELGROUPRESPONSE']._serialized_start=1489
-  _globals['_CANCELGROUPRESPONSE']._serialized_end=1567
-  _globals['_NOTIFYSERVICE']._serialized_start=1570
-  _globals['_NOTIFYSERVICE']._serialized_end=2468
+  _globals['_LISTNOTIFIESREQUEST']._serialized_end=902
+  _globals['_LISTNOTIFIESRESPONSE']._serialized_start=904
+  _globals['_LISTNOTIFIESRESPONSE']._serialized_end=993
+  _globals['_CANCELNOTIFYREQUEST']._serialized_start=995
+  _globals['_CANCELNOTIFYREQUEST']._serialized_end=1028
+  _globals['_CANCELNOTIFYRESPONSE']._serialized_start=1030
+  _globals['_CANCELNOTIFYRESPONSE']._serialized_end=1092
+  _globals['_RETRYNOTIFYREQUEST']._serialized_start=1094
+  _globals['_RETRYNOTIFYREQUEST']._serialized_end=1126
+  _globals['_RETRYNOTIFYRESPONSE']._serialized_start=1128
+  _globals['_RETRYNOTIFYRESPONSE']._serialized_end=1189
+  _globals['_UPDATENOTIFYREQUEST']._serialized_start=1191
+  _globals['_UPDATENOTIFYREQUEST']._serialized_end=1301
+  _globals['_UPDATENOTIFYRESPONSE']._serialized_start=1303
+  _globals['_UPDATENOTIFYRESPONSE']._serialized_end=1365
+  _globals['_GETGROUPREQUEST']._serialized_start=1367
+  _globals['_GETGROUPREQUEST']._serialized_end=1403
+  _globals['_GETGROUPRESPONSE']._serialized_start=1405
+  _globals['_GETGROUPRESPONSE']._serialized_end=1461
+  _globals['_CANCELGROUPREQUEST']._serialized_start=1463
+  _globals['_CANCELGROUPREQUEST']._serialized_end=1502
+  _globals['_CANCELGROUPRESPONSE']._serialized_start=1504
+  _globals['_CANCELGROUPRESPONSE']._serialized_end=1582
+  _globals['_NOTIFYSERVICE']._serialized_start=1585
+  _globals['_NOTIFYSERVICE']._serialized_end=2483
 # @@protoc_insertion_point(module_scope)

@@ -68,7 +68,7 @@ class GetNotifyResponse(_message.Message):
     def __init__(self, notify: _Optional[_Union[_notify_pb2.Notify, _Mapping]] = ...) -> None: ...
 
 class ListNotifiesRequest(_message.Message):
-    __slots__ = ("state", "queue", "trigger_key", "ordering_key", "page_size", "page_token", "group_key")
+    __slots__ = ("state", "queue", "trigger_key", "ordering_key", "page_size", "page_token", "group_key", "label")
     STATE_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     TRIGGER_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class ListNotifiesRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     GROUP_KEY_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
     state: _notify_pb2.State
     queue: str
     trigger_key: str
@@ -83,7 +84,8 @@ class ListNotifiesRequest(_message.Message):
     page_size: int
     page_token: str
     group_key: str
-    def __init__(self, state: _Optional[_Union[_notify_pb2.State, str]] = ..., queue: _Optional[str] = ..., trigger_key: _Optional[str] = ..., ordering_key: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., group_key: _Optional[str] = ...) -> None: ...
+    label: str
+    def __init__(self, state: _Optional[_Union[_notify_pb2.State, str]] = ..., queue: _Optional[str] = ..., trigger_key: _Optional[str] = ..., ordering_key: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., group_key: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
 
 class ListNotifiesResponse(_message.Message):
     __slots__ = ("notifies", "next_page_token")

@@ -40,6 +40,7 @@ HTTP_STATUS = {
 MIN_BODY_LIMIT = 8 << 20  # bytes of JSON one HTTP request may carry (at least; see body_limit)
 MAX_QUERY_PARAMS = 16
 _ID = r"(?P<id>[^/:]{1,256})"
+_QUEUE = r"(?P<name>[A-Za-z0-9._:/@+\-=]{1,200}?)"  # a queue name may hold : and /; the route's end anchors it
 _KEY = r"(?P<group_key>[^/]{1,1024}?)"  # a group key may hold ':'; the shortest match leaves ':cancel' to the route
 _PROTO_LIKE = re.compile(r"(?<!^)(?=[A-Z])")
 _UNKNOWN = re.compile(r'no field named "(\w+)" at "\w+\.?([\w.]*)"')
@@ -82,6 +83,8 @@ ROUTES: tuple[Route, ...] = (
     _route(hdrs.METH_GET, f"/v1/groups/{_KEY}", "notify", "GetGroup", api.GetGroupRequest, None),
     _route(hdrs.METH_POST, f"/v1/groups/{_KEY}:cancel", "notify", "CancelGroup", api.CancelGroupRequest, "*"),
     _route(hdrs.METH_GET, "/v1/status", "admin", "GetStatus", admin_pb.GetStatusRequest, None),
+    _route(hdrs.METH_POST, f"/v1/queues/{_QUEUE}:pause", "admin", "PauseQueue", admin_pb.PauseQueueRequest, "*"),
+    _route(hdrs.METH_POST, f"/v1/queues/{_QUEUE}:resume", "admin", "ResumeQueue", admin_pb.ResumeQueueRequest, "*"),
 )
 
 

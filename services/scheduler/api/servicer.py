@@ -161,6 +161,7 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
             trigger_key=request.trigger_key,
             ordering_key=request.ordering_key,
             group_key=request.group_key,
+            **_label_filter(request.label),
         )
         items = await self._ops.list(f, after_id=after, limit=size + 1)
         page, room = [], self._ops.limits.max_notify_bytes
@@ -202,6 +203,17 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
                 cancelled += sum(r.cancelled for r in more)
                 group = await self._ops.group(request.group_key)
         return api.CancelGroupResponse(cancelled=cancelled, group=convert.group_to_proto(group))
+
+
+def _label_filter(label: str) -> dict[str, str | None]:
+    """ListNotifiesRequest.label, "key=value" or "key", as ListFilter fields."""
+    if not label:
+        return {}
+    key, eq, value = label.partition("=")
+    if not 1 <= len(key) <= 63 or len(value) > 256 or any(c < " " or c == "\x7f" for c in label):
+        raise InvalidArgument([("label", "must be key=value or key: a key of 1-63 characters, a value of at most 256, "
+                                         "no control characters")])  # fmt: skip
+    return {"label_key": key, "label_value": value if eq else None}
 
 
 def _encode_token(last_id: str) -> str:

@@ -129,6 +129,8 @@ class ListFilter:
     trigger_key: str = ""
     ordering_key: str = ""
     group_key: str = ""
+    label_key: str = ""  # only notifies that carry this label...
+    label_value: str | None = None  # ...with this value (None: any value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -212,8 +212,15 @@ class MemoryStore:
             if ((f.state is None or n.state == f.state) and (not f.queue or n.spec.queue == f.queue)
                     and (not f.trigger_key or n.spec.trigger_key == f.trigger_key)
                     and (not f.ordering_key or n.spec.ordering_key == f.ordering_key)
-                    and (not f.group_key or n.spec.group_key == f.group_key)):  # fmt: skip
+                    and (not f.group_key or n.spec.group_key == f.group_key) and _labelled(n, f)):  # fmt: skip
                 out.append(_copy(n))
                 if len(out) == limit:
                     break
         return out
+
+
+def _labelled(n: Notification, f: ListFilter) -> bool:
+    if not f.label_key:
+        return True
+    value = n.spec.labels.get(f.label_key)
+    return value is not None and (f.label_value is None or value == f.label_value)

@@ -561,6 +561,16 @@ class PostgresStore:
         if f.state is not None:
             args.append(int(f.state))
             where.append(f"state = ${len(args)}")
+        if f.label_key:  # labels live in the spec document: a scan, bounded by the other filters and the page
+            args.append(f.label_key)
+            # PostgreSQL's JSON refuses \u0000 (a NUL in a form value, say): spell every escaped
+            # backslash as \u005c first, so that what is left of \u0000 is a NUL escape, and defuse it.
+            label = f"(replace(replace(spec, '\\\\', '\\u005c'), '\\u0000', '\\ufffd')::jsonb -> 'l' ->> ${len(args)})"
+            if f.label_value is None:
+                where.append(f"{label} IS NOT NULL")
+            else:
+                args.append(f.label_value)
+                where.append(f"{label} = ${len(args)}")
         args.append(limit)
         sql = f"SELECT {codec.COLUMNS} FROM notifies WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}"
         rows = await self._read(lambda conn: conn.fetch(sql, *args))

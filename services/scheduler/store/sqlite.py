@@ -441,6 +441,10 @@ class SqliteStore:
         if f.state is not None:
             where.append("state = ?")
             args.append(int(f.state))
+        if f.label_key:  # labels live in the spec document: a scan, bounded by the other filters and the page
+            match = "" if f.label_value is None else " AND value = ?"
+            where.append(f"EXISTS (SELECT 1 FROM json_each(spec, '$.l') WHERE key = ?{match})")
+            args += [f.label_key] if f.label_value is None else [f.label_key, f.label_value]
         sql = f"SELECT {codec.COLUMNS} FROM notifies WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
         rows = await self._read(lambda conn: conn.execute(sql, (*args, limit)).fetchall())
         return [codec.from_row(r, self._box) for r in rows]
