@@ -8,7 +8,8 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from ...v1 import notify_pb2 as pb
 from ...common.calls import DEFAULT_METHOD, DEFAULT_TIMEOUT_S, METHOD_BY_NUMBER, NUMBER_BY_METHOD
-from ..engine.model import AttemptRecord, GroupStatus, NewNotify, Notification, Request, RetryPolicy, Spec, State, Success
+from ..engine.model import (EMPTY, AttemptRecord, GroupStatus, NewNotify, Notification, Request, RetryPolicy, Spec, State,
+                            Success, plain_request)
 
 DEFAULT_RETRY = RetryPolicy()
 DEFAULT_SUCCESS = Success()
@@ -54,12 +55,15 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, prefix: str = "not
         violations.append((f"{prefix}.trigger_key", "must not be empty when set"))
     retry = _retry_policy(p.retry.SerializeToString()) if p.HasField("retry") else DEFAULT_RETRY
     success = _success(p.success.SerializeToString()) if p.HasField("success") else DEFAULT_SUCCESS
+    # len() first: iterating an empty protobuf map through the Mapping ABC costs more than the rest
+    if len(r.headers) or len(r.form_body):
+        request = Request(method=method, url=r.url, body=r.body, json_body=r.json_body,
+                          headers=dict(r.headers) if len(r.headers) else EMPTY,
+                          form=dict(r.form_body) if len(r.form_body) else EMPTY)  # fmt: skip
+    else:
+        request = plain_request(method, r.url, r.body, r.json_body)
     spec = Spec(
-        request=Request(
-            method=method, url=r.url, body=r.body, json_body=r.json_body,
-            # len() first: iterating an empty protobuf map through the Mapping ABC costs more than the rest
-            headers=dict(r.headers) if len(r.headers) else {}, form=dict(r.form_body) if len(r.form_body) else {},
-        ),
+        request=request,
         deliver_at_ms=deliver_at,
         trigger_key=p.trigger_key,
         ordering_key=p.ordering_key,
@@ -70,7 +74,7 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, prefix: str = "not
         timeout=seconds(p.timeout) if p.HasField("timeout") else DEFAULT_TIMEOUT_S,
         expire_at_ms=millis(p.expire_at) if p.HasField("expire_at") else None,
         callback_url=p.callback_url,
-        labels=dict(p.labels) if len(p.labels) else {},
+        labels=dict(p.labels) if len(p.labels) else EMPTY,
         group_key=p.group_key,
     )
     return NewNotify(spec, request_id), violations

@@ -129,7 +129,7 @@ class Memory:
         self._pump()
 
     def _schedule(self, n: Notification) -> None:
-        self._wheel.add(n.due_ms, (n, n.version))
+        self._wheel.add_entry((n.due_ms, n, n.version))  # one tuple per held notify
         self._arm()
 
     def _schedule_lease(self, lease: Lease) -> None:
@@ -150,14 +150,13 @@ class Memory:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        for due, item in self._wheel.advance(self._clock.now_ms()):
+        for entry in self._wheel.advance(self._clock.now_ms()):
+            item = entry[1]
             if isinstance(item, Lease):
-                if self._leases.get(item.lease_id) is not None and item.deadline_ms == due:
+                if self._leases.get(item.lease_id) is not None and item.deadline_ms == entry[0]:
                     self._spawn(self._expire(item))
-            else:
-                n, version = item
-                if self._current(n, version):
-                    self._make_ready(n)
+            elif self._current(item, entry[2]):
+                self._make_ready(item)
         self._arm()
 
     # The other parts' steps this one calls (Engine puts the parts together):

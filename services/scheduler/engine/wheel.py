@@ -25,11 +25,11 @@ class TimerWheel:
     def __init__(self, *, now_ms: int, levels: int = 4) -> None:
         self._now = now_ms
         self._levels = levels
-        self._slots: list[list[list[tuple[int, Any]]]] = [[[] for _ in range(SLOTS)] for _ in range(levels)]
+        self._slots: list[list[list[tuple]]] = [[[] for _ in range(SLOTS)] for _ in range(levels)]
         self._masks = [0] * levels
-        self._overflow: list[tuple[int, int, Any]] = []
+        self._overflow: list[tuple[int, int, tuple]] = []
         self._seq = itertools.count()
-        self._due: list[tuple[int, Any]] = []
+        self._due: list[tuple] = []
         self._size = 0
 
     def __len__(self) -> int:
@@ -40,23 +40,30 @@ class TimerWheel:
         return self._now
 
     def add(self, due_ms: int, item: Any) -> None:
-        """Schedules item; one already due fires at the next advance()."""
-        self._size += 1
-        self._place(due_ms, item)
+        """Schedules item; one already due fires at the next advance() as (due_ms, item)."""
+        self.add_entry((due_ms, item))
 
-    def _place(self, due_ms: int, item: Any) -> None:
+    def add_entry(self, entry: tuple) -> None:
+        """Schedules a tuple whose first element is its due time; advance() returns the
+        tuple itself. Callers that keep more than one thing per timer (a notify and its
+        version) save a tuple per held item this way."""
+        self._size += 1
+        self._place(entry)
+
+    def _place(self, entry: tuple) -> None:
         now = self._now
+        due_ms = entry[0]
         if due_ms <= now:
-            self._due.append((due_ms, item))
+            self._due.append(entry)
             return
         for level in range(self._levels):
             shift = BITS * (level + 1)
             if due_ms >> shift == now >> shift:
                 slot = (due_ms >> (BITS * level)) & MASK
-                self._slots[level][slot].append((due_ms, item))
+                self._slots[level][slot].append(entry)
                 self._masks[level] |= 1 << slot
                 return
-        heapq.heappush(self._overflow, (due_ms, next(self._seq), item))
+        heapq.heappush(self._overflow, (due_ms, next(self._seq), entry))
 
     def next_event_ms(self) -> int | None:
         """The earliest time at which advance() has work: an item due, or a cascade."""
@@ -76,8 +83,8 @@ class TimerWheel:
             return max(now + 1, (self._overflow[0][0] >> top) << top)
         return None
 
-    def advance(self, to_ms: int) -> list[tuple[int, Any]]:
-        """Moves time to to_ms and returns every item due by then, earliest first."""
+    def advance(self, to_ms: int) -> list[tuple]:
+        """Moves time to to_ms and returns every entry due by then, earliest first."""
         fired, self._due = self._due, []
         while True:
             event = self.next_event_ms()
@@ -103,9 +110,8 @@ class TimerWheel:
                 items = self._slots[level][slot]
                 self._slots[level][slot] = []
                 self._masks[level] &= ~(1 << slot)
-                for due, item in items:
-                    self._place(due, item)
+                for entry in items:
+                    self._place(entry)
         top = BITS * self._levels
         while self._overflow and self._overflow[0][0] >> top == now >> top:
-            due, _, item = heapq.heappop(self._overflow)
-            self._place(due, item)
+            self._place(heapq.heappop(self._overflow)[2])
