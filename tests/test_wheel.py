@@ -55,3 +55,13 @@ def test_next_event_lets_an_idle_wheel_jump_without_stepping():
             break
     assert fired == [(10_000_000, "far")] and now == 10_000_000
     assert hops <= 8  # one cascade per level, not ten million ticks
+
+
+def test_an_entry_fires_as_the_tuple_given():
+    wheel = TimerWheel(now_ms=0)
+    entry = (5_000, "notify", 7)
+    wheel.add_entry(entry)
+    wheel.add(4_000, "lease")
+    assert wheel.advance(4_999) == [(4_000, "lease")]
+    fired = wheel.advance(5_000)
+    assert fired == [entry] and fired[0] is entry

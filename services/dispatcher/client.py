@@ -232,14 +232,18 @@ class LeaseClient:
                 log.exception("notify %s attempt %d: dispatcher error", grant.notify.id, grant.attempt)
                 now = time.time()
                 outcome = CallOutcome(0, False, f"dispatcher error: {e!r}", ErrorKind.PROTOCOL, now, now, b"", None)
-            latency_ms = round(outcome.latency * 1000, 1)
-            log.info("notify %s attempt %d: %s %s in %.0f ms", grant.notify.id, grant.attempt,
-                     outcome.status_code or "-", "ok" if outcome.success else outcome.error, latency_ms,
-                     extra={"notify_id": grant.notify.id, "attempt": grant.attempt, "status_code": outcome.status_code,
-                            "latency_ms": latency_ms, "dispatcher_id": self.dispatcher_id, "lease_id": grant.lease_id})  # fmt: skip
+            if log.isEnabledFor(logging.INFO):  # the line's fields cost more than a filtered call
+                self._log_outcome(grant, outcome)
             self._unacked[grant.lease_id] = lease_result(grant, outcome, self.dispatcher_id)
             self._unsent.append(grant.lease_id)
             self.calls_done += 1
         finally:
             self._running.pop(grant.lease_id, None)
             self._wake.set()
+
+    def _log_outcome(self, grant: pb.LeaseGrant, outcome: CallOutcome) -> None:
+        latency_ms = round(outcome.latency * 1000, 1)
+        log.info("notify %s attempt %d: %s %s in %.0f ms", grant.notify.id, grant.attempt,
+                 outcome.status_code or "-", "ok" if outcome.success else outcome.error, latency_ms,
+                 extra={"notify_id": grant.notify.id, "attempt": grant.attempt, "status_code": outcome.status_code,
+                        "latency_ms": latency_ms, "dispatcher_id": self.dispatcher_id, "lease_id": grant.lease_id})  # fmt: skip

@@ -136,10 +136,30 @@ def _request(r: Request) -> pb.HttpRequest:
 
 def grant_notify(n: Notification) -> pb.Notify:
     """What a dispatcher needs to make the call: id, request, timeout, success criteria."""
-    s = n.spec
-    out = pb.Notify(id=n.id, request=_request(s.request), fire_and_forget=s.fire_and_forget)
-    out.MergeFromString(_policy_bytes(s.retry, s.success, s.timeout))
+    out = pb.Notify()
+    fill_grant_notify(out, n)
     return out
+
+
+def fill_grant_notify(out: pb.Notify, n: Notification) -> None:
+    """grant_notify into an empty message in place (a grant's own field: nothing is copied)."""
+    s = n.spec
+    key = (id(s.request), s.retry, s.success, s.timeout, s.fire_and_forget)
+    cached = _GRANTS.get(key)
+    if cached is None or cached[0] is not s.request:
+        wire = pb.Notify(request=_request(s.request), fire_and_forget=s.fire_and_forget).SerializeToString()
+        cached = (s.request, wire + _policy_bytes(s.retry, s.success, s.timeout))
+        if len(_GRANTS) >= 4096:
+            _GRANTS.clear()
+        _GRANTS[key] = cached
+    out.MergeFromString(cached[1])
+    out.id = n.id
+
+
+# A grant's Notify without its id, serialized once per Request object: notifies that share one
+# Request (model.plain_request) share these bytes too. Requests hold maps (no hash by value), so
+# the key is the object's id, and the entry keeps the object so that id is never reused.
+_GRANTS: dict[tuple, tuple[Request, bytes]] = {}
 
 
 def notify_to_proto(n: Notification, *, with_attempts: bool = True) -> pb.Notify:

@@ -81,8 +81,9 @@ def _result(r: pb.LeaseResult) -> ResultIn:
         retry_after_s=convert.seconds(r.retry_after) if r.HasField("retry_after") else None,
         deferred=r.deferred,
     )
-    return ResultIn(r.lease_id, outcome, convert.millis(a.start_time), convert.millis(a.end_time), a.response_snippet,
-                    dict(a.response_headers))
+    start, end, headers = a.start_time, a.end_time, a.response_headers
+    return ResultIn(r.lease_id, outcome, start.seconds * 1000 + start.nanos // 1_000_000, end.seconds * 1000 + end.nanos // 1_000_000,
+                    a.response_snippet, {k: headers[k] for k in headers} if len(headers) else {})  # fmt: skip
 
 
 def _response(items) -> pb.LeaseResponse:
@@ -90,14 +91,9 @@ def _response(items) -> pb.LeaseResponse:
     for item in items:
         if isinstance(item, Grant):
             lease = item.lease
-            out.grants.append(
-                pb.LeaseGrant(
-                    lease_id=lease.lease_id,
-                    notify=convert.grant_notify(lease.notify),
-                    attempt=lease.attempt,
-                    deadline=convert.timestamp(lease.deadline_ms),
-                )
-            )
+            grant = out.grants.add(lease_id=lease.lease_id, attempt=lease.attempt)  # built in place: no copies
+            convert.fill_grant_notify(grant.notify, lease.notify)
+            grant.deadline.FromMilliseconds(lease.deadline_ms)
         elif isinstance(item, Ack):
             out.acked_lease_ids.append(item.lease_id)
         elif isinstance(item, Revoke):
