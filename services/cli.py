@@ -4,6 +4,10 @@
     notifyagent send URL [--json ...] [--delay 5s] ...
     notifyagent get ID | list | trigger KEY | cancel ID | retry ID | status
     notifyagent group KEY [--cancel]
+    notifyagent token create NAME --scopes client[,read,dispatcher,admin]
+
+Client verbs send NOTIFY_TOKEN as `authorization: Bearer` and use TLS when
+NOTIFY_TLS_CA is set (presenting NOTIFY_TLS_CERT/KEY under mTLS).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from grpc_status import rpc_status
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from . import __version__
+from .common import auth, tls
 from .common.calls import DEFAULT_METHOD, METHODS
 from .common.config import ConfigError, add_flags, load
 from .v1 import admin_service_pb2 as admin_pb, admin_service_pb2_grpc as admin_grpc
@@ -96,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     client("cancel", "cancel a notify that has not finished").add_argument("id")
     client("retry", "send a FAILED or CANCELLED notify again").add_argument("id")
     client("status", "show the scheduler's status")
+    tok = sub.add_parser("token", help="make tokens for NOTIFY_TOKENS_FILE", description="make tokens for NOTIFY_TOKENS_FILE")
+    tok_sub = tok.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = tok_sub.add_parser("create", help="print a new random token and its tokens-file line")
+    create.add_argument("name", help="a name for logs and Notify.created_by (A-Z a-z 0-9 _ . @ -)")
+    create.add_argument("--scopes", default="client", help=f"comma-separated: {', '.join(auth.SCOPES)} [default client]")
     g = client("group", "show a fan-out group: members by state, done and when")
     g.add_argument("key")
     g.add_argument("--cancel", action="store_true", help="cancel every member that has not finished")
@@ -128,30 +138,30 @@ def _notify_from_args(a: argparse.Namespace) -> pb.Notify:
     return n
 
 
-def _call(a: argparse.Namespace, channel: grpc.Channel):
+def _call(a: argparse.Namespace, channel: grpc.Channel, md: tuple = ()):
     notify = api_grpc.NotifyServiceStub(channel)
     if a.command == "send":
-        return notify.CreateNotify(api.CreateNotifyRequest(notify=_notify_from_args(a), request_id=a.request_id))
+        return notify.CreateNotify(api.CreateNotifyRequest(notify=_notify_from_args(a), request_id=a.request_id), metadata=md)
     if a.command == "get":
-        return notify.GetNotify(api.GetNotifyRequest(id=a.id))
+        return notify.GetNotify(api.GetNotifyRequest(id=a.id), metadata=md)
     if a.command == "list":
         state = pb.State.Value(f"STATE_{a.state}") if a.state else 0
         return notify.ListNotifies(api.ListNotifiesRequest(
             state=state, queue=a.queue, trigger_key=a.trigger_key, page_size=a.page_size, page_token=a.page_token,
-            group_key=a.group))  # fmt: skip
+            group_key=a.group), metadata=md)  # fmt: skip
     if a.command == "trigger":
         req = api.TriggerRequest(trigger_key=a.key)
         req.delay.FromNanoseconds(int(a.delay * 1e9))
-        return notify.Trigger(req)
+        return notify.Trigger(req, metadata=md)
     if a.command == "cancel":
-        return notify.CancelNotify(api.CancelNotifyRequest(id=a.id))
+        return notify.CancelNotify(api.CancelNotifyRequest(id=a.id), metadata=md)
     if a.command == "retry":
-        return notify.RetryNotify(api.RetryNotifyRequest(id=a.id))
+        return notify.RetryNotify(api.RetryNotifyRequest(id=a.id), metadata=md)
     if a.command == "group" and a.cancel:
-        return notify.CancelGroup(api.CancelGroupRequest(group_key=a.key))
+        return notify.CancelGroup(api.CancelGroupRequest(group_key=a.key), metadata=md)
     if a.command == "group":
-        return notify.GetGroup(api.GetGroupRequest(group_key=a.key))
-    return admin_grpc.AdminServiceStub(channel).GetStatus(admin_pb.GetStatusRequest())
+        return notify.GetGroup(api.GetGroupRequest(group_key=a.key), metadata=md)
+    return admin_grpc.AdminServiceStub(channel).GetStatus(admin_pb.GetStatusRequest(), metadata=md)
 
 
 def _safe_to_repeat(a: argparse.Namespace) -> bool:
@@ -165,14 +175,21 @@ def run_client(a: argparse.Namespace) -> int:
 
     addr = a.addr or os.environ.get("NOTIFY_GRPC_ADDR") or DEFAULT_ADDR
     unavailable = lambda e: isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.UNAVAILABLE  # noqa: E731
-    with grpc.insecure_channel(addr) as channel:
+    env = os.environ.get
+    md = auth.call_metadata(env("NOTIFY_TOKEN", ""))
+    try:
+        creds = tls.client_credentials(env("NOTIFY_TLS_CA", ""), env("NOTIFY_TLS_CERT", ""), env("NOTIFY_TLS_KEY", ""))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with (grpc.secure_channel(addr, creds) if creds else grpc.insecure_channel(addr)) as channel:
         try:
             for attempt in Retrying(
                 retry=retry_if_exception(unavailable), reraise=True,
                 stop=stop_after_attempt(3 if _safe_to_repeat(a) else 1), wait=wait_exponential_jitter(multiplier=0.2, max=2, jitter=0.1),
             ):  # fmt: skip
                 with attempt:
-                    resp = _call(a, channel)
+                    resp = _call(a, channel, md)
         except grpc.RpcError as e:
             return _print_error(e, addr)
     print(json_format.MessageToJson(resp, indent=2, always_print_fields_with_no_presence=a.command in ("trigger", "group")))
@@ -189,7 +206,22 @@ def _print_error(e: grpc.RpcError, addr: str) -> int:
                 print(f"  {v.field}: {v.description}", file=sys.stderr)
     if e.code() == grpc.StatusCode.UNAVAILABLE:
         print(f"  is the scheduler running at {addr}? start one with `notifyagent dev`", file=sys.stderr)
+    elif e.code() == grpc.StatusCode.UNAUTHENTICATED:
+        print("  set NOTIFY_TOKEN to a token from the scheduler's NOTIFY_TOKENS_FILE", file=sys.stderr)
     return 1
+
+
+def token_create(a: argparse.Namespace) -> int:
+    try:
+        token, line = auth.new_token(a.name, a.scopes)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"token: {token}")
+    print(f"line:  {line}")
+    print("Add the line to NOTIFY_TOKENS_FILE (then SIGHUP the scheduler); give the token to the caller as NOTIFY_TOKEN.",
+          file=sys.stderr)  # fmt: skip
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,11 +232,15 @@ def main(argv: list[str] | None = None) -> int:
         flags = {k: v for k, v in vars(args).items() if k != "command"}
         try:
             settings = load(flags, **ROLE_DEFAULTS.get(args.command, {}))
-        except ConfigError as e:
+            if args.command in ("dev", "scheduler"):
+                auth.check_exposure(settings)
+            run(args.command, settings, flags)
+        except ConfigError as e:  # also a bad tokens or certificate file, or a wrong NOTIFY_SECRET_KEY, at start
             print(f"error: {e}", file=sys.stderr)
             return 2
-        run(args.command, settings, flags)
         return 0
+    if args.command == "token":
+        return token_create(args)
     return run_client(args)
 
 

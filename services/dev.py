@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from prometheus_client import CollectorRegistry
 
-from .common.config import Settings
+from .common.config import ConfigError, Settings
 from .dispatcher.app import DispatcherApp
 from .registry import from_url
 from .scheduler.app import SchedulerApp
@@ -24,10 +24,14 @@ class DevApp:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        if settings.tls_cert and not settings.tls_ca:
+            raise ConfigError("dev with NOTIFY_TLS_CERT needs NOTIFY_TLS_CA too: its own dispatcher verifies the scheduler with it")
         self.registry = from_url(settings.registry)
         metrics = CollectorRegistry(auto_describe=False)  # one /metrics for both
         self.scheduler = SchedulerApp(settings, registry=self.registry, metrics=metrics)
-        self.dispatcher = DispatcherApp(replace(settings, http_addr=""), registry=self.registry, metrics=metrics)
+        # With tokens on, its own dispatcher holds a token of this process's, not one from the file.
+        own = settings.token or self.scheduler.auth.internal("dev-dispatcher", frozenset({"dispatcher"}))
+        self.dispatcher = DispatcherApp(replace(settings, http_addr="", token=own), registry=self.registry, metrics=metrics)
 
     async def start(self) -> None:
         await self.scheduler.start()
@@ -42,3 +46,7 @@ class DevApp:
 
     async def reload(self, settings: Settings) -> list[str]:
         return [*await self.scheduler.reload(settings), *await self.dispatcher.reload(replace(settings, http_addr=""))]
+
+    def reread_files(self) -> list[str]:
+        """SIGHUP: the scheduler's tokens and certificate files (the dispatcher reads its own on each connect)."""
+        return self.scheduler.reread_files()

@@ -61,6 +61,9 @@ class _Single:
     async def reload(self, settings: Settings) -> list[str]:
         return await self.app.reload(settings)
 
+    def reread_files(self) -> list[str]:
+        return self.app.reread_files()
+
 
 class _Worker(_Single):
     """A dispatcher under a supervisor: reports to it, and stops if the supervisor is gone."""
@@ -135,7 +138,7 @@ async def reload_settings(role: str, app, current: Settings, flags: Mapping[str,
 
 
 def _shown(name: str, value: Any) -> str:
-    if name == "signing_secret" and value:
+    if name in ("signing_secret", "token", "secret_key") and value:
         return "'***'"
     if name == "store" and urlsplit(str(value)).password:
         return repr(str(value).replace(f":{urlsplit(str(value)).password}@", ":***@"))
@@ -168,6 +171,8 @@ async def serve(role: str, settings: Settings, flags: Mapping[str, Any] | None =
         async with reloading:
             try:
                 current = await reload_settings(role, app, current, flags)
+                for change in getattr(app, "reread_files", list)():  # tokens and certificates, even if no setting changed
+                    log.info("SIGHUP: %s", change)
             except Exception:  # a bug in reloading must not take the process down
                 log.exception("SIGHUP: reloading failed; the current settings stay")
 

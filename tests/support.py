@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import functools
+import ipaddress
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +21,7 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from notifyagent.common import auth
 from notifyagent.common.config import Settings
 from notifyagent.registry import MemoryRegistry
 from notifyagent.runner import LOOPBACK
@@ -121,10 +126,14 @@ def settings_for(tmp_path: Path, **changes) -> Settings:
 
 
 class System:
-    """Scheduler and dispatcher in this process, on free ports, talking gRPC; a client stub."""
+    """Scheduler and dispatcher in this process, on free ports, talking gRPC; a client stub.
 
-    def __init__(self, settings: Settings, *, dispatchers: int = 1) -> None:
+    With auth on (settings from Trust.settings), `token` is what the test's stubs send;
+    the dispatchers send settings.token."""
+
+    def __init__(self, settings: Settings, *, dispatchers: int = 1, token: str = "") -> None:
         self.settings = settings
+        self.token = token
         self.registry = MemoryRegistry()
         self.scheduler = SchedulerApp(settings, registry=self.registry)
         self.dispatchers = [DispatcherApp(settings, registry=self.registry) for _ in range(dispatchers)]
@@ -136,7 +145,7 @@ class System:
             await d.start()
         for d in self.dispatchers:
             await d.client.wait_connected(10)
-        self.channel = grpc.aio.insecure_channel(self.scheduler.address)
+        self.channel = open_channel(self.scheduler.address, self.token, credentials=tls_client(self.settings))
         self.api = notify_service_pb2_grpc.NotifyServiceStub(self.channel)
         self.admin = admin_service_pb2_grpc.AdminServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
@@ -191,7 +200,7 @@ class Proc:
     def __init__(self, args: list[str], *, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.args = args
         self.log_path = log_path
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**os.environ, **process_trust_env(), **(env or {})}
         self.popen: subprocess.Popen | None = None
 
     def start(self) -> "Proc":
@@ -217,10 +226,10 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
 
-async def wait_serving(addr: str, timeout: float = 15.0, proc: Proc | None = None) -> None:
+async def wait_serving(addr: str, timeout: float = 15.0, proc: Proc | None = None, credentials=None) -> None:
     deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(addr) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+    async with (grpc.aio.secure_channel(addr, credentials) if credentials else grpc.aio.insecure_channel(addr)) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
         while True:
             try:
                 resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
@@ -241,6 +250,183 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+# --- trust: tokens and certificates for tests ----------------------------------
+
+# The multi-process tests run with tokens on unless NOTIFY_TEST_AUTH=0: every Proc gets
+# NOTIFY_TOKENS_FILE and a dispatcher token, and their clients use `channel()` / `cli_env()`.
+TEST_AUTH = os.environ.get("NOTIFY_TEST_AUTH", "1") != "0"
+SCOPES_BY_NAME = {
+    "client": "client", "read": "read", "dispatcher": "dispatcher", "admin": "admin",
+    "tests": "client,admin", "rogue": "dispatcher",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Trust:
+    """A tokens file with one token per name of SCOPES_BY_NAME (tokens[name] is the secret)."""
+
+    tokens_file: Path
+    tokens: dict[str, str]
+
+    @classmethod
+    def make(cls, directory: Path) -> "Trust":
+        tokens, lines = {}, ["# made by tests/support.py"]
+        for name, scopes in SCOPES_BY_NAME.items():
+            tokens[name], line = auth.new_token(name, scopes)
+            lines.append(line)
+        path = Path(directory) / "tokens"
+        path.write_text("\n".join(lines) + "\n")
+        return cls(path, tokens)
+
+    def settings(self, tmp_path: Path, token: str = "dispatcher", **changes) -> Settings:
+        """settings_for with tokens on; the dispatchers built from them send tokens[token]."""
+        return settings_for(tmp_path, tokens_file=str(self.tokens_file), token=self.tokens[token], **changes)
+
+    def env(self, token: str = "dispatcher") -> dict[str, str]:
+        return {"NOTIFY_TOKENS_FILE": str(self.tokens_file), "NOTIFY_TOKEN": self.tokens[token]}
+
+
+@functools.cache
+def process_trust() -> Trust | None:
+    return Trust.make(Path(tempfile.mkdtemp(prefix="notifyagent-trust-"))) if TEST_AUTH else None
+
+
+def process_trust_env() -> dict[str, str]:
+    trust = process_trust()
+    return trust.env() if trust else {}
+
+
+def process_token() -> str:
+    """What test clients of Proc-run schedulers send (client and admin scopes)."""
+    trust = process_trust()
+    return trust.tokens["tests"] if trust else ""
+
+
+def cli_env(token: str | None = None) -> dict[str, str]:
+    """The environment for a `notifyagent` client verb run against Proc-run schedulers."""
+    return {**os.environ, "NOTIFY_TOKEN": process_token() if token is None else token}
+
+
+class _Bearer:
+    """Adds `authorization: Bearer TOKEN` to a call (one subclass per call kind: grpc.aio
+    files an interceptor under the first kind it implements only)."""
+
+    def __init__(self, token: str) -> None:
+        self._md = auth.call_metadata(token)
+
+    def _details(self, d):
+        return grpc.aio.ClientCallDetails(d.method, d.timeout, [*(d.metadata or ()), *self._md], d.credentials, d.wait_for_ready)
+
+
+class _BearerUnaryUnary(_Bearer, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation, details, request):
+        return await continuation(self._details(details), request)
+
+
+class _BearerUnaryStream(_Bearer, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation, details, request):
+        return await continuation(self._details(details), request)
+
+
+class _BearerStreamUnary(_Bearer, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation, details, request_iterator):
+        return await continuation(self._details(details), request_iterator)
+
+
+class _BearerStreamStream(_Bearer, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation, details, request_iterator):
+        return await continuation(self._details(details), request_iterator)
+
+
+def open_channel(addr: str, token: str | None = None, *, credentials=None) -> grpc.aio.Channel:
+    """A client channel that sends `token` (default: the Proc-run schedulers' test token).
+    Its connections are its own: a failed handshake on another channel (a test of a wrong
+    CA) leaves no backoff behind for this one."""
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    token = process_token() if token is None else token
+    kinds = (_BearerUnaryUnary, _BearerUnaryStream, _BearerStreamUnary, _BearerStreamStream)
+    interceptors = [kind(token) for kind in kinds] if token else None
+    if credentials is not None:
+        return grpc.aio.secure_channel(addr, credentials, options=options, interceptors=interceptors)
+    return grpc.aio.insecure_channel(addr, options=options, interceptors=interceptors)
+
+
+def tls_client(settings: Settings):
+    from notifyagent.common.tls import channel_credentials
+
+    return channel_credentials(settings)
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A throwaway CA and certificates for 127.0.0.1 and localhost (PEM files in a directory)."""
+
+    ca: Path
+    cert: Path  # server and client use (serverAuth and clientAuth)
+    key: Path
+    other_ca: Path  # a CA that signed nothing here: "the wrong CA"
+    other_cert: Path  # signed by other_ca
+    other_key: Path
+
+    @classmethod
+    def make(cls, directory: Path) -> "Pki":
+        directory = Path(directory)
+        ca_pem, ca_key, ca_name = _ca("NotifyAgent test CA")
+        cert_pem, key_pem = _leaf(ca_key, ca_name, "127.0.0.1")
+        other_pem, other_key, other_name = _ca("Someone else's CA")
+        ocert_pem, okey_pem = _leaf(other_key, other_name, "127.0.0.1")
+        files = {"ca": ca_pem, "cert": cert_pem, "key": key_pem, "other_ca": other_pem,
+                 "other_cert": ocert_pem, "other_key": okey_pem}  # fmt: skip
+        for name, data in files.items():
+            (directory / f"{name}.pem").write_bytes(data)
+        return cls(**{name: directory / f"{name}.pem" for name in files})
+
+
+def _ca(name: str):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    return cert.public_bytes(serialization.Encoding.PEM), key, subject
+
+
+def _leaf(ca_key, ca_name, host: str) -> tuple[bytes, bytes]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host)), x509.DNSName("localhost")]),
+                       critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 # --- engine-level tests: no servers, a clock the test moves -------------------

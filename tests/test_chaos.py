@@ -17,7 +17,7 @@ import pytest
 
 from notifyagent.v1 import admin_service_pb2 as admin, admin_service_pb2_grpc
 from notifyagent.v1 import notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc
-from support import Proc, Target, free_port, wait_serving
+from support import Proc, Target, free_port, wait_serving, open_channel
 
 FULL = os.environ.get("NOTIFY_SOAK") == "full"
 NOTIFIES = 100_000 if FULL else 20_000
@@ -74,7 +74,7 @@ async def test_chaos_kills_lose_nothing_and_duplicates_stay_within_what_was_in_f
         return Proc(args, log_path=tmp_path / f"{name}-{starts[name]}.log").start()
 
     procs = {name: start(name) for name in starts}
-    channel = grpc.aio.insecure_channel(addr)
+    channel = open_channel(addr)
     stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
     admin_stub = admin_service_pb2_grpc.AdminServiceStub(channel)
     ids: set[str] = set()

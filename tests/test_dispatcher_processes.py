@@ -12,7 +12,7 @@ import pytest
 
 from notifyagent.dispatcher.supervisor import describe_exit, rss_mb
 from notifyagent.v1 import admin_service_pb2, admin_service_pb2_grpc, notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc
-from support import Proc, free_port, wait_serving
+from support import Proc, free_port, wait_serving, open_channel
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ async def scheduler(tmp_path):
                  "--lease-margin", "2"], log_path=tmp_path / "scheduler.log").start()  # fmt: skip
     try:
         await wait_serving(f"127.0.0.1:{port}", proc=proc)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             yield Scheduler(port, proc, channel)
     finally:
         await asyncio.to_thread(proc.terminate)

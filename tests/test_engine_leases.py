@@ -50,10 +50,29 @@ async def test_an_expired_lease_is_a_failed_attempt_and_the_notify_is_granted_ag
     stored = await store.get(n.id)
     assert stored.state == State.RETRY_WAIT and "lease expired" in stored.attempts[0].error
     assert granted_leases(s) == [], "not before its backoff"
+    live = e.connect(dispatcher_id="live", version="", capacity=1, credit=1)
     clock.advance(1_000)  # the backoff: 1 s less up to 20 % jitter
     await turn()
-    [second] = granted_leases(s)
+    [second] = granted_leases(live)
     assert second.notify.id == n.id and second.attempt == 2
+    assert granted_leases(s) == [], "the stream that let its lease expire gets nothing until it reports"
+
+
+async def test_a_stalled_stream_takes_grants_again_once_it_reports(env):
+    e, store, clock, ops = env
+    s = e.connect(dispatcher_id="d", version="", capacity=3, credit=3)  # one credit stays unused
+    retry = RetryPolicy(max_attempts=3, min_backoff=1.0, max_backoff=1.0, multiplier=1.0)
+    [a, b] = await ops.create([NewNotify(spec(timeout=10.0, retry=retry)), NewNotify(spec(timeout=30.0))])
+    await turn()
+    leases = {lease.notify.id: lease for lease in granted_leases(s)}
+    clock.advance(15_000)  # a's deadline; b's is later
+    await turn()
+    clock.advance(1_000)
+    await turn()
+    assert e.held(a.id).state == State.PENDING and granted_leases(s) == [], "stalled: a waits despite its credit"
+    await e.complete(s, [ResultIn(leases[b.id].lease_id, Outcome(200, True, ""), T0, T0)])
+    await turn()
+    assert [lease.notify.id for lease in granted_leases(s)] == [a.id], "it reported: it may take grants again"
 
 
 async def test_a_result_after_the_deadline_is_refused_acked_and_changes_nothing(env):

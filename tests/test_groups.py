@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from notifyagent.v1 import notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc
-from support import Proc, Target, fast_retry, free_port, wait_serving
+from support import Proc, Target, fast_retry, free_port, open_channel, wait_serving
 from test_bad_input import violations
 
 
@@ -72,7 +72,7 @@ async def test_a_batch_to_five_targets_with_one_failing_for_good_ends_4_succeede
                log_path=tmp_path / "dev.log").start()  # fmt: skip
     try:
         await wait_serving(f"127.0.0.1:{port}", proc=dev)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
             batch = api.BatchCreateNotifyRequest(
                 requests=[member(t.url("/hook")) for t in targets], group_key="order-42",
@@ -244,7 +244,7 @@ async def test_cli_sends_into_a_group_and_shows_it(tmp_path, target):
         await target.wait_for(2)
         listed = json.loads((await asyncio.to_thread(cli, port, "list", "--group", "order-42")).stdout)
         assert len(listed["notifies"]) == 3
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             await wait_until_counts(notify_service_pb2_grpc.NotifyServiceStub(channel), "order-42",
                                     {"SUCCEEDED": 2, "SCHEDULED": 1})  # fmt: skip
         shown = json.loads((await asyncio.to_thread(cli, port, "group", "order-42")).stdout)["group"]
@@ -281,7 +281,7 @@ async def test_the_group_callback_survives_a_sigkill_and_stays_one_notify(tmp_pa
     first = dev(tmp_path, port, "first").start()
     try:
         await wait_serving(f"127.0.0.1:{port}", proc=first)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
             await stub.BatchCreateNotify(api.BatchCreateNotifyRequest(
                 requests=[member(target.url("/m")) for _ in range(3)], group_key="durable",
@@ -297,7 +297,7 @@ async def test_the_group_callback_survives_a_sigkill_and_stays_one_notify(tmp_pa
         await target.wait_for(5, timeout=20)
         calls = [r for r in target.received if r.path == "/group-done"]
         assert len(calls) == 2 and calls[0].headers["Notify-Id"] == calls[1].headers["Notify-Id"]
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
             group = (await stub.GetGroup(api.GetGroupRequest(group_key="durable"))).group
             assert group.callback_notify_id == calls[0].headers["Notify-Id"]

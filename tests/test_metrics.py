@@ -9,7 +9,7 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from notifyagent.v1 import notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc
-from support import Proc, fast_retry, free_port, wait_serving
+from support import Proc, fast_retry, free_port, open_channel, wait_serving
 
 
 async def scrape(port: int) -> dict[tuple[str, tuple], float]:
@@ -41,7 +41,7 @@ async def test_metrics_of_dev_after_a_known_workload_show_the_exact_counts(tmp_p
     target.respond("/broken", 500)
     try:
         await wait_serving(f"127.0.0.1:{grpc_port}", proc=proc)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        async with open_channel(f"127.0.0.1:{grpc_port}") as channel:
             stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
             for path, count in (("/ok", 5), ("/gone", 3), ("/broken", 2)):
                 for _ in range(count):
@@ -87,7 +87,7 @@ async def test_json_log_lines_carry_the_delivery_fields_and_go_to_the_log_file(t
     target.respond("/fail", 404)
     try:
         await wait_serving(f"127.0.0.1:{grpc_port}", proc=proc)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        async with open_channel(f"127.0.0.1:{grpc_port}") as channel:
             stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
             n = (await stub.CreateNotify(api.CreateNotifyRequest(notify=pb.Notify(
                 request=pb.HttpRequest(url=target.url("/fail")), queue="billing")))).notify  # fmt: skip

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from notifyagent.v1 import admin_service_pb2 as admin, admin_service_pb2_grpc, notify_pb2 as pb
-from support import Proc, System, free_port, settings_for, wait_serving
+from support import Proc, System, free_port, open_channel, settings_for, wait_serving
 from test_dispatcher_processes import Scheduler, scheduler, worker_pids  # noqa: F401 (the fixture)
 
 
@@ -68,7 +68,7 @@ async def test_shutdown_over_admin_service_finishes_the_call_in_flight_then_exit
                 log_path=tmp_path / "dev.log").start()  # fmt: skip
     try:
         await wait_serving(f"127.0.0.1:{port}", proc=proc)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             from notifyagent.v1 import notify_service_pb2 as api, notify_service_pb2_grpc
 
             stub = notify_service_pb2_grpc.NotifyServiceStub(channel)

@@ -9,7 +9,7 @@ import sys
 import grpc
 
 from notifyagent.v1 import admin_service_pb2, admin_service_pb2_grpc, notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc
-from support import Proc, free_port, wait_serving, wait_until
+from support import Proc, cli_env, free_port, open_channel, wait_serving, wait_until
 
 
 def dev(tmp_path, port, name="dev", *extra):
@@ -20,7 +20,7 @@ def dev(tmp_path, port, name="dev", *extra):
 
 
 async def create_delayed(addr, url, count, delay_ms_from, delay_ms_to):
-    async with grpc.aio.insecure_channel(addr) as channel:
+    async with open_channel(addr) as channel:
         stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
         ids = []
         step = (delay_ms_to - delay_ms_from) / count
@@ -79,7 +79,7 @@ async def test_sigterm_stops_gracefully_and_finishes_the_call_in_flight(tmp_path
     port = free_port()
     proc = dev(tmp_path, port).start()
     await wait_serving(f"127.0.0.1:{port}", proc=proc)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with open_channel(f"127.0.0.1:{port}") as channel:
         stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
         created = (await stub.CreateNotify(api.CreateNotifyRequest(notify=pb.Notify(request=pb.HttpRequest(url=target.url("/slow")))))).notify
     await target.wait_for(1)
@@ -90,7 +90,7 @@ async def test_sigterm_stops_gracefully_and_finishes_the_call_in_flight(tmp_path
     again = dev(tmp_path, port, "again").start()
     try:
         await wait_serving(f"127.0.0.1:{port}", proc=again)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
             n = (await stub.GetNotify(api.GetNotifyRequest(id=created.id))).notify
         assert n.state == pb.STATE_SUCCEEDED
@@ -111,7 +111,7 @@ async def test_scheduler_and_dispatcher_run_as_separate_processes(tmp_path, targ
     ]
     try:
         await wait_serving(f"127.0.0.1:{port}", proc=scheduler)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             admin = admin_service_pb2_grpc.AdminServiceStub(channel)
             for _ in range(100):
                 if len((await admin.GetStatus(admin_service_pb2.GetStatusRequest())).dispatchers) == 2:
@@ -132,7 +132,7 @@ async def test_scheduler_and_dispatcher_run_as_separate_processes(tmp_path, targ
 
 def cli(port, *args):
     out = subprocess.run([sys.executable, "-m", "notifyagent", *args, "--addr", f"127.0.0.1:{port}"],
-                         capture_output=True, text=True, timeout=30)
+                         capture_output=True, text=True, timeout=30, env=cli_env())
     return out
 
 
@@ -185,7 +185,7 @@ async def test_dispatcher_killed_mid_call_its_leases_expire_and_are_granted_agai
     survivor = None
     try:
         await wait_serving(f"127.0.0.1:{port}", proc=scheduler)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             admin = admin_service_pb2_grpc.AdminServiceStub(channel)
             stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
             while not (await admin.GetStatus(admin_service_pb2.GetStatusRequest())).dispatchers:

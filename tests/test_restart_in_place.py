@@ -11,11 +11,11 @@ import subprocess
 import grpc
 
 from notifyagent.v1 import notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc
-from support import Proc, free_port, wait_serving
+from support import Proc, free_port, open_channel, wait_serving
 
 
 async def create_many(addr, url, count):
-    async with grpc.aio.insecure_channel(addr) as channel:
+    async with open_channel(addr) as channel:
         stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
         reqs = [api.CreateNotifyRequest(notify=pb.Notify(request=pb.HttpRequest(url=url))) for _ in range(count)]
         resp = await stub.BatchCreateNotify(api.BatchCreateNotifyRequest(requests=reqs))

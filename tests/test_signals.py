@@ -14,7 +14,7 @@ from notifyagent.common.config import ConfigError, load
 from notifyagent import runner
 from notifyagent.runner import reload_settings
 from notifyagent.v1 import admin_service_pb2, admin_service_pb2_grpc, notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc
-from support import Proc, free_port, wait_serving
+from support import Proc, free_port, wait_serving, open_channel
 
 
 class FakeApp:
@@ -101,7 +101,7 @@ def dispatcher(tmp_path, port, config, *extra, name="dispatcher"):
 
 
 async def capacities(port):
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with open_channel(f"127.0.0.1:{port}") as channel:
         status = await admin_service_pb2_grpc.AdminServiceStub(channel).GetStatus(admin_service_pb2.GetStatusRequest())
     return sorted(d.capacity for d in status.dispatchers)
 
@@ -114,7 +114,7 @@ async def wait_capacities(port, expected, proc, timeout=20.0):
 
 
 async def send(port, url, count):
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with open_channel(f"127.0.0.1:{port}") as channel:
         stub = notify_service_pb2_grpc.NotifyServiceStub(channel)
         reqs = [api.CreateNotifyRequest(notify=pb.Notify(request=pb.HttpRequest(url=url))) for _ in range(count)]
         await stub.BatchCreateNotify(api.BatchCreateNotifyRequest(requests=reqs))
@@ -189,7 +189,7 @@ async def test_sighup_to_dev_applies_the_dispatchers_capacity_and_the_schedulers
         config.write_text('capacity = 4\nqueues = "default:max_concurrent=2"\n')
         proc.popen.send_signal(signal.SIGHUP)
         await wait_capacities(port, [4], proc)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             status = await admin_service_pb2_grpc.AdminServiceStub(channel).GetStatus(admin_service_pb2.GetStatusRequest())
         assert [q.max_concurrent for q in status.queues if q.name == "default"] == [2], proc.log()
         assert "SIGHUP: queues changed: 'default:max_concurrent=5' -> 'default:max_concurrent=2'" in proc.log()

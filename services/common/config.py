@@ -48,6 +48,18 @@ class Settings:
     alerts: str = _opt("", "alert channels for notifies that end FAILED: webhook:URL, wecom:URL, slack:URL, mail:smtp://host:port?to=a@x,...", roles="scheduler")
     alert_interval: float = _opt(60.0, "seconds alerts are grouped for: at most one message per channel per interval", roles="scheduler")
     config: str = _opt("", "TOML file with any of these settings (keys as the field names)")
+    tokens_file: str = _opt("", "file of `NAME SCOPES sha256:HEX` lines: turns on bearer tokens (re-read on SIGHUP)")
+    token: str = _opt("", "bearer token this process sends to the scheduler (dispatchers; the CLI reads NOTIFY_TOKEN)")
+    insecure: bool = _opt(False, "without NOTIFY_TOKENS_FILE, allow listening on a non-loopback address", roles="scheduler")
+    metrics_auth: bool = _opt(False, "/metrics on the HTTP port requires a token with scope read or admin")
+    tls_cert: str = _opt("", "PEM certificate: the gRPC and HTTP ports serve TLS; clients present it under mTLS")
+    tls_key: str = _opt("", "PEM private key of NOTIFY_TLS_CERT")
+    tls_ca: str = _opt("", "PEM CA bundle clients verify the scheduler with (turns TLS on for clients)")
+    tls_client_ca: str = _opt("", "PEM CA bundle: the ports require client certificates signed by it (mTLS)")
+    secret_headers: str = _opt("", "more header names whose values are secret (Authorization, Proxy-Authorization, Cookie, X-Api-Key always are)", roles="scheduler")
+    secret_key: str = _opt("", "comma-separated keys (32 random bytes, URL-safe base64), newest first: secret header values encrypted at rest", roles="scheduler")
+    dispatcher_max_streams: int = _opt(64, "Lease streams one dispatcher identity (token) may hold at once", roles="scheduler")
+    dispatcher_max_credit: int = _opt(16384, "calls one dispatcher identity (token) may hold at once over all its streams", roles="scheduler")
 
     def check(self) -> "Settings":
         if self.log_format not in ("console", "json"):
@@ -66,6 +78,14 @@ class Settings:
             raise ConfigError(f"NOTIFY_CAPACITY must be at least 1, not {self.capacity}")
         if self.grace < 0 or self.horizon < 1:
             raise ConfigError("NOTIFY_GRACE must be >= 0 and NOTIFY_HORIZON >= 1 (seconds)")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("NOTIFY_TLS_CERT and NOTIFY_TLS_KEY go together: set both or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ConfigError("NOTIFY_TLS_CLIENT_CA (mTLS) needs NOTIFY_TLS_CERT and NOTIFY_TLS_KEY")
+        if self.metrics_auth and not self.tokens_file:
+            raise ConfigError("NOTIFY_METRICS_AUTH needs NOTIFY_TOKENS_FILE (the tokens it checks)")
+        if self.dispatcher_max_streams < 1 or self.dispatcher_max_credit < 1:
+            raise ConfigError("NOTIFY_DISPATCHER_MAX_STREAMS and NOTIFY_DISPATCHER_MAX_CREDIT must be at least 1")
         split_addr(self.grpc_addr, "NOTIFY_GRPC_ADDR")
         if self.http_addr:
             split_addr(self.http_addr, "NOTIFY_HTTP_ADDR")
@@ -83,13 +103,25 @@ def split_addr(addr: str, setting: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
 def add_flags(parser: argparse.ArgumentParser, role: str) -> None:
     """Adds --grpc-addr and friends; unset flags stay None so lower layers show through."""
     for f in fields(Settings):
         if f.metadata["roles"] not in ("all", role) and role != "dev":
             continue
         parser.add_argument(
-            f"--{f.name.replace('_', '-')}", dest=f.name, default=None, type=type(f.default),
+            f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
+            type=parse_bool if isinstance(f.default, bool) else type(f.default),
             help=f"{f.metadata['help']} [{env_name(f.name)}; default {f.default!r}]",
         )  # fmt: skip
 
@@ -122,7 +154,7 @@ def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | No
     for name, value in list(values.items()):
         kind = type(known[name].default)
         try:
-            values[name] = kind(value)
+            values[name] = parse_bool(value) if kind is bool else kind(value)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{env_name(name)} must be {kind.__name__}, not {value!r}") from e
     return replace(Settings(), **values).check()

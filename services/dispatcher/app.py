@@ -10,7 +10,9 @@ from dataclasses import replace
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
+from ..common.auth import Authenticator, call_metadata
 from ..common.config import Settings
+from ..common.tls import ServerTls, channel_credentials
 from ..common.web import OpsServer, add_collector, gauge
 from ..registry import Node, Registry
 from .client import LeaseClient
@@ -39,10 +41,14 @@ class DispatcherApp:
         self.metrics_registry = metrics if metrics is not None else CollectorRegistry(auto_describe=False)
         self.metrics = DispatcherMetrics(self.metrics_registry)
         add_collector(self.metrics_registry, self._metrics)
+        channel_credentials(settings)  # fails fast on a bad NOTIFY_TLS_* file; each connect reads them again
         self.client = LeaseClient(
             sender=MeteredSender(LimitedSender(self.sender, self.hosts), self.metrics), discover=self._discover, capacity=settings.capacity,
-            dispatcher_id=dispatcher_id,
+            dispatcher_id=dispatcher_id, credentials=lambda: channel_credentials(settings),
+            metadata=call_metadata(settings.token),
         )  # fmt: skip
+        self._tls = ServerTls.from_settings(settings) if settings.http_addr else None
+        self._auth = Authenticator(settings.tokens_file) if settings.metrics_auth else None
         self._task: asyncio.Task | None = None
         self._ops: OpsServer | None = None
         self._stopped = False
@@ -61,7 +67,11 @@ class DispatcherApp:
         self._task = asyncio.create_task(self.client.run(), name="lease-client")
         self._task.add_done_callback(_log_if_failed)
         if self.settings.http_addr:
-            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: not self._stopped, registry=self.metrics_registry)
+            self._ops = OpsServer(
+                self.settings.http_addr, healthy=lambda: not self._stopped, registry=self.metrics_registry,
+                ssl_context=self._tls.ssl_context() if self._tls else None,
+                authenticator=self._auth, metrics_auth=self.settings.metrics_auth,
+            )  # fmt: skip
             await self._ops.start()
         log.info("dispatcher %s started (capacity %d)", self.client.dispatcher_id, self.settings.capacity)
 
@@ -82,6 +92,11 @@ class DispatcherApp:
         if self._ops is not None:
             await self._ops.stop()
         log.info("dispatcher %s stopped after %d calls", self.client.dispatcher_id, self.client.calls_done)
+
+    def reread_files(self) -> list[str]:
+        """SIGHUP: the HTTP port's TLS files and the /metrics tokens again (the lease client reads
+        its TLS files on every connect)."""
+        return [c for c in (self._auth.reload() if self._auth else None, self._tls.reload() if self._tls else None) if c]
 
     async def reload(self, settings: Settings) -> list[str]:
         """Applies the LIVE_SETTINGS that changed; returns what it did, for the log."""

@@ -27,6 +27,7 @@ import grpc
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from .. import __version__
+from ..common.tls import aio_channel
 from ..registry import RegistryError
 from ..v1 import dispatch_service_pb2 as pb, dispatch_service_pb2_grpc as pb_grpc
 from .call import CallOutcome, ErrorKind, Sender
@@ -45,13 +46,18 @@ class LeaseClient:
     def __init__(
         self, *, sender: Sender, discover: Callable[[], Awaitable[str]], capacity: int,
         dispatcher_id: str | None = None, max_backoff_s: float = 5.0,
+        credentials: Callable[[], grpc.ChannelCredentials | None] = lambda: None, metadata: tuple = (),
     ) -> None:  # fmt: skip
+        """credentials: TLS for each new connection (read anew each time; None: plaintext);
+        metadata: sent with the stream (`authorization: Bearer NOTIFY_TOKEN`)."""
         self.dispatcher_id = dispatcher_id or f"dispatcher-{os.uname().nodename}-{os.getpid()}-{os.urandom(3).hex()}"
         self.capacity = capacity
         self.calls_done = 0
         self._sender = sender
         self._discover = discover
         self._max_backoff = max_backoff_s
+        self._credentials = credentials
+        self._metadata = metadata
         self._running: dict[str, asyncio.Task] = {}
         self._unacked: dict[str, pb.LeaseResult] = {}
         self._unsent: list[str] = []
@@ -132,8 +138,8 @@ class LeaseClient:
             return
         addr = await self._discover()
         opened = time.monotonic()
-        async with grpc.aio.insecure_channel(addr) as channel:
-            self._call = pb_grpc.DispatchServiceStub(channel).Lease(self._requests())
+        async with aio_channel(addr, self._credentials()) as channel:
+            self._call = pb_grpc.DispatchServiceStub(channel).Lease(self._requests(), metadata=self._metadata)
             try:
                 await self._call.initial_metadata()
                 self._connected.set()

@@ -8,10 +8,13 @@ import logging
 import os
 from urllib.parse import parse_qs, urlsplit
 
-from ..common.config import ConfigError, Settings, split_addr
-from ..common.grpcutil import create_server, set_serving
 from prometheus_client import CollectorRegistry
 
+from ..common.auth import AuthInterceptor, Authenticator
+from ..common.config import ConfigError, Settings, split_addr
+from ..common.grpcutil import create_server, set_serving
+from ..common.sealing import SecretBox, secret_names
+from ..common.tls import ServerTls
 from ..common.web import OpsServer
 from ..registry import Node, Registry
 from ..v1 import admin_service_pb2_grpc, dispatch_service_pb2_grpc, notify_service_pb2_grpc
@@ -31,20 +34,20 @@ SERVICES = ["notifyagent.v1.NotifyService", "notifyagent.v1.DispatchService", "n
 REGISTRY_TTL_S = 10.0
 
 
-def make_store(url: str) -> Store:
+def make_store(url: str, secrets: SecretBox | None = None) -> Store:
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = url[len("sqlite:///"):].split("?", 1)[0] if url.startswith("sqlite:///") else ""
         if not path or path.startswith(":memory:"):
             raise ConfigError(f"NOTIFY_STORE: write sqlite:///relative/path.db or sqlite:////absolute/path.db, not {url!r}")
         sync = parse_qs(parts.query).get("synchronous", ["FULL"])[0]
-        return SqliteStore(path, synchronous=sync)
+        return SqliteStore(path, synchronous=sync, secrets=secrets)
     if parts.scheme in ("postgres", "postgresql"):
         try:
             from .store.postgres import PostgresStore
         except ImportError as e:
             raise ConfigError(f"NOTIFY_STORE is PostgreSQL but its driver is missing ({e}); pip install 'notifyagent[postgres]'") from e
-        return PostgresStore(url)
+        return PostgresStore(url, secrets=secrets)
     raise ConfigError(f"NOTIFY_STORE must start with sqlite:/// or postgresql://, not {url!r}")
 
 
@@ -54,7 +57,10 @@ class SchedulerApp:
     def __init__(self, settings: Settings, *, registry: Registry, metrics: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.registry = registry
-        self.store = make_store(settings.store)
+        self.auth = Authenticator(settings.tokens_file)
+        self.tls = ServerTls.from_settings(settings)
+        self.secret = secret_names(settings.secret_headers)
+        self.store = make_store(settings.store, SecretBox.from_settings(settings.secret_key, settings.secret_headers))
         self.engine = Engine(
             store=self.store,
             settings=EngineSettings(
@@ -87,22 +93,33 @@ class SchedulerApp:
         self._server, self.port, self._health = create_server(
             self.settings.grpc_addr,
             [
-                lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(NotifyServicer(Operations(e, self.store)), s),
-                lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(e), s),
+                lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(
+                    NotifyServicer(Operations(e, self.store), secret=self.secret), s),
+                lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(
+                    e, max_streams=self.settings.dispatcher_max_streams, max_credit=self.settings.dispatcher_max_credit), s),
                 lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(e, shutdown=lambda: self.on_shutdown()), s),
             ],
             SERVICES,
-        )
+            interceptors=[AuthInterceptor(self.auth)],
+            credentials=self.tls.grpc_credentials() if self.tls else None,
+        )  # fmt: skip
         await self._server.start()
         await set_serving(self._health, SERVICES, True)
         host, port = split_addr(self.settings.advertise_addr or self.address, "NOTIFY_ADVERTISE_ADDR")
+        if host in ("0.0.0.0", "::") and not self.settings.advertise_addr:
+            host = "127.0.0.1"  # listening everywhere: this host reaches it on loopback (others need NOTIFY_ADVERTISE_ADDR)
         self._node = Node(id=f"scheduler-{os.getpid()}-{port}", address=host, port=port, metadata={"role": "scheduler"})
         await self.registry.register(self.settings.service_name, self._node, ttl=REGISTRY_TTL_S)
         if self.settings.http_addr:
-            self._ops = OpsServer(self.settings.http_addr, healthy=lambda: e.accepting, registry=self.metrics_registry,
-                                  refresh=[self.metrics.refresh])  # fmt: skip
+            self._ops = OpsServer(
+                self.settings.http_addr, healthy=lambda: e.accepting, registry=self.metrics_registry,
+                refresh=[self.metrics.refresh], ssl_context=self.tls.ssl_context() if self.tls else None,
+                authenticator=self.auth, metrics_auth=self.settings.metrics_auth,
+            )  # fmt: skip
             await self._ops.start()
-        log.info("scheduler serving gRPC on %s (store %s)", self.address, _redact(self.settings.store))
+        log.info("scheduler serving gRPC on %s (store %s; %s; %s)", self.address, _redact(self.settings.store),
+                 "mTLS" if self.tls and self.tls.mutual else "TLS" if self.tls else "plaintext",
+                 f"tokens from {self.settings.tokens_file}" if self.auth.enabled else "no tokens")  # fmt: skip
 
     async def stop(self) -> None:
         """Health NOT_SERVING, deregister, stop granting and wait for results, stop serving, close. Idempotent."""
@@ -137,6 +154,10 @@ class SchedulerApp:
             return queues.parse(settings.queues)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+    def reread_files(self) -> list[str]:
+        """SIGHUP: the tokens file and the TLS files again (a bad one keeps the old); returns what changed."""
+        return [c for c in (self.auth.reload(), self.tls.reload() if self.tls else None) if c]
 
     async def reload(self, settings: Settings) -> list[str]:
         """Applies what can change without a restart (queue limits); returns what changed."""

@@ -137,7 +137,7 @@ class Attempt(_message.Message):
     def __init__(self, number: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dispatcher_id: _Optional[str] = ..., status_code: _Optional[int] = ..., error: _Optional[str] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., response_snippet: _Optional[bytes] = ..., success: _Optional[bool] = ..., response_headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Notify(_message.Message):
-    __slots__ = ("id", "request", "deliver_at", "delay", "trigger_key", "ordering_key", "queue", "state", "retry", "success", "fire_and_forget", "timeout", "expire_at", "callback_url", "labels", "attempts", "create_time", "next_attempt_time", "complete_time", "attempt_count", "group_key")
+    __slots__ = ("id", "request", "deliver_at", "delay", "trigger_key", "ordering_key", "queue", "state", "retry", "success", "fire_and_forget", "timeout", "expire_at", "callback_url", "labels", "attempts", "create_time", "next_attempt_time", "complete_time", "attempt_count", "group_key", "created_by")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +166,7 @@ class Notify(_message.Message):
     COMPLETE_TIME_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_COUNT_FIELD_NUMBER: _ClassVar[int]
     GROUP_KEY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     id: str
     request: HttpRequest
     deliver_at: _timestamp_pb2.Timestamp
@@ -187,7 +188,8 @@ class Notify(_message.Message):
     complete_time: _timestamp_pb2.Timestamp
     attempt_count: int
     group_key: str
-    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[HttpRequest, _Mapping]] = ..., deliver_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., trigger_key: _Optional[str] = ..., ordering_key: _Optional[str] = ..., queue: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., success: _Optional[_Union[SuccessCriteria, _Mapping]] = ..., fire_and_forget: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., expire_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., callback_url: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt_count: _Optional[int] = ..., group_key: _Optional[str] = ...) -> None: ...
+    created_by: str
+    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[HttpRequest, _Mapping]] = ..., deliver_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., trigger_key: _Optional[str] = ..., ordering_key: _Optional[str] = ..., queue: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., success: _Optional[_Union[SuccessCriteria, _Mapping]] = ..., fire_and_forget: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., expire_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., callback_url: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt_count: _Optional[int] = ..., group_key: _Optional[str] = ..., created_by: _Optional[str] = ...) -> None: ...
 
 class Group(_message.Message):
     __slots__ = ("group_key", "counts", "total", "done", "done_time", "callback_url", "callback_time", "callback_notify_id")

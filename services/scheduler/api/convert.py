@@ -6,8 +6,9 @@ import functools
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from ...v1 import notify_pb2 as pb
 from ...common.calls import DEFAULT_METHOD, DEFAULT_TIMEOUT_S, METHOD_BY_NUMBER, NUMBER_BY_METHOD
+from ...common.sealing import ALWAYS_SECRET, redact
+from ...v1 import notify_pb2 as pb
 from ..engine.model import (EMPTY, AttemptRecord, GroupStatus, NewNotify, Notification, Request, RetryPolicy, Spec, State,
                             Success, plain_request)
 
@@ -35,8 +36,11 @@ def timestamp(ms: int) -> timestamp_pb2.Timestamp:
     return out
 
 
-def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, prefix: str = "notify") -> tuple[NewNotify, list[tuple[str, str]]]:
-    """Builds a domain NewNotify; returns the violations found in converting (the rest are validate's)."""
+def new_notify(
+    p: pb.Notify, request_id: str, *, now_ms: int, prefix: str = "notify", created_by: str = ""
+) -> tuple[NewNotify, list[tuple[str, str]]]:
+    """Builds a domain NewNotify; returns the violations found in converting (the rest are validate's).
+    created_by: the caller's token name (Notify.created_by is output only and ignored here)."""
     violations: list[tuple[str, str]] = []
     if len(request_id) > 256 or any(c < " " or c == "\x7f" for c in request_id):
         violations.append((prefix.replace("notify", "request_id"), "must be at most 256 characters without control characters"))
@@ -75,6 +79,7 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, prefix: str = "not
         expire_at_ms=millis(p.expire_at) if p.HasField("expire_at") else None,
         callback_url=p.callback_url,
         labels=dict(p.labels) if len(p.labels) else EMPTY,
+        created_by=created_by,
         group_key=p.group_key,
     )
     return NewNotify(spec, request_id), violations
@@ -127,9 +132,11 @@ def _policy_bytes(retry: RetryPolicy, success: Success, timeout_s: float) -> byt
     ).SerializeToString()
 
 
-def _request(r: Request) -> pb.HttpRequest:
+def _request(r: Request, secret: frozenset[str] | None = None) -> pb.HttpRequest:
+    """secret: header names whose values read <redacted> (None: none, for grants only)."""
+    headers = redact(r.headers, secret) if secret and r.headers else r.headers
     return pb.HttpRequest(
-        method=NUMBER_BY_METHOD[r.method], url=r.url, headers=r.headers, body=r.body, json_body=r.json_body,
+        method=NUMBER_BY_METHOD[r.method], url=r.url, headers=headers, body=r.body, json_body=r.json_body,
         form_body=r.form,
     )  # fmt: skip
 
@@ -162,11 +169,12 @@ def fill_grant_notify(out: pb.Notify, n: Notification) -> None:
 _GRANTS: dict[tuple, tuple[Request, bytes]] = {}
 
 
-def notify_to_proto(n: Notification, *, with_attempts: bool = True) -> pb.Notify:
+def notify_to_proto(n: Notification, *, with_attempts: bool = True, secret: frozenset[str] = ALWAYS_SECRET) -> pb.Notify:
+    """A notify for an API answer: secret header values read <redacted> (sealing.secret_names)."""
     s = n.spec
     out = pb.Notify(
         id=n.id,
-        request=_request(s.request),
+        request=_request(s.request, secret),
         ordering_key=s.ordering_key,
         queue=s.queue,
         state=int(n.state),
@@ -175,6 +183,7 @@ def notify_to_proto(n: Notification, *, with_attempts: bool = True) -> pb.Notify
         labels=s.labels,
         create_time=timestamp(n.create_ms),
         attempt_count=n.attempt_count,
+        created_by=s.created_by,
         group_key=s.group_key,
     )
     out.MergeFromString(_policy_bytes(s.retry, s.success, s.timeout))

@@ -1,4 +1,10 @@
-"""DispatchService.Lease: one stream per dispatcher, a reader task and a writer loop."""
+"""DispatchService.Lease: one stream per dispatcher, a reader task and a writer loop.
+
+A dispatcher identity (the name of its token; one anonymous identity without
+auth) holds at most `max_streams` streams and `max_credit` calls over all of
+them; beyond that a stream is refused with RESOURCE_EXHAUSTED. With auth on,
+a dispatcher's id is qualified by its token's name (`ID@NAME`), so no other
+token can take over its session or report its leases."""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import logging
 
 import grpc
 
+from ...common import auth
 from ...v1 import dispatch_service_pb2 as pb, dispatch_service_pb2_grpc as pb_grpc
 from . import convert
 from ..engine.core import Engine, ResultIn
@@ -17,8 +24,18 @@ log = logging.getLogger(__name__)
 
 
 class DispatchServicer(pb_grpc.DispatchServiceServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, max_streams: int = 64, max_credit: int = 16384) -> None:
         self._engine = engine
+        self._max_streams = max_streams
+        self._max_credit = max_credit
+        self._streams: dict[str, int] = {}  # identity -> open streams
+        self._held: dict[str, int] = {}  # identity -> capacity over its streams
+
+    def _admit(self, identity: str, wanted: int) -> int:
+        """The capacity a new stream of `identity` gets; 0 or less: none (a limit is reached)."""
+        if self._streams.get(identity, 0) >= self._max_streams:
+            return 0
+        return min(wanted, self._max_credit - self._held.get(identity, 0))
 
     async def Lease(self, request_iterator, context):
         try:
@@ -29,9 +46,34 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
         if not first.HasField("hello") or not hello.dispatcher_id or hello.capacity <= 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "the first LeaseRequest must carry hello with dispatcher_id and capacity > 0")  # fmt: skip
+        identity = auth.current().name
+        capacity = self._admit(identity, hello.capacity)
+        if capacity <= 0:
+            who = f"token {identity!r}" if identity else "the anonymous dispatcher identity"
+            log.warning("refused a Lease stream: %s holds %d streams and %d credit (NOTIFY_DISPATCHER_MAX_STREAMS=%d, "
+                        "NOTIFY_DISPATCHER_MAX_CREDIT=%d)", who, self._streams.get(identity, 0),
+                        self._held.get(identity, 0), self._max_streams, self._max_credit)  # fmt: skip
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{who} holds as many Lease streams or as much credit as the scheduler allows")  # fmt: skip
+        self._streams[identity] = self._streams.get(identity, 0) + 1
+        self._held[identity] = self._held.get(identity, 0) + capacity
+        try:
+            async for out in self._serve(first, request_iterator, context, identity, capacity):
+                yield out
+        finally:
+            self._streams[identity] -= 1
+            self._held[identity] -= capacity
+            if not self._streams[identity]:
+                del self._streams[identity], self._held[identity]
+
+    async def _serve(self, first, request_iterator, context, identity: str, capacity: int):
+        hello = first.hello
         session = self._engine.connect(
-            dispatcher_id=hello.dispatcher_id, version=hello.version, capacity=hello.capacity, credit=hello.credit
-        )
+            dispatcher_id=f"{hello.dispatcher_id}@{identity}" if identity else hello.dispatcher_id,
+            version=hello.version, capacity=capacity, credit=min(hello.credit, capacity),
+        )  # fmt: skip
+        if identity:
+            log.info("dispatcher %s authenticated by token %s", hello.dispatcher_id, identity)
         await context.send_initial_metadata(())  # tells the dispatcher its hello was taken
         pending: set[asyncio.Task] = set()
         reader = asyncio.create_task(self._read(first, request_iterator, session, pending))

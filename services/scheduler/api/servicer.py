@@ -17,6 +17,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ... import __version__
+from ...common import auth
+from ...common.sealing import ALWAYS_SECRET
 from ...v1 import admin_service_pb2 as admin_pb, admin_service_pb2_grpc as admin_grpc
 from ...v1 import notify_service_pb2 as api, notify_service_pb2_grpc as api_grpc
 from . import convert
@@ -66,13 +68,20 @@ def maps_errors(handler):
 
 
 class NotifyServicer(api_grpc.NotifyServiceServicer):
-    def __init__(self, operations: Operations) -> None:
+    """secret: header names whose values read <redacted> in every answer (sealing.secret_names)."""
+
+    def __init__(self, operations: Operations, *, secret: frozenset[str] = ALWAYS_SECRET) -> None:
         self._ops = operations
+        self._secret = secret
+
+    def _out(self, n, *, with_attempts: bool = True):
+        return convert.notify_to_proto(n, with_attempts=with_attempts, secret=self._secret)
 
     def _convert_all(self, requests, now_ms: int, batch: bool):
         news, violations = [], []
+        by = auth.current().name
         for i, req in enumerate(requests):
-            new, bad = convert.new_notify(req.notify, req.request_id, now_ms=now_ms,
+            new, bad = convert.new_notify(req.notify, req.request_id, now_ms=now_ms, created_by=by,
                                           prefix=f"requests[{i}].notify" if batch else "notify")  # fmt: skip
             news.append(new)
             violations += bad
@@ -84,7 +93,7 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
     async def CreateNotify(self, request, context):
         news = self._convert_all([request], self._ops.clock.now_ms(), batch=False)
         (n,) = await self._ops.create(news)
-        return api.CreateNotifyResponse(notify=convert.notify_to_proto(n))
+        return api.CreateNotifyResponse(notify=self._out(n))
 
     @maps_errors
     async def BatchCreateNotify(self, request, context):
@@ -93,7 +102,7 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
         news = self._convert_all(request.requests, self._ops.clock.now_ms(), batch=True)
         group = NewGroup(request.group_key, request.group_callback_url)
         stored = await self._ops.create(news, group=group if group.key or group.callback_url else None)
-        return api.BatchCreateNotifyResponse(notifies=[convert.notify_to_proto(n) for n in stored])
+        return api.BatchCreateNotifyResponse(notifies=[self._out(n) for n in stored])
 
     @maps_errors
     async def Trigger(self, request, context):
@@ -102,7 +111,7 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
 
     @maps_errors
     async def GetNotify(self, request, context):
-        return api.GetNotifyResponse(notify=convert.notify_to_proto(await self._ops.get(_require_id(request.id))))
+        return api.GetNotifyResponse(notify=self._out(await self._ops.get(_require_id(request.id))))
 
     @maps_errors
     async def ListNotifies(self, request, context):
@@ -122,12 +131,12 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
         items = await self._ops.list(f, after_id=after, limit=size + 1)
         token = _encode_token(items[size - 1].id) if len(items) > size else ""
         return api.ListNotifiesResponse(
-            notifies=[convert.notify_to_proto(n, with_attempts=False) for n in items[:size]], next_page_token=token
+            notifies=[self._out(n, with_attempts=False) for n in items[:size]], next_page_token=token
         )
 
     @maps_errors
     async def CancelNotify(self, request, context):
-        return api.CancelNotifyResponse(notify=convert.notify_to_proto(await self._ops.cancel(_require_id(request.id))))
+        return api.CancelNotifyResponse(notify=self._out(await self._ops.cancel(_require_id(request.id))))
 
     @maps_errors
     async def UpdateNotify(self, request, context):
@@ -137,11 +146,11 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
         if violations:
             raise InvalidArgument(violations)
         n = await self._ops.update(notify_id, paths, candidate.spec)
-        return api.UpdateNotifyResponse(notify=convert.notify_to_proto(n))
+        return api.UpdateNotifyResponse(notify=self._out(n))
 
     @maps_errors
     async def RetryNotify(self, request, context):
-        return api.RetryNotifyResponse(notify=convert.notify_to_proto(await self._ops.retry(_require_id(request.id))))
+        return api.RetryNotifyResponse(notify=self._out(await self._ops.retry(_require_id(request.id))))
 
     @maps_errors
     async def GetGroup(self, request, context):

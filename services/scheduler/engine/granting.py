@@ -26,7 +26,7 @@ class Granting(Memory):
         self._pump_soon = False
         if not self._accepting:
             return
-        sessions = [s for s in self._sessions.values() if s.credit > 0 and not s.closed]
+        sessions = [s for s in self._sessions.values() if s.credit > 0 and not s.closed and not s.stalled]
         now = self._clock.now_ms()
         allowed = lambda q: self._queues.allowed(q, self._leases.in_flight(q), now)  # noqa: E731
         while sessions and len(self._ready):

@@ -85,6 +85,7 @@ class Spec:
     callback_url: str = ""
     labels: dict[str, str] = field(default_factory=lambda: EMPTY)
     group_key: str = ""
+    created_by: str = ""  # the name of the token that created it ('' without auth)
 
 
 @dataclass(frozen=True, slots=True)

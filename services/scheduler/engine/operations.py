@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from ...common.sealing import REDACTED
 from ..store.port import Store
 from .core import Engine
 from .errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from .model import GroupStatus, ListFilter, NewGroup, NewNotify, Notification, Spec, State
+from .model import GroupStatus, ListFilter, NewGroup, NewNotify, Notification, Request, Spec, State
 from .outcomes import UPDATABLE
 from .transitions import RETRYABLE, UNFINISHED, UPDATABLE_STATES
 from .validate import check_group, check_group_key, check_spec, require_valid
@@ -118,6 +119,8 @@ class Operations:
         if current is None:
             raise NotFound(f"notify {notify_id!r} not found")
         changes = {f: getattr(candidate, f) for p in paths for f in UPDATABLE[p]}
+        if "request" in changes:  # a secret sent back as read (<redacted>) keeps its stored value
+            changes["request"] = keep_redacted(current.spec.request, changes["request"])
         spec = replace(current.spec, **changes)
         now = self._e.clock.now_ms()
         require_valid(spec, now_ms=now, limits=self._e.settings.limits)
@@ -175,3 +178,12 @@ class Operations:
         g = await self.group(group_key)
         log.info("group %s: %d members cancelled", group_key, len(cancelled))
         return len(cancelled), g
+
+
+def keep_redacted(old: Request, new: Request) -> Request:
+    """new, with each header that reads <redacted> set back to old's value of that header."""
+    stored = {k.lower(): v for k, v in old.headers.items()}
+    if not any(v == REDACTED and k.lower() in stored for k, v in new.headers.items()):
+        return new
+    headers = {k: stored[k.lower()] if v == REDACTED and k.lower() in stored else v for k, v in new.headers.items()}
+    return replace(new, headers=headers)

@@ -39,6 +39,9 @@ class Results(Memory):
         """Commits results of live leases; acks every result, refused ones too."""
         now = self._clock.now_ms()
         writes, ended = [], []
+        if results and session.stalled:
+            session.stalled = False  # it reports again: it may take grants again
+            self._pump()
         for r in results:
             lease = self._leases.get(r.lease_id)
             if (lease is None or lease.notify.version != lease.version or lease.dispatcher_id != session.dispatcher_id
@@ -62,6 +65,11 @@ class Results(Memory):
     async def _expire(self, lease: Lease) -> None:
         if self._leases.get(lease.lease_id) is None or lease.notify.version != lease.version:
             return  # ended meanwhile (reclaimed from a dead stream, revoked) or its result is in
+        holder = self._sessions.get(lease.dispatcher_id)
+        if holder is not None and not holder.stalled:
+            holder.stalled = True
+            log.warning("dispatcher %s let lease %s expire without a result; no more grants to it until it reports one",
+                        lease.dispatcher_id, lease.lease_id)  # fmt: skip
         now = self._clock.now_ms()
         error = f"lease expired: no result from dispatcher {lease.dispatcher_id} by the deadline"
         attempt = AttemptRecord(lease.attempt, lease.granted_ms, now, lease.dispatcher_id, 0, error, False)

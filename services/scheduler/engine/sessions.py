@@ -44,6 +44,9 @@ class Session:
     credit: int
     connect_ms: int
     closed: bool = False
+    # A lease of this stream expired without a result: it gets no grants until it reports one,
+    # so a stream that takes grants and neither reads nor reports loses them once, not forever.
+    stalled: bool = False
     draining: bool = False  # takes no more grants (it said so, or an operator drained it)
     _outbox: deque = field(default_factory=deque, repr=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event, repr=False)

@@ -1,4 +1,7 @@
-"""Spec <-> JSON for the stores (the spec column); rows <-> Notification."""
+"""Spec <-> JSON for the stores (the spec column); rows <-> Notification.
+
+With a SecretBox (NOTIFY_SECRET_KEY) the secret header values leave the
+spec's "h" map and are stored sealed, as one token under "hs"."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import base64
 import json
 from typing import Any, Sequence
 
+from ...common.sealing import SecretBox, open_sealed
 from ..engine.model import AttemptRecord, GroupStatus, Notification, Request, RetryPolicy, Spec, State, Success
 
 COLUMNS = (
@@ -16,12 +20,13 @@ COLUMN_COUNT = COLUMNS.count(",") + 1
 ATTEMPT_COLUMNS = "number, start_ms, end_ms, dispatcher_id, status_code, error, success, snippet, headers"
 
 
-def spec_to_json(spec: Spec) -> str:
+def spec_to_json(spec: Spec, box: SecretBox | None = None) -> str:
     r, p, s = spec.request, spec.retry, spec.success
+    headers, sealed = box.seal(r.headers) if box is not None and r.headers else (r.headers, "")
     doc: dict[str, Any] = {
         "m": r.method,
         "u": r.url,
-        "h": r.headers,
+        "h": headers,
         "b": base64.b64encode(r.body).decode() if r.body else "",
         "j": r.json_body,
         "f": r.form,
@@ -34,17 +39,27 @@ def spec_to_json(spec: Spec) -> str:
         "cb": spec.callback_url,
         "l": spec.labels,
     }
+    if sealed:
+        doc["hs"] = sealed
+    if spec.created_by:
+        doc["by"] = spec.created_by
     return json.dumps(doc, separators=(",", ":"))
 
 
-def spec_from_json(text: str, *, trigger_key: str, ordering_key: str, queue: str, group_key: str = "") -> Spec:
+def spec_from_json(
+    text: str, *, trigger_key: str, ordering_key: str, queue: str, group_key: str = "",
+    box: SecretBox | None = None, where: str = "a notify",
+) -> Spec:
     d = json.loads(text)
     r = d["r"]
+    headers = d["h"]
+    if "hs" in d:
+        headers = {**headers, **open_sealed(box, d["hs"], where)}
     return Spec(
         request=Request(
             method=d["m"],
             url=d["u"],
-            headers=d["h"],
+            headers=headers,
             body=base64.b64decode(d["b"]) if d["b"] else b"",
             json_body=d["j"],
             form=d["f"],
@@ -60,23 +75,25 @@ def spec_from_json(text: str, *, trigger_key: str, ordering_key: str, queue: str
         expire_at_ms=d["x"],
         callback_url=d["cb"],
         labels=d["l"],
+        created_by=d.get("by", ""),
         group_key=group_key,
     )
 
 
-def to_row(n: Notification) -> tuple:
+def to_row(n: Notification, box: SecretBox | None = None) -> tuple:
     s = n.spec
     return (
         n.id, n.request_id, int(n.state), s.queue, s.ordering_key, s.trigger_key, n.due_ms, n.create_ms,
-        n.complete_ms, n.attempt_count, n.budget_base, n.first_attempt_ms, spec_to_json(s), s.group_key,
+        n.complete_ms, n.attempt_count, n.budget_base, n.first_attempt_ms, spec_to_json(s, box), s.group_key,
     )  # fmt: skip
 
 
-def from_row(row: Sequence) -> Notification:
+def from_row(row: Sequence, box: SecretBox | None = None) -> Notification:
     (nid, request_id, state, queue, okey, tkey, due, create, complete, count, base, first, spec, gkey) = row
     return Notification(
         id=nid,
-        spec=spec_from_json(spec, trigger_key=tkey, ordering_key=okey, queue=queue, group_key=gkey),
+        spec=spec_from_json(spec, trigger_key=tkey, ordering_key=okey, queue=queue, group_key=gkey,
+                            box=box, where=f"notify {nid}"),  # fmt: skip
         state=State(state),
         create_ms=create,
         request_id=request_id,
@@ -125,7 +142,7 @@ def ended_groups(writes) -> list[str]:
     return sorted({w.notify.spec.group_key for w in writes if w.notify.spec.group_key and w.notify.state.terminal})
 
 
-def result_rows(writes) -> tuple[list[tuple], list[tuple], list[tuple]]:
+def result_rows(writes, box: SecretBox | None = None) -> tuple[list[tuple], list[tuple], list[tuple]]:
     """The rows of save_results (states, attempts, follow-up notifies), taken when called:
     the engine may change these notifies (a cancel) before the store's writer runs."""
     states = [
@@ -134,5 +151,17 @@ def result_rows(writes) -> tuple[list[tuple], list[tuple], list[tuple]]:
         for w in writes
     ]  # fmt: skip
     attempts = [attempt_row(w.notify.id, w.attempt) for w in writes if w.attempt is not None]
-    follow_ups = [to_row(w.follow_up) for w in writes if w.follow_up is not None]
+    follow_ups = [to_row(w.follow_up, box) for w in writes if w.follow_up is not None]
     return states, attempts, follow_ups
+
+
+SEALED_SAMPLE = """SELECT id, spec FROM notifies WHERE spec LIKE '%"hs":%' LIMIT 1"""
+
+
+def check_sealed(row: Sequence | None, box: SecretBox | None) -> None:
+    """At open: one stored sealed spec must open with the keys given (a wrong key says so at once)."""
+    if row is not None:
+        nid, text = row
+        doc = json.loads(text)
+        if "hs" in doc:
+            open_sealed(box, doc["hs"], f"notify {nid}")

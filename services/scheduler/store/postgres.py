@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
+from ...common.sealing import SecretBox
 from . import codec, postgres_groups as groups
 from ..engine.errors import Unavailable
 from ..engine.model import GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
@@ -139,11 +140,13 @@ class PostgresStore:
     """
 
     def __init__(
-        self, dsn: str, *, pool_size: int = 4, schema: str | None = None, connect_timeout: float = 10.0
+        self, dsn: str, *, pool_size: int = 4, schema: str | None = None, connect_timeout: float = 10.0,
+        secrets: SecretBox | None = None,
     ) -> None:
         if pool_size < 1:
             raise ValueError(f"NOTIFY_STORE: pool_size must be at least 1, not {pool_size}")
         self._dsn = dsn
+        self._box = secrets
         self._where, self._secret = _describe(dsn)
         self._pool_size = pool_size
         self._schema = schema
@@ -163,12 +166,18 @@ class PostgresStore:
                 if self._schema:
                     await self._conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(self._schema)}")
                 await self._conn.execute(SCHEMA)
+                sealed = await self._conn.fetchrow(codec.SEALED_SAMPLE)
             self._pool = await asyncpg.create_pool(
                 self._dsn, min_size=1, max_size=self._pool_size, timeout=self._timeout, server_settings=self._settings
             )
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             await self._discard()
             raise self._unavailable("cannot open the store", e) from e
+        try:
+            codec.check_sealed(sealed, self._box)
+        except Exception:
+            await self._discard()
+            raise
         self._writer = asyncio.create_task(self._write_loop(), name="postgres-writer")
 
     async def close(self) -> None:
@@ -288,19 +297,19 @@ class PostgresStore:
         async def op(conn: asyncpg.Connection) -> list[Notification]:
             if group is not None and group.callback_url:
                 await groups.register(conn, group)
-            columns = [list(c) for c in zip(*(codec.to_row(n) for n in items))]
+            columns = [list(c) for c in zip(*(codec.to_row(n, self._box) for n in items))]
             inserted = {r[0] for r in await conn.fetch(_INSERT, *columns)}
             seen = [n.request_id for n in items if n.id not in inserted]
             firsts: dict[str, Notification] = {}
             if seen:
                 rows = await conn.fetch(_BY_REQUEST_IDS, seen)
-                firsts = {r["request_id"]: codec.from_row(r) for r in rows}
+                firsts = {r["request_id"]: codec.from_row(r, self._box) for r in rows}
             return [n if n.id in inserted else firsts[n.request_id] for n in items]
 
         return await self._write(op)
 
     async def save_results(self, writes: list[ResultWrite], *, group_callback: GroupCallback | None = None) -> list[Notification]:
-        states, attempts, follow_ups = codec.result_rows(writes)
+        states, attempts, follow_ups = codec.result_rows(writes, self._box)
         ending = codec.ended_groups(writes) if group_callback else []
 
         async def op(conn: asyncpg.Connection) -> list[Notification]:
@@ -325,7 +334,7 @@ class PostgresStore:
 
         async def op(conn: asyncpg.Connection) -> tuple[bool, Notification | None, list[Notification]]:
             row = await conn.fetchrow(sql, int(state), due_ms, complete_ms, notify_id, [int(s) for s in allowed])
-            changed, cur = await _changed_or_current(conn, row, notify_id)
+            changed, cur = await _changed_or_current(conn, row, notify_id, self._box)
             ends = [cur.spec.group_key] if changed and state.terminal and cur.spec.group_key else []
             return changed, cur, await groups.end(conn, ends, group_callback)
 
@@ -351,9 +360,9 @@ class PostgresStore:
             row = await conn.fetchrow(
                 f"UPDATE notifies SET spec=$1, trigger_key=$2, state=$3, due_ms=$4 WHERE id=$5 AND state IN ({marks})"
                 f" RETURNING {codec.COLUMNS}",
-                codec.spec_to_json(spec), spec.trigger_key, int(state), due_ms, notify_id,
+                codec.spec_to_json(spec, self._box), spec.trigger_key, int(state), due_ms, notify_id,
             )  # fmt: skip
-            return await _changed_or_current(conn, row, notify_id)
+            return await _changed_or_current(conn, row, notify_id, self._box)
 
         return await self._write(op)
 
@@ -365,7 +374,7 @@ class PostgresStore:
 
         async def op(conn: asyncpg.Connection) -> list[Notification]:
             rows = await conn.fetch(sql, int(state), due_ms, trigger_key)
-            return sorted((codec.from_row(r) for r in rows), key=lambda n: n.id)
+            return sorted((codec.from_row(r, self._box) for r in rows), key=lambda n: n.id)
 
         return await self._write(op)
 
@@ -374,7 +383,7 @@ class PostgresStore:
             row = await conn.fetchrow(_BY_ID, notify_id)
             if row is None:
                 return None
-            n = codec.from_row(row)
+            n = codec.from_row(row, self._box)
             rows = await conn.fetch(
                 f"SELECT {codec.ATTEMPT_COLUMNS} FROM attempts WHERE notify_id=$1 ORDER BY number, seq", notify_id
             )
@@ -385,7 +394,7 @@ class PostgresStore:
 
     async def load_due(self, *, after: tuple[int, str], until_ms: int, limit: int) -> list[Notification]:
         rows = await self._write(lambda conn: conn.fetch(_LOAD_DUE, after[0], after[1], until_ms, limit))
-        return [codec.from_row(r) for r in rows]
+        return [codec.from_row(r, self._box) for r in rows]
 
     async def blocked_heads(self) -> list[tuple[str, str]]:
         rows = await self._write(lambda conn: conn.fetch(_BLOCKED))
@@ -424,15 +433,15 @@ class PostgresStore:
         args.append(limit)
         sql = f"SELECT {codec.COLUMNS} FROM notifies WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}"
         rows = await self._read(lambda conn: conn.fetch(sql, *args))
-        return [codec.from_row(r) for r in rows]
+        return [codec.from_row(r, self._box) for r in rows]
 
 
-async def _changed_or_current(conn: asyncpg.Connection, updated, notify_id: str) -> tuple[bool, Notification | None]:
+async def _changed_or_current(conn: asyncpg.Connection, updated, notify_id: str, box: SecretBox | None) -> tuple[bool, Notification | None]:
     """(True, the updated row) or, when the update matched nothing, (False, the row as it is)."""
     if updated is not None:
-        return True, codec.from_row(updated)
+        return True, codec.from_row(updated, box)
     row = await conn.fetchrow(_BY_ID, notify_id)
-    return False, codec.from_row(row) if row else None
+    return False, codec.from_row(row, box) if row else None
 
 
 def _settle(fut: asyncio.Future, value: Any, err: BaseException | None) -> None:

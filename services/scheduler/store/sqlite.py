@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+from ...common.sealing import SecretBox
 from . import codec, sqlite_groups as groups
 from ..engine.errors import Unavailable
 from ..engine.model import GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, State
@@ -90,8 +91,9 @@ MAX_GROUP = 4096
 class SqliteStore:
     """Store on one SQLite file. `synchronous` is FULL (fsync per group commit) or NORMAL."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", secrets: SecretBox | None = None) -> None:
         self._path = str(path)
+        self._box = secrets
         self._sync = synchronous.upper()
         if self._sync not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"NOTIFY_STORE: synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
@@ -116,8 +118,14 @@ class SqliteStore:
             conn.executescript(SCHEMA)
             _migrate(conn)
             conn.executescript(INDEXES)
+            sealed = conn.execute(codec.SEALED_SAMPLE).fetchone()
         except sqlite3.Error as e:
             raise Unavailable(f"cannot open SQLite store {self._path}: {e}") from e
+        try:
+            codec.check_sealed(sealed, self._box)
+        except Exception:
+            conn.close()
+            raise
         self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="sqlite-writer", daemon=True)
         self._writer.start()
 
@@ -205,24 +213,24 @@ class SqliteStore:
             if group is not None and group.callback_url:
                 groups.register(conn, group)
             # Without a request_id nothing can conflict: one executemany for all of those.
-            conn.executemany(_INSERT, [codec.to_row(n) for n in items if not n.request_id])
+            conn.executemany(_INSERT, [codec.to_row(n, self._box) for n in items if not n.request_id])
             out = []
             for n in items:
                 if not n.request_id:
                     out.append(n)
                     continue
-                cur = conn.execute(_INSERT + " ON CONFLICT(request_id) WHERE request_id != '' DO NOTHING", codec.to_row(n))
+                cur = conn.execute(_INSERT + " ON CONFLICT(request_id) WHERE request_id != '' DO NOTHING", codec.to_row(n, self._box))
                 if cur.rowcount == 1:
                     out.append(n)
                 else:
                     row = conn.execute(f"SELECT {codec.COLUMNS} FROM notifies WHERE request_id = ?", (n.request_id,)).fetchone()
-                    out.append(codec.from_row(row))
+                    out.append(codec.from_row(row, self._box))
             return out
 
         return await self._write(op)
 
     async def save_results(self, writes: list[ResultWrite], *, group_callback: GroupCallback | None = None) -> list[Notification]:
-        states, attempts, follow_ups = codec.result_rows(writes)
+        states, attempts, follow_ups = codec.result_rows(writes, self._box)
         ending = codec.ended_groups(writes) if group_callback else []
 
         def op(conn: sqlite3.Connection) -> list[Notification]:
@@ -245,7 +253,7 @@ class SqliteStore:
                 f" RETURNING {codec.COLUMNS}",
                 (int(state), due_ms, complete_ms, notify_id),
             ).fetchone()
-            changed, cur = _changed_or_current(conn, row, notify_id)
+            changed, cur = _changed_or_current(conn, row, notify_id, self._box)
             ends = [cur.spec.group_key] if changed and state.terminal and cur.spec.group_key else []
             return changed, cur, groups.end(conn, ends, group_callback)
 
@@ -267,9 +275,9 @@ class SqliteStore:
             row = conn.execute(
                 "UPDATE notifies SET spec=?, trigger_key=?, state=?, due_ms=? WHERE id=?"
                 f" AND state IN ({marks}) RETURNING {codec.COLUMNS}",
-                (codec.spec_to_json(spec), spec.trigger_key, int(state), due_ms, notify_id),
+                (codec.spec_to_json(spec, self._box), spec.trigger_key, int(state), due_ms, notify_id),
             ).fetchone()
-            return _changed_or_current(conn, row, notify_id)
+            return _changed_or_current(conn, row, notify_id, self._box)
 
         return await self._write(op)
 
@@ -280,7 +288,7 @@ class SqliteStore:
                 f" RETURNING {codec.COLUMNS}",
                 (int(state), due_ms, trigger_key),
             ).fetchall()
-            return sorted((codec.from_row(r) for r in rows), key=lambda n: n.id)
+            return sorted((codec.from_row(r, self._box) for r in rows), key=lambda n: n.id)
 
         return await self._write(op)
 
@@ -289,7 +297,7 @@ class SqliteStore:
             row = conn.execute(f"SELECT {codec.COLUMNS} FROM notifies WHERE id=?", (notify_id,)).fetchone()
             if row is None:
                 return None
-            n = codec.from_row(row)
+            n = codec.from_row(row, self._box)
             rows = conn.execute(
                 f"SELECT {codec.ATTEMPT_COLUMNS} FROM attempts WHERE notify_id=? ORDER BY number, rowid", (notify_id,)
             ).fetchall()
@@ -305,7 +313,7 @@ class SqliteStore:
             " AND due_ms < ? ORDER BY due_ms, id LIMIT ?"
         )
         rows = await self._write(lambda conn: conn.execute(sql, (*after, until_ms, limit)).fetchall())
-        return [codec.from_row(r) for r in rows]
+        return [codec.from_row(r, self._box) for r in rows]
 
     async def blocked_heads(self) -> list[tuple[str, str]]:
         sql = f"SELECT ordering_key, id FROM notifies WHERE state = {int(State.RETRY_WAIT)} AND ordering_key != ''"
@@ -338,7 +346,7 @@ class SqliteStore:
             args.append(int(f.state))
         sql = f"SELECT {codec.COLUMNS} FROM notifies WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
         rows = await self._read(lambda conn: conn.execute(sql, (*args, limit)).fetchall())
-        return [codec.from_row(r) for r in rows]
+        return [codec.from_row(r, self._box) for r in rows]
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -348,12 +356,12 @@ def _migrate(conn: sqlite3.Connection) -> None:
             log.info("SQLite store: added the column %s.%s", table, column)
 
 
-def _changed_or_current(conn: sqlite3.Connection, updated, notify_id: str) -> tuple[bool, Notification | None]:
+def _changed_or_current(conn: sqlite3.Connection, updated, notify_id: str, box: SecretBox | None) -> tuple[bool, Notification | None]:
     """(True, the updated row) or, when the update matched nothing, (False, the row as it is)."""
     if updated is not None:
-        return True, codec.from_row(updated)
+        return True, codec.from_row(updated, box)
     row = conn.execute(f"SELECT {codec.COLUMNS} FROM notifies WHERE id=?", (notify_id,)).fetchone()
-    return False, codec.from_row(row) if row else None
+    return False, codec.from_row(row, box) if row else None
 
 
 def _resolve(results: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
