@@ -7,6 +7,7 @@ import threading
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # 10 bits -> 2 characters
 
 
 class IdGenerator:
@@ -16,6 +17,8 @@ class IdGenerator:
         self._lock = threading.Lock()
         self._last_ms = 0
         self._last_rand = 0
+        self._time_ms = -1
+        self._time_text = ""
 
     def new(self, now_ms: int | None = None) -> str:
         ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -26,5 +29,10 @@ class IdGenerator:
             else:
                 rand = int.from_bytes(os.urandom(10), "big") >> 1  # room to count up
             self._last_ms, self._last_rand = ms, rand
-        value = (ms << 80) | (rand & ((1 << 80) - 1))
-        return "".join(_ALPHABET[(value >> shift) & 31] for shift in range(125, -1, -5))
+            if ms != self._time_ms:  # the time part: 10 characters, once per millisecond
+                self._time_ms, self._time_text = ms, "".join(_ALPHABET[(ms >> shift) & 31] for shift in range(45, -1, -5))
+            prefix = self._time_text
+        # the random part: 80 bits are 16 characters, 10 bits (2 characters) per lookup
+        p = _PAIRS
+        return (prefix + p[rand >> 70 & 1023] + p[rand >> 60 & 1023] + p[rand >> 50 & 1023] + p[rand >> 40 & 1023]
+                + p[rand >> 30 & 1023] + p[rand >> 20 & 1023] + p[rand >> 10 & 1023] + p[rand & 1023])  # fmt: skip

@@ -150,56 +150,68 @@ def grant_notify(n: Notification) -> pb.Notify:
 
 def fill_grant_notify(out: pb.Notify, n: Notification) -> None:
     """grant_notify into an empty message in place (a grant's own field: nothing is copied)."""
-    s = n.spec
-    key = (id(s.request), s.retry, s.success, s.timeout, s.fire_and_forget)
-    cached = _GRANTS.get(key)
-    if cached is None or cached[0] is not s.request:
-        wire = pb.Notify(request=_request(s.request), fire_and_forget=s.fire_and_forget).SerializeToString()
-        cached = (s.request, wire + _policy_bytes(s.retry, s.success, s.timeout))
-        if len(_GRANTS) >= 4096:
-            _GRANTS.clear()
-        _GRANTS[key] = cached
-    out.MergeFromString(cached[1])
+    out.MergeFromString(_fixed_bytes(n.spec, None))
     out.id = n.id
-
-
-# A grant's Notify without its id, serialized once per Request object: notifies that share one
-# Request (model.plain_request) share these bytes too. Requests hold maps (no hash by value), so
-# the key is the object's id, and the entry keeps the object so that id is never reused.
-_GRANTS: dict[tuple, tuple[Request, bytes]] = {}
 
 
 def notify_to_proto(n: Notification, *, with_attempts: bool = True, secret: frozenset[str] = ALWAYS_SECRET) -> pb.Notify:
     """A notify for an API answer: secret header values read <redacted> (sealing.secret_names)."""
     s = n.spec
-    out = pb.Notify(
-        id=n.id,
-        request=_request(s.request, secret),
-        ordering_key=s.ordering_key,
-        queue=s.queue,
-        state=int(n.state),
-        fire_and_forget=s.fire_and_forget,
-        callback_url=s.callback_url,
-        labels=s.labels,
-        create_time=timestamp(n.create_ms),
-        attempt_count=n.attempt_count,
-        created_by=s.created_by,
-        group_key=s.group_key,
-    )
-    out.MergeFromString(_policy_bytes(s.retry, s.success, s.timeout))
+    out = pb.Notify()
+    out.MergeFromString(_fixed_bytes(s, secret))  # request, policies, fire_and_forget
+    # Field by field, only what is set: passing maps and messages to the constructor costs more.
+    out.id = n.id
+    out.queue = s.queue
+    out.state = int(n.state)
+    if s.ordering_key:
+        out.ordering_key = s.ordering_key
+    if s.callback_url:
+        out.callback_url = s.callback_url
+    if s.labels:
+        out.labels.update(s.labels)
+    _set_ms(out.create_time, n.create_ms)
+    out.attempt_count = n.attempt_count
+    if s.created_by:
+        out.created_by = s.created_by
+    if s.group_key:
+        out.group_key = s.group_key
     if s.trigger_key:
         out.trigger_key = s.trigger_key
     elif s.deliver_at_ms is not None:
-        out.deliver_at.CopyFrom(timestamp(s.deliver_at_ms))
+        _set_ms(out.deliver_at, s.deliver_at_ms)
     if s.expire_at_ms is not None:
-        out.expire_at.CopyFrom(timestamp(s.expire_at_ms))
+        _set_ms(out.expire_at, s.expire_at_ms)
     if n.due_ms is not None and not n.state.terminal and n.state != State.WAITING_TRIGGER:
-        out.next_attempt_time.CopyFrom(timestamp(n.due_ms))
+        _set_ms(out.next_attempt_time, n.due_ms)
     if n.complete_ms is not None:
-        out.complete_time.CopyFrom(timestamp(n.complete_ms))
-    if with_attempts:
+        _set_ms(out.complete_time, n.complete_ms)
+    if with_attempts and n.attempts:
         out.attempts.extend(attempt_to_proto(a) for a in n.attempts)
     return out
+
+
+def _set_ms(t: timestamp_pb2.Timestamp, ms: int) -> None:
+    """Timestamp.FromMilliseconds without its Python-level checks; setting a field marks t present."""
+    t.seconds, t.nanos = ms // 1000, ms % 1000 * 1_000_000
+
+
+def _fixed_bytes(s: Spec, secret: frozenset[str] | None) -> bytes:
+    """A Notify's request, policies and fire_and_forget, serialized once per Request object
+    (and secret names): notifies that share one Request (model.plain_request) share these
+    bytes too. Requests hold maps (no hash by value), so the key is the object's id, and the
+    entry keeps the object so that id is never reused while it is cached."""
+    key = (id(s.request), s.retry, s.success, s.timeout, s.fire_and_forget, secret)
+    cached = _FIXED.get(key)
+    if cached is None or cached[0] is not s.request:
+        out = pb.Notify(request=_request(s.request, secret), fire_and_forget=s.fire_and_forget)
+        cached = (s.request, out.SerializeToString() + _policy_bytes(s.retry, s.success, s.timeout))
+        if len(_FIXED) >= 4096:
+            _FIXED.clear()
+        _FIXED[key] = cached
+    return cached[1]
+
+
+_FIXED: dict[tuple, tuple[Request, bytes]] = {}
 
 
 def attempt_to_proto(a: AttemptRecord) -> pb.Attempt:
