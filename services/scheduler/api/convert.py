@@ -156,8 +156,14 @@ def fill_grant_notify(out: pb.Notify, n: Notification) -> None:
 
 def notify_to_proto(n: Notification, *, with_attempts: bool = True, secret: frozenset[str] = ALWAYS_SECRET) -> pb.Notify:
     """A notify for an API answer: secret header values read <redacted> (sealing.secret_names)."""
-    s = n.spec
     out = pb.Notify()
+    fill_notify(out, n, with_attempts=with_attempts, secret=secret)
+    return out
+
+
+def fill_notify(out: pb.Notify, n: Notification, *, with_attempts: bool = True, secret: frozenset[str] = ALWAYS_SECRET) -> None:
+    """notify_to_proto into an empty message in place (e.g. a response's repeated field: no copy)."""
+    s = n.spec
     out.MergeFromString(_fixed_bytes(s, secret))  # request, policies, fire_and_forget
     # Field by field, only what is set: passing maps and messages to the constructor costs more.
     out.id = n.id
@@ -187,7 +193,6 @@ def notify_to_proto(n: Notification, *, with_attempts: bool = True, secret: froz
         _set_ms(out.complete_time, n.complete_ms)
     if with_attempts and n.attempts:
         out.attempts.extend(attempt_to_proto(a) for a in n.attempts)
-    return out
 
 
 def _set_ms(t: timestamp_pb2.Timestamp, ms: int) -> None:
