@@ -12,6 +12,8 @@ from typing import Any, Sequence
 from ...common.sealing import SecretBox, open_sealed
 from ..engine.model import AttemptRecord, GroupStatus, Notification, Request, RetryPolicy, Spec, State, Success
 
+_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps with options builds one per call
+
 COLUMNS = (
     "id, request_id, state, queue, ordering_key, trigger_key, due_ms, create_ms,"
     " complete_ms, attempt_count, budget_base, first_attempt_ms, spec, group_key"
@@ -43,7 +45,7 @@ def spec_to_json(spec: Spec, box: SecretBox | None = None) -> str:
         doc["hs"] = sealed
     if spec.created_by:
         doc["by"] = spec.created_by
-    return json.dumps(doc, separators=(",", ":"))
+    return _JSON.encode(doc)
 
 
 def spec_from_json(
@@ -106,7 +108,7 @@ def from_row(row: Sequence, box: SecretBox | None = None) -> Notification:
 
 
 def attempt_row(notify_id: str, a: AttemptRecord) -> tuple:
-    headers = json.dumps(a.headers, separators=(",", ":")) if a.headers else ""
+    headers = _JSON.encode(a.headers) if a.headers else ""
     return (notify_id, a.number, a.start_ms, a.end_ms, a.dispatcher_id, a.status_code, a.error, a.success, a.snippet, headers)
 
 
