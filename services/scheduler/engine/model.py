@@ -43,6 +43,13 @@ class Request:
 
 
 @functools.lru_cache(maxsize=4096)
+def shared(value):
+    """The first-seen instance equal to value (frozen, hashable: RetryPolicy, Success), so that
+    held notifies with the same policy share one object instead of a copy each."""
+    return value
+
+
+@functools.lru_cache(maxsize=4096)
 def plain_request(method: str, url: str, body: bytes, json_body: str) -> Request:
     """A Request without headers or form, shared by every notify that makes the same call
     (Requests are frozen): notifies held in memory then share its url and body as well."""

@@ -10,7 +10,8 @@ import json
 from typing import Any, Sequence
 
 from ...common.sealing import SecretBox, open_sealed
-from ..engine.model import AttemptRecord, GroupStatus, Notification, Request, RetryPolicy, Spec, State, Success
+from ..engine.model import (EMPTY, AttemptRecord, GroupStatus, Notification, Request, RetryPolicy, Spec, State, Success,
+                            plain_request, shared)
 
 _JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps with options builds one per call
 
@@ -57,26 +58,25 @@ def spec_from_json(
     headers = d["h"]
     if "hs" in d:
         headers = {**headers, **open_sealed(box, d["hs"], where)}
+    body = base64.b64decode(d["b"]) if d["b"] else b""
+    # Held notifies share what they have in common: one Request per plain call, one policy object each.
+    if headers or d["f"]:
+        request = Request(method=d["m"], url=d["u"], headers=headers or EMPTY, body=body, json_body=d["j"], form=d["f"] or EMPTY)
+    else:
+        request = plain_request(d["m"], d["u"], body, d["j"])
     return Spec(
-        request=Request(
-            method=d["m"],
-            url=d["u"],
-            headers=headers,
-            body=base64.b64decode(d["b"]) if d["b"] else b"",
-            json_body=d["j"],
-            form=d["f"],
-        ),
+        request=request,
         deliver_at_ms=d["at"],
         trigger_key=trigger_key,
         ordering_key=ordering_key,
         queue=queue,
-        retry=RetryPolicy(r[0], r[1], r[2], r[3], r[4], tuple(r[5])),
-        success=Success(tuple(d["s"][0]), d["s"][1], bool(d["s"][2:3] and d["s"][2])),
+        retry=shared(RetryPolicy(r[0], r[1], r[2], r[3], r[4], tuple(r[5]))),
+        success=shared(Success(tuple(d["s"][0]), d["s"][1], bool(d["s"][2:3] and d["s"][2]))),
         fire_and_forget=d["ff"],
         timeout=d["t"],
         expire_at_ms=d["x"],
         callback_url=d["cb"],
-        labels=d["l"],
+        labels=d["l"] or EMPTY,
         created_by=d.get("by", ""),
         group_key=group_key,
     )
