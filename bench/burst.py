@@ -8,9 +8,11 @@ reported with every trial's p99.
   project dev     `notifyagent dev` (scheduler and one dispatcher in one process),
                   all 2,000 created ahead with one deliver_at 3 s away
   project split   1 scheduler + 2 dispatcher processes, the same burst
-  beanstalkd      -b (default fsync); 2,000 put as fast as they go with delay 2 s
-                  (due within the ~0.1 s the puts take); 1 consumer process, and
-                  2 consumer processes (32 connections each, reserve -> POST -> delete)
+  beanstalkd      -b (default fsync); its tube paused for 2 s (pause-tube), then 2,000
+                  ready jobs put: all become reservable, and are due, when the pause
+                  ends (a delay would spread their due times over the ~0.1 s the puts
+                  take, as delay.py's burst does); 1 consumer process, and 2 consumer
+                  processes (32 connections each, reserve -> POST -> delete)
 
 The headline compares like with like: the split project (two processes send)
 against beanstalkd with two consumer processes; dev against one consumer is
@@ -79,7 +81,7 @@ def beanstalkd_runs(nginx: Nginx, logdir: Path, consumers: int, trials: int) -> 
         wait_count(nginx, mark, 500, label="warm-up", timeout=60, watch=cons)
         for _ in range(trials):
             mark = nginx.mark()
-            worker_result(start_worker([*base, "--n", str(N), "--delay", "2"], logdir=logdir, name="bs-burst"))
+            worker_result(start_worker([*base, "--n", str(N), "--pause-s", "2"], logdir=logdir, name="bs-burst"))
             wait_count(nginx, mark, N, label=f"beanstalkd burst ({consumers} consumers)", timeout=60, watch=cons)
             time.sleep(0.2)
             out.append(stats(f"beanstalkd burst ({consumers} consumers)", lateness(nginx, mark), N))
