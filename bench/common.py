@@ -519,11 +519,13 @@ def notifyagent_cmd() -> list[str]:
 
 @dataclass
 class Project:
-    """The project's processes: `dev` (all in one) or `split` (scheduler + N dispatchers)."""
+    """The project's processes: `dev` (all in one), `split` (scheduler + N dispatchers) or `multi`
+    (`schedulers` schedulers sharing one PostgreSQL store + N dispatchers streaming from each)."""
 
     logdir: Path
     mode: str = "dev"  # dev | split | scheduler (scheduler alone, no dispatcher)
     dispatchers: int = 2
+    schedulers: int = 1  # mode multi
     store: str | None = None  # URL; default a fresh SQLite file (synchronous=FULL, the default)
     extra: list[str] = field(default_factory=list)
     port: int = 0
@@ -535,10 +537,15 @@ class Project:
             self.db = workdir("store") / "notifyagent.db"
             self.store = f"sqlite:///{self.db}"
         self.port = self.port or free_port()
+        self.ports = [self.port] + [free_port() for _ in range(self.schedulers - 1)]
 
     @property
     def addr(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def addrs(self) -> list[str]:
+        return [f"127.0.0.1:{p}" for p in self.ports]
 
     def _common(self) -> list[str]:
         return ["--http-addr", "", "--log-level", "WARNING"]
@@ -550,15 +557,19 @@ class Project:
                                       "--allow-networks", "127.0.0.0/8", *self._common(), *self.extra], logdir=self.logdir)  # fmt: skip
             expect = 1
         else:
-            self.procs["scheduler"] = spawn("notifyagent-scheduler", [*na, "scheduler", "--grpc-addr", self.addr,
-                                            "--store", self.store, *self._common(), *self.extra], logdir=self.logdir)  # fmt: skip
+            for i, addr in enumerate(self.addrs):
+                name = "scheduler" if i == 0 else f"scheduler{i + 1}"
+                self.procs[name] = spawn(f"notifyagent-{name}", [*na, "scheduler", "--grpc-addr", addr,
+                                         "--store", self.store, *self._common(), *self.extra], logdir=self.logdir)  # fmt: skip
+                wait_grpc_ready(addr, timeout=timeout, proc=self.procs[name])
             expect = 0
         wait_grpc_ready(self.addr, timeout=timeout, proc=self.main)
-        if self.mode == "split":
+        if self.mode in ("split", "multi"):
             self.start_dispatchers()
             expect = self.dispatchers
         if wait_dispatchers and expect:
-            wait_dispatchers_connected(self.addr, expect, timeout=30)
+            for addr in self.addrs if self.mode == "multi" else [self.addr]:  # status adds up over schedulers
+                wait_dispatchers_connected(addr, expect * len(self.addrs), timeout=30)
         return self
 
     def start_dispatchers(self) -> None:
@@ -566,7 +577,8 @@ class Project:
         for i in range(self.dispatchers):
             self.procs[f"dispatcher{i + 1}"] = spawn(
                 f"notifyagent-dispatcher{i + 1}",
-                [*na, "dispatcher", "--registry", f"static:{self.addr}", "--allow-networks", "127.0.0.0/8", *self._common()],
+                [*na, "dispatcher", "--registry", f"static:{','.join(self.addrs)}", "--allow-networks", "127.0.0.0/8",
+                 *self._common()],
                 logdir=self.logdir,
             )
 

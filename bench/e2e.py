@@ -6,6 +6,11 @@ one line per request; deliveries are counted and timed from that log):
 
   project dev      `notifyagent dev` (all in one process), SQLite WAL synchronous=FULL (the default)
   project split    `notifyagent scheduler` + 2 x `notifyagent dispatcher`, same store settings
+  project pg1      1 scheduler + 2 dispatchers on PostgreSQL (NOTIFY_BENCH_POSTGRES, default
+                   postgresql://postgres@127.0.0.1:5432/test; a fresh schema per run)
+  project pg2      2 schedulers sharing that PostgreSQL + 2 dispatchers streaming from both; the
+                   producer's load is split over the two schedulers. Both PostgreSQL rows also
+                   report what the database wrote per notify (transactions, rows, WAL bytes)
   beanstalkd       beanstalkd -b (binlog, its default fsync: at most every 50 ms); a producer
                    process putting jobs (greenstalk, one put at a time) and one asyncio consumer
                    process with C connections, each reserve -> POST -> delete (the original
@@ -24,7 +29,10 @@ reports the fsync/fdatasync calls per 1,000 notifies.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
+import uuid
 import signal
 import sys
 import time
@@ -41,14 +49,38 @@ CONCURRENCY = 128  # bare aiohttp loop: HTTP calls in flight (the project's disp
 BS_CONCURRENCY = 32  # beanstalkd consumer connections per process: its best setting here (8-128 tried)
 
 
+PG_DSN = os.environ.get("NOTIFY_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+_PG_STATS = ("SELECT xact_commit, tup_inserted + tup_updated + tup_deleted, pg_current_wal_lsn() - '0/0'::pg_lsn"
+             " FROM pg_stat_database WHERE datname = current_database()")
+
+
+def psql(sql: str) -> list[str]:
+    out = subprocess.run(["psql", PG_DSN, "-XAtc", sql], capture_output=True, text=True, check=True).stdout
+    return out.strip().split("|")
+
+
+def pg_project(logdir: Path, mode: str) -> Project:
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    psql(f'CREATE SCHEMA "{schema}"')
+    store = f"{PG_DSN}{'&' if '?' in PG_DSN else '?'}search_path={schema}"
+    return Project(logdir, mode="multi", schedulers=2 if mode == "pg2" else 1, store=store)
+
+
+def run_load(load: list[str], addrs: list[str], n: int, logdir: Path, name: str):
+    """One producer per scheduler, n split evenly; returns the workers (started)."""
+    return [start_worker([*load, "--addr", a, "--n", str(n // len(addrs) + (1 if i < n % len(addrs) else 0))],
+                         logdir=logdir, name=f"{name}{i}") for i, a in enumerate(addrs)]  # fmt: skip
+
+
 def measure_project(nginx: Nginx, logdir: Path, mode: str, n: int, warm: int, profile: bool) -> dict:
     busy = wait_quiet()
-    proj = Project(logdir, mode=mode).start()
-    say(f"project {mode} up on {proj.addr} (pids {proj.pids()}), store {proj.store}")
+    proj = (pg_project(logdir, mode) if mode in ("pg1", "pg2") else Project(logdir, mode=mode)).start()
+    say(f"project {mode} up on {proj.addrs} (pids {proj.pids()}), store {proj.store}")
     try:
-        load = ["na-load", "--addr", proj.addr, "--url", nginx.url(), "--batch", "100", "--inflight", "4"]
+        load = ["na-load", "--url", nginx.url(), "--batch", "100", "--inflight", "4"]
         mark = nginx.mark()
-        worker_result(start_worker([*load, "--n", str(warm)], logdir=logdir, name=f"warm-{mode}"))
+        for w in run_load(load, proj.addrs, warm, logdir, f"warm-{mode}"):
+            worker_result(w)
         wait_count(nginx, mark, warm, label=f"{mode} warm-up", timeout=120)
         time.sleep(0.5)
         cpu0 = {k: cpu_seconds(pid) for k, pid in proj.pids().items()}
@@ -57,10 +89,12 @@ def measure_project(nginx: Nginx, logdir: Path, mode: str, n: int, warm: int, pr
         if profile:
             for role, pid in proj.pids().items():
                 spies.append(py_spy(pid, f"e2e-{mode}-{role}", seconds=min(20, max(5, n / 4000))))
-        prod = start_worker([*load, "--n", str(n)], logdir=logdir, name=f"producer-{mode}")
-        got = wait_count(nginx, mark, n, label=f"{mode} delivered", timeout=60 + n / 300, watch=[prod],
+        pg0 = [float(x) for x in psql(_PG_STATS)] if proj.mode == "multi" else None
+        prods = run_load(load, proj.addrs, n, logdir, f"producer-{mode}")
+        got = wait_count(nginx, mark, n, label=f"{mode} delivered", timeout=60 + n / 300, watch=prods,
                          extra=lambda: "")  # fmt: skip
-        made = worker_result(prod)
+        results = [worker_result(p) for p in prods]
+        made = {"t0": min(r["t0"] for r in results), "t1": max(r["t1"] for r in results), "done": sum(r["done"] for r in results)}
         lines = nginx.lines_since(mark)
         t_last = max(t for t, _, _ in lines)
         # every result committed: sent_ok counts the warm-up too
@@ -71,6 +105,13 @@ def measure_project(nginx: Nginx, logdir: Path, mode: str, n: int, warm: int, pr
                 break
             time.sleep(0.05)
         t_committed = time.time()
+        pg = None
+        if pg0 is not None:
+            pg1 = [float(x) for x in psql(_PG_STATS)]
+            pg = {"transactions_per_notify": (pg1[0] - pg0[0]) / n, "rows_written_per_notify": (pg1[1] - pg0[1]) / n,
+                  "wal_bytes_per_notify": (pg1[2] - pg0[2]) / n}  # fmt: skip
+            say(f"project {mode}: PostgreSQL per notify: {pg['transactions_per_notify']:.2f} transactions,"
+                f" {pg['rows_written_per_notify']:.2f} rows written, {pg['wal_bytes_per_notify']:,.0f} WAL bytes")
         cpu = {k: cpu_seconds(pid) - cpu0[k] for k, pid in proj.pids().items()}
         for s in spies:
             if s is not None:
@@ -80,9 +121,11 @@ def measure_project(nginx: Nginx, logdir: Path, mode: str, n: int, warm: int, pr
             f"(created at {made['done'] / (made['t1'] - made['t0']):,.0f}/s; cpu s {({k: round(v, 1) for k, v in cpu.items()})})")  # fmt: skip
         return {"rate": rate, "busy_before": busy, "delivered": got, "seconds": t_last - made["t0"], "create_rate": made["done"] / (made["t1"] - made["t0"]),
                 "all_committed_s": t_committed - made["t0"], "sent_ok": st.sent_ok, "sent_failed": st.sent_failed,
-                "cpu_s": cpu, "cpu_us_per_notify": sum(cpu.values()) / max(1, got) * 1e6}  # fmt: skip
+                "cpu_s": cpu, "cpu_us_per_notify": sum(cpu.values()) / max(1, got) * 1e6, "postgres": pg}  # fmt: skip
     finally:
         proj.stop()
+        if proj.mode == "multi":
+            psql(f'DROP SCHEMA IF EXISTS "{proj.store.rsplit("search_path=", 1)[1]}" CASCADE')
 
 
 def measure_beanstalkd(nginx: Nginx, logdir: Path, n: int, warm: int, *, fsync=None, consumers: int = 1, uvloop: bool = False) -> dict:
@@ -195,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common_args(ap)
     ap.add_argument("--n", type=int, default=0, help="notifies per measured run (default 100,000; 5,000 with --quick)")
+    ap.add_argument("--postgres-only", action="store_true", help="only the PostgreSQL rows (1 and 2 schedulers)")
     a = ap.parse_args(argv)
     setup_run(a.quick)
     n = a.n or (5_000 if a.quick else 100_000)
@@ -204,9 +248,25 @@ def main(argv: list[str] | None = None) -> None:
     nginx = Nginx(logdir).start()
     say(f"nginx {nginx.url()} (1 worker)")
     r: dict = {}
+    if a.postgres_only:
+        try:
+            r["project_pg1"] = measure_project(nginx, logdir, "pg1", n, warm, a.profile)
+            r["project_pg2"] = measure_project(nginx, logdir, "pg2", n, warm, a.profile)
+        finally:
+            nginx.stop()
+        one, two = r["project_pg1"]["rate"], r["project_pg2"]["rate"]
+        m = [Metric("e2e_pg_2schedulers", two, "notifies/s", "e2e_pg_1scheduler", one,
+                    note="2 schedulers + 2 dispatchers vs 1 scheduler + 2 dispatchers, both on one PostgreSQL (information)")]
+        for k, v in r.items():
+            say(f"  {k:<16} {fmt(v['rate']):>8} /s  PostgreSQL per notify: {v['postgres']}")
+        finish("e2e", m, m[0], quick=a.quick, argv=sys.argv[1:] if argv is None else argv, details=r)
+        return
     try:
         r["project_dev"] = measure_project(nginx, logdir, "dev", n, warm, a.profile)
         r["project_split"] = measure_project(nginx, logdir, "split", n, warm, a.profile)
+        if shutil.which("psql"):  # the PostgreSQL rows: one scheduler, then two sharing the store
+            r["project_pg1"] = measure_project(nginx, logdir, "pg1", n, warm, a.profile)
+            r["project_pg2"] = measure_project(nginx, logdir, "pg2", n, warm, a.profile)
         r["beanstalkd"] = measure_beanstalkd(nginx, logdir, n, warm)
         r["beanstalkd_2c"] = measure_beanstalkd(nginx, logdir, n, warm, consumers=2)
         if not a.quick:
@@ -238,6 +298,9 @@ def main(argv: list[str] | None = None) -> None:
     if "beanstalkd_uvloop" in r:
         m.append(Metric("e2e_dev", dev, "notifies/s", "beanstalkd_pipeline_uvloop", r["beanstalkd_uvloop"]["rate"],
                         note="beanstalkd consumer on uvloop (information)"))  # fmt: skip
+    if "project_pg2" in r:
+        m.append(Metric("e2e_pg_2schedulers", r["project_pg2"]["rate"], "notifies/s", "e2e_pg_1scheduler", r["project_pg1"]["rate"],
+                        note="2 schedulers + 2 dispatchers vs 1 scheduler + 2 dispatchers on one PostgreSQL (information)"))  # fmt: skip
     if "bare_1p_uvloop" in r:
         m.append(Metric("e2e_dev", dev, "notifies/s", "bare_aiohttp_1proc_uvloop", r["bare_1p_uvloop"]["rate"], note="information"))
         m.append(Metric("e2e_split", split, "notifies/s", "bare_aiohttp_2proc_uvloop", r["bare_2p_uvloop"]["rate"], note="information"))

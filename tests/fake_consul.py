@@ -1,22 +1,18 @@
 """A FAKE of the Consul HTTP API, for tests only. This is NOT Consul.
 
-An aiohttp app serving just the endpoints ``ConsulRegistry`` and
-``ConsulLeaderLock`` use, started on 127.0.0.1 port 0:
+An aiohttp app serving just the endpoints ``ConsulRegistry`` uses, started on
+127.0.0.1 port 0:
 
 - PUT /v1/agent/service/register, /v1/agent/service/deregister/<id>,
   /v1/agent/check/pass/<check id>
 - GET /v1/health/service/<name>[?passing], GET /v1/catalog/services
   (both blocking queries: X-Consul-Index header, ``?index=&wait=``)
-- PUT /v1/session/create, /v1/session/renew/<id>, /v1/session/destroy/<id>
-- PUT /v1/kv/<key>[?acquire=<session>|?release=<session>]
 
 Kept faithful where the adapter depends on it: TTL checks start critical and
 really expire (a reaper runs every 20 ms), services critical for longer than
-DeregisterCriticalServiceAfter are removed, session TTLs must be 10s..24h,
-expired or destroyed sessions release their keys, and the lock delay then
-applies. Simplified: one global index for every blocking query (spurious
-wake-ups are allowed by Consul's contract too), a single node, no ACLs or tags,
-sessions expire after exactly their TTL.
+DeregisterCriticalServiceAfter are removed. Simplified: one global index for
+every blocking query (spurious wake-ups are allowed by Consul's contract too), a
+single node, no ACLs or tags.
 """
 
 from __future__ import annotations
@@ -25,7 +21,6 @@ import asyncio
 import json
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,21 +50,11 @@ class _Check:
     critical_since: float = 0.0
 
 
-@dataclass
-class _Session:
-    ttl: float
-    lock_delay: float
-    expires_at: float
-
-
 class FakeConsul:
     def __init__(self) -> None:
         self.index = 1
         self.services: dict[str, dict[str, Any]] = {}  # service id -> registration
         self.checks: dict[str, _Check] = {}
-        self.sessions: dict[str, _Session] = {}
-        self.kv: dict[str, tuple[bytes, str | None]] = {}  # key -> (value, holding session)
-        self.lock_delay_until: dict[str, float] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path), for tests to count calls
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -89,10 +74,6 @@ class FakeConsul:
                 web.put("/v1/agent/check/pass/{id}", self._pass),
                 web.get("/v1/health/service/{name}", self._health),
                 web.get("/v1/catalog/services", self._catalog),
-                web.put("/v1/session/create", self._session_create),
-                web.put("/v1/session/renew/{id}", self._session_renew),
-                web.put("/v1/session/destroy/{id}", self._session_destroy),
-                web.put("/v1/kv/{key:.+}", self._kv_put),
             ]
         )
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
@@ -164,9 +145,6 @@ class FakeConsul:
                 and now - check.critical_since >= reap_after
             ):
                 self.forget_service(check.service_id)
-        for session_id, session in list(self.sessions.items()):
-            if session.expires_at <= now:
-                self._invalidate(session_id, now)
 
     # -- agent ------------------------------------------------------------
 
@@ -232,57 +210,3 @@ class FakeConsul:
     async def _catalog(self, request: web.Request) -> web.Response:
         await self._block(request)
         return web.json_response({s["Service"]: [] for s in self.services.values()})
-
-    # -- sessions and KV --------------------------------------------------
-
-    async def _session_create(self, request: web.Request) -> web.Response:
-        body = json.loads(await request.text() or "{}")
-        ttl = parse_duration(body.get("TTL", "0s"))
-        if not 10 <= ttl <= 86400:
-            raise web.HTTPBadRequest(text=f"Invalid Session TTL '{body.get('TTL')}'")
-        lock_delay = parse_duration(body.get("LockDelay", "15s"))
-        session_id = str(uuid.uuid4())
-        self.sessions[session_id] = _Session(ttl, lock_delay, time.monotonic() + ttl)
-        return web.json_response({"ID": session_id})
-
-    async def _session_renew(self, request: web.Request) -> web.Response:
-        session_id = request.match_info["id"]
-        session = self.sessions.get(session_id)
-        if session is None:
-            raise web.HTTPNotFound(text=f"Session id '{session_id}' not found")
-        session.expires_at = time.monotonic() + session.ttl
-        return web.json_response([{"ID": session_id, "TTL": f"{session.ttl}s"}])
-
-    async def _session_destroy(self, request: web.Request) -> web.Response:
-        self._invalidate(request.match_info["id"], time.monotonic())
-        return web.json_response(True)
-
-    def _invalidate(self, session_id: str, now: float) -> None:
-        session = self.sessions.pop(session_id, None)
-        if session is None:
-            return
-        for key, (value, holder) in list(self.kv.items()):
-            if holder == session_id:
-                self.kv[key] = (value, None)
-                self.lock_delay_until[key] = now + session.lock_delay
-        self._bump()
-
-    async def _kv_put(self, request: web.Request) -> web.Response:
-        key, value = request.match_info["key"], await request.read()
-        acquire, release = request.query.get("acquire"), request.query.get("release")
-        holder = self.kv.get(key, (b"", None))[1]
-        if acquire is not None:
-            if acquire not in self.sessions:
-                raise web.HTTPInternalServerError(text="invalid session")
-            delayed = time.monotonic() < self.lock_delay_until.get(key, 0.0)
-            if (holder is not None and holder != acquire) or (holder is None and delayed):
-                return web.json_response(False)
-            self.kv[key] = (value, acquire)
-        elif release is not None:
-            if holder != release:
-                return web.json_response(False)
-            self.kv[key] = (value, None)
-        else:
-            self.kv[key] = (value, holder)
-        self._bump()
-        return web.json_response(True)

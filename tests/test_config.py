@@ -25,6 +25,11 @@ def test_flags_beat_environment_beat_file(tmp_path):
         ({"NOTIFY_LOG_FORMAT": "xml"}, "NOTIFY_LOG_FORMAT"),
         ({"NOTIFY_GRPC_ADDR": "nowhere"}, "NOTIFY_GRPC_ADDR"),
         ({"NOTIFY_CONFIG": "/no/such/file.toml"}, "NOTIFY_CONFIG"),
+        ({"NOTIFY_PARTITIONS": "0"}, "NOTIFY_PARTITIONS"),
+        ({"NOTIFY_PARTITIONS": "1025"}, "NOTIFY_PARTITIONS"),
+        ({"NOTIFY_PARTITIONS": "sixteen"}, "NOTIFY_PARTITIONS"),
+        ({"NOTIFY_OWNERSHIP_TTL": "0.5"}, "NOTIFY_OWNERSHIP_TTL"),
+        ({"NOTIFY_RECONNECT_GRACE": "-1"}, "NOTIFY_RECONNECT_GRACE"),
     ],
 )
 def test_a_bad_setting_fails_with_a_message_naming_it(env, names):

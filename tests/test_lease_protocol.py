@@ -252,7 +252,7 @@ async def test_real_client_reopens_a_stream_whose_call_was_cancelled(system, tar
     target.respond("/slow", (200, 0.5))
     n = await system.create(target.url("/slow"))
     await target.wait_for(1)
-    client = system.dispatchers[0].client
+    (client,) = system.dispatchers[0].client.streams
     client._call.cancel()  # the call object is cancelled under the client
     done = await system.wait_state(n.id, pb.STATE_SUCCEEDED, timeout=10)
     assert len(done.attempts) == 1

@@ -194,7 +194,7 @@ async def test_dispatcher_killed_mid_call_its_leases_expire_and_are_granted_agai
             for _ in range(10):
                 n = pb.Notify(request=pb.HttpRequest(url=target.url("/slow")))
                 n.timeout.FromSeconds(2)
-                n.retry.min_backoff.FromMilliseconds(100)  # the retry after the expiry comes at once
+                n.retry.min_backoff.FromSeconds(1)  # the retry after the expiry: 1 s, not the default 5 s
                 ids.append((await stub.CreateNotify(api.CreateNotifyRequest(notify=n))).notify.id)
             await target.wait_for(10)
             doomed.kill()  # SIGKILL with 10 calls in flight

@@ -208,25 +208,6 @@ async def test_close_deregisters_only_what_that_registry_registered(
     await eventually(lambda: healthy_ids(second, name), {f"{name}-2"})
 
 
-async def test_leader_lock_has_one_holder_at_a_time(backend: Callable[[], Registry], name: str) -> None:
-    mine, theirs = backend().leader_lock(), backend().leader_lock()
-    assert await mine.acquire(name, "scheduler-a")
-    assert not await theirs.acquire(name, "scheduler-b")
-    assert await mine.acquire(name, "scheduler-a"), "acquiring a lock already held succeeds again"
-    assert mine.held and not theirs.held
-
-
-async def test_released_leader_lock_can_be_taken_by_another(
-    backend: Callable[[], Registry], name: str
-) -> None:
-    mine, theirs = backend().leader_lock(), backend().leader_lock()
-    assert await mine.acquire(name, "scheduler-a")
-    await mine.release()
-    await asyncio.wait_for(mine.wait_lost(), 1)
-    assert not mine.held
-    assert await theirs.acquire(name, "scheduler-b")
-    assert not await mine.acquire(name, "scheduler-a")
-
 
 # -- static ---------------------------------------------------------------
 

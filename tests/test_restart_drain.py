@@ -26,7 +26,7 @@ async def test_dispatcher_takes_work_again_after_the_scheduler_restarts(tmp_path
             stub = notify_service_pb2_grpc.NotifyServiceStub(ch)
             await stub.CreateNotify(api.CreateNotifyRequest(notify=pb.Notify(request=pb.HttpRequest(method=pb.HTTP_METHOD_POST, url=target.url()))))
             await asyncio.sleep(0.3)
-            print("dispatcher draining:", d.client._draining, "sessions credit:", {d.dispatcher_id: d.credit for d in s2.engine.snapshot().dispatchers})
+            print("dispatcher draining:", [c._draining for c in d.client.streams], "sessions credit:", {d.dispatcher_id: d.credit for d in s2.engine.snapshot().dispatchers})
             await target.wait_for(1, timeout=5)
     finally:
         await d.stop()

@@ -57,11 +57,11 @@ def test_next_event_lets_an_idle_wheel_jump_without_stepping():
     assert hops <= 8  # one cascade per level, not ten million ticks
 
 
-def test_an_entry_fires_as_the_tuple_given():
-    wheel = TimerWheel(now_ms=0)
-    entry = (5_000, "notify", 7)
-    wheel.add_entry(entry)
-    wheel.add(4_000, "lease")
-    assert wheel.advance(4_999) == [(4_000, "lease")]
-    fired = wheel.advance(5_000)
-    assert fired == [entry] and fired[0] is entry
+def test_a_tag_added_with_an_item_fires_with_it_at_every_level_and_from_overflow():
+    wheel = TimerWheel(now_ms=0, levels=2)  # top level spans 4 s: the last one overflows
+    for due in (3, 300, 3_000, 30_000):
+        wheel.add(due, f"at {due}", due * 10)
+    wheel.add(5, "untagged")
+    assert wheel.advance(40_000) == [
+        (3, "at 3", 30), (5, "untagged"), (300, "at 300", 3_000), (3_000, "at 3000", 30_000), (30_000, "at 30000", 300_000)
+    ]

@@ -47,6 +47,9 @@ class Settings:
     advertise_addr: str = _opt("", "host:port dispatchers should dial (default: the bound gRPC address)", roles="scheduler")
     alerts: str = _opt("", "alert channels for notifies that end FAILED: webhook:URL, wecom:URL, slack:URL, mail:smtp://host:port?to=a@x,...", roles="scheduler")
     alert_interval: float = _opt(60.0, "seconds alerts are grouped for: at most one message per channel per interval", roles="scheduler")
+    partitions: int = _opt(16, "partitions of the store, fixed when it is created (schedulers share them on PostgreSQL)", roles="scheduler")
+    ownership_ttl: float = _opt(5.0, "seconds a scheduler's partition ownership lasts unless renewed (PostgreSQL)", roles="scheduler")
+    reconnect_grace: float = _opt(5.0, "seconds a dropped dispatcher stream's leases wait for it to reconnect", roles="scheduler")
     config: str = _opt("", "TOML file with any of these settings (keys as the field names)")
     tokens_file: str = _opt("", "file of `NAME SCOPES sha256:HEX` lines: turns on bearer tokens (re-read on SIGHUP)")
     token: str = _opt("", "bearer token this process sends to the scheduler (dispatchers; the CLI reads NOTIFY_TOKEN)")
@@ -86,6 +89,10 @@ class Settings:
             raise ConfigError("NOTIFY_METRICS_AUTH needs NOTIFY_TOKENS_FILE (the tokens it checks)")
         if self.dispatcher_max_streams < 1 or self.dispatcher_max_credit < 1:
             raise ConfigError("NOTIFY_DISPATCHER_MAX_STREAMS and NOTIFY_DISPATCHER_MAX_CREDIT must be at least 1")
+        if not 1 <= self.partitions <= 1024:
+            raise ConfigError(f"NOTIFY_PARTITIONS must be between 1 and 1024, not {self.partitions}")
+        if self.ownership_ttl < 1 or self.reconnect_grace < 0:
+            raise ConfigError("NOTIFY_OWNERSHIP_TTL must be >= 1 and NOTIFY_RECONNECT_GRACE >= 0 (seconds)")
         split_addr(self.grpc_addr, "NOTIFY_GRPC_ADDR")
         if self.http_addr:
             split_addr(self.http_addr, "NOTIFY_HTTP_ADDR")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from dataclasses import replace
 
 from prometheus_client import CollectorRegistry
@@ -15,7 +14,7 @@ from ..common.config import Settings
 from ..common.tls import ServerTls, channel_credentials
 from ..common.web import OpsServer, add_collector, gauge
 from ..registry import Node, Registry
-from .client import LeaseClient
+from .fleet import LeaseFleet
 from .guard import NetworkPolicy
 from .hosts import HostLimiter, LimitedSender
 from .http import HttpSender
@@ -42,7 +41,7 @@ class DispatcherApp:
         self.metrics = DispatcherMetrics(self.metrics_registry)
         add_collector(self.metrics_registry, self._metrics)
         channel_credentials(settings)  # fails fast on a bad NOTIFY_TLS_* file; each connect reads them again
-        self.client = LeaseClient(
+        self.client = LeaseFleet(
             sender=MeteredSender(LimitedSender(self.sender, self.hosts), self.metrics), discover=self._discover, capacity=settings.capacity,
             dispatcher_id=dispatcher_id, credentials=lambda: channel_credentials(settings),
             metadata=call_metadata(settings.token),
@@ -53,12 +52,12 @@ class DispatcherApp:
         self._ops: OpsServer | None = None
         self._stopped = False
 
-    async def _discover(self) -> str:
+    async def _discover(self) -> list[str]:
+        """Every healthy scheduler: the dispatcher keeps a stream to each."""
         nodes = await self.registry.get_service(self.settings.service_name)
         if not nodes:
             raise LookupError(f"no healthy {self.settings.service_name} in the registry ({self.settings.registry})")
-        node = random.choice(nodes)
-        return f"{node.address}:{node.port}"
+        return sorted({f"{node.address}:{node.port}" for node in nodes})
 
     async def start(self) -> None:
         await self.sender.start()

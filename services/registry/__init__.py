@@ -11,7 +11,6 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from .base import (
-    LeaderLock,
     Node,
     Registry,
     RegistryError,
@@ -29,7 +28,6 @@ from .static import StaticRegistry, parse_address
 __all__ = [
     "CachedRegistry",
     "ConsulRegistry",
-    "LeaderLock",
     "MemoryCatalog",
     "MemoryRegistry",
     "Node",

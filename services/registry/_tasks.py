@@ -69,12 +69,11 @@ async def until_stopped(work: Awaitable[T], stopped: asyncio.Event) -> T:
 
 class Holdings:
     """What one registry handle started and must end when it closes: a heartbeat per
-    registered node, its watchers and its leader locks. Shared by the adapters."""
+    registered node and its watchers. Shared by the adapters."""
 
     def __init__(self) -> None:
         self.heartbeats: dict[tuple[str, str], Heartbeat] = {}
         self.watchers: list = []
-        self.locks: list = []
         self.closed = False
 
     def check_open(self) -> None:
@@ -93,14 +92,12 @@ class Holdings:
             await heartbeat.stop()
 
     async def close(self, deregister: Callable[[str, str], Awaitable[None]]) -> bool:
-        """Stops watchers, releases locks, deregisters what was registered; False if already closed."""
+        """Stops watchers, deregisters what was registered; False if already closed."""
         if self.closed:
             return False
         self.closed = True
         for watcher in self.watchers:
             watcher.stop()
-        for lock in self.locks:
-            await lock.release()
         for service_name, node_id in list(self.heartbeats):
             try:
                 await deregister(service_name, node_id)

@@ -71,30 +71,6 @@ class Watcher(Protocol):
 
 
 @runtime_checkable
-class LeaderLock(Protocol):
-    """One contender for a named lock (scheduler HA). One lock name at a time."""
-
-    async def acquire(self, name: str, holder_id: str) -> bool:
-        """Try once, without waiting: True if this contender now holds ``name``
-        (also when it already did), False if someone else does."""
-        ...
-
-    async def release(self) -> None:
-        """Give the lock up so another contender can take it. Idempotent."""
-        ...
-
-    @property
-    def held(self) -> bool:
-        """Whether this contender believes it holds the lock right now."""
-        ...
-
-    async def wait_lost(self) -> None:
-        """Return once the lock is no longer held: released, or lost because
-        the backend session expired. Returns at once when not held."""
-        ...
-
-
-@runtime_checkable
 class Registry(Protocol):
     async def register(self, service_name: str, node: Node, *, ttl: float) -> None:
         """Register ``node`` with a TTL health check and keep it passing with a
@@ -118,11 +94,7 @@ class Registry(Protocol):
         """A watcher over the healthy nodes of ``name``."""
         ...
 
-    def leader_lock(self) -> LeaderLock:
-        """A new lock contender backed by the same backend as this registry."""
-        ...
-
     async def close(self) -> None:
-        """Stop watchers and heartbeats, release locks taken through
-        leader_lock() and deregister what this registry registered. Idempotent."""
+        """Stop watchers and heartbeats and deregister what this registry
+        registered. Idempotent."""
         ...

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from .base import LeaderLock, Node, Registry, RegistryUnavailable, Service, ServiceNotFound, Watcher
+from .base import Node, Registry, RegistryUnavailable, Service, ServiceNotFound, Watcher
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,6 @@ class CachedRegistry:
 
     async def watch(self, name: str) -> Watcher:
         return await self.inner.watch(name)
-
-    def leader_lock(self) -> LeaderLock:
-        return self.inner.leader_lock()
 
     async def close(self) -> None:
         await self.inner.close()

@@ -31,9 +31,8 @@ from typing import Any
 from urllib.parse import quote
 
 from ._tasks import Holdings, until_stopped
-from .base import LeaderLock, Node, Service, ServiceNotFound, Watcher
+from .base import Node, Service, ServiceNotFound, Watcher
 from .consul_api import ConsulAPI, duration
-from .consul_lock import ConsulLeaderLock
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +92,6 @@ class ConsulRegistry:
         retry_attempts: int = 3,
         watch_wait: float = 30.0,
         deregister_critical_after: float = 60.0,
-        session_ttl: float = 10.0,
-        lock_delay: float = 5.0,
     ) -> None:
         self.api = ConsulAPI(
             host=host,
@@ -107,8 +104,6 @@ class ConsulRegistry:
         self._request_timeout = request_timeout
         self._watch_wait = watch_wait
         self._reap_after = deregister_critical_after
-        self._session_ttl = session_ttl
-        self._lock_delay = lock_delay
         self._held = Holdings()
 
     async def register(self, service_name: str, node: Node, *, ttl: float) -> None:
@@ -150,11 +145,6 @@ class ConsulRegistry:
         watcher = ConsulWatcher(self, name, wait=self._watch_wait)
         self._held.watchers.append(watcher)
         return watcher
-
-    def leader_lock(self) -> LeaderLock:
-        lock = ConsulLeaderLock(self.api, session_ttl=self._session_ttl, lock_delay=self._lock_delay)
-        self._held.locks.append(lock)
-        return lock
 
     async def close(self) -> None:
         if await self._held.close(self.deregister):

@@ -1,7 +1,7 @@
 """In-process registry: the all-in-one process's registry and the twin used in tests.
 
 ``MemoryCatalog`` is the shared state (the "agent"): registrations with TTL
-deadlines measured on an injectable clock, and the leader-lock table.
+deadlines measured on an injectable clock.
 ``MemoryRegistry`` is one component's handle on it: it heartbeats what it
 registered and, on close, deregisters only that. Components of one process
 share a catalog; a ``MemoryRegistry()`` made without one gets its own.
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._tasks import Holdings, until_stopped
-from .base import LeaderLock, Node, RegistryError, Service, ServiceNotFound, Watcher
+from .base import Node, Service, ServiceNotFound, Watcher
 
 Clock = Callable[[], float]
 
@@ -29,7 +29,7 @@ class _Entry:
 
 
 class MemoryCatalog:
-    """Registrations with TTL health, change notification and named locks.
+    """Registrations with TTL health and change notification.
 
     A registration is healthy until ``clock() >= deadline``; it is forgotten
     once it has been unhealthy for ``reap_after`` seconds (Consul's
@@ -41,7 +41,6 @@ class MemoryCatalog:
         self._reap_after = reap_after
         self._services: dict[str, dict[str, _Entry]] = {}
         self._changed = asyncio.Event()
-        self.locks: dict[str, tuple[object, str]] = {}  # name -> (contender, holder_id)
 
     def register(self, service_name: str, node: Node, *, ttl: float) -> None:
         """Add or replace a node; healthy for ``ttl`` from now unless passed again."""
@@ -129,40 +128,6 @@ class MemoryWatcher:
             await asyncio.wait_for(event.wait(), timeout)
 
 
-class MemoryLeaderLock:
-    """A contender for a lock in the catalog's in-process lock table."""
-
-    def __init__(self, catalog: MemoryCatalog) -> None:
-        self._catalog = catalog
-        self._name: str | None = None
-        self._lost = asyncio.Event()
-        self._lost.set()
-
-    @property
-    def held(self) -> bool:
-        owner = self._catalog.locks.get(self._name) if self._name is not None else None
-        return owner is not None and owner[0] is self
-
-    async def acquire(self, name: str, holder_id: str) -> bool:
-        if self._name not in (None, name) and self.held:
-            raise RegistryError(f"this contender already holds lock {self._name!r}")
-        owner = self._catalog.locks.get(name)
-        if owner is not None and owner[0] is not self:
-            return False
-        self._catalog.locks[name] = (self, holder_id)
-        self._name = name
-        self._lost.clear()
-        return True
-
-    async def release(self) -> None:
-        if self.held:
-            del self._catalog.locks[self._name]  # type: ignore[arg-type]
-        self._lost.set()
-
-    async def wait_lost(self) -> None:
-        await self._lost.wait()
-
-
 class MemoryRegistry:
     """A Registry over a MemoryCatalog; heartbeats every ttl/3 on real time."""
 
@@ -200,11 +165,6 @@ class MemoryRegistry:
         watcher = MemoryWatcher(self.catalog, name)
         self._held.watchers.append(watcher)
         return watcher
-
-    def leader_lock(self) -> LeaderLock:
-        lock = MemoryLeaderLock(self.catalog)
-        self._held.locks.append(lock)
-        return lock
 
     async def close(self) -> None:
         await self._held.close(self.deregister)

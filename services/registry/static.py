@@ -2,7 +2,7 @@
 
 Every service name resolves to the same configured nodes, which are assumed
 healthy. register/deregister are accepted and do nothing; there is no catalogue
-to list. The leader lock is in-process only: run a single scheduler with it.
+to list.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import asyncio
 from collections.abc import Iterable
 
 from ._tasks import until_stopped
-from .base import LeaderLock, Node, Service, Watcher
-from .memory import MemoryCatalog, MemoryLeaderLock
+from .base import Node, Service, Watcher
 
 
 def parse_address(address: str) -> Node:
@@ -51,9 +50,7 @@ class StaticRegistry:
         if not nodes:
             raise ValueError("a static registry needs at least one host:port address")
         self.nodes = nodes
-        self._lock_table = MemoryCatalog()
         self._watchers: list[_StaticWatcher] = []
-        self._locks: list[MemoryLeaderLock] = []
 
     async def register(self, service_name: str, node: Node, *, ttl: float) -> None:
         pass
@@ -72,13 +69,7 @@ class StaticRegistry:
         self._watchers.append(watcher)
         return watcher
 
-    def leader_lock(self) -> LeaderLock:
-        lock = MemoryLeaderLock(self._lock_table)
-        self._locks.append(lock)
-        return lock
-
     async def close(self) -> None:
         for watcher in self._watchers:
             watcher.stop()
-        for lock in self._locks:
-            await lock.release()
+

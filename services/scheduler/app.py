@@ -3,6 +3,7 @@ servers and registry entry, and owns start and stop."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -22,7 +23,9 @@ from .engine import queues
 from .api.dispatch import DispatchServicer
 from .engine.core import Engine, EngineSettings
 from .engine.operations import Operations
+from .api.routing import Router
 from .api.servicer import AdminServicer, NotifyServicer
+from .engine.ownership import Ownership, SoleOwnership
 from .store.sqlite import SqliteStore
 from .store.port import Store
 from .engine.validate import Limits
@@ -32,22 +35,23 @@ from .metrics import SchedulerMetrics
 log = logging.getLogger(__name__)
 SERVICES = ["notifyagent.v1.NotifyService", "notifyagent.v1.DispatchService", "notifyagent.v1.AdminService"]
 REGISTRY_TTL_S = 10.0
+QUEUES_REFRESH_S = 1.0
 
 
-def make_store(url: str, secrets: SecretBox | None = None) -> Store:
+def make_store(url: str, secrets: SecretBox | None = None, *, partitions: int = 16, ownership_ttl: float = 5.0) -> Store:
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = url[len("sqlite:///"):].split("?", 1)[0] if url.startswith("sqlite:///") else ""
         if not path or path.startswith(":memory:"):
             raise ConfigError(f"NOTIFY_STORE: write sqlite:///relative/path.db or sqlite:////absolute/path.db, not {url!r}")
         sync = parse_qs(parts.query).get("synchronous", ["FULL"])[0]
-        return SqliteStore(path, synchronous=sync, secrets=secrets)
+        return SqliteStore(path, synchronous=sync, secrets=secrets, partitions=partitions)
     if parts.scheme in ("postgres", "postgresql"):
         try:
             from .store.postgres import PostgresStore
         except ImportError as e:
             raise ConfigError(f"NOTIFY_STORE is PostgreSQL but its driver is missing ({e}); pip install 'notifyagent[postgres]'") from e
-        return PostgresStore(url, secrets=secrets)
+        return PostgresStore(url, secrets=secrets, partitions=partitions, idle_tx_timeout_s=ownership_ttl)
     raise ConfigError(f"NOTIFY_STORE must start with sqlite:/// or postgresql://, not {url!r}")
 
 
@@ -60,11 +64,16 @@ class SchedulerApp:
         self.auth = Authenticator(settings.tokens_file)
         self.tls = ServerTls.from_settings(settings)
         self.secret = secret_names(settings.secret_headers)
-        self.store = make_store(settings.store, SecretBox.from_settings(settings.secret_key, settings.secret_headers))
+        self.store = make_store(settings.store, SecretBox.from_settings(settings.secret_key, settings.secret_headers),
+                                partitions=settings.partitions, ownership_ttl=settings.ownership_ttl)  # fmt: skip
+        self.ownership = self._ownership(settings)
+        self.router = Router(self.ownership, settings) if self.shared else None
         self.engine = Engine(
             store=self.store,
+            fence=self.ownership.fence,
             settings=EngineSettings(
                 horizon_s=settings.horizon, lease_margin_s=settings.lease_margin,
+                reconnect_grace_s=settings.reconnect_grace,
                 limits=Limits(max_body_bytes=settings.max_body_bytes)),
         )
         self.metrics_registry = metrics if metrics is not None else CollectorRegistry(auto_describe=False)
@@ -80,6 +89,19 @@ class SchedulerApp:
         self._ops: OpsServer | None = None
         self._node: Node | None = None
         self._stopped = False
+        self._queues_task: asyncio.Task | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Several schedulers may share this store (PostgreSQL): ownership moves, calls are routed."""
+        return not isinstance(self.ownership, SoleOwnership)
+
+    def _ownership(self, settings: Settings) -> Ownership:
+        if self.store.__class__.__name__ == "PostgresStore":
+            from .store.postgres_ownership import PostgresOwnership
+
+            return PostgresOwnership(self.store, address="", ttl_s=settings.ownership_ttl)
+        return SoleOwnership(settings.partitions)
 
     @property
     def address(self) -> str:
@@ -88,21 +110,26 @@ class SchedulerApp:
 
     async def start(self) -> None:
         await self.store.open()
-        await self.engine.start(self._queue_configs(self.settings))
         e = self.engine
         self._server, self.port, self._health = create_server(
             self.settings.grpc_addr,
             [
                 lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(
-                    NotifyServicer(Operations(e, self.store), secret=self.secret), s),
+                    NotifyServicer(Operations(e, self.store), self.router, secret=self.secret), s),
                 lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(
                     e, max_streams=self.settings.dispatcher_max_streams, max_credit=self.settings.dispatcher_max_credit), s),
-                lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(e, shutdown=lambda: self.on_shutdown()), s),
+                lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+                    AdminServicer(e, self.router, shutdown=lambda: self.on_shutdown()), s),
             ],
             SERVICES,
             interceptors=[AuthInterceptor(self.auth)],
             credentials=self.tls.grpc_credentials() if self.tls else None,
         )  # fmt: skip
+        self.ownership.address = self.settings.advertise_addr or self.address
+        await self.engine.start(self._queue_configs(self.settings))
+        await self.ownership.start(self._on_partitions)
+        if self.shared:
+            self._queues_task = asyncio.create_task(self._follow_queues(), name="queue-settings")
         await self._server.start()
         await set_serving(self._health, SERVICES, True)
         host, port = split_addr(self.settings.advertise_addr or self.address, "NOTIFY_ADVERTISE_ADDR")
@@ -138,11 +165,33 @@ class SchedulerApp:
             await self.alerter.stop()  # the open window is committed while the store is open
         if self._server is not None:
             await self._server.stop(grace=1.0)
+        if self._queues_task is not None:
+            self._queues_task.cancel()
+            await asyncio.gather(self._queues_task, return_exceptions=True)
+        await self.ownership.stop()
+        if self.router is not None:
+            await self.router.close()
         await self.engine.stop()
         await self.store.close()
         if self._ops is not None:
             await self._ops.stop()
         log.info("scheduler stopped")
+
+    async def _follow_queues(self) -> None:
+        """Queue pause and limits are stored: every scheduler reads them each second and enforces
+        its share of each limit (divided by the live schedulers)."""
+        while True:
+            await asyncio.sleep(QUEUES_REFRESH_S)
+            try:
+                await self.engine.refresh_queues(len(self.ownership.members()))
+            except Exception as e:  # noqa: BLE001 -- the store is away: the settings in force stay
+                log.warning("reading queue settings failed: %s", e)
+
+    def _on_partitions(self, gained: set[int], lost: set[int]) -> None:
+        if lost:
+            self.engine.give_up_partitions(lost)
+        if gained:
+            self.engine.take_partitions(gained)
 
     async def drain(self) -> None:
         """Stops granting and waits up to the grace period for the results of calls in flight."""

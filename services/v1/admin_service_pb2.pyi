@@ -127,7 +127,7 @@ class DispatcherInfo(_message.Message):
     def __init__(self, dispatcher_id: _Optional[str] = ..., version: _Optional[str] = ..., capacity: _Optional[int] = ..., credit: _Optional[int] = ..., leases: _Optional[int] = ..., connect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("start_time", "pid", "version", "counts", "sent_ok", "sent_failed", "dispatchers", "queues", "wheel_size", "shutting_down")
+    __slots__ = ("start_time", "pid", "version", "counts", "sent_ok", "sent_failed", "dispatchers", "queues", "wheel_size", "shutting_down", "schedulers")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +138,7 @@ class GetStatusResponse(_message.Message):
     QUEUES_FIELD_NUMBER: _ClassVar[int]
     WHEEL_SIZE_FIELD_NUMBER: _ClassVar[int]
     SHUTTING_DOWN_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULERS_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     pid: int
     version: str
@@ -148,4 +149,25 @@ class GetStatusResponse(_message.Message):
     queues: _containers.RepeatedCompositeFieldContainer[QueueStats]
     wheel_size: int
     shutting_down: bool
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pid: _Optional[int] = ..., version: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., sent_ok: _Optional[int] = ..., sent_failed: _Optional[int] = ..., dispatchers: _Optional[_Iterable[_Union[DispatcherInfo, _Mapping]]] = ..., queues: _Optional[_Iterable[_Union[QueueStats, _Mapping]]] = ..., wheel_size: _Optional[int] = ..., shutting_down: _Optional[bool] = ...) -> None: ...
+    schedulers: _containers.RepeatedCompositeFieldContainer[SchedulerInfo]
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pid: _Optional[int] = ..., version: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., sent_ok: _Optional[int] = ..., sent_failed: _Optional[int] = ..., dispatchers: _Optional[_Iterable[_Union[DispatcherInfo, _Mapping]]] = ..., queues: _Optional[_Iterable[_Union[QueueStats, _Mapping]]] = ..., wheel_size: _Optional[int] = ..., shutting_down: _Optional[bool] = ..., schedulers: _Optional[_Iterable[_Union[SchedulerInfo, _Mapping]]] = ...) -> None: ...
+
+class SchedulerInfo(_message.Message):
+    __slots__ = ("owner_id", "address", "partitions", "pid", "sent_ok", "sent_failed", "dispatchers", "leases")
+    OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    SENT_OK_FIELD_NUMBER: _ClassVar[int]
+    SENT_FAILED_FIELD_NUMBER: _ClassVar[int]
+    DISPATCHERS_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    owner_id: str
+    address: str
+    partitions: _containers.RepeatedScalarFieldContainer[int]
+    pid: int
+    sent_ok: int
+    sent_failed: int
+    dispatchers: int
+    leases: int
+    def __init__(self, owner_id: _Optional[str] = ..., address: _Optional[str] = ..., partitions: _Optional[_Iterable[int]] = ..., pid: _Optional[int] = ..., sent_ok: _Optional[int] = ..., sent_failed: _Optional[int] = ..., dispatchers: _Optional[int] = ..., leases: _Optional[int] = ...) -> None: ...

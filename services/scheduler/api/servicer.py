@@ -24,8 +24,9 @@ from ...v1 import notify_service_pb2 as api, notify_service_pb2_grpc as api_grpc
 from . import convert
 from ..engine.core import Engine
 from ..engine.operations import Operations
-from ..engine.errors import FailedPrecondition, InvalidArgument, NotFound, NotifyError, Unavailable
+from ..engine.errors import FailedPrecondition, InvalidArgument, NotFound, NotifyError, NotOwner, Unavailable
 from ..engine.model import ListFilter, NewGroup, State
+from .routing import Router
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,19 @@ def to_status(e: NotifyError) -> status_pb2.Status:
 
 
 def maps_errors(handler):
+    """Domain errors become status codes; NotOwner forwards the same call to the partition's owner."""
+
     @functools.wraps(handler)
     async def wrapper(self, request, context):
         try:
-            return await handler(self, request, context)
+            try:
+                return await handler(self, request, context)
+            except NotOwner as e:
+                member = await self._router.owner(e.partition) if self._router else None
+                if member is None:
+                    raise Unavailable("partition ownership moved while answering; retry") from None
+                return await self._router.forward(handler.__name__, request, context, member,
+                                                  admin=isinstance(self, AdminServicer))  # fmt: skip
         except NotifyError as e:
             await context.abort_with_status(rpc_status.to_status(to_status(e)))
 
@@ -70,8 +80,9 @@ def maps_errors(handler):
 class NotifyServicer(api_grpc.NotifyServiceServicer):
     """secret: header names whose values read <redacted> in every answer (sealing.secret_names)."""
 
-    def __init__(self, operations: Operations, *, secret: frozenset[str] = ALWAYS_SECRET) -> None:
+    def __init__(self, operations: Operations, router: Router | None = None, *, secret: frozenset[str] = ALWAYS_SECRET) -> None:
         self._ops = operations
+        self._router = router
         self._secret = secret
 
     def _out(self, n, *, with_attempts: bool = True):
@@ -101,16 +112,49 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
             raise InvalidArgument([("requests", "must hold at least one request")])
         news = self._convert_all(request.requests, self._ops.clock.now_ms(), batch=True)
         group = NewGroup(request.group_key, request.group_callback_url)
-        stored = await self._ops.create(news, group=group if group.key or group.callback_url else None)
-        out = api.BatchCreateNotifyResponse()
-        for n in stored:  # built in place: no copy per notify
-            convert.fill_notify(out.notifies.add(), n, secret=self._secret)
-        return out
+        group = group if group.key or group.callback_url else None
+        if self._router is None:
+            stored = await self._ops.create(news, group=group)
+            out = api.BatchCreateNotifyResponse()
+            for n in stored:  # built in place: no copy per notify
+                convert.fill_notify(out.notifies.add(), n, secret=self._secret)
+            return out
+        return await self._batch_routed(request, context, news, group)
+
+    async def _batch_routed(self, request, context, news, group):
+        """Items whose ordering key's partition another scheduler owns go to it, a sub-batch per
+        owner (with the same group); the rest are created here; answers keep the request's order."""
+        owners: dict[str, tuple] = {}  # owner -> (member, [indexes])
+        local = []
+        for i, new in enumerate(news):
+            try:
+                self._ops.partition_for(new)
+                local.append(i)
+            except NotOwner as e:
+                member = await self._router.owner(e.partition)
+                if member is None:
+                    raise Unavailable("partition ownership moved while answering; retry") from None
+                owners.setdefault(member.owner, (member, []))[1].append(i)
+        out: list = [None] * len(news)
+        if local:
+            stored = await self._ops.create([news[i] for i in local], group=group)
+            for i, n in zip(local, stored):
+                out[i] = self._out(n)
+        for member, idx in owners.values():
+            sub = api.BatchCreateNotifyRequest(requests=[request.requests[i] for i in idx], group_key=request.group_key,
+                                               group_callback_url=request.group_callback_url)  # fmt: skip
+            resp = await self._router.forward("BatchCreateNotify", sub, context, member)
+            for i, n in zip(idx, resp.notifies):
+                out[i] = n
+        return api.BatchCreateNotifyResponse(notifies=out)
 
     @maps_errors
     async def Trigger(self, request, context):
         delay = convert.seconds(request.delay) if request.HasField("delay") else 0.0
-        return api.TriggerResponse(triggered=await self._ops.trigger(request.trigger_key, delay))
+        triggered = await self._ops.trigger(request.trigger_key, delay)
+        if self._router is not None:  # every other scheduler fires what waits in its partitions
+            triggered += sum(r.triggered for r in await self._router.fan_out("Trigger", request, context))
+        return api.TriggerResponse(triggered=triggered)
 
     @maps_errors
     async def GetNotify(self, request, context):
@@ -162,6 +206,11 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
     @maps_errors
     async def CancelGroup(self, request, context):
         cancelled, group = await self._ops.cancel_group(request.group_key)
+        if self._router is not None:  # members in other schedulers' partitions
+            more = await self._router.fan_out("CancelGroup", request, context)
+            if more:
+                cancelled += sum(r.cancelled for r in more)
+                group = await self._ops.group(request.group_key)
         return api.CancelGroupResponse(cancelled=cancelled, group=convert.group_to_proto(group))
 
 
@@ -188,8 +237,9 @@ def _decode_token(token: str) -> str:
 
 
 class AdminServicer(admin_grpc.AdminServiceServicer):
-    def __init__(self, engine: Engine, *, shutdown: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, engine: Engine, router: Router | None = None, *, shutdown: Callable[[], None] = lambda: None) -> None:
         self._engine = engine
+        self._router = router
         self._shutdown = shutdown  # asks the process to stop gracefully, as SIGTERM does
 
     async def _queue_stats(
@@ -222,6 +272,25 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         counts: dict[State, int] = {}
         for (_, state), c in by_queue.items():
             counts[state] = counts.get(state, 0) + c
+        resp = self._status(snap, counts, await self._queue_stats(counts=by_queue))
+        if self._router is not None:  # counts come from the shared store; the rest adds up over schedulers
+            resp.schedulers.append(admin_pb.SchedulerInfo(
+                owner_id=self._router.owner_id, address=self._router.address, partitions=self._engine.partitions_held(),
+                pid=resp.pid, sent_ok=snap.sent_ok, sent_failed=snap.sent_failed, dispatchers=len(snap.dispatchers),
+                leases=snap.leases,
+            ))  # fmt: skip
+            for other in await self._router.fan_out("GetStatus", request, context, admin=True):
+                resp.schedulers.extend(other.schedulers[:1])
+                resp.sent_ok += other.sent_ok
+                resp.sent_failed += other.sent_failed
+                resp.dispatchers.extend(other.dispatchers)
+                resp.wheel_size += other.wheel_size
+                flying = {q.name: q.in_flight for q in other.queues}
+                for q in resp.queues:
+                    q.in_flight += flying.get(q.name, 0)
+        return resp
+
+    def _status(self, snap, counts, queues) -> admin_pb.GetStatusResponse:
         return admin_pb.GetStatusResponse(
             start_time=convert.timestamp(snap.start_ms),
             pid=os.getpid(),
@@ -236,7 +305,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
                 )  # fmt: skip
                 for d in snap.dispatchers
             ],
-            queues=await self._queue_stats(counts=by_queue),
+            queues=queues,
             wheel_size=snap.waiting,
             shutting_down=snap.shutting_down,
         )

@@ -12,7 +12,7 @@ engine is the one owner of that memory. Its parts, one job each:
 
 This module puts them together: start and stop, what the operations
 (create, cancel, update, retry, trigger) ask of memory, and the snapshot that
-admin, metrics and the runner read.
+admin and metrics read. docs/architecture.md tells the whole story.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from .clock import Clock, SystemClock, wait_event
 from .dispatchers import Dispatchers
 from .errors import FailedPrecondition
 from .granting import Granting
+from .ownership import Fence
+from .partitions import Partitions
 from .loading import Loading
 from .memory import EngineSettings
 from .model import GroupStatus, NewNotify, Notification, QueueConfig, Spec, State
@@ -38,9 +40,12 @@ __all__ = ["Engine", "EngineSettings", "ResultIn"]
 log = logging.getLogger(__name__)
 
 
-class Engine(Loading, Granting, Results, Dispatchers):
-    def __init__(self, *, store: Store, settings: EngineSettings = EngineSettings(), clock: Clock | None = None) -> None:
-        super().__init__(store=store, settings=settings, clock=clock or SystemClock())
+class Engine(Loading, Granting, Results, Dispatchers, Partitions):
+    def __init__(
+        self, *, store: Store, settings: EngineSettings = EngineSettings(), clock: Clock | None = None,
+        fence: Fence | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(store=store, settings=settings, clock=clock or SystemClock(), fence=fence)
 
     @property
     def clock(self) -> Clock:
@@ -68,7 +73,7 @@ class Engine(Loading, Granting, Results, Dispatchers):
         for cfg in await self._store.load_queues():
             self._queues.configure(cfg, now)
         await self.configure_queues(queues)
-        for key, notify_id in await self._store.blocked_heads():
+        for key, notify_id in await self._store.blocked_heads(partitions=self.held_partitions()):
             self._ready.hold(key, notify_id)
         await self.load()
         self._accepting = True
@@ -99,15 +104,19 @@ class Engine(Loading, Granting, Results, Dispatchers):
 
     # --- what the operations ask of memory ------------------------------
 
-    def new_notification(self, new: NewNotify, now_ms: int) -> Notification:
-        """A notify as created, with an id from the engine's generator."""
-        return new_notification(new, now_ms, self._ids)
+    def new_notification(self, new: NewNotify, now_ms: int, partition: int | None = None) -> Notification:
+        """A notify as created, with an id from the engine's generator in `partition` (default:
+        its ordering key's, or one held here; NotOwner when that is not held here)."""
+        if partition is None:
+            partition = self.partition_for(new.spec.ordering_key)
+        return new_notification(new, now_ms, self._ids, partition)
 
     async def enqueue(self, specs: list[Spec]) -> list[Notification]:
         """Commits notifies the scheduler makes for itself (alerts), also while it stops:
         they are delivered now, or after the next start."""
         now = self._clock.now_ms()
-        stored = await self._store.insert([new_notification(NewNotify(s), now, self._ids) for s in specs])
+        held = sorted(self._fence.held()) or [0]  # a partition held here: its writes are fenced
+        stored = await self._store.insert([new_notification(NewNotify(s), now, self._ids, held[0]) for s in specs])
         for n in stored:
             self.admit(n)
         return stored
@@ -122,7 +131,8 @@ class Engine(Loading, Granting, Results, Dispatchers):
     def group_callback(self, g: GroupStatus) -> Notification:
         """The POST of a finished group's counts; the store calls this inside the transaction
         that ends the group's last member (on its writer, which may be another thread)."""
-        return group_callback(g, self._clock.now_ms(), self._ids)
+        held = sorted(self._fence.held()) or [0]  # made in a transaction that checks a held partition's epoch
+        return group_callback(g, self._clock.now_ms(), self._ids, held[0])
 
     def forget_group(self, group_key: str) -> None:
         """CancelGroup: every unfinished member held in memory leaves it (a lease on one is revoked)."""
@@ -139,7 +149,7 @@ class Engine(Loading, Granting, Results, Dispatchers):
             raise FailedPrecondition(f"notify {notify_id} is being delivered; update it after this attempt")
         mine = self._live.get(notify_id)
         if mine is not None:
-            self._drop(mine)
+            self._drop(notify_id)
         return mine
 
     def put_back(self, n: Notification | None, current: Notification) -> None:
@@ -157,7 +167,7 @@ class Engine(Loading, Granting, Results, Dispatchers):
         dropped (unless leased), and the new one comes in."""
         stale = self._live.get(current.id)
         if stale is not None and not self.is_leased(current.id):
-            self._drop(stale)
+            self._drop(current.id)
         self.admit(current)
 
     # --- what admin, metrics and the runner read ------------------------

@@ -1,8 +1,11 @@
 """Dispatcher sessions: connect, credit, drain, lease extensions, disconnect.
 
 A dispatcher that reconnects with the same id replaces its old session; the
-leases it holds run on until their deadlines (it may still report them).
-Grants that never left a closed session's outbox go back to the ready queue."""
+leases it holds run on (it may still report them) until their deadlines, or
+until the reconnect grace (`reconnect_grace_s`) passes without it coming back:
+then they go back to the ready queue (at least once: a call it already made
+is made again). Grants that never left a closed session's outbox go back to
+the ready queue at once."""
 
 from __future__ import annotations
 
@@ -35,8 +38,23 @@ class Dispatchers(Memory):
         self._reclaim(session.close())
         if self._sessions.get(session.dispatcher_id) is session:
             del self._sessions[session.dispatcher_id]
-            log.info("dispatcher %s disconnected; its %d leases run until their deadlines",
-                     session.dispatcher_id, self._leases.held_by(session.dispatcher_id))  # fmt: skip
+            held = self._leases.held_by(session.dispatcher_id)
+            log.info("dispatcher %s disconnected; its %d leases wait %g s for it to reconnect",
+                     session.dispatcher_id, held, self._settings.reconnect_grace_s)  # fmt: skip
+            if held:
+                when = self._clock.now_ms() + int(self._settings.reconnect_grace_s * 1000)
+                self._clock.call_at(when, lambda: self._after_grace(session.dispatcher_id))
+
+    def _after_grace(self, dispatcher_id: str) -> None:
+        """The grace after a dropped stream is over: unless the dispatcher is back, its leases
+        go back to the ready queue."""
+        if dispatcher_id in self._sessions or self._stopping.is_set():
+            return
+        leases = [lease for lease in self._leases.all() if lease.dispatcher_id == dispatcher_id]
+        if leases:
+            log.warning("dispatcher %s did not come back within %g s: its %d leases go back to the ready queue",
+                        dispatcher_id, self._settings.reconnect_grace_s, len(leases))  # fmt: skip
+        self._reclaim(leases)
 
     def end_session(self, dispatcher_id: str) -> bool:
         """Ends a dispatcher's stream from this side; its leases run on (it reconnects and

@@ -34,6 +34,11 @@ class Granting(Memory):
             if n is None:
                 self._wake_for_tokens(now)
                 break
+            part = self._fence.of(n.id)
+            epoch = self._fence.epoch(part)
+            if epoch is None:  # its partition was given up (or may have expired): not ours to deliver
+                self._drop(n.id)
+                continue
             if n.spec.expire_at_ms is not None and now > n.spec.expire_at_ms:
                 self._spawn(self._finish_unattempted(n, n.version, "expired: expire_at passed before delivery"))
                 continue
@@ -44,7 +49,7 @@ class Granting(Memory):
             lease = self._leases.grant(n, s.dispatcher_id, now_ms=now, deadline_ms=deadline)
             self._no_leases.clear()
             self._held.move(n, State.DELIVERING, n.due_ms)
-            lease.version = n.version
+            lease.version, lease.partition, lease.epoch = n.version, part, epoch
             s.credit -= 1
             s.send(Grant(lease))
             self._wheel.add(deadline, lease)
@@ -91,6 +96,18 @@ class Granting(Memory):
                  f"max_concurrent={cfg.max_concurrent or 'unlimited'} rate={cfg.rate or 'unlimited'}")  # fmt: skip
         self._pump()
         return cfg
+
+    async def refresh_queues(self, share: int) -> None:
+        """Several schedulers share the store: takes queue settings another one stored (pause,
+        limits) and enforces 1/share of each limit (share: the live schedulers)."""
+        now = self._clock.now_ms()
+        changed = self._queues.set_share(share, now)
+        for cfg in await self._store.load_queues():
+            if cfg != self._queues.config(cfg.name):
+                self._queues.configure(cfg, now)
+                changed = True
+        if changed:
+            self._pump()
 
     def queue_config(self, name: str) -> QueueConfig:
         """A queue's settings (the defaults, unlimited, for one never configured)."""

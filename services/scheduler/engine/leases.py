@@ -18,6 +18,8 @@ class Lease:
     granted_ms: int
     deadline_ms: int
     version: int = 0  # the notify's version once leased: if it differs, a result or expiry is in already
+    partition: int = 0  # the notify's partition and the epoch this scheduler held it under when
+    epoch: int = 0  # granting: a result for an epoch no longer held is refused
 
 
 class LeaseBook:
@@ -55,6 +57,9 @@ class LeaseBook:
         if mine is not None and mine.lease_id == lease.lease_id:
             del self._by_notify[lease.notify.id]
         self._per_queue[lease.notify.spec.queue] -= 1
+
+    def all(self) -> list[Lease]:
+        return list(self._by_id.values())
 
     def held_by(self, dispatcher_id: str) -> int:
         return sum(1 for lease in self._by_id.values() if lease.dispatcher_id == dispatcher_id)

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 
 class Loading(Memory):
+
     def _start_loader(self) -> None:
         self._loader = asyncio.create_task(self._load_loop(), name="horizon-loader")
 
@@ -42,14 +43,15 @@ class Loading(Memory):
             after = self._cursor
             self._cursor = (until, "")
             try:
-                page = await self._store.load_due(after=after, until_ms=until, limit=batch)
+                page = await self._store.load_due(after=after, until_ms=until, limit=batch, partitions=self.held_partitions())
             except BaseException:
                 self._cursor = after  # nothing past `after` was read
                 raise
             if len(page) == batch:
                 self._cursor = (page[-1].due_ms, page[-1].id)
             for n in page:
-                self.admit(n, loaded=True)
+                if self._fence.holds(self._fence.of(n.id)):
+                    self.admit(n, loaded=True)
             if len(page) < batch or self._stopping.is_set():
                 return
             await asyncio.sleep(0)

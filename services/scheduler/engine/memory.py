@@ -20,6 +20,7 @@ from .clock import Clock, Handle
 from .leases import Lease, LeaseBook
 from .model import Notification, State
 from .observers import Observers
+from .ownership import DEFAULT_PARTITIONS, Fence, SoleOwnership
 from .queues import Queues
 from .ready import ReadyQueue
 from .sessions import Revoke, Session
@@ -36,6 +37,7 @@ class EngineSettings:
     load_interval_s: float = 1.0
     load_batch: int = 10_000
     lease_margin_s: float = 5.0  # a lease lasts the attempt timeout plus this
+    reconnect_grace_s: float = 5.0  # a dropped dispatcher's leases wait this long for it to come back
     limits: Limits = Limits()
 
 
@@ -43,8 +45,10 @@ class Memory:
     """What is due within the horizon (the wheel), due (the ready queue), leased
     (the lease book), and the connected dispatchers."""
 
-    def __init__(self, *, store: Store, settings: EngineSettings, clock: Clock) -> None:
+    def __init__(self, *, store: Store, settings: EngineSettings, clock: Clock, fence: Fence | None = None) -> None:
         self._store = store
+        self._fence = fence or SoleOwnership(getattr(store, "partitions", DEFAULT_PARTITIONS)).fence
+        self._next_part = 0
         self._settings = settings
         self._clock = clock
         self._ids = IdGenerator()
@@ -91,14 +95,11 @@ class Memory:
         else:
             self._schedule(n)
 
-    def _drop(self, n: Notification) -> None:
-        """n leaves memory: every entry that refers to it goes stale. A copy that is no
-        longer the one held has left already."""
-        held = self._live.get(n.id)
-        if held is None or held.version != n.version:
-            return
-        del self._live[n.id]
-        self._held.release(n)
+    def _drop(self, notify_id: str) -> None:
+        """The notify held under notify_id leaves memory: every entry that refers to it goes stale."""
+        n = self._live.pop(notify_id, None)
+        if n is not None:
+            self._held.release(n)
 
     def forget(self, notify_id: str, ordering_key: str, *, revoke: bool) -> None:
         """Drops a finished notify from memory and frees its ordering key; with revoke,
@@ -107,7 +108,7 @@ class Memory:
         if mine is not None:
             if revoke and mine.state != State.CANCELLED and not mine.state.terminal:
                 self._held.move(mine, State.CANCELLED, None)
-            self._drop(mine)
+            self._drop(notify_id)
         lease = self._leases.for_notify(notify_id)
         if lease is not None and revoke:
             self._end_lease(lease)
@@ -129,7 +130,7 @@ class Memory:
         self._pump()
 
     def _schedule(self, n: Notification) -> None:
-        self._wheel.add_entry((n.due_ms, n, n.version))  # one tuple per held notify
+        self._wheel.add(n.due_ms, n, n.version)  # one tuple per held notify
         self._arm()
 
     def _schedule_lease(self, lease: Lease) -> None:

@@ -55,6 +55,10 @@ class Operations:
                 self._e.observers.emit(self._e.observers.created, got)
         return stored
 
+    def partition_for(self, new: NewNotify) -> int:
+        """The partition a new notify would go to here; NotOwner when another scheduler owns it."""
+        return self._e.partition_for(new.spec.ordering_key)
+
     async def get(self, notify_id: str) -> Notification:
         n = await self._store.get(notify_id)
         if n is None:
@@ -74,6 +78,7 @@ class Operations:
         return n
 
     async def cancel(self, notify_id: str) -> Notification:
+        self._e.require_owner(notify_id)
         now = self._e.clock.now_ms()
         mine = self._e.held(notify_id)
         if mine is not None:
@@ -95,6 +100,7 @@ class Operations:
         return cur
 
     async def retry(self, notify_id: str) -> Notification:
+        self._e.require_owner(notify_id)
         now = self._e.clock.now_ms()
         changed, cur, _ = await self._store.transition(
             notify_id, allowed=RETRYABLE, state=State.PENDING, due_ms=now, complete_ms=None, reset_budget=True,
@@ -113,6 +119,7 @@ class Operations:
         if not paths or unknown:
             raise InvalidArgument([("update_mask", f"name one or more of {', '.join(sorted(UPDATABLE))}"
                                     + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else ""))])  # fmt: skip
+        self._e.require_owner(notify_id)
         if self._e.is_leased(notify_id):
             raise FailedPrecondition(f"notify {notify_id} is being delivered; update it after this attempt")
         current = await self._store.get(notify_id)
@@ -126,7 +133,7 @@ class Operations:
         require_valid(spec, now_ms=now, limits=self._e.settings.limits)
         state, due = current.state, current.due_ms
         if "schedule" in paths:
-            fresh = self._e.new_notification(NewNotify(spec), now)
+            fresh = self._e.new_notification(NewNotify(spec), now, partition=0)  # only its state and due
             state, due = fresh.state, fresh.due_ms
         mine = self._e.withdraw(notify_id)  # refused if it was leased meanwhile
         changed, cur = await self._store.update(notify_id, allowed=UPDATABLE_STATES, spec=spec, state=state, due_ms=due)
@@ -140,13 +147,17 @@ class Operations:
         return cur
 
     async def trigger(self, trigger_key: str, delay_s: float) -> int:
+        """Fires what waits on trigger_key in the partitions held here (the transport fans a
+        Trigger out to every scheduler and adds their counts up)."""
         if not trigger_key:
             raise InvalidArgument([("trigger_key", "is required")])
         if delay_s < 0:
             raise InvalidArgument([("delay", "must not be negative")])
         now = self._e.clock.now_ms()
         state = State.PENDING if delay_s == 0 else State.SCHEDULED
-        fired = await self._store.trigger(trigger_key, state=state, due_ms=now + int(delay_s * 1000))
+        fired = await self._store.trigger(
+            trigger_key, state=state, due_ms=now + int(delay_s * 1000), partitions=self._e.held_partitions()
+        )
         for n in fired:
             self._e.admit(n)
         log.info("trigger %r fired %d notifies", trigger_key, len(fired))
@@ -164,13 +175,15 @@ class Operations:
         return g
 
     async def cancel_group(self, group_key: str) -> tuple[int, GroupStatus]:
-        """Cancels every unfinished member, as cancel() would each; returns how many and the group."""
+        """Cancels every unfinished member held here, as cancel() would each; returns how many and
+        the group (the transport fans CancelGroup out to every scheduler)."""
         if bad := check_group_key(group_key):
             raise InvalidArgument(bad)
         self._e.forget_group(group_key)  # before any await: no grant slips in
         cancelled, made = await self._store.cancel_group(
-            group_key, complete_ms=self._e.clock.now_ms(), group_callback=self._e.group_callback
-        )
+            group_key, complete_ms=self._e.clock.now_ms(), group_callback=self._e.group_callback,
+            partitions=self._e.held_partitions(),
+        )  # fmt: skip
         for notify_id, ordering_key in cancelled:  # the loader may have brought some in meanwhile
             self._e.forget(notify_id, ordering_key, revoke=True)
         for n in made:

@@ -40,7 +40,7 @@ def callback_body(n: Notification, last: AttemptRecord | None, reason: str) -> s
     return json.dumps(doc, separators=(",", ":"))
 
 
-def group_callback(g: GroupStatus, now: int, ids: IdGenerator) -> Notification:
+def group_callback(g: GroupStatus, now: int, ids: IdGenerator, partition: int = 0) -> Notification:
     """The POST to a group's callback_url once its last member ended, as a notify of its own."""
     doc = {
         "group_key": g.key,
@@ -54,10 +54,10 @@ def group_callback(g: GroupStatus, now: int, ids: IdGenerator) -> Notification:
         queue=CALLBACK_QUEUE,
         labels={"callback_for_group": g.key},
     )
-    return new_notification(NewNotify(spec), now, ids)
+    return new_notification(NewNotify(spec), now, ids, partition)
 
 
-def new_notification(new: NewNotify, now: int, ids: IdGenerator) -> Notification:
+def new_notification(new: NewNotify, now: int, ids: IdGenerator, partition: int = 0) -> Notification:
     """A notify as created: its id, and its first state and due time from its schedule."""
     spec = new.spec
     if spec.trigger_key:
@@ -66,4 +66,4 @@ def new_notification(new: NewNotify, now: int, ids: IdGenerator) -> Notification
         state, due = State.SCHEDULED, spec.deliver_at_ms
     else:
         state, due = State.PENDING, now
-    return Notification(id=ids.new(now), spec=spec, state=state, create_ms=now, request_id=new.request_id, due_ms=due)
+    return Notification(id=ids.new(now, partition=partition), spec=spec, state=state, create_ms=now, request_id=new.request_id, due_ms=due)

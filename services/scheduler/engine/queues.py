@@ -1,7 +1,12 @@
-"""Named queues: pause, max concurrent deliveries and a token-bucket rate limit."""
+"""Named queues: pause, max concurrent deliveries and a token-bucket rate limit.
+
+Limits are global: with several schedulers sharing a store, each enforces its
+share (`set_share(n)`: max concurrent and burst divided by n, rounded up; rate
+divided by n), n being the number of live schedulers."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .errors import InvalidArgument
@@ -39,6 +44,7 @@ class Queues:
     def __init__(self) -> None:
         self._configs: dict[str, QueueConfig] = {}
         self._buckets: dict[str, TokenBucket] = {}
+        self._share = 1  # live schedulers the limits are divided among
 
     def config(self, name: str) -> QueueConfig:
         return self._configs.get(name) or QueueConfig(name)
@@ -53,14 +59,29 @@ class Queues:
         if cfg.rate <= 0:
             self._buckets.pop(cfg.name, None)
         elif old is None or (old.rate, old.burst) != (cfg.rate, cfg.burst) or cfg.name not in self._buckets:
-            burst = float(cfg.burst or max(1.0, cfg.rate))
-            self._buckets[cfg.name] = TokenBucket(cfg.rate, burst, burst, now_ms)
+            self._buckets[cfg.name] = self._bucket(cfg, now_ms)
+
+    def _bucket(self, cfg: QueueConfig, now_ms: int) -> TokenBucket:
+        rate = cfg.rate / self._share
+        burst = float(math.ceil(cfg.burst / self._share) if cfg.burst else max(1.0, rate))
+        return TokenBucket(rate, burst, burst, now_ms)
+
+    def set_share(self, share: int, now_ms: int) -> bool:
+        """Enforces 1/share of every limit from now on; True if that changed anything."""
+        share = max(1, share)
+        if share == self._share:
+            return False
+        self._share = share
+        for name, cfg in self._configs.items():
+            if cfg.rate > 0:
+                self._buckets[name] = self._bucket(cfg, now_ms)
+        return True
 
     def allowed(self, name: str, in_flight: int, now_ms: int) -> bool:
         cfg = self._configs.get(name)
         if cfg is None:
             return True
-        if cfg.paused or (cfg.max_concurrent and in_flight >= cfg.max_concurrent):
+        if cfg.paused or (cfg.max_concurrent and in_flight >= math.ceil(cfg.max_concurrent / self._share)):
             return False
         bucket = self._buckets.get(name)
         return bucket is None or bucket.ready(now_ms)

@@ -56,6 +56,14 @@ class ReadyQueue:
         if not waiting:
             self._waiting.pop(key, None)
 
+    def drop_keys(self, lost: Callable[[str], bool]) -> None:
+        """Forgets the heads and waiting lines of the ordering keys `lost` picks (a partition
+        given up: its notifies left memory, their entries are stale already)."""
+        for key in [k for k in self._heads if lost(k)]:
+            del self._heads[key]
+        for key in [k for k in self._waiting if lost(k)]:
+            del self._waiting[key]
+
     def pop(self, allowed: Callable[[str], bool] = lambda queue: True) -> Notification | None:
         """The next live notify from the next queue whose turn it is and that `allowed` admits."""
         for _ in range(len(self._turns)):

@@ -45,9 +45,9 @@ class Results(Memory):
         for r in results:
             lease = self._leases.get(r.lease_id)
             if (lease is None or lease.notify.version != lease.version or lease.dispatcher_id != session.dispatcher_id
-                    or now > lease.deadline_ms):  # fmt: skip
-                log.warning("result for lease %s refused: expired, unknown or not this dispatcher's (%s)",
-                            r.lease_id, session.dispatcher_id)  # fmt: skip
+                    or now > lease.deadline_ms or self._fence.epoch(lease.partition) != lease.epoch):  # fmt: skip
+                log.warning("result for lease %s refused: expired, unknown, not this dispatcher's (%s) or of a"
+                            " partition no longer held", r.lease_id, session.dispatcher_id)  # fmt: skip
                 continue
             ended.append(lease)
             if r.outcome.deferred:
@@ -65,6 +65,8 @@ class Results(Memory):
     async def _expire(self, lease: Lease) -> None:
         if self._leases.get(lease.lease_id) is None or lease.notify.version != lease.version:
             return  # ended meanwhile (reclaimed from a dead stream, revoked) or its result is in
+        if self._fence.epoch(lease.partition) != lease.epoch:
+            return  # its partition was given up: the new owner delivers it again
         holder = self._sessions.get(lease.dispatcher_id)
         if holder is not None and not holder.stalled:
             holder.stalled = True
@@ -91,7 +93,7 @@ class Results(Memory):
             queue=CALLBACK_QUEUE,
             labels={"callback_for": n.id},
         )
-        return new_notification(NewNotify(spec), self._clock.now_ms(), self._ids)
+        return new_notification(NewNotify(spec), self._clock.now_ms(), self._ids, self._fence.of(n.id))
 
     def _defer(self, n: Notification, outcome: Outcome, now: int) -> tuple[ResultWrite, int]:
         """The dispatcher held the call back (its target is backing off): no attempt is counted."""
@@ -130,7 +132,7 @@ class Results(Memory):
         except Exception:
             for w, version in writes:  # memory ran ahead of the store: drop it, the loader reads the stored copy again
                 if self._current(w.notify, version):
-                    self._drop(w.notify)
+                    self._drop(w.notify.id)
             self._rewind = True
             raise
         finally:
@@ -155,5 +157,5 @@ class Results(Memory):
             elif (n.due_ms, n.id) < self._cursor:
                 self._schedule(n)
             else:
-                self._drop(n)  # back to the store; the loader brings it in when it nears
+                self._drop(n.id)  # back to the store; the loader brings it in when it nears
         self._pump()

@@ -48,8 +48,8 @@ class Session:
     # so a stream that takes grants and neither reads nor reports loses them once, not forever.
     stalled: bool = False
     draining: bool = False  # takes no more grants (it said so, or an operator drained it)
-    _outbox: deque = field(default_factory=deque, repr=False)
-    _wake: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _outbox: deque = field(default_factory=deque, init=False, repr=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     def send(self, item: Outgoing) -> None:
         if not self.closed:

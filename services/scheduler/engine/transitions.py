@@ -9,11 +9,12 @@ are the store's counts plus that difference.
 
 from __future__ import annotations
 
-import itertools
+import logging
 from collections import Counter
 
 from .model import Notification, State
 
+log = logging.getLogger(__name__)
 S = State
 UNFINISHED = (S.SCHEDULED, S.WAITING_TRIGGER, S.PENDING, S.DELIVERING, S.RETRY_WAIT)
 UPDATABLE_STATES = (S.SCHEDULED, S.WAITING_TRIGGER, S.PENDING, S.RETRY_WAIT)
@@ -43,27 +44,27 @@ class Held:
     memory is ahead of the store.
 
     Every change of a held notify's state or due time goes through move(), which gives
-    it a new version. Whatever refers to a notify (a wheel or ready-queue entry, a
-    lease, a commit in flight) keeps the version it saw and checks it before acting:
-    a different version means the notify moved on meanwhile."""
+    it a new version; so do taking it into memory and letting it go. Whatever refers
+    to a notify (a wheel or ready-queue entry, a lease, a commit in flight) holds the
+    notify and the version it saw, and checks it before acting: a different version
+    means the notify moved on meanwhile. Versions count per notify copy (small ints)."""
 
     def __init__(self) -> None:
-        self._versions = itertools.count(1)
         self._stored: dict[str, State] = {}  # notifies whose memory state the store does not hold
         self._delta: Counter[tuple[str, State]] = Counter()
 
     def take(self, n: Notification) -> None:
         """n comes into memory as committed (the store holds its state)."""
         self._forget_difference(n)
-        n.version = next(self._versions)
+        n.version += 1
 
     def move(self, n: Notification, state: State, due_ms: int | None) -> None:
-        if not allowed(n.state, state):
-            raise RuntimeError(f"notify {n.id}: no move from {n.state.name} to {state.name}")
+        if not allowed(n.state, state):  # a bug: said loudly (the tests fail on it), and made all the same
+            log.error("notify %s moved from %s to %s, a move transitions.MOVES does not list", n.id, n.state.name, state.name)
         stored = self._stored.pop(n.id, n.state)
         self._count(n.spec.queue, n.state, stored, -1)
         n.state, n.due_ms = state, due_ms
-        n.version = next(self._versions)
+        n.version += 1
         if state != stored:
             self._stored[n.id] = stored
             self._count(n.spec.queue, state, stored, +1)
@@ -75,7 +76,7 @@ class Held:
     def release(self, n: Notification) -> None:
         """n leaves memory; references to it go stale."""
         self._forget_difference(n)
-        n.version = next(self._versions)
+        n.version += 1
 
     def counts(self, stored: dict[tuple[str, State], int]) -> dict[tuple[str, State], int]:
         """The store's counts by (queue, state) with memory's moves applied."""

@@ -7,7 +7,8 @@ next non-empty slot without scanning, so an idle wheel costs nothing and a
 long sleep is one jump. Items further out than the top level wait in a heap.
 
 The wheel knows no clock: callers pass times in. Removal is lazy: callers
-check, when an item fires, whether it still counts.
+check, when an item fires, whether it still counts (a tag added with the item,
+such as the version it was scheduled at, comes back with it for that).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class TimerWheel:
     def __init__(self, *, now_ms: int, levels: int = 4) -> None:
         self._now = now_ms
         self._levels = levels
+        # Entries are (due_ms, item) or (due_ms, item, tag) as added, and fire as such.
         self._slots: list[list[list[tuple]]] = [[[] for _ in range(SLOTS)] for _ in range(levels)]
         self._masks = [0] * levels
         self._overflow: list[tuple[int, int, tuple]] = []
@@ -39,16 +41,11 @@ class TimerWheel:
     def now_ms(self) -> int:
         return self._now
 
-    def add(self, due_ms: int, item: Any) -> None:
-        """Schedules item; one already due fires at the next advance() as (due_ms, item)."""
-        self.add_entry((due_ms, item))
-
-    def add_entry(self, entry: tuple) -> None:
-        """Schedules a tuple whose first element is its due time; advance() returns the
-        tuple itself. Callers that keep more than one thing per timer (a notify and its
-        version) save a tuple per held item this way."""
+    def add(self, due_ms: int, item: Any, tag: Any = None) -> None:
+        """Schedules item; one already due fires at the next advance(). With a tag, the
+        item fires as (due_ms, item, tag)."""
         self._size += 1
-        self._place(entry)
+        self._place((due_ms, item) if tag is None else (due_ms, item, tag))
 
     def _place(self, entry: tuple) -> None:
         now = self._now
@@ -84,7 +81,7 @@ class TimerWheel:
         return None
 
     def advance(self, to_ms: int) -> list[tuple]:
-        """Moves time to to_ms and returns every entry due by then, earliest first."""
+        """Moves time to to_ms and returns every item due by then, earliest first."""
         fired, self._due = self._due, []
         while True:
             event = self.next_event_ms()
@@ -98,7 +95,7 @@ class TimerWheel:
         fired.extend(self._due)
         self._due = []
         self._size -= len(fired)
-        fired.sort(key=lambda pair: pair[0])
+        fired.sort(key=lambda entry: entry[0])
         return fired
 
     def _cascade(self) -> None:
@@ -114,4 +111,5 @@ class TimerWheel:
                     self._place(entry)
         top = BITS * self._levels
         while self._overflow and self._overflow[0][0] >> top == now >> top:
-            self._place(heapq.heappop(self._overflow)[2])
+            _, _, entry = heapq.heappop(self._overflow)
+            self._place(entry)

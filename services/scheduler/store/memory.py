@@ -13,7 +13,10 @@ import dataclasses
 from collections import Counter
 
 from . import codec
+from ...common.config import ConfigError
+from ...common.ids import partition_of
 from ..engine.errors import FailedPrecondition, Unavailable
+from ..engine.ownership import DEFAULT_PARTITIONS, check_partitions
 from ..engine.model import GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
 from ..engine.transitions import ACTIVE
 from .port import GroupCallback, ResultWrite
@@ -26,6 +29,7 @@ class MemoryData:
     queues: dict[str, QueueConfig] = dataclasses.field(default_factory=dict)
     # group key -> [callback_url, callback_ms, callback_id], as the groups table holds them
     groups: dict[str, list] = dataclasses.field(default_factory=dict)
+    partitions: int = 0  # fixed by the first store opened on it
 
 
 def _copy(n: Notification, *, attempts: bool = False) -> Notification:
@@ -33,12 +37,19 @@ def _copy(n: Notification, *, attempts: bool = False) -> Notification:
 
 
 class MemoryStore:
-    def __init__(self, data: MemoryData | None = None) -> None:
+    def __init__(self, data: MemoryData | None = None, *, partitions: int = DEFAULT_PARTITIONS) -> None:
+        self.partitions = check_partitions(partitions)
         self._data = data if data is not None else MemoryData()
         self._closed = False
 
     async def open(self) -> None:
-        pass
+        self._data.partitions = self._data.partitions or self.partitions
+        if self._data.partitions != self.partitions:
+            raise ConfigError(f"NOTIFY_PARTITIONS is {self.partitions} but this memory store was created with"
+                              f" {self._data.partitions}; partitions are fixed when a store is created")  # fmt: skip
+
+    def _in(self, notify_id: str, partitions: frozenset[int] | None) -> bool:
+        return partitions is None or partition_of(notify_id, self.partitions) in partitions
 
     async def close(self) -> None:
         self._closed = True
@@ -106,12 +117,13 @@ class MemoryStore:
         return True, _copy(row), self._end_groups(ended, group_callback)
 
     async def cancel_group(
-        self, group_key: str, *, complete_ms: int, group_callback: GroupCallback | None = None
-    ) -> tuple[list[tuple[str, str]], list[Notification]]:
+        self, group_key: str, *, complete_ms: int, group_callback: GroupCallback | None = None,
+        partitions: frozenset[int] | None = None,
+    ) -> tuple[list[tuple[str, str]], list[Notification]]:  # fmt: skip
         cancelled = []
         for n_id in sorted(self._rows()):
             row = self._data.notifies[n_id]
-            if row.spec.group_key == group_key and not row.state.terminal:
+            if row.spec.group_key == group_key and not row.state.terminal and self._in(n_id, partitions):
                 row.state, row.due_ms, row.complete_ms = State.CANCELLED, None, complete_ms
                 cancelled.append((row.id, row.spec.ordering_key))
         return cancelled, self._end_groups([group_key] if cancelled else [], group_callback)
@@ -153,11 +165,13 @@ class MemoryStore:
         row.spec, row.state, row.due_ms = spec, state, due_ms
         return True, _copy(row)
 
-    async def trigger(self, trigger_key: str, *, state: State, due_ms: int) -> list[Notification]:
+    async def trigger(
+        self, trigger_key: str, *, state: State, due_ms: int, partitions: frozenset[int] | None = None
+    ) -> list[Notification]:
         out = []
         for n_id in sorted(self._rows()):
             row = self._data.notifies[n_id]
-            if row.spec.trigger_key == trigger_key and row.state == State.WAITING_TRIGGER:
+            if row.spec.trigger_key == trigger_key and row.state == State.WAITING_TRIGGER and self._in(n_id, partitions):
                 row.state, row.due_ms = state, due_ms
                 out.append(_copy(row))
         return out
@@ -166,16 +180,19 @@ class MemoryStore:
         row = self._rows().get(notify_id)
         return None if row is None else _copy(row, attempts=True)
 
-    async def load_due(self, *, after: tuple[int, str], until_ms: int, limit: int) -> list[Notification]:
+    async def load_due(
+        self, *, after: tuple[int, str], until_ms: int, limit: int, partitions: frozenset[int] | None = None
+    ) -> list[Notification]:
         due = sorted(
             (n.due_ms, n.id) for n in self._rows().values()
             if n.state in ACTIVE and n.due_ms is not None and (n.due_ms, n.id) > after and n.due_ms < until_ms
+            and self._in(n.id, partitions)
         )  # fmt: skip
         return [_copy(self._data.notifies[i]) for _, i in due[:limit]]
 
-    async def blocked_heads(self) -> list[tuple[str, str]]:
+    async def blocked_heads(self, partitions: frozenset[int] | None = None) -> list[tuple[str, str]]:
         return [(n.spec.ordering_key, n.id) for n in self._rows().values()
-                if n.state == State.RETRY_WAIT and n.spec.ordering_key]  # fmt: skip
+                if n.state == State.RETRY_WAIT and n.spec.ordering_key and self._in(n.id, partitions)]  # fmt: skip
 
     async def counts(self) -> dict[tuple[str, State], int]:
         return dict(Counter((n.spec.queue, n.state) for n in self._rows().values()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from ..engine.errors import Fenced  # noqa: F401  (a fenced write's error)
 from ..engine.model import AttemptRecord, GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
 from ..engine.transitions import ACTIVE  # noqa: F401  (states the loader reads by due time)
 
@@ -25,6 +26,13 @@ class ResultWrite:
 
 
 class Store(Protocol):
+    """Writes of notifies in a fenced store (PostgreSQL with an Ownership) fail with Fenced, and
+    commit nothing, unless this scheduler holds their partitions at its epoch in the same
+    transaction."""
+
+    partitions: int
+    """P, fixed when the store is created: open() refuses a different one (ConfigError)."""
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -48,10 +56,11 @@ class Store(Protocol):
         ...  # fmt: skip
 
     async def cancel_group(
-        self, group_key: str, *, complete_ms: int, group_callback: GroupCallback | None = None
+        self, group_key: str, *, complete_ms: int, group_callback: GroupCallback | None = None,
+        partitions: frozenset[int] | None = None,
     ) -> tuple[list[tuple[str, str]], list[Notification]]:
-        """Cancels every unfinished member of a group; returns their (id, ordering_key) and the
-        group callbacks committed with them."""
+        """Cancels every unfinished member of a group (in `partitions`, when given); returns their
+        (id, ordering_key) and the group callbacks committed with them."""
         ...
 
     async def group(self, group_key: str) -> GroupStatus | None:
@@ -64,20 +73,27 @@ class Store(Protocol):
         """Replaces the spec (and state, due) of a notify in one of `allowed`; returns (changed, current)."""
         ...
 
-    async def trigger(self, trigger_key: str, *, state: State, due_ms: int) -> list[Notification]:
-        """Moves every notify waiting on trigger_key to state/due_ms; returns them."""
+    async def trigger(
+        self, trigger_key: str, *, state: State, due_ms: int, partitions: frozenset[int] | None = None
+    ) -> list[Notification]:
+        """Moves every notify waiting on trigger_key (in `partitions`, when given) to state/due_ms;
+        returns them."""
         ...
 
     async def get(self, notify_id: str) -> Notification | None:
         """The notify with its attempts, or None."""
         ...
 
-    async def load_due(self, *, after: tuple[int, str], until_ms: int, limit: int) -> list[Notification]:
-        """Active notifies with (due_ms, id) > after and due_ms < until_ms, in due order."""
+    async def load_due(
+        self, *, after: tuple[int, str], until_ms: int, limit: int, partitions: frozenset[int] | None = None
+    ) -> list[Notification]:
+        """Active notifies with (due_ms, id) > after and due_ms < until_ms (in `partitions`, when
+        given), in due order."""
         ...
 
-    async def blocked_heads(self) -> list[tuple[str, str]]:
-        """(ordering_key, id) of notifies that hold their key while waiting to retry."""
+    async def blocked_heads(self, partitions: frozenset[int] | None = None) -> list[tuple[str, str]]:
+        """(ordering_key, id) of notifies (in `partitions`, when given) that hold their key while
+        waiting to retry."""
         ...
 
     async def counts(self) -> dict[tuple[str, State], int]:

@@ -22,9 +22,12 @@ import asyncpg
 
 from ...common.sealing import SecretBox
 from . import codec, postgres_groups as groups
+from ...common.config import ConfigError
 from ..engine.errors import Unavailable
+from ..engine.ownership import DEFAULT_PARTITIONS, Fence, check_partitions
+from ...common.ids import partition_of
 from ..engine.model import GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
-from .port import ACTIVE, GroupCallback, ResultWrite
+from .port import ACTIVE, Fenced, GroupCallback, ResultWrite
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,30 @@ CREATE TABLE IF NOT EXISTS notify_groups (
     callback_ms BIGINT,
     callback_id TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS notify_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS partition_owners (  -- one row per partition: who may write it, under which epoch, until when
+    partition INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL DEFAULT '',
+    epoch BIGINT NOT NULL DEFAULT 0,
+    expires_at TIMESTAMPTZ NOT NULL DEFAULT '-infinity'
+);
+CREATE TABLE IF NOT EXISTS scheduler_members (  -- live schedulers and the address peers forward to
+    owner TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
 """
+_ALPHA = "'0123456789ABCDEFGHJKMNPQRSTVWXYZ'"
+# An id's partition is its last 10 bits (characters 25 and 26) modulo P: common.ids.partition_of in SQL.
+ID_TAIL = (f"(GREATEST(strpos({_ALPHA}, substr(id, 25, 1)) - 1, 0) * 32"
+           f" + GREATEST(strpos({_ALPHA}, substr(id, 26, 1)) - 1, 0))")  # fmt: skip
+_FENCE = (  # the partitions among $1 this owner still holds at the epochs in $2; locks them against a takeover
+    "SELECT o.partition FROM partition_owners o JOIN unnest($1::int[], $2::bigint[]) AS h(p, e)"
+    " ON o.partition = h.p AND o.epoch = h.e WHERE o.owner = $3 FOR KEY SHARE OF o"
+)
 _SCHEMA_LOCK = 0x4E6F7469667941  # pg_advisory_xact_lock key: stores opening at once create the schema once
 
 # One statement per insert call: rows go in in the caller's order, so within a
@@ -106,11 +132,16 @@ _INSERT = (
     + f") WITH ORDINALITY AS t({', '.join(_COLS)}, ord) ORDER BY ord"
     " ON CONFLICT (request_id) WHERE request_id <> '' DO NOTHING RETURNING id"
 )
+# Each notify write is guarded by (id, attempt): a state never goes back to an earlier attempt,
+# and an attempt number is recorded once.
 _SAVE = (
     "UPDATE notifies SET state=$1, due_ms=$2, complete_ms=$3, attempt_count=$4, first_attempt_ms=$5"
-    f" WHERE id=$6 AND state <> {int(State.CANCELLED)}"
+    f" WHERE id=$6 AND state <> {int(State.CANCELLED)} AND attempt_count <= $4"
 )
-_ADD_ATTEMPT = f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+_ADD_ATTEMPT = (
+    f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10"
+    " WHERE NOT EXISTS (SELECT 1 FROM attempts WHERE notify_id = $1 AND number = $2)"
+)
 _BY_ID = f"SELECT {codec.COLUMNS} FROM notifies WHERE id = $1"
 _BY_REQUEST_IDS = f"SELECT {codec.COLUMNS} FROM notifies WHERE request_id = ANY($1::text[])"
 _LOAD_DUE = (
@@ -118,6 +149,11 @@ _LOAD_DUE = (
     " AND (due_ms, id) > ($1, $2) AND due_ms < $3 ORDER BY due_ms, id LIMIT $4"
 )
 _BLOCKED = f"SELECT ordering_key, id FROM notifies WHERE state = {int(State.RETRY_WAIT)} AND ordering_key <> ''"
+
+
+def _in_partitions(partitions: int, arg: int) -> str:
+    """A WHERE term: the row's partition is in the int[] parameter number `arg`."""
+    return f"{ID_TAIL} % {partitions} = ANY(${arg}::int[])"
 
 # Errors that mean "the database is gone or refusing us", not "this operation is wrong".
 _CONNECTION_ERRORS = (
@@ -130,6 +166,7 @@ _CLOSE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 MAX_GROUP = 4096
 
 Op = Callable[[asyncpg.Connection], Awaitable[Any]]
+Parts = frozenset[int] | None  # the partitions a write touches (fenced), or None (not fenced)
 
 
 class PostgresStore:
@@ -141,10 +178,13 @@ class PostgresStore:
 
     def __init__(
         self, dsn: str, *, pool_size: int = 4, schema: str | None = None, connect_timeout: float = 10.0,
-        secrets: SecretBox | None = None,
-    ) -> None:
+        secrets: SecretBox | None = None, partitions: int = DEFAULT_PARTITIONS, idle_tx_timeout_s: float = 0.0,
+    ) -> None:  # fmt: skip
         if pool_size < 1:
             raise ValueError(f"NOTIFY_STORE: pool_size must be at least 1, not {pool_size}")
+        self.partitions = check_partitions(partitions)
+        self._fence: Fence | None = None
+        self._owner = ""
         self._dsn = dsn
         self._box = secrets
         self._where, self._secret = _describe(dsn)
@@ -152,7 +192,9 @@ class PostgresStore:
         self._schema = schema
         self._timeout = connect_timeout
         self._settings = {"search_path": _quote_ident(schema)} if schema else {}
-        self._ops: asyncio.Queue[tuple[Op, asyncio.Future] | None] = asyncio.Queue()
+        if idle_tx_timeout_s > 0:  # a paused writer cannot keep its partitions' rows locked against a takeover
+            self._settings["idle_in_transaction_session_timeout"] = str(int(idle_tx_timeout_s * 1000))
+        self._ops: asyncio.Queue[tuple[Op, asyncio.Future, Parts] | None] = asyncio.Queue()
         self._conn: asyncpg.Connection | None = None
         self._pool: asyncpg.Pool | None = None
         self._writer: asyncio.Task | None = None
@@ -166,10 +208,14 @@ class PostgresStore:
                 if self._schema:
                     await self._conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(self._schema)}")
                 await self._conn.execute(SCHEMA)
+                await self._fix_partitions(self._conn)
                 sealed = await self._conn.fetchrow(codec.SEALED_SAMPLE)
             self._pool = await asyncpg.create_pool(
                 self._dsn, min_size=1, max_size=self._pool_size, timeout=self._timeout, server_settings=self._settings
             )
+        except ConfigError:
+            await self._discard()
+            raise
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             await self._discard()
             raise self._unavailable("cannot open the store", e) from e
@@ -188,6 +234,43 @@ class PostgresStore:
             self._ops.put_nowait(None)
             await self._writer
         await self._discard()
+
+    async def _fix_partitions(self, conn: asyncpg.Connection) -> None:
+        """The first open fixes the number of partitions; a later different one is refused."""
+        await conn.execute("INSERT INTO notify_meta (key, value) VALUES ('partitions', $1) ON CONFLICT DO NOTHING",
+                           str(self.partitions))  # fmt: skip
+        fixed = int(await conn.fetchval("SELECT value FROM notify_meta WHERE key = 'partitions'"))
+        if fixed != self.partitions:
+            raise ConfigError(f"NOTIFY_PARTITIONS is {self.partitions} but the store at {self._where} was created with"
+                              f" {fixed}; partitions are fixed when a store is created")  # fmt: skip
+        await conn.execute("INSERT INTO partition_owners (partition) SELECT generate_series(0, $1 - 1) ON CONFLICT DO NOTHING",
+                           self.partitions)  # fmt: skip
+
+    def fence_with(self, owner_id: str, fence: Fence) -> None:
+        """From now on every write of a notify checks, in its transaction, that owner_id still
+        holds the notify's partition at the epoch the fence has for it."""
+        self._owner, self._fence = owner_id, fence
+
+    @property
+    def dsn(self) -> str:
+        return self._dsn
+
+    @property
+    def server_settings(self) -> dict[str, str]:
+        return dict(self._settings)
+
+    async def ownership_view(self) -> tuple[list[tuple[int, str]], list[tuple[str, str]]]:
+        """(partition, owner) of unexpired ownership rows and (owner, address) of live members, read
+        on the pool (routing's view between ownership ticks)."""
+        async def op(conn: asyncpg.Connection):
+            owners = await conn.fetch("SELECT partition, owner FROM partition_owners WHERE owner <> '' AND expires_at > now()")
+            live = await conn.fetch("SELECT owner, address FROM scheduler_members WHERE expires_at > now()")
+            return [(r[0], r[1]) for r in owners], [(r[0], r[1]) for r in live]
+
+        return await self._read(op)
+
+    def parts(self, notify_ids) -> frozenset[int]:
+        return frozenset(partition_of(i, self.partitions) for i in notify_ids)
 
     # --- plumbing -------------------------------------------------------
 
@@ -235,7 +318,7 @@ class PostgresStore:
                 if (left := self._ops.get_nowait()) is not None:
                     _settle(left[1], None, Unavailable("store is closed"))
 
-    async def _run_group(self, batch: list[tuple[Op, asyncio.Future]]) -> None:
+    async def _run_group(self, batch: list[tuple[Op, asyncio.Future, Parts]]) -> None:
         results: list[tuple[asyncio.Future, Any, BaseException | None]] = []
         conn = None
         try:
@@ -243,7 +326,11 @@ class PostgresStore:
                 self._conn = await self._connect()
             conn = self._conn
             async with conn.transaction():
-                for fn, fut in batch:
+                owned = await self._check_fence(conn, batch)
+                for fn, fut, parts in batch:
+                    if parts is not None and owned is not None and not parts <= owned:
+                        results.append((fut, None, Fenced(sorted(parts - owned))))
+                        continue
                     try:
                         async with conn.transaction():  # a savepoint
                             value = await fn(conn)
@@ -257,14 +344,28 @@ class PostgresStore:
             failure = self._unavailable(what, e)
             log.error("%s", failure)
             self._drop_writer_conn()
-            results = [(fut, None, failure) for _, fut in batch]
+            results = [(fut, None, failure) for _, fut, _ in batch]
         except asyncio.CancelledError:
             self._drop_writer_conn()
-            for _, fut in batch:
+            for _, fut, _ in batch:
                 _settle(fut, None, Unavailable("store is closed"))
             raise
         for fut, value, err in results:
             _settle(fut, value, err)
+
+    async def _check_fence(self, conn: asyncpg.Connection, batch) -> frozenset[int] | None:
+        """The partitions this group may write: held in the fence now and, in this transaction,
+        still ours at that epoch in partition_owners (locked FOR KEY SHARE until commit, so a
+        takeover, which locks FOR UPDATE, waits for this commit or comes before it)."""
+        if self._fence is None:
+            return None
+        wanted = frozenset().union(*(parts for _, _, parts in batch if parts))
+        held = self._fence.held()
+        ask = sorted(p for p in wanted if p in held)
+        if not ask:
+            return frozenset()
+        rows = await conn.fetch(_FENCE, ask, [held[p] for p in ask], self._owner)
+        return frozenset(r[0] for r in rows)
 
     def _drop_writer_conn(self) -> None:
         """The writer's connection is in an unknown state: the next group starts on a new one."""
@@ -272,11 +373,11 @@ class PostgresStore:
         if conn is not None and not conn.is_closed():
             conn.terminate()
 
-    def _write(self, fn: Op) -> asyncio.Future:
+    def _write(self, fn: Op, parts: Parts = None) -> asyncio.Future:
         if self._closed or self._writer is None or self._writer.done():
             raise Unavailable("store is closed" if self._closed else "store is not open")
         fut = asyncio.get_running_loop().create_future()
-        self._ops.put_nowait((fn, fut))
+        self._ops.put_nowait((fn, fut, parts))
         return fut
 
     async def _read(self, fn: Op) -> Any:
@@ -306,7 +407,7 @@ class PostgresStore:
                 firsts = {r["request_id"]: codec.from_row(r, self._box) for r in rows}
             return [n if n.id in inserted else firsts[n.request_id] for n in items]
 
-        return await self._write(op)
+        return await self._write(op, self.parts(n.id for n in items))
 
     async def save_results(self, writes: list[ResultWrite], *, group_callback: GroupCallback | None = None) -> list[Notification]:
         states, attempts, follow_ups = codec.result_rows(writes, self._box)
@@ -320,7 +421,7 @@ class PostgresStore:
                 await conn.fetch(_INSERT, *[list(c) for c in zip(*follow_ups)])
             return await groups.end(conn, ending, group_callback)
 
-        return await self._write(op) if writes else []
+        return await self._write(op, self.parts(w.notify.id for w in writes)) if writes else []
 
     async def transition(
         self, notify_id: str, *, allowed: tuple[State, ...], state: State, due_ms: int | None,
@@ -338,16 +439,19 @@ class PostgresStore:
             ends = [cur.spec.group_key] if changed and state.terminal and cur.spec.group_key else []
             return changed, cur, await groups.end(conn, ends, group_callback)
 
-        return await self._write(op)
+        return await self._write(op, self.parts([notify_id]))
 
     async def cancel_group(
-        self, group_key: str, *, complete_ms: int, group_callback: GroupCallback | None = None
-    ) -> tuple[list[tuple[str, str]], list[Notification]]:
+        self, group_key: str, *, complete_ms: int, group_callback: GroupCallback | None = None,
+        partitions: frozenset[int] | None = None,
+    ) -> tuple[list[tuple[str, str]], list[Notification]]:  # fmt: skip
+        where = f" AND {_in_partitions(self.partitions, 3)}" if partitions is not None else ""
+
         async def op(conn: asyncpg.Connection) -> tuple[list[tuple[str, str]], list[Notification]]:
-            cancelled = await groups.cancel(conn, group_key, complete_ms)
+            cancelled = await groups.cancel(conn, group_key, complete_ms, where, *([sorted(partitions)] if where else []))
             return cancelled, await groups.end(conn, [group_key] if cancelled else [], group_callback)
 
-        return await self._write(op)
+        return await self._write(op, frozenset(partitions) if partitions is not None else None)
 
     async def group(self, group_key: str) -> GroupStatus | None:
         return await self._read(lambda conn: groups.status(conn, group_key))
@@ -364,19 +468,23 @@ class PostgresStore:
             )  # fmt: skip
             return await _changed_or_current(conn, row, notify_id, self._box)
 
-        return await self._write(op)
+        return await self._write(op, self.parts([notify_id]))
 
-    async def trigger(self, trigger_key: str, *, state: State, due_ms: int) -> list[Notification]:
+    async def trigger(
+        self, trigger_key: str, *, state: State, due_ms: int, partitions: frozenset[int] | None = None
+    ) -> list[Notification]:
+        where = f" AND {_in_partitions(self.partitions, 4)}" if partitions is not None else ""
         sql = (
-            f"UPDATE notifies SET state=$1, due_ms=$2 WHERE trigger_key=$3 AND state={int(State.WAITING_TRIGGER)}"
+            f"UPDATE notifies SET state=$1, due_ms=$2 WHERE trigger_key=$3 AND state={int(State.WAITING_TRIGGER)}{where}"
             f" RETURNING {codec.COLUMNS}"
         )
+        args = [sorted(partitions)] if where else []
 
         async def op(conn: asyncpg.Connection) -> list[Notification]:
-            rows = await conn.fetch(sql, int(state), due_ms, trigger_key)
+            rows = await conn.fetch(sql, int(state), due_ms, trigger_key, *args)
             return sorted((codec.from_row(r, self._box) for r in rows), key=lambda n: n.id)
 
-        return await self._write(op)
+        return await self._write(op, frozenset(partitions) if partitions is not None else None)
 
     async def get(self, notify_id: str) -> Notification | None:
         async def op(conn: asyncpg.Connection) -> Notification | None:
@@ -392,12 +500,22 @@ class PostgresStore:
 
         return await self._read(op)
 
-    async def load_due(self, *, after: tuple[int, str], until_ms: int, limit: int) -> list[Notification]:
-        rows = await self._write(lambda conn: conn.fetch(_LOAD_DUE, after[0], after[1], until_ms, limit))
+    async def load_due(
+        self, *, after: tuple[int, str], until_ms: int, limit: int, partitions: frozenset[int] | None = None
+    ) -> list[Notification]:
+        if partitions is None:
+            rows = await self._write(lambda conn: conn.fetch(_LOAD_DUE, after[0], after[1], until_ms, limit))
+        else:
+            sql = _LOAD_DUE.replace(" ORDER BY", f" AND {_in_partitions(self.partitions, 5)} ORDER BY")
+            rows = await self._write(lambda conn: conn.fetch(sql, after[0], after[1], until_ms, limit, sorted(partitions)))
         return [codec.from_row(r, self._box) for r in rows]
 
-    async def blocked_heads(self) -> list[tuple[str, str]]:
-        rows = await self._write(lambda conn: conn.fetch(_BLOCKED))
+    async def blocked_heads(self, partitions: frozenset[int] | None = None) -> list[tuple[str, str]]:
+        if partitions is None:
+            rows = await self._write(lambda conn: conn.fetch(_BLOCKED))
+        else:
+            sql = f"{_BLOCKED} AND {_in_partitions(self.partitions, 1)}"
+            rows = await self._write(lambda conn: conn.fetch(sql, sorted(partitions)))
         return [(r[0], r[1]) for r in rows]
 
     async def counts(self) -> dict[tuple[str, State], int]:

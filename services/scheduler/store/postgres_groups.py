@@ -37,9 +37,11 @@ async def status(conn: asyncpg.Connection, key: str) -> GroupStatus | None:
     return codec.group_status(key, counts, await conn.fetchrow(_CALLBACK, key))
 
 
-async def cancel(conn: asyncpg.Connection, key: str, complete_ms: int) -> list[tuple[str, str]]:
-    """Cancels the unfinished members; returns their (id, ordering_key) by id."""
-    return sorted((r[0], r[1]) for r in await conn.fetch(_CANCEL, complete_ms, key))
+async def cancel(conn: asyncpg.Connection, key: str, complete_ms: int, where: str = "", *args) -> list[tuple[str, str]]:
+    """Cancels the unfinished members (those `where` also picks, with `args` from $3 on);
+    returns their (id, ordering_key) by id."""
+    sql = _CANCEL.replace(" RETURNING", f"{where} RETURNING")
+    return sorted((r[0], r[1]) for r in await conn.fetch(sql, complete_ms, key, *args))
 
 
 async def end(conn: asyncpg.Connection, keys: list[str], make: GroupCallback | None) -> list[Notification]:

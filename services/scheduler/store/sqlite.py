@@ -22,7 +22,10 @@ from typing import Any, Callable
 
 from ...common.sealing import SecretBox
 from . import codec, sqlite_groups as groups
+from ...common.config import ConfigError
+from ...common.ids import id_tail
 from ..engine.errors import Unavailable
+from ..engine.ownership import DEFAULT_PARTITIONS, check_partitions
 from ..engine.model import GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, State
 from .port import ACTIVE, GroupCallback, ResultWrite
 
@@ -69,6 +72,10 @@ CREATE TABLE IF NOT EXISTS queues (
     burst INTEGER NOT NULL,
     paused INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS notify_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS notify_groups (
     group_key TEXT PRIMARY KEY,
     callback_url TEXT NOT NULL,
@@ -91,7 +98,11 @@ MAX_GROUP = 4096
 class SqliteStore:
     """Store on one SQLite file. `synchronous` is FULL (fsync per group commit) or NORMAL."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL", secrets: SecretBox | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, synchronous: str = "FULL", secrets: SecretBox | None = None,
+        partitions: int = DEFAULT_PARTITIONS,
+    ) -> None:  # fmt: skip
+        self.partitions = check_partitions(partitions)
         self._path = str(path)
         self._box = secrets
         self._sync = synchronous.upper()
@@ -108,6 +119,7 @@ class SqliteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._sync}")
         conn.execute("PRAGMA busy_timeout=5000")
+        conn.create_function("notify_tail", 1, id_tail, deterministic=True)  # common.ids: the partition bits
         return conn
 
     async def open(self) -> None:
@@ -118,6 +130,7 @@ class SqliteStore:
             conn.executescript(SCHEMA)
             _migrate(conn)
             conn.executescript(INDEXES)
+            self._fix_partitions(conn)
             sealed = conn.execute(codec.SEALED_SAMPLE).fetchone()
         except sqlite3.Error as e:
             raise Unavailable(f"cannot open SQLite store {self._path}: {e}") from e
@@ -128,6 +141,19 @@ class SqliteStore:
             raise
         self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="sqlite-writer", daemon=True)
         self._writer.start()
+
+    def _fix_partitions(self, conn: sqlite3.Connection) -> None:
+        """The first open fixes the number of partitions; a later different one is refused."""
+        conn.execute("INSERT OR IGNORE INTO notify_meta (key, value) VALUES ('partitions', ?)", (str(self.partitions),))
+        (fixed,) = conn.execute("SELECT value FROM notify_meta WHERE key = 'partitions'").fetchone()
+        if int(fixed) != self.partitions:
+            conn.close()
+            raise ConfigError(f"NOTIFY_PARTITIONS is {self.partitions} but the store {self._path} was created with"
+                              f" {fixed}; partitions are fixed when a store is created")  # fmt: skip
+
+    def _in(self, partitions) -> str:
+        """A WHERE term: the row's partition is one of `partitions` (ints, so inlined)."""
+        return f"notify_tail(id) % {self.partitions} IN ({','.join(str(int(p)) for p in sorted(partitions)) or 'NULL'})"
 
     async def close(self) -> None:
         if self._closed:
@@ -259,9 +285,11 @@ class SqliteStore:
 
         return await self._write(op)
 
-    async def cancel_group(self, group_key, *, complete_ms, group_callback=None):
+    async def cancel_group(self, group_key, *, complete_ms, group_callback=None, partitions=None):
+        where = f" AND {self._in(partitions)}" if partitions is not None else ""
+
         def op(conn: sqlite3.Connection):
-            cancelled = groups.cancel(conn, group_key, complete_ms)
+            cancelled = groups.cancel(conn, group_key, complete_ms, where)
             return cancelled, groups.end(conn, [group_key] if cancelled else [], group_callback)
 
         return await self._write(op)
@@ -281,10 +309,12 @@ class SqliteStore:
 
         return await self._write(op)
 
-    async def trigger(self, trigger_key: str, *, state: State, due_ms: int) -> list[Notification]:
+    async def trigger(self, trigger_key: str, *, state: State, due_ms: int, partitions=None) -> list[Notification]:
+        where = f" AND {self._in(partitions)}" if partitions is not None else ""
+
         def op(conn: sqlite3.Connection) -> list[Notification]:
             rows = conn.execute(
-                f"UPDATE notifies SET state=?, due_ms=? WHERE trigger_key=? AND state={int(State.WAITING_TRIGGER)}"
+                f"UPDATE notifies SET state=?, due_ms=? WHERE trigger_key=? AND state={int(State.WAITING_TRIGGER)}{where}"
                 f" RETURNING {codec.COLUMNS}",
                 (int(state), due_ms, trigger_key),
             ).fetchall()
@@ -306,17 +336,19 @@ class SqliteStore:
 
         return await self._read(op)
 
-    async def load_due(self, *, after: tuple[int, str], until_ms: int, limit: int) -> list[Notification]:
+    async def load_due(self, *, after: tuple[int, str], until_ms: int, limit: int, partitions=None) -> list[Notification]:
+        where = f" AND {self._in(partitions)}" if partitions is not None else ""
         sql = (
             # INDEXED BY: without statistics the planner picks notifies_state and sorts every active row.
             f"SELECT {codec.COLUMNS} FROM notifies INDEXED BY notifies_due WHERE state IN ({_ACTIVE_SQL}) AND (due_ms, id) > (?, ?)"
-            " AND due_ms < ? ORDER BY due_ms, id LIMIT ?"
+            f" AND due_ms < ?{where} ORDER BY due_ms, id LIMIT ?"
         )
         rows = await self._write(lambda conn: conn.execute(sql, (*after, until_ms, limit)).fetchall())
         return [codec.from_row(r, self._box) for r in rows]
 
-    async def blocked_heads(self) -> list[tuple[str, str]]:
-        sql = f"SELECT ordering_key, id FROM notifies WHERE state = {int(State.RETRY_WAIT)} AND ordering_key != ''"
+    async def blocked_heads(self, partitions=None) -> list[tuple[str, str]]:
+        where = f" AND {self._in(partitions)}" if partitions is not None else ""
+        sql = f"SELECT ordering_key, id FROM notifies WHERE state = {int(State.RETRY_WAIT)} AND ordering_key != ''{where}"
         return await self._write(lambda conn: conn.execute(sql).fetchall())
 
     async def counts(self) -> dict[tuple[str, State], int]:

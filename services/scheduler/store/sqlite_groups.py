@@ -37,9 +37,10 @@ def status(conn: sqlite3.Connection, key: str) -> GroupStatus | None:
     return codec.group_status(key, counts, conn.execute(_CALLBACK, (key,)).fetchone())
 
 
-def cancel(conn: sqlite3.Connection, key: str, complete_ms: int) -> list[tuple[str, str]]:
-    """Cancels the unfinished members; returns their (id, ordering_key) by id."""
-    return sorted((r[0], r[1]) for r in conn.execute(_CANCEL, (complete_ms, key)).fetchall())
+def cancel(conn: sqlite3.Connection, key: str, complete_ms: int, where: str = "") -> list[tuple[str, str]]:
+    """Cancels the unfinished members (those `where` also picks); returns their (id, ordering_key) by id."""
+    sql = _CANCEL.replace(" RETURNING", f"{where} RETURNING")
+    return sorted((r[0], r[1]) for r in conn.execute(sql, (complete_ms, key)).fetchall())
 
 
 def end(conn: sqlite3.Connection, keys: list[str], make: GroupCallback | None) -> list[Notification]:
