@@ -241,7 +241,7 @@ def main() -> None:
     for bench in BENCHES:
         if bench in runs:
             r = runs[bench]
-            commands.append(f"{r['command']:<28}# the run above: {r['time']}, git {r['machine'].get('git', '-')}")
+            commands.append(f"{r['command']:<27} # the run above: {r['time']}, git {r['machine'].get('git', '-')}")
     lines = [
         "# Benchmarks",
         "",
