@@ -27,6 +27,7 @@ from . import __version__
 from .common import auth, tls
 from .common.calls import DEFAULT_METHOD, METHODS
 from .common.config import ConfigError, add_flags, load
+from .common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES, message_options
 from .v1 import admin_service_pb2 as admin_pb, admin_service_pb2_grpc as admin_grpc
 from .v1 import notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc as api_grpc
 
@@ -179,10 +180,12 @@ def run_client(a: argparse.Namespace) -> int:
     md = auth.call_metadata(env("NOTIFY_TOKEN", ""))
     try:
         creds = tls.client_credentials(env("NOTIFY_TLS_CA", ""), env("NOTIFY_TLS_CERT", ""), env("NOTIFY_TLS_KEY", ""))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        max_message = int(env("NOTIFY_MAX_MESSAGE_BYTES") or DEFAULT_MAX_MESSAGE_BYTES)
+    except ValueError as e:  # ConfigError is one
+        print(f"error: {e if isinstance(e, ConfigError) else 'NOTIFY_MAX_MESSAGE_BYTES must be a number of bytes'}", file=sys.stderr)
         return 2
-    with (grpc.secure_channel(addr, creds) if creds else grpc.insecure_channel(addr)) as channel:
+    options = message_options(max_message)
+    with (grpc.secure_channel(addr, creds, options=options) if creds else grpc.insecure_channel(addr, options=options)) as channel:
         try:
             for attempt in Retrying(
                 retry=retry_if_exception(unavailable), reraise=True,

@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from notifyagent.common import auth
 from notifyagent.common.config import Settings
+from notifyagent.common.grpcutil import message_options
 from notifyagent.registry import MemoryRegistry
 from notifyagent.runner import LOOPBACK
 from notifyagent.dispatcher.app import DispatcherApp
@@ -145,7 +146,8 @@ class System:
             await d.start()
         for d in self.dispatchers:
             await d.client.wait_connected(10)
-        self.channel = open_channel(self.scheduler.address, self.token, credentials=tls_client(self.settings))
+        self.channel = open_channel(self.scheduler.address, self.token, credentials=tls_client(self.settings),
+                                    max_message_bytes=self.settings.max_message_bytes)
         self.api = notify_service_pb2_grpc.NotifyServiceStub(self.channel)
         self.admin = admin_service_pb2_grpc.AdminServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
@@ -340,11 +342,11 @@ class _BearerStreamStream(_Bearer, grpc.aio.StreamStreamClientInterceptor):
         return await continuation(self._details(details), request_iterator)
 
 
-def open_channel(addr: str, token: str | None = None, *, credentials=None) -> grpc.aio.Channel:
+def open_channel(addr: str, token: str | None = None, *, credentials=None, max_message_bytes: int = 16 << 20) -> grpc.aio.Channel:
     """A client channel that sends `token` (default: the Proc-run schedulers' test token).
     Its connections are its own: a failed handshake on another channel (a test of a wrong
     CA) leaves no backoff behind for this one."""
-    options = [("grpc.use_local_subchannel_pool", 1)]
+    options = [("grpc.use_local_subchannel_pool", 1), *message_options(max_message_bytes)]
     token = process_token() if token is None else token
     kinds = (_BearerUnaryUnary, _BearerUnaryStream, _BearerStreamUnary, _BearerStreamStream)
     interceptors = [kind(token) for kind in kinds] if token else None

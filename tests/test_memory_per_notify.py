@@ -25,12 +25,12 @@ def held(i: int, *, url: str = "https://example.com/hook", headers: dict | None 
 def test_created_notifies_with_the_same_call_share_one_request_and_policies():
     p = pb.Notify(request=pb.HttpRequest(method=pb.HTTP_METHOD_POST, url="https://example.com/a", json_body="{}"))
     p.retry.max_attempts = 3
-    a, _ = convert.new_notify(p, "", now_ms=0)
-    b, _ = convert.new_notify(pb.Notify.FromString(p.SerializeToString()), "", now_ms=0)
+    a = convert.new_notify(p, "", now_ms=0)
+    b = convert.new_notify(pb.Notify.FromString(p.SerializeToString()), "", now_ms=0)
     assert a.spec.request is b.spec.request and a.spec.retry is b.spec.retry
     assert a.spec.labels is EMPTY and a.spec.request.headers is EMPTY
     p.request.headers["X-One"] = "1"
-    c, _ = convert.new_notify(p, "", now_ms=0)
+    c = convert.new_notify(p, "", now_ms=0)
     assert c.spec.request is not a.spec.request and c.spec.request.headers == {"X-One": "1"}
 
 

@@ -42,6 +42,8 @@ class Settings:
     horizon: float = _opt(300.0, "seconds ahead the scheduler holds due notifies in memory", roles="scheduler")
     lease_margin: float = _opt(5.0, "seconds a lease outlives its attempt timeout before it expires", roles="scheduler")
     max_body_bytes: int = _opt(1 << 20, "largest request body accepted", roles="scheduler")
+    max_in_memory: int = _opt(100_000, "notifies the scheduler holds in memory (one each, plus one per 4 KiB of request); beyond it due work waits in the store", roles="scheduler")
+    max_message_bytes: int = _opt(16 << 20, "largest gRPC message sent or accepted (scheduler, dispatchers and CLI alike)")
     signing_secret: str = _opt("", "whsec_... secret: sign outgoing calls per Standard Webhooks", roles="dispatcher")
     service_name: str = _opt("notifyagent-scheduler", "name the scheduler registers under and dispatchers look up")
     advertise_addr: str = _opt("", "host:port dispatchers should dial (default: the bound gRPC address)", roles="scheduler")
@@ -81,6 +83,11 @@ class Settings:
             raise ConfigError(f"NOTIFY_CAPACITY must be at least 1, not {self.capacity}")
         if self.grace < 0 or self.horizon < 1:
             raise ConfigError("NOTIFY_GRACE must be >= 0 and NOTIFY_HORIZON >= 1 (seconds)")
+        if self.max_in_memory < 100:
+            raise ConfigError(f"NOTIFY_MAX_IN_MEMORY must be at least 100, not {self.max_in_memory}")
+        if self.max_body_bytes < 1 or self.max_message_bytes < self.max_body_bytes + (256 << 10):
+            raise ConfigError("NOTIFY_MAX_MESSAGE_BYTES must be at least NOTIFY_MAX_BODY_BYTES + 262144 (room for"
+                              f" one notify per grant), not {self.max_message_bytes}")  # fmt: skip
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("NOTIFY_TLS_CERT and NOTIFY_TLS_KEY go together: set both or neither")
         if self.tls_client_ca and not self.tls_cert:

@@ -2,32 +2,40 @@
 
 from __future__ import annotations
 
+import inspect
+
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
 from . import reflection as commented_reflection
+
+DEFAULT_MAX_MESSAGE_BYTES = 16 << 20
+
+
+def message_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """The same message limits for servers and channels: what one end sends, the other accepts."""
+    return [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
 
 
 def create_server(
     addr: str, registrations, service_names: list[str], *, interceptors=(), credentials: grpc.ServerCredentials | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Builds a server with health and reflection on addr; returns (server, bound port, health).
 
     registrations: callables taking the server (the generated add_*_to_server with a servicer bound).
     interceptors: e.g. auth.AuthInterceptor; credentials: TLS (tls.ServerTls), None for plaintext.
+    Their unary methods decode requests themselves (see StrictDecoding).
     """
-    server = grpc.aio.server(
-        interceptors=list(interceptors),
-        options=[
-            ("grpc.max_receive_message_length", 64 << 20),
-            ("grpc.max_send_message_length", 64 << 20),
-            ("grpc.so_reuseport", 0),
-        ]
-    )
+    server = grpc.aio.server(interceptors=list(interceptors), options=[*message_options(max_message_bytes), ("grpc.so_reuseport", 0)])
+    strict = StrictDecoding(server)
     for register in registrations:
-        register(server)
+        register(strict)
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, strict)
     commented_reflection.enable(server, [*service_names, health.SERVICE_NAME])
     port = server.add_secure_port(addr, credentials) if credentials is not None else server.add_insecure_port(addr)
     if port == 0:
@@ -39,3 +47,82 @@ async def set_serving(health_servicer, service_names: list[str], serving: bool) 
     status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
     for name in ["", *service_names]:
         await health_servicer.set(name, status)
+
+
+class StrictDecoding:
+    """Stands in for the server while the generated add_*_to_server registers a service.
+
+    grpcio answers a request it cannot deserialize with INTERNAL ("Exception
+    deserializing request!"). Bad bytes are the caller's fault: for every unary
+    request this takes the raw bytes and decodes them in the handler, so
+    malformed protobuf or invalid UTF-8 in a string field is INVALID_ARGUMENT
+    with a field violation. Streaming requests (the dispatchers' Lease stream)
+    keep grpcio's own decoding."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_StrictGeneric(h) for h in handlers))
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: dict) -> None:
+        self._server.add_registered_method_handlers(service_name, {m: strict(h) for m, h in method_handlers.items()})
+
+
+class _StrictGeneric(grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+        self._inner = inner
+        self._cache: dict[str, grpc.RpcMethodHandler | None] = {}
+
+    def service(self, handler_call_details):
+        method = handler_call_details.method
+        if method not in self._cache:
+            found = self._inner.service(handler_call_details)
+            self._cache[method] = None if found is None else strict(found)
+        return self._cache[method]
+
+
+def strict(handler):
+    """The handler with its unary request decoded inside it (INVALID_ARGUMENT when that fails)."""
+    decode = handler.request_deserializer
+    if handler.request_streaming or decode is None:
+        return handler
+    behaviour = handler.unary_unary or handler.unary_stream
+
+    async def decoded(raw: bytes, context):
+        try:
+            return decode(raw)
+        except Exception as e:  # noqa: BLE001 - DecodeError, or anything a broken message raises
+            await context.abort_with_status(rpc_status.to_status(_malformed(e)))
+
+    if handler.unary_unary is not None:
+
+        async def unary_unary(raw, context):
+            result = behaviour(await decoded(raw, context), context)
+            return await result if inspect.isawaitable(result) else result
+
+        return handler._replace(request_deserializer=None, unary_unary=unary_unary)
+
+    if inspect.isasyncgenfunction(behaviour):
+
+        async def unary_stream(raw, context):
+            request = await decoded(raw, context)
+            async for item in behaviour(request, context):
+                yield item
+
+    else:  # writes with context.write
+
+        async def unary_stream(raw, context):
+            result = behaviour(await decoded(raw, context), context)
+            return await result if inspect.isawaitable(result) else result
+
+    return handler._replace(request_deserializer=None, unary_stream=unary_stream)
+
+
+def _malformed(e: Exception) -> status_pb2.Status:
+    description = f"cannot be decoded as this method's request message: {str(e)[:200]}"
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.BadRequest(field_violations=[
+        error_details_pb2.BadRequest.FieldViolation(field="request", description=description)
+    ]))  # fmt: skip
+    return status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=f"request {description}", details=[detail])

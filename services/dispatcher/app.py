@@ -44,7 +44,7 @@ class DispatcherApp:
         self.client = LeaseFleet(
             sender=MeteredSender(LimitedSender(self.sender, self.hosts), self.metrics), discover=self._discover, capacity=settings.capacity,
             dispatcher_id=dispatcher_id, credentials=lambda: channel_credentials(settings),
-            metadata=call_metadata(settings.token),
+            metadata=call_metadata(settings.token), max_message_bytes=settings.max_message_bytes,
         )  # fmt: skip
         self._tls = ServerTls.from_settings(settings) if settings.http_addr else None
         self._auth = Authenticator(settings.tokens_file) if settings.metrics_auth else None
@@ -90,7 +90,8 @@ class DispatcherApp:
         await self.sender.close()
         if self._ops is not None:
             await self._ops.stop()
-        log.info("dispatcher %s stopped after %d calls", self.client.dispatcher_id, self.client.calls_done)
+        if self._task is not None:  # it started: say so (a failed start stays one line)
+            log.info("dispatcher %s stopped after %d calls", self.client.dispatcher_id, self.client.calls_done)
 
     def reread_files(self) -> list[str]:
         """SIGHUP: the HTTP port's TLS files and the /metrics tokens again (the lease client reads

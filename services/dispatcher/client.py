@@ -27,6 +27,7 @@ import grpc
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from .. import __version__
+from ..common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES, message_options
 from ..common.tls import aio_channel
 from ..registry import RegistryError
 from ..v1 import dispatch_service_pb2 as pb, dispatch_service_pb2_grpc as pb_grpc
@@ -51,9 +52,12 @@ class LeaseClient:
         self, *, sender: Sender, discover: Callable[[], Awaitable[str]], capacity: int,
         dispatcher_id: str | None = None, max_backoff_s: float = 5.0,
         credentials: Callable[[], grpc.ChannelCredentials | None] = lambda: None, metadata: tuple = (),
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:  # fmt: skip
         """credentials: TLS for each new connection (read anew each time; None: plaintext);
-        metadata: sent with the stream (`authorization: Bearer NOTIFY_TOKEN`)."""
+        metadata: sent with the stream (`authorization: Bearer NOTIFY_TOKEN`);
+        max_message_bytes: the largest message sent or accepted (NOTIFY_MAX_MESSAGE_BYTES)."""
+        self._channel_options = message_options(max_message_bytes)
         self.dispatcher_id = dispatcher_id or f"dispatcher-{os.uname().nodename}-{os.getpid()}-{os.urandom(3).hex()}"
         self.capacity = capacity
         self.calls_done = 0
@@ -144,7 +148,7 @@ class LeaseClient:
             return
         addr = await self._discover()
         opened = time.monotonic()
-        async with aio_channel(addr, self._credentials()) as channel:
+        async with aio_channel(addr, self._credentials(), options=self._channel_options) as channel:
             self._call = pb_grpc.DispatchServiceStub(channel).Lease(self._requests(), metadata=self._metadata)
             try:
                 await self._call.initial_metadata()

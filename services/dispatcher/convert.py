@@ -55,11 +55,17 @@ def _default_header(headers: dict[str, str], name: str, value: str) -> None:
         headers[name] = value
 
 
+_TRANSPORT = frozenset({ErrorKind.TIMEOUT, ErrorKind.PROTOCOL, ErrorKind.CONNECT})
+
+
 def lease_result(grant: dpb.LeaseGrant, outcome: CallOutcome, dispatcher_id: str) -> dpb.LeaseResult:
     attempt = pb.Attempt(
         number=grant.attempt,
         dispatcher_id=dispatcher_id,
-        status_code=outcome.status_code,
+        # An answer whose body could not be read (timeout, connection closed mid-body) is no
+        # complete answer: reported as none, so it is retried like any transport error,
+        # whatever the success criteria. The error keeps the status ("HTTP 200, then ...").
+        status_code=0 if outcome.error_kind in _TRANSPORT else outcome.status_code,
         error=outcome.error.replace("\x00", ""),  # stores refuse NUL in text
         response_snippet=outcome.snippet,
         success=outcome.success,

@@ -21,6 +21,7 @@ from typing import Awaitable, Callable
 
 import grpc
 
+from ..common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES
 from ..registry import RegistryError
 from .call import Sender
 from .client import LeaseClient
@@ -36,8 +37,10 @@ class LeaseFleet:
         self, *, sender: Sender, discover: Callable[[], Awaitable[list[str]]], capacity: int,
         dispatcher_id: str | None = None, max_backoff_s: float = 5.0, refresh_s: float = REFRESH_S,
         credentials: Callable[[], grpc.ChannelCredentials | None] = lambda: None, metadata: tuple = (),
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:  # fmt: skip
-        """credentials and metadata: as LeaseClient takes them, for every stream."""
+        """credentials, metadata and max_message_bytes: as LeaseClient takes them, for every stream."""
+        self._max_message = max_message_bytes
         self.dispatcher_id = dispatcher_id or f"dispatcher-{os.uname().nodename}-{os.getpid()}-{os.urandom(3).hex()}"
         self.capacity = capacity
         self._sender = sender
@@ -112,7 +115,8 @@ class LeaseFleet:
         for addr in sorted(wanted - set(self._clients)):
             client = LeaseClient(sender=self._sender, discover=_fixed(addr), capacity=self._split(len(wanted)),
                                  dispatcher_id=self.dispatcher_id, max_backoff_s=self._backoff,
-                                 credentials=self._credentials, metadata=self._metadata)  # fmt: skip
+                                 credentials=self._credentials, metadata=self._metadata,
+                                 max_message_bytes=self._max_message)  # fmt: skip
             task = asyncio.create_task(client.run(), name=f"lease-stream-{addr}")
             self._clients[addr] = (client, task)
             log.info("dispatcher %s: scheduler %s found, opening a stream", self.dispatcher_id, addr)

@@ -35,6 +35,7 @@ from .metrics import SchedulerMetrics
 log = logging.getLogger(__name__)
 SERVICES = ["notifyagent.v1.NotifyService", "notifyagent.v1.DispatchService", "notifyagent.v1.AdminService"]
 REGISTRY_TTL_S = 10.0
+STORE_CHECK_S = 0.5  # how often health looks at the store
 QUEUES_REFRESH_S = 1.0
 
 
@@ -72,9 +73,9 @@ class SchedulerApp:
             store=self.store,
             fence=self.ownership.fence,
             settings=EngineSettings(
-                horizon_s=settings.horizon, lease_margin_s=settings.lease_margin,
+                horizon_s=settings.horizon, lease_margin_s=settings.lease_margin, max_in_memory=settings.max_in_memory,
                 reconnect_grace_s=settings.reconnect_grace,
-                limits=Limits(max_body_bytes=settings.max_body_bytes)),
+                limits=Limits(max_body_bytes=settings.max_body_bytes, max_message_bytes=settings.max_message_bytes)),
         )
         self.metrics_registry = metrics if metrics is not None else CollectorRegistry(auto_describe=False)
         self.metrics = SchedulerMetrics(self.engine, self.metrics_registry)
@@ -89,6 +90,8 @@ class SchedulerApp:
         self._ops: OpsServer | None = None
         self._node: Node | None = None
         self._stopped = False
+        self.store_ok = True  # health: the store can commit
+        self._watch: asyncio.Task | None = None
         self._queues_task: asyncio.Task | None = None
 
     @property
@@ -117,13 +120,15 @@ class SchedulerApp:
                 lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(
                     NotifyServicer(Operations(e, self.store), self.router, secret=self.secret), s),
                 lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(
-                    e, max_streams=self.settings.dispatcher_max_streams, max_credit=self.settings.dispatcher_max_credit), s),
+                    e, max_streams=self.settings.dispatcher_max_streams, max_credit=self.settings.dispatcher_max_credit,
+                    max_message_bytes=self.settings.max_message_bytes), s),
                 lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
                     AdminServicer(e, self.router, shutdown=lambda: self.on_shutdown()), s),
             ],
             SERVICES,
             interceptors=[AuthInterceptor(self.auth)],
             credentials=self.tls.grpc_credentials() if self.tls else None,
+            max_message_bytes=self.settings.max_message_bytes,
         )  # fmt: skip
         self.ownership.address = self.settings.advertise_addr or self.address
         await self.engine.start(self._queue_configs(self.settings))
@@ -132,6 +137,7 @@ class SchedulerApp:
             self._queues_task = asyncio.create_task(self._follow_queues(), name="queue-settings")
         await self._server.start()
         await set_serving(self._health, SERVICES, True)
+        self._watch = asyncio.create_task(self._watch_store(), name="store-health")
         host, port = split_addr(self.settings.advertise_addr or self.address, "NOTIFY_ADVERTISE_ADDR")
         if host in ("0.0.0.0", "::") and not self.settings.advertise_addr:
             host = "127.0.0.1"  # listening everywhere: this host reaches it on loopback (others need NOTIFY_ADVERTISE_ADDR)
@@ -139,7 +145,7 @@ class SchedulerApp:
         await self.registry.register(self.settings.service_name, self._node, ttl=REGISTRY_TTL_S)
         if self.settings.http_addr:
             self._ops = OpsServer(
-                self.settings.http_addr, healthy=lambda: e.accepting, registry=self.metrics_registry,
+                self.settings.http_addr, healthy=lambda: e.accepting and self.store_ok, registry=self.metrics_registry,
                 refresh=[self.metrics.refresh], ssl_context=self.tls.ssl_context() if self.tls else None,
                 authenticator=self.auth, metrics_auth=self.settings.metrics_auth,
             )  # fmt: skip
@@ -153,6 +159,9 @@ class SchedulerApp:
         if self._stopped:
             return
         self._stopped = True
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
         if self._health is not None:
             await set_serving(self._health, SERVICES, False)
         if self._node is not None:
@@ -175,7 +184,21 @@ class SchedulerApp:
         await self.store.close()
         if self._ops is not None:
             await self._ops.stop()
-        log.info("scheduler stopped")
+        if self._server is not None:
+            log.info("scheduler stopped")
+
+    async def _watch_store(self) -> None:
+        """Health follows the store: NOT_SERVING while it cannot commit, SERVING once it can again."""
+        while True:
+            await asyncio.sleep(STORE_CHECK_S)
+            ok = self.store.healthy or await self.store.probe()
+            if ok != self.store_ok and not self._stopped:
+                self.store_ok = ok
+                await set_serving(self._health, SERVICES, ok)
+                if ok:
+                    log.warning("the store commits again: health SERVING")
+                else:
+                    log.error("the store cannot commit: health NOT_SERVING until it can")
 
     async def _follow_queues(self) -> None:
         """Queue pause and limits are stored: every scheduler reads them each second and enforces

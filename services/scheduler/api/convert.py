@@ -14,15 +14,19 @@ from ..engine.model import (EMPTY, AttemptRecord, GroupStatus, NewNotify, Notifi
 
 DEFAULT_RETRY = RetryPolicy()
 DEFAULT_SUCCESS = Success()
+UNREADABLE_LABEL = "notifyagent.unreadable"  # shown on a notify whose stored row could not be decoded
 
 
 def seconds(d: duration_pb2.Duration) -> float:
     return d.seconds + d.nanos / 1e9
 
 
+_MAX_DURATION_S = 315_576_000_000  # what a Duration can hold (10,000 years)
+
+
 def duration(s: float) -> duration_pb2.Duration:
     out = duration_pb2.Duration()
-    out.FromNanoseconds(int(round(s * 1e9)))
+    out.FromNanoseconds(int(round(min(max(s, -_MAX_DURATION_S), _MAX_DURATION_S) * 1e9)))
     return out
 
 
@@ -30,35 +34,30 @@ def millis(t: timestamp_pb2.Timestamp) -> int:
     return t.seconds * 1000 + t.nanos // 1_000_000
 
 
+_MIN_MS, _MAX_MS = -62135596800000, 253402300799999  # 0001-01-01 and 9999-12-31T23:59:59.999Z
+
+
 def timestamp(ms: int) -> timestamp_pb2.Timestamp:
+    """A Timestamp, clamped to the range a Timestamp can hold (validation keeps stored times well inside)."""
     out = timestamp_pb2.Timestamp()
-    out.FromMilliseconds(ms)
+    out.FromMilliseconds(min(max(ms, _MIN_MS), _MAX_MS))
     return out
 
 
-def new_notify(
-    p: pb.Notify, request_id: str, *, now_ms: int, prefix: str = "notify", created_by: str = ""
-) -> tuple[NewNotify, list[tuple[str, str]]]:
-    """Builds a domain NewNotify; returns the violations found in converting (the rest are validate's).
+def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, created_by: str = "") -> NewNotify:
+    """Builds a domain NewNotify as given; engine/validate.py judges it.
     created_by: the caller's token name (Notify.created_by is output only and ignored here)."""
-    violations: list[tuple[str, str]] = []
-    if len(request_id) > 256 or any(c < " " or c == "\x7f" for c in request_id):
-        violations.append((prefix.replace("notify", "request_id"), "must be at most 256 characters without control characters"))
     r = p.request
     method = METHOD_BY_NUMBER.get(r.method, DEFAULT_METHOD if r.method == pb.HTTP_METHOD_UNSPECIFIED else f"#{r.method}")
-    deliver_at = None
-    which = p.WhichOneof("schedule")
+    deliver_at = delay = None
+    which = p.WhichOneof("schedule") or ""
     if which == "deliver_at":
         deliver_at = millis(p.deliver_at)
     elif which == "delay":
         delay = seconds(p.delay)
-        if delay < 0:
-            violations.append((f"{prefix}.delay", "must not be negative"))
         deliver_at = now_ms + int(max(0.0, delay) * 1000)
-    elif which == "trigger_key" and not p.trigger_key:
-        violations.append((f"{prefix}.trigger_key", "must not be empty when set"))
-    retry = _retry_policy(p.retry.SerializeToString()) if p.HasField("retry") else DEFAULT_RETRY
-    success = _success(p.success.SerializeToString()) if p.HasField("success") else DEFAULT_SUCCESS
+    retry = _cached(_retry_policy, p.retry.SerializeToString()) if p.HasField("retry") else DEFAULT_RETRY
+    success = _cached(_success, p.success.SerializeToString()) if p.HasField("success") else DEFAULT_SUCCESS
     # len() first: iterating an empty protobuf map through the Mapping ABC costs more than the rest
     if len(r.headers) or len(r.form_body):
         request = Request(method=method, url=r.url, body=r.body, json_body=r.json_body,
@@ -82,7 +81,14 @@ def new_notify(
         created_by=created_by,
         group_key=p.group_key,
     )
-    return NewNotify(spec, request_id), violations
+    return NewNotify(spec, request_id, schedule=which, delay_s=delay)
+
+
+_CACHED_WIRE = 512  # larger wire forms are converted each time: a cache must not hold what callers send in bulk
+
+
+def _cached(convert, wire: bytes):
+    return convert(wire) if len(wire) <= _CACHED_WIRE else convert.__wrapped__(wire)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -136,7 +142,7 @@ def _request(r: Request, secret: frozenset[str] | None = None) -> pb.HttpRequest
     """secret: header names whose values read <redacted> (None: none, for grants only)."""
     headers = redact(r.headers, secret) if secret and r.headers else r.headers
     return pb.HttpRequest(
-        method=NUMBER_BY_METHOD[r.method], url=r.url, headers=headers, body=r.body, json_body=r.json_body,
+        method=NUMBER_BY_METHOD.get(r.method, 0), url=r.url, headers=headers, body=r.body, json_body=r.json_body,
         form_body=r.form,
     )  # fmt: skip
 
@@ -173,7 +179,9 @@ def fill_notify(out: pb.Notify, n: Notification, *, with_attempts: bool = True, 
         out.ordering_key = s.ordering_key
     if s.callback_url:
         out.callback_url = s.callback_url
-    if s.labels:
+    if n.unreadable:
+        out.labels.update({**s.labels, UNREADABLE_LABEL: n.unreadable})
+    elif s.labels:
         out.labels.update(s.labels)
     _set_ms(out.create_time, n.create_ms)
     out.attempt_count = n.attempt_count

@@ -15,7 +15,9 @@ import grpc
 
 from ...common import auth
 from ...v1 import dispatch_service_pb2 as pb, dispatch_service_pb2_grpc as pb_grpc
+from ...common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES
 from . import convert
+from ..engine.validate import bound_result, check_hello, notify_size
 from ..engine.core import Engine, ResultIn
 from ..engine.retry import Outcome
 from ..engine.sessions import Ack, Drain, Grant, Revoke, Session
@@ -24,8 +26,10 @@ log = logging.getLogger(__name__)
 
 
 class DispatchServicer(pb_grpc.DispatchServiceServicer):
-    def __init__(self, engine: Engine, *, max_streams: int = 64, max_credit: int = 16384) -> None:
+    def __init__(self, engine: Engine, *, max_streams: int = 64, max_credit: int = 16384,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:  # fmt: skip
         self._engine = engine
+        self._budget = max_message_bytes - (64 << 10)  # what one LeaseResponse may hold, with room to spare
         self._max_streams = max_streams
         self._max_credit = max_credit
         self._streams: dict[str, int] = {}  # identity -> open streams
@@ -43,9 +47,10 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
         except StopAsyncIteration:
             return
         hello = first.hello
-        if not first.HasField("hello") or not hello.dispatcher_id or hello.capacity <= 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "the first LeaseRequest must carry hello with dispatcher_id and capacity > 0")  # fmt: skip
+        if not first.HasField("hello"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first LeaseRequest must carry hello")
+        if problem := check_hello(hello.dispatcher_id, hello.capacity):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         identity = auth.current().name
         capacity = self._admit(identity, hello.capacity)
         if capacity <= 0:
@@ -79,7 +84,8 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
         reader = asyncio.create_task(self._read(first, request_iterator, session, pending))
         try:
             while (items := await session.next_batch()) is not None:
-                yield _response(items)
+                for part in _split(items, self._budget):
+                    yield _response(part)
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
@@ -103,7 +109,7 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
         if req.results:
             task = asyncio.create_task(self._engine.complete(session, [_result(r) for r in req.results]))
             pending.add(task)
-            task.add_done_callback(pending.discard)
+            task.add_done_callback(lambda t: _settled(t, pending))
         for ext in req.extensions:
             self._engine.extend(session, ext.lease_id, convert.seconds(ext.extend_by))
         if req.draining:
@@ -111,6 +117,13 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
             session.send(Drain())  # confirms: every earlier grant is already on the stream
         elif req.credit:
             self._engine.add_credit(session, req.credit)
+
+
+def _settled(task: asyncio.Task, pending: set[asyncio.Task]) -> None:
+    """Forgets a finished results task and says why it failed (the dispatcher reports again)."""
+    pending.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("results not committed: %s", task.exception())
 
 
 def _result(r: pb.LeaseResult) -> ResultIn:
@@ -123,9 +136,23 @@ def _result(r: pb.LeaseResult) -> ResultIn:
         retry_after_s=convert.seconds(r.retry_after) if r.HasField("retry_after") else None,
         deferred=r.deferred,
     )
-    start, end, headers = a.start_time, a.end_time, a.response_headers
-    return ResultIn(r.lease_id, outcome, start.seconds * 1000 + start.nanos // 1_000_000, end.seconds * 1000 + end.nanos // 1_000_000,
-                    a.response_snippet, {k: headers[k] for k in headers} if len(headers) else {})  # fmt: skip
+    return bound_result(ResultIn(r.lease_id, outcome, convert.millis(a.start_time), convert.millis(a.end_time),
+                                 a.response_snippet, dict(a.response_headers)))
+
+
+def _split(items: list, budget: int):
+    """The items in runs whose grants stay within budget bytes: a response never exceeds
+    what the dispatcher accepts (validation keeps every single notify well below it)."""
+    run, size = [], 0
+    for item in items:
+        cost = notify_size(item.lease.notify.spec) if isinstance(item, Grant) else 64
+        if run and size + cost > budget:
+            yield run
+            run, size = [], 0
+        run.append(item)
+        size += cost
+    if run:
+        yield run
 
 
 def _response(items) -> pb.LeaseResponse:

@@ -26,6 +26,7 @@ from ..engine.core import Engine
 from ..engine.operations import Operations
 from ..engine.errors import FailedPrecondition, InvalidArgument, NotFound, NotifyError, NotOwner, Unavailable
 from ..engine.model import ListFilter, NewGroup, State
+from ..engine.validate import notify_size
 from .routing import Router
 
 log = logging.getLogger(__name__)
@@ -88,33 +89,22 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
     def _out(self, n, *, with_attempts: bool = True):
         return convert.notify_to_proto(n, with_attempts=with_attempts, secret=self._secret)
 
-    def _convert_all(self, requests, now_ms: int, batch: bool):
-        news, violations = [], []
-        by = auth.current().name
-        for i, req in enumerate(requests):
-            new, bad = convert.new_notify(req.notify, req.request_id, now_ms=now_ms, created_by=by,
-                                          prefix=f"requests[{i}].notify" if batch else "notify")  # fmt: skip
-            news.append(new)
-            violations += bad
-        if violations:
-            raise InvalidArgument(violations)
-        return news
-
     @maps_errors
     async def CreateNotify(self, request, context):
-        news = self._convert_all([request], self._ops.clock.now_ms(), batch=False)
-        (n,) = await self._ops.create(news)
+        now = self._ops.clock.now_ms()
+        new = convert.new_notify(request.notify, request.request_id, now_ms=now, created_by=auth.current().name)
+        (n,) = await self._ops.create([new])
         return api.CreateNotifyResponse(notify=self._out(n))
 
     @maps_errors
     async def BatchCreateNotify(self, request, context):
-        if not request.requests:
-            raise InvalidArgument([("requests", "must hold at least one request")])
-        news = self._convert_all(request.requests, self._ops.clock.now_ms(), batch=True)
+        now = self._ops.clock.now_ms()
+        by = auth.current().name
+        news = [convert.new_notify(r.notify, r.request_id, now_ms=now, created_by=by) for r in request.requests]
         group = NewGroup(request.group_key, request.group_callback_url)
         group = group if group.key or group.callback_url else None
         if self._router is None:
-            stored = await self._ops.create(news, group=group)
+            stored = await self._ops.create(news, batch=True, group=group)
             out = api.BatchCreateNotifyResponse()
             for n in stored:  # built in place: no copy per notify
                 convert.fill_notify(out.notifies.add(), n, secret=self._secret)
@@ -137,7 +127,7 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
                 owners.setdefault(member.owner, (member, []))[1].append(i)
         out: list = [None] * len(news)
         if local:
-            stored = await self._ops.create([news[i] for i in local], group=group)
+            stored = await self._ops.create([news[i] for i in local], batch=True, group=group)
             for i, n in zip(local, stored):
                 out[i] = self._out(n)
         for member, idx in owners.values():
@@ -158,7 +148,7 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
 
     @maps_errors
     async def GetNotify(self, request, context):
-        return api.GetNotifyResponse(notify=self._out(await self._ops.get(_require_id(request.id))))
+        return api.GetNotifyResponse(notify=self._out(await self._ops.get(request.id)))
 
     @maps_errors
     async def ListNotifies(self, request, context):
@@ -176,28 +166,31 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
             group_key=request.group_key,
         )
         items = await self._ops.list(f, after_id=after, limit=size + 1)
-        token = _encode_token(items[size - 1].id) if len(items) > size else ""
+        page, room = [], self._ops.limits.max_notify_bytes
+        for n in items[:size]:  # a page never outgrows a message: big notifies make short pages
+            room -= notify_size(n.spec)
+            if room < 0 and page:
+                break
+            page.append(n)
+        token = _encode_token(page[-1].id) if len(items) > len(page) else ""
         return api.ListNotifiesResponse(
-            notifies=[self._out(n, with_attempts=False) for n in items[:size]], next_page_token=token
+            notifies=[self._out(n, with_attempts=False) for n in page], next_page_token=token
         )
 
     @maps_errors
     async def CancelNotify(self, request, context):
-        return api.CancelNotifyResponse(notify=self._out(await self._ops.cancel(_require_id(request.id))))
+        return api.CancelNotifyResponse(notify=self._out(await self._ops.cancel(request.id)))
 
     @maps_errors
     async def UpdateNotify(self, request, context):
-        notify_id = _require_id(request.notify.id)
         paths = {"schedule" if p in ("deliver_at", "delay", "trigger_key") else p for p in request.update_mask.paths}
-        candidate, violations = convert.new_notify(request.notify, "", now_ms=self._ops.clock.now_ms())
-        if violations:
-            raise InvalidArgument(violations)
-        n = await self._ops.update(notify_id, paths, candidate.spec)
+        given = convert.new_notify(request.notify, "", now_ms=self._ops.clock.now_ms())
+        n = await self._ops.update(request.notify.id, paths, given)
         return api.UpdateNotifyResponse(notify=self._out(n))
 
     @maps_errors
     async def RetryNotify(self, request, context):
-        return api.RetryNotifyResponse(notify=self._out(await self._ops.retry(_require_id(request.id))))
+        return api.RetryNotifyResponse(notify=self._out(await self._ops.retry(request.id)))
 
     @maps_errors
     async def GetGroup(self, request, context):
@@ -214,12 +207,6 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
         return api.CancelGroupResponse(cancelled=cancelled, group=convert.group_to_proto(group))
 
 
-def _require_id(notify_id: str) -> str:
-    if not notify_id:
-        raise InvalidArgument([("id", "is required")])
-    return notify_id
-
-
 def _encode_token(last_id: str) -> str:
     return base64.urlsafe_b64encode(f"v1:{last_id}".encode()).decode()
 
@@ -227,6 +214,8 @@ def _encode_token(last_id: str) -> str:
 def _decode_token(token: str) -> str:
     if not token:
         return ""
+    if len(token) > 512:
+        raise InvalidArgument([("page_token", "is not a token this server gave out")])
     try:
         text = base64.urlsafe_b64decode(token.encode()).decode()
     except (ValueError, UnicodeDecodeError):

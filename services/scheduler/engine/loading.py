@@ -36,22 +36,26 @@ class Loading(Memory):
 
     async def _load_pages(self) -> None:
         until = self._clock.now_ms() + int(self._settings.horizon_s * 1000)
-        batch = self._settings.load_batch
         while True:
             if self._rewind:
                 self._rewind, self._cursor = False, (0, "")
             after = self._cursor
+            room = self._settings.max_in_memory - self._units
+            if room <= 0 or self._starved:  # memory is full: due work waits in the store, paged in as room frees
+                self._starved = True
+                return
+            limit = min(self._settings.load_batch, room)
             self._cursor = (until, "")
             try:
-                page = await self._store.load_due(after=after, until_ms=until, limit=batch, partitions=self.held_partitions())
+                page = await self._store.load_due(after=after, until_ms=until, limit=limit, partitions=self.held_partitions())
             except BaseException:
                 self._cursor = after  # nothing past `after` was read
                 raise
-            if len(page) == batch:
+            if len(page) == limit:
                 self._cursor = (page[-1].due_ms, page[-1].id)
             for n in page:
                 if self._fence.holds(self._fence.of(n.id)):
-                    self.admit(n, loaded=True)
-            if len(page) < batch or self._stopping.is_set():
+                    self.admit(n, loaded=True)  # refused once memory is full: the cursor moves back to it
+            if len(page) < limit or self._stopping.is_set() or self._starved:
                 return
             await asyncio.sleep(0)

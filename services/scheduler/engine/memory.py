@@ -25,7 +25,7 @@ from .queues import Queues
 from .ready import ReadyQueue
 from .sessions import Revoke, Session
 from .transitions import Held
-from .validate import Limits
+from .limits import Limits, notify_size
 from .wheel import TimerWheel
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,13 @@ class EngineSettings:
     lease_margin_s: float = 5.0  # a lease lasts the attempt timeout plus this
     reconnect_grace_s: float = 5.0  # a dropped dispatcher's leases wait this long for it to come back
     limits: Limits = Limits()
+    max_in_memory: int = 100_000  # units held at once (see units()); beyond it due work waits in the store
+
+
+def units(n: Notification) -> int:
+    """What a notify counts against max_in_memory: one, and one more per 4 KiB of its request,
+    so a bound holds bytes as well as notifies (a 1 MiB body counts about 256)."""
+    return 1 + notify_size(n.spec) // 4096
 
 
 class Memory:
@@ -61,6 +68,9 @@ class Memory:
         self._sessions: dict[str, Session] = {}
         self._cursor: tuple[int, str] = (0, "")  # loaded up to here (due_ms, id)
         self._rewind = False  # a failed commit: read from the start again
+        self._starved = False  # memory was full: the loader left due work in the store
+        self._units = 0  # what the notifies in _live count against max_in_memory
+        self._weights: dict[str, int] = {}  # each one's count, as taken in
         self._loader: asyncio.Task | None = None
         self._loading = asyncio.Lock()  # one load at a time
         self._accepting = False
@@ -88,8 +98,19 @@ class Memory:
         (the loader's own reads are, by definition)."""
         if n.due_ms is None or n.id in self._live or (not loaded and (n.due_ms, n.id) >= self._cursor):
             return
+        if n.unreadable:
+            log.error("notify %s is not delivered: %s", n.id, n.unreadable)
+            return
+        weight = units(n)
+        if self._live and self._units + weight > self._settings.max_in_memory:
+            # Memory is full: it stays in the store; the loader reads it again from here.
+            self._cursor = min(self._cursor, (n.due_ms, ""))
+            self._starved = True
+            return
         self._held.take(n)
         self._live[n.id] = n
+        self._weights[n.id] = weight
+        self._units += weight
         if n.due_ms <= self._clock.now_ms():
             self._make_ready(n)
         else:
@@ -99,7 +120,11 @@ class Memory:
         """The notify held under notify_id leaves memory: every entry that refers to it goes stale."""
         n = self._live.pop(notify_id, None)
         if n is not None:
+            self._units -= self._weights.pop(notify_id, 0)
             self._held.release(n)
+            if self._starved and self._units <= self._settings.max_in_memory * 9 // 10:
+                self._starved = False  # room again: page in what waits in the store now, not at the next tick
+                self._spawn(self.load())
 
     def forget(self, notify_id: str, ordering_key: str, *, revoke: bool) -> None:
         """Drops a finished notify from memory and frees its ordering key; with revoke,

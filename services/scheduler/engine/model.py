@@ -123,6 +123,9 @@ class Notification:
     budget_base: int = 0  # attempts made before the last RetryNotify
     first_attempt_ms: int | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
+    # Why the stored row could not be read back (empty when it could): such a notify is
+    # shown as it is, never delivered, and never breaks a read.
+    unreadable: str = ""
     # Given by the engine on every change while the notify is in memory: what refers to
     # it (timer and ready entries, leases, commits in flight) compares it to see it is stale.
     version: int = 0
@@ -136,6 +139,8 @@ class Notification:
 class NewNotify:
     spec: Spec
     request_id: str = ""
+    schedule: str = ""  # which schedule the caller set: deliver_at, delay, trigger_key or none
+    delay_s: float | None = None  # the delay as given (spec.deliver_at_ms is now + delay)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ from .errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from .model import GroupStatus, ListFilter, NewGroup, NewNotify, Notification, Request, Spec, State
 from .outcomes import UPDATABLE
 from .transitions import RETRYABLE, UNFINISHED, UPDATABLE_STATES
-from .validate import check_group, check_group_key, check_spec, require_valid
+from .validate import (check_batch, check_filter, check_group, check_group_key, check_id, check_new,
+                       check_schedule_input, check_trigger, require_valid, show)  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -29,22 +30,29 @@ class Operations:
     def clock(self):
         return self._e.clock
 
-    async def create(self, news: list[NewNotify], *, group: NewGroup | None = None) -> list[Notification]:
+    @property
+    def limits(self):
+        return self._e.settings.limits
+
+    async def create(self, news: list[NewNotify], *, batch: bool = False, group: NewGroup | None = None) -> list[Notification]:
         """Commits news; a group's key is stamped on each (whose own must be empty or the same)."""
         if not self._e.accepting:
             raise Unavailable("scheduler is not accepting work (starting or shutting down)")
         now = self._e.clock.now_ms()
         limits = self._e.settings.limits
+        if batch:
+            check_batch(news, limits=limits)
         violations = check_group(group, limits=limits) if group else []
         items = []
         for i, new in enumerate(news):
-            prefix = "notify" if len(news) == 1 else f"requests[{i}].notify"
+            prefix = "notify" if not batch else f"requests[{i}].notify"
             if group and group.key and not violations:
                 if new.spec.group_key not in ("", group.key):
-                    violations.append((f"{prefix}.group_key", f"differs from the batch's group_key {group.key!r}"))
+                    violations.append((f"{prefix}.group_key", f"differs from the batch's group_key {show(group.key)}"))
                 new = replace(new, spec=replace(new.spec, group_key=group.key))
-            violations += check_spec(new.spec, now_ms=now, limits=limits, prefix=prefix)
-            items.append(self._e.new_notification(new, now))
+            violations += check_new(new, now_ms=now, limits=limits, prefix=prefix)
+            if not violations:
+                items.append(self._e.new_notification(new, now))
         if violations:
             raise InvalidArgument(violations)
         stored = await self._store.insert(items, group=group if group and group.key else None)
@@ -60,14 +68,16 @@ class Operations:
         return self._e.partition_for(new.spec.ordering_key)
 
     async def get(self, notify_id: str) -> Notification:
+        check_id(notify_id)
         n = await self._store.get(notify_id)
         if n is None:
             raise NotFound(f"notify {notify_id!r} not found")
         return self._overlay(n)
 
     async def list(self, f: ListFilter, *, after_id: str, limit: int) -> list[Notification]:
-        if bad := check_group_key(f.group_key, required=False):
-            raise InvalidArgument(bad)
+        check_filter(f)
+        if after_id:
+            check_id(after_id, "page_token")
         return [self._overlay(n) for n in await self._store.list(f, after_id=after_id, limit=limit)]
 
     def _overlay(self, n: Notification) -> Notification:
@@ -78,6 +88,7 @@ class Operations:
         return n
 
     async def cancel(self, notify_id: str) -> Notification:
+        check_id(notify_id)
         self._e.require_owner(notify_id)
         now = self._e.clock.now_ms()
         mine = self._e.held(notify_id)
@@ -100,6 +111,7 @@ class Operations:
         return cur
 
     async def retry(self, notify_id: str) -> Notification:
+        check_id(notify_id)
         self._e.require_owner(notify_id)
         now = self._e.clock.now_ms()
         changed, cur, _ = await self._store.transition(
@@ -113,8 +125,11 @@ class Operations:
         self._e.admit(cur)
         return cur
 
-    async def update(self, notify_id: str, paths: set[str], candidate: Spec) -> Notification:
-        """Takes the fields named in paths from candidate; the notify must not be leased or finished."""
+    async def update(self, notify_id: str, paths: set[str], given: NewNotify | Spec) -> Notification:
+        """Takes the fields named in paths from the given notify; it must not be leased or finished."""
+        check_id(notify_id, "notify.id")
+        given = NewNotify(given) if isinstance(given, Spec) else given
+        candidate = given.spec
         unknown = paths - UPDATABLE.keys()
         if not paths or unknown:
             raise InvalidArgument([("update_mask", f"name one or more of {', '.join(sorted(UPDATABLE))}"
@@ -125,6 +140,10 @@ class Operations:
         current = await self._store.get(notify_id)
         if current is None:
             raise NotFound(f"notify {notify_id!r} not found")
+        if "schedule" in paths:
+            bad = check_schedule_input(given, limits=self._e.settings.limits, prefix="notify")
+            if bad:
+                raise InvalidArgument(bad)
         changes = {f: getattr(candidate, f) for p in paths for f in UPDATABLE[p]}
         if "request" in changes:  # a secret sent back as read (<redacted>) keeps its stored value
             changes["request"] = keep_redacted(current.spec.request, changes["request"])
@@ -149,10 +168,7 @@ class Operations:
     async def trigger(self, trigger_key: str, delay_s: float) -> int:
         """Fires what waits on trigger_key in the partitions held here (the transport fans a
         Trigger out to every scheduler and adds their counts up)."""
-        if not trigger_key:
-            raise InvalidArgument([("trigger_key", "is required")])
-        if delay_s < 0:
-            raise InvalidArgument([("delay", "must not be negative")])
+        check_trigger(trigger_key, delay_s, limits=self._e.settings.limits)
         now = self._e.clock.now_ms()
         state = State.PENDING if delay_s == 0 else State.SCHEDULED
         fired = await self._store.trigger(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .errors import InvalidArgument
 from .model import QueueConfig
+from .validate import check_queue
 
 
 @dataclass(slots=True)
@@ -103,17 +104,8 @@ class Queues:
 
 
 def check(cfg: QueueConfig) -> None:
-    bad = []
-    if not cfg.name:
-        bad.append(("name", "is required"))
-    if cfg.max_concurrent < 0:
-        bad.append(("max_concurrent", "must be 0 (unlimited) or more"))
-    if cfg.rate < 0 or cfg.rate > 1_000_000:
-        bad.append(("rate", "must be 0 (unlimited) to 1,000,000 per second"))
-    if cfg.burst < 0:
-        bad.append(("burst", "must be 0 (the rate) or more"))
-    if bad:
-        raise InvalidArgument(bad)
+    """Raises InvalidArgument for a bad name or limit (the bounds live in validate)."""
+    check_queue(cfg)
 
 
 def parse(text: str) -> list[QueueConfig]:

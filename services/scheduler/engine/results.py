@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass
 
 from ..store.port import ResultWrite
+from .clock import wait_event
+from .errors import Fenced, Unavailable
 from .leases import Lease
 from .memory import Memory
 from .model import AttemptRecord, NewNotify, Notification, Request, Spec, State
@@ -123,12 +125,29 @@ class Results(Memory):
         write = ResultWrite(n, attempt, self._callback(n, attempt, d.reason) if d.state.terminal else None, d.reason)
         return write, n.version
 
+    async def _save_until_committed(self, writes: list[ResultWrite]) -> list[Notification]:
+        """Results are facts: a store outage delays their commit but never drops one (a
+        dropped result would put its notify back as due, and it would be sent again).
+        Their leases stay committing meanwhile, so nothing else grants or expires them."""
+        delay_ms = 100
+        while True:
+            try:
+                return await self._store.save_results(writes, group_callback=self.group_callback)
+            except Fenced:
+                raise  # another scheduler owns these notifies now: nothing here may commit them
+            except Unavailable as e:
+                if self._stopping.is_set():
+                    raise
+                log.warning("committing %d results failed; trying again in %d ms: %s", len(writes), delay_ms, e)
+                await wait_event(self._clock, self._stopping, delay_ms)
+                delay_ms = min(2000, delay_ms * 2)
+
     async def _commit(self, writes: list[tuple[ResultWrite, int]], ended: list[Lease] = ()) -> None:
         """Commits results; their leases count (queue limits, in flight) until the commit is done."""
         if not writes:
             return
         try:
-            made = await self._store.save_results([w for w, _ in writes], group_callback=self.group_callback)
+            made = await self._save_until_committed([w for w, _ in writes])
         except Exception:
             for w, version in writes:  # memory ran ahead of the store: drop it, the loader reads the stored copy again
                 if self._current(w.notify, version):

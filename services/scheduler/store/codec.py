@@ -9,7 +9,7 @@ import base64
 import json
 from typing import Any, Sequence
 
-from ...common.sealing import SecretBox, open_sealed
+from ...common.sealing import SecretBox, SecretKeyError, open_sealed
 from ..engine.model import (EMPTY, AttemptRecord, GroupStatus, Notification, Request, RetryPolicy, Spec, State, Success,
                             plain_request, shared)
 
@@ -91,12 +91,26 @@ def to_row(n: Notification, box: SecretBox | None = None) -> tuple:
 
 
 def from_row(row: Sequence, box: SecretBox | None = None) -> Notification:
+    """A row as a Notification. A row that cannot be decoded (written by a broken or newer
+    version, or by hand) comes back marked unreadable instead of raising: reads never fail.
+    A wrong or missing NOTIFY_SECRET_KEY is the operator's to fix and still raises."""
     (nid, request_id, state, queue, okey, tkey, due, create, complete, count, base, first, spec, gkey) = row
+    try:
+        decoded = spec_from_json(spec, trigger_key=tkey, ordering_key=okey, queue=queue, group_key=gkey,
+                                 box=box, where=f"notify {nid}")  # fmt: skip
+        st = State(state)
+        problem = ""
+    except SecretKeyError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any decoding error makes the row unreadable, not the read
+        decoded = Spec(request=Request(method="GET", url=""), trigger_key=str(tkey), ordering_key=str(okey),
+                       queue=str(queue), group_key=str(gkey))  # fmt: skip
+        st = State(state) if state in State._value2member_map_ else State.FAILED
+        problem = f"stored row cannot be decoded: {type(e).__name__}: {str(e)[:200]}"
     return Notification(
         id=nid,
-        spec=spec_from_json(spec, trigger_key=tkey, ordering_key=okey, queue=queue, group_key=gkey,
-                            box=box, where=f"notify {nid}"),  # fmt: skip
-        state=State(state),
+        spec=decoded,
+        state=st,
         create_ms=create,
         request_id=request_id,
         due_ms=due,
@@ -104,6 +118,7 @@ def from_row(row: Sequence, box: SecretBox | None = None) -> Notification:
         attempt_count=count,
         budget_base=base,
         first_attempt_ms=first,
+        unreadable=problem,
     )
 
 

@@ -33,8 +33,14 @@ class Store(Protocol):
     partitions: int
     """P, fixed when the store is created: open() refuses a different one (ConfigError)."""
 
+    healthy: bool  # False from a failed commit until one succeeds again
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
+
+    async def probe(self) -> bool:
+        """Tries a small commit; True when the store can commit again."""
+        ...
 
     async def insert(self, items: list[Notification], *, group: NewGroup | None = None) -> list[Notification]:
         """Commits items; for a request_id seen before, returns the first notify instead.

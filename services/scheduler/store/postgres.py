@@ -199,6 +199,7 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         self._writer: asyncio.Task | None = None
         self._closed = False
+        self.healthy = True  # the last group committed (see probe)
 
     async def open(self) -> None:
         try:
@@ -338,10 +339,14 @@ class PostgresStore:
                     except Exception as e:  # one bad op must not undo its group; a lost connection does
                         if isinstance(e, _CONNECTION_ERRORS) or conn.is_closed():
                             raise
+                        if isinstance(e, asyncpg.PostgresError):  # the server's trouble, not the caller's
+                            e = self._unavailable("write failed", e)
                         results.append((fut, None, e))
+            self.healthy = True
         except Exception as e:  # noqa: BLE001 -- whatever broke the group, every caller must hear of it
             what = "cannot connect" if conn is None else "lost its connection" if conn.is_closed() else "commit failed"
             failure = self._unavailable(what, e)
+            self.healthy = False
             log.error("%s", failure)
             self._drop_writer_conn()
             results = [(fut, None, failure) for _, fut, _ in batch]
@@ -390,6 +395,14 @@ class PostgresStore:
             raise self._unavailable("read failed", e) from e
 
     # --- operations -----------------------------------------------------
+
+    async def probe(self) -> bool:
+        """Whether a transaction commits now (health checks call it while unhealthy)."""
+        try:
+            await self._write(lambda conn: conn.execute("SELECT 1"))
+        except Unavailable:
+            return False
+        return self.healthy
 
     async def insert(self, items: list[Notification], *, group: NewGroup | None = None) -> list[Notification]:
         if not items:

@@ -12,7 +12,9 @@ ListNotifies read on a second connection in a reader thread.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -20,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+from ...common.config import ConfigError
 from ...common.sealing import SecretBox
 from . import codec, sqlite_groups as groups
 from ...common.config import ConfigError
@@ -65,6 +68,10 @@ CREATE TABLE IF NOT EXISTS attempts (
     headers TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS attempts_notify ON attempts(notify_id, number);
+CREATE TABLE IF NOT EXISTS probe (
+    k INTEGER PRIMARY KEY,
+    payload BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS queues (
     name TEXT PRIMARY KEY,
     max_concurrent INTEGER NOT NULL,
@@ -95,6 +102,10 @@ _ACTIVE_SQL = ", ".join(str(int(s)) for s in ACTIVE)
 MAX_GROUP = 4096
 
 
+class StoreInUse(ConfigError):
+    """Another process holds the SQLite file: one process owns it (DESIGN: fenced ownership)."""
+
+
 class SqliteStore:
     """Store on one SQLite file. `synchronous` is FULL (fsync per group commit) or NORMAL."""
 
@@ -113,6 +124,8 @@ class SqliteStore:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
         self._local = threading.local()
         self._closed = False
+        self._lock_fd: int | None = None
+        self.healthy = True  # the last group committed (see probe)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -125,6 +138,17 @@ class SqliteStore:
     async def open(self) -> None:
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
+        try:
+            conn = self._open_conn()
+        except BaseException:
+            self._release_lock()  # a store that did not open holds nothing
+            raise
+        self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="sqlite-writer", daemon=True)
+        self._writer.start()
+
+    def _open_conn(self) -> sqlite3.Connection:
+        """The writer's connection to a store with its schema, partitions and key checked."""
         try:
             conn = self._connect()
             conn.executescript(SCHEMA)
@@ -139,8 +163,7 @@ class SqliteStore:
         except Exception:
             conn.close()
             raise
-        self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="sqlite-writer", daemon=True)
-        self._writer.start()
+        return conn
 
     def _fix_partitions(self, conn: sqlite3.Connection) -> None:
         """The first open fixes the number of partitions; a later different one is refused."""
@@ -164,6 +187,28 @@ class SqliteStore:
             await asyncio.to_thread(self._writer.join)
         await asyncio.get_running_loop().run_in_executor(self._reader, self._close_reader)
         await asyncio.to_thread(self._reader.shutdown)
+        self._release_lock()
+
+    def _take_lock(self) -> None:
+        """An exclusive lock on `<file>.lock`, held until close (the kernel drops it if the
+        process dies). It holds the owner's pid so a second process can name it."""
+        path = self._path + ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreInUse(f"NOTIFY_STORE: {os.path.abspath(self._path)} is in use by another NotifyAgent process"
+                             f" (pid {holder}); stop it or point NOTIFY_STORE at another file") from None  # fmt: skip
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the only descriptor releases the flock
+            self._lock_fd = None
 
     def _close_reader(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -195,6 +240,7 @@ class SqliteStore:
 
     def _run_group(self, conn: sqlite3.Connection, batch: list) -> None:
         results: list[tuple[Any, Any, BaseException | None]] = []
+        failed = False
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, fut in batch:
@@ -205,14 +251,23 @@ class SqliteStore:
                 except Exception as e:  # one bad op must not undo its group
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
+                    if isinstance(e, sqlite3.OperationalError):  # disk full, I/O error: the store's trouble, not the caller's
+                        failed = True
+                        log.error("store write failed: %s", e)
+                        e = Unavailable(f"store write failed: {e}")
                     results.append((fut, None, e))
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             log.error("store commit failed: %s", e)
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            failed = True
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error as again:
+                log.error("store rollback failed: %s", again)
             err = Unavailable(f"store commit failed: {e}")
             results = [(fut, None, err) for _, fut in batch]
+        self.healthy = not failed
         loop = batch[0][1].get_loop()
         loop.call_soon_threadsafe(_resolve, results)
 
@@ -233,6 +288,16 @@ class SqliteStore:
         return await asyncio.get_running_loop().run_in_executor(self._reader, lambda: fn(self._read_conn()))
 
     # --- operations -----------------------------------------------------
+
+    async def probe(self) -> bool:
+        """Whether a write that needs fresh space commits now (health checks call it while unhealthy)."""
+        payload = os.urandom(1 << 18)
+        try:
+            await self._write(lambda conn: conn.execute("INSERT OR REPLACE INTO probe (k, payload) VALUES (1, ?)", (payload,)))
+            await self._write(lambda conn: conn.execute("DELETE FROM probe"))
+        except Unavailable:
+            return False
+        return self.healthy
 
     async def insert(self, items: list[Notification], *, group: NewGroup | None = None) -> list[Notification]:
         def op(conn: sqlite3.Connection) -> list[Notification]:
