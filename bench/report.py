@@ -19,7 +19,7 @@ from common import REPO, RESULTS, fmt  # noqa: E402
 DOCS = REPO / "docs"
 MD = DOCS / "benchmarks.md"
 PNG = DOCS / "benchmarks.png"
-BENCHES = ["e2e", "ingest", "delay", "pending"]
+BENCHES = ["e2e", "ingest", "delay", "burst", "pending"]
 NOTES_START, NOTES_END = "<!-- notes -->", "<!-- /notes -->"
 
 
@@ -126,6 +126,19 @@ def details(runs: dict[str, dict]) -> list[str]:
                     out.append(f"| {scen} | {sysname} | {v['n']:,}/{v['expected']:,} | {fmt(v['p50'])} | {fmt(v['p99'])}{trials} | "
                                f"{fmt(v['max'])} | {fmt(v['min'])} | {v['early']} |")  # fmt: skip
         out.append("")
+    bu = runs.get("burst")
+    if bu:
+        d = bu["details"]
+        out += ["### burst: 2,000 due in one millisecond, lateness in ms at the target", "",
+                "| system | arrived | p50 | p99 (each trial's) | max | min | early |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        names = {"project_split": "project: 1 scheduler + 2 dispatchers", "beanstalkd_2consumers": "beanstalkd + 2 consumer processes",
+                 "project_dev": "project: `notifyagent dev`", "beanstalkd_1consumer": "beanstalkd + 1 consumer process"}  # fmt: skip
+        for key, label in names.items():
+            v = d.get(key)
+            if v:
+                out.append(f"| {label} | {v['n']:,}/{v['expected']:,} | {fmt(v['p50'])} | {fmt(v['p99'])} "
+                           f"({', '.join(fmt(x) for x in v['trials_p99'])}) | {fmt(v['max'])} | {fmt(v['min'])} | {v['early']} |")  # fmt: skip
+        out.append("")
     pe = runs.get("pending")
     if pe:
         p, b = pe["details"]["project"], pe["details"]["beanstalkd"]
@@ -228,7 +241,7 @@ def main() -> None:
     for bench in BENCHES:
         if bench in runs:
             r = runs[bench]
-            commands.append(f"{r['command']:<28}# the run above: {r['time']}, git {r['machine'].get('git', '-')}")
+            commands.append(f"{r['command']:<27} # the run above: {r['time']}, git {r['machine'].get('git', '-')}")
     lines = [
         "# Benchmarks",
         "",

@@ -141,6 +141,10 @@ def bs_produce_greenstalk(a) -> None:
     client = greenstalk.Client(("127.0.0.1", a.port))
     n = 0
     t0 = time.time()
+    due_at = None
+    if a.pause_s:  # every job due at one moment: ready jobs in a tube paused until then
+        due_at = time.time() * 1000 + a.pause_s * 1000
+        client.pause_tube("default", a.pause_s)
     until = t0 + a.seconds if a.seconds else None
     interval = 1.0 / a.rate if a.rate else 0.0
     next_at = time.monotonic()
@@ -152,7 +156,7 @@ def bs_produce_greenstalk(a) -> None:
             if pause > 0:
                 time.sleep(pause)
         now_ms = time.time() * 1000
-        due = now_ms + a.delay * 1000 if a.due_header else None
+        due = (due_at or now_ms + a.delay * 1000) if a.due_header else None
         client.put(_job(a.url, due), delay=a.delay, ttr=60)
         n += 1
         if time.monotonic() - last_log > 2:
@@ -372,6 +376,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=0)
     p.add_argument("--delay", type=int, default=0, help="beanstalkd delay in whole seconds")
     p.add_argument("--delay-spread", type=int, default=0, help="async only: delays spread over this many seconds")
+    p.add_argument("--pause-s", type=int, default=0,
+                   help="greenstalk only: pause the tube this many seconds first and put ready jobs, all due when it ends")
     p.add_argument("--rate", type=float, default=0, help="puts per second (0: as fast as it goes)")
     p.add_argument("--due-header", action="store_true", help="put the due time (ms) in the job, for X-Due-Ms")
     p.add_argument("--conns", type=int, default=0, help="use the asyncio client with this many connections")

@@ -21,3 +21,36 @@ async def test_a_grant_revoked_in_the_same_message_is_not_sent():
     c._on_response(dpb.LeaseResponse(grants=[g], revoked_lease_ids=["L1"]))
     await asyncio.sleep(0.01)
     assert rec.sent == [], "the cancelled notify's call was made: revokes are applied before grants"
+
+
+async def test_a_large_grant_message_begins_its_calls_a_few_per_loop_turn():
+    """The first calls of a burst are prepared and written before the rest are prepared."""
+    from notifyagent.dispatcher.client import STARTS_PER_TURN
+
+    loop = asyncio.get_running_loop()
+    turn = 0
+
+    def tick():
+        nonlocal turn
+        turn += 1
+        if turn < 100:
+            loop.call_soon(tick)
+
+    class Turns:
+        def __init__(self): self.began = []
+        async def send(self, call):
+            self.began.append(turn)
+            raise asyncio.CancelledError
+
+    rec = Turns()
+    c = LeaseClient(sender=rec, discover=None, capacity=256)
+    grants = [dpb.LeaseGrant(lease_id=f"L{i}", attempt=1,
+                             notify=pb.Notify(id=f"N{i}", request=pb.HttpRequest(method=pb.HTTP_METHOD_POST, url="https://example.com/")))
+              for i in range(200)]  # fmt: skip
+    tick()
+    c._on_response(dpb.LeaseResponse(grants=grants))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert len(rec.began) == 200
+    per_turn = {t: rec.began.count(t) for t in set(rec.began)}
+    assert max(per_turn.values()) <= STARTS_PER_TURN and len(per_turn) >= 200 // STARTS_PER_TURN

@@ -14,6 +14,7 @@ import time
 import zlib
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # 10 bits -> 2 characters
 _INDEX = {c: i for i, c in enumerate(_ALPHABET)}
 PARTITION_BITS = 10
 MAX_PARTITIONS = 1 << PARTITION_BITS  # 1024
@@ -26,6 +27,8 @@ class IdGenerator:
         self._lock = threading.Lock()
         self._last_ms = 0
         self._last_rand = 0
+        self._time_ms = -1
+        self._time_text = ""
 
     def new(self, now_ms: int | None = None, *, partition: int = 0) -> str:
         ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -36,9 +39,14 @@ class IdGenerator:
             else:
                 rand = int.from_bytes(os.urandom(9), "big") >> 3  # 69 bits: room to count up
             self._last_ms, self._last_rand = ms, rand
+            if ms != self._time_ms:  # the time part: 10 characters, once per millisecond
+                self._time_ms, self._time_text = ms, "".join(_ALPHABET[(ms >> shift) & 31] for shift in range(45, -1, -5))
+            prefix = self._time_text
         low = ((rand & ((1 << 70) - 1)) << PARTITION_BITS) | (partition % MAX_PARTITIONS)
-        value = (ms << 80) | low
-        return "".join(_ALPHABET[(value >> shift) & 31] for shift in range(125, -1, -5))
+        # the low 80 bits are 16 characters, 10 bits (2 characters) per lookup
+        p = _PAIRS
+        return (prefix + p[low >> 70 & 1023] + p[low >> 60 & 1023] + p[low >> 50 & 1023] + p[low >> 40 & 1023]
+                + p[low >> 30 & 1023] + p[low >> 20 & 1023] + p[low >> 10 & 1023] + p[low & 1023])  # fmt: skip
 
 
 def partition_of(notify_id: str, partitions: int) -> int:

@@ -76,11 +76,11 @@ def capped_headers(pairs) -> dict[str, str]:
     """Response headers to keep with an attempt: at most MAX_HEADERS names, each value cut
     to MAX_HEADER_VALUE characters, MAX_HEADERS_TOTAL in all; repeats joined with ", "."""
     out: dict[str, str] = {}
+    keys: dict[str, str] = {}  # lower-case name -> the name kept (its first spelling)
     total = 0
     for name, value in pairs:
-        name = "".join(ch for ch in str(name) if ch.isprintable())[:MAX_HEADER_VALUE]
-        value = "".join(ch for ch in str(value) if ch.isprintable())[:MAX_HEADER_VALUE]
-        key = next((k for k in out if k.lower() == name.lower()), None)
+        name, value = _printable(str(name)), _printable(str(value))
+        key = keys.get(name.lower())
         if key is None and len(out) >= MAX_HEADERS:
             continue
         joined = f"{out[key]}, {value}"[:MAX_HEADER_VALUE] if key is not None else value
@@ -88,8 +88,17 @@ def capped_headers(pairs) -> dict[str, str]:
         if total + grow > MAX_HEADERS_TOTAL:
             continue
         out[key or name] = joined
+        if key is None:
+            keys[name.lower()] = name
         total += grow
     return out
+
+
+def _printable(text: str) -> str:
+    """text without unprintable characters, cut to MAX_HEADER_VALUE (most are printable already)."""
+    if not text.isprintable():
+        text = "".join(ch for ch in text if ch.isprintable())
+    return text[:MAX_HEADER_VALUE]
 
 
 class Sender(Protocol):

@@ -36,6 +36,10 @@ from .convert import lease_result, outgoing_call
 
 log = logging.getLogger(__name__)
 HEALTHY_STREAM_S = 5.0  # a stream that lived this long resets the reconnect backoff
+# Calls that begin in one turn of the event loop. A grant message can carry hundreds; each call's
+# first step (building the request) runs before any of them is written to its socket, so without
+# a limit the first call of a burst leaves only after all have been prepared.
+STARTS_PER_TURN = 32
 DRAIN_SETTLE_S = 0.5  # without the scheduler's drain echo, grants sent before it saw `draining` arrive by then
 
 
@@ -76,6 +80,8 @@ class LeaseClient:
         self._connected = asyncio.Event()
         self._call: grpc.aio.StreamStreamCall | None = None
         self._generation = 0  # which stream's request generator is the live one
+        self._starts_left = STARTS_PER_TURN  # calls that may still begin in this loop turn
+        self._starts_reset = False
 
     @property
     def in_flight(self) -> int:
@@ -231,9 +237,22 @@ class LeaseClient:
             self._draining = True
             self._wake.set()
 
+    async def _take_turn(self) -> None:
+        """Waits for a loop turn in which fewer than STARTS_PER_TURN calls have begun."""
+        while self._starts_left <= 0:
+            await asyncio.sleep(0)
+        self._starts_left -= 1
+        if not self._starts_reset:
+            self._starts_reset = True
+            asyncio.get_running_loop().call_soon(self._reset_starts)
+
+    def _reset_starts(self) -> None:
+        self._starts_left, self._starts_reset = STARTS_PER_TURN, False
+
     async def _deliver(self, grant: pb.LeaseGrant) -> None:
         try:
             try:
+                await self._take_turn()
                 call = outgoing_call(grant)
                 outcome = await self._sender.send(call)
             except asyncio.CancelledError:
@@ -242,14 +261,18 @@ class LeaseClient:
                 log.exception("notify %s attempt %d: dispatcher error", grant.notify.id, grant.attempt)
                 now = time.time()
                 outcome = CallOutcome(0, False, f"dispatcher error: {e!r}", ErrorKind.PROTOCOL, now, now, b"", None)
-            latency_ms = round(outcome.latency * 1000, 1)
-            log.info("notify %s attempt %d: %s %s in %.0f ms", grant.notify.id, grant.attempt,
-                     outcome.status_code or "-", "ok" if outcome.success else outcome.error, latency_ms,
-                     extra={"notify_id": grant.notify.id, "attempt": grant.attempt, "status_code": outcome.status_code,
-                            "latency_ms": latency_ms, "dispatcher_id": self.dispatcher_id, "lease_id": grant.lease_id})  # fmt: skip
+            if log.isEnabledFor(logging.INFO):  # the line's fields cost more than a filtered call
+                self._log_outcome(grant, outcome)
             self._unacked[grant.lease_id] = lease_result(grant, outcome, self.dispatcher_id)
             self._unsent.append(grant.lease_id)
             self.calls_done += 1
         finally:
             self._running.pop(grant.lease_id, None)
             self._wake.set()
+
+    def _log_outcome(self, grant: pb.LeaseGrant, outcome: CallOutcome) -> None:
+        latency_ms = round(outcome.latency * 1000, 1)
+        log.info("notify %s attempt %d: %s %s in %.0f ms", grant.notify.id, grant.attempt,
+                 outcome.status_code or "-", "ok" if outcome.success else outcome.error, latency_ms,
+                 extra={"notify_id": grant.notify.id, "attempt": grant.attempt, "status_code": outcome.status_code,
+                        "latency_ms": latency_ms, "dispatcher_id": self.dispatcher_id, "lease_id": grant.lease_id})  # fmt: skip

@@ -15,7 +15,7 @@ def outgoing_call(grant: dpb.LeaseGrant) -> OutgoingCall:
     n = grant.notify
     r = n.request
     method = DEFAULT_METHOD if r.method == pb.HTTP_METHOD_UNSPECIFIED else METHOD_BY_NUMBER.get(r.method, "#invalid")
-    headers = dict(r.headers)
+    headers = _copy(r.headers)
     query: dict[str, str] = {}
     body = r.body
     if r.json_body:
@@ -23,11 +23,12 @@ def outgoing_call(grant: dpb.LeaseGrant) -> OutgoingCall:
         _default_header(headers, "Content-Type", "application/json")
     elif r.form_body:
         if method in ("GET", "HEAD"):
-            query = dict(r.form_body)
+            query = _copy(r.form_body)
         else:
             body = urlencode(sorted(r.form_body.items())).encode()
             _default_header(headers, "Content-Type", "application/x-www-form-urlencoded")
     timeout = n.timeout.seconds + n.timeout.nanos / 1e9 if n.HasField("timeout") else DEFAULT_TIMEOUT_S
+    d = grant.deadline
     return OutgoingCall(
         notify_id=n.id,
         attempt=grant.attempt,
@@ -40,8 +41,13 @@ def outgoing_call(grant: dpb.LeaseGrant) -> OutgoingCall:
         success_codes=tuple(n.success.status_codes),
         body_contains=n.success.body_contains,
         fire_and_forget=n.fire_and_forget,
-        deadline=grant.deadline.ToNanoseconds() / 1e9 if grant.HasField("deadline") else 0.0,
+        deadline=d.seconds + d.nanos / 1e9 if grant.HasField("deadline") else 0.0,
     )
+
+
+def _copy(m) -> dict[str, str]:
+    """A protobuf map as a dict (indexing by key is faster than the Mapping ABC's dict(m))."""
+    return {k: m[k] for k in m} if len(m) else {}
 
 
 def _default_header(headers: dict[str, str], name: str, value: str) -> None:

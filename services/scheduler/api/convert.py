@@ -9,7 +9,8 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from ...common.calls import DEFAULT_METHOD, DEFAULT_TIMEOUT_S, METHOD_BY_NUMBER, NUMBER_BY_METHOD
 from ...common.sealing import ALWAYS_SECRET, redact
 from ...v1 import notify_pb2 as pb
-from ..engine.model import AttemptRecord, GroupStatus, NewNotify, Notification, Request, RetryPolicy, Spec, State, Success
+from ..engine.model import (EMPTY, AttemptRecord, GroupStatus, NewNotify, Notification, Request, RetryPolicy, Spec, State,
+                            Success, plain_request)
 
 DEFAULT_RETRY = RetryPolicy()
 DEFAULT_SUCCESS = Success()
@@ -57,12 +58,15 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, created_by: str = 
         deliver_at = now_ms + int(max(0.0, delay) * 1000)
     retry = _cached(_retry_policy, p.retry.SerializeToString()) if p.HasField("retry") else DEFAULT_RETRY
     success = _cached(_success, p.success.SerializeToString()) if p.HasField("success") else DEFAULT_SUCCESS
+    # len() first: iterating an empty protobuf map through the Mapping ABC costs more than the rest
+    if len(r.headers) or len(r.form_body):
+        request = Request(method=method, url=r.url, body=r.body, json_body=r.json_body,
+                          headers=dict(r.headers) if len(r.headers) else EMPTY,
+                          form=dict(r.form_body) if len(r.form_body) else EMPTY)  # fmt: skip
+    else:
+        request = plain_request(method, r.url, r.body, r.json_body)
     spec = Spec(
-        request=Request(
-            method=method, url=r.url, body=r.body, json_body=r.json_body,
-            # len() first: iterating an empty protobuf map through the Mapping ABC costs more than the rest
-            headers=dict(r.headers) if len(r.headers) else {}, form=dict(r.form_body) if len(r.form_body) else {},
-        ),
+        request=request,
         deliver_at_ms=deliver_at,
         trigger_key=p.trigger_key,
         ordering_key=p.ordering_key,
@@ -73,7 +77,7 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, created_by: str = 
         timeout=seconds(p.timeout) if p.HasField("timeout") else DEFAULT_TIMEOUT_S,
         expire_at_ms=millis(p.expire_at) if p.HasField("expire_at") else None,
         callback_url=p.callback_url,
-        labels=dict(p.labels) if len(p.labels) else {},
+        labels=dict(p.labels) if len(p.labels) else EMPTY,
         created_by=created_by,
         group_key=p.group_key,
     )
@@ -145,43 +149,82 @@ def _request(r: Request, secret: frozenset[str] | None = None) -> pb.HttpRequest
 
 def grant_notify(n: Notification) -> pb.Notify:
     """What a dispatcher needs to make the call: id, request, timeout, success criteria."""
-    s = n.spec
-    out = pb.Notify(id=n.id, request=_request(s.request), fire_and_forget=s.fire_and_forget)
-    out.MergeFromString(_policy_bytes(s.retry, s.success, s.timeout))
+    out = pb.Notify()
+    fill_grant_notify(out, n)
     return out
+
+
+def fill_grant_notify(out: pb.Notify, n: Notification) -> None:
+    """grant_notify into an empty message in place (a grant's own field: nothing is copied)."""
+    out.MergeFromString(_fixed_bytes(n.spec, None))
+    out.id = n.id
 
 
 def notify_to_proto(n: Notification, *, with_attempts: bool = True, secret: frozenset[str] = ALWAYS_SECRET) -> pb.Notify:
     """A notify for an API answer: secret header values read <redacted> (sealing.secret_names)."""
+    out = pb.Notify()
+    fill_notify(out, n, with_attempts=with_attempts, secret=secret)
+    return out
+
+
+def fill_notify(out: pb.Notify, n: Notification, *, with_attempts: bool = True, secret: frozenset[str] = ALWAYS_SECRET) -> None:
+    """notify_to_proto into an empty message in place (e.g. a response's repeated field: no copy)."""
     s = n.spec
-    out = pb.Notify(
-        id=n.id,
-        request=_request(s.request, secret),
-        ordering_key=s.ordering_key,
-        queue=s.queue,
-        state=int(n.state),
-        fire_and_forget=s.fire_and_forget,
-        callback_url=s.callback_url,
-        labels={**s.labels, UNREADABLE_LABEL: n.unreadable} if n.unreadable else s.labels,
-        create_time=timestamp(n.create_ms),
-        attempt_count=n.attempt_count,
-        created_by=s.created_by,
-        group_key=s.group_key,
-    )
-    out.MergeFromString(_policy_bytes(s.retry, s.success, s.timeout))
+    out.MergeFromString(_fixed_bytes(s, secret))  # request, policies, fire_and_forget
+    # Field by field, only what is set: passing maps and messages to the constructor costs more.
+    out.id = n.id
+    out.queue = s.queue
+    out.state = int(n.state)
+    if s.ordering_key:
+        out.ordering_key = s.ordering_key
+    if s.callback_url:
+        out.callback_url = s.callback_url
+    if n.unreadable:
+        out.labels.update({**s.labels, UNREADABLE_LABEL: n.unreadable})
+    elif s.labels:
+        out.labels.update(s.labels)
+    _set_ms(out.create_time, n.create_ms)
+    out.attempt_count = n.attempt_count
+    if s.created_by:
+        out.created_by = s.created_by
+    if s.group_key:
+        out.group_key = s.group_key
     if s.trigger_key:
         out.trigger_key = s.trigger_key
     elif s.deliver_at_ms is not None:
-        out.deliver_at.CopyFrom(timestamp(s.deliver_at_ms))
+        _set_ms(out.deliver_at, s.deliver_at_ms)
     if s.expire_at_ms is not None:
-        out.expire_at.CopyFrom(timestamp(s.expire_at_ms))
+        _set_ms(out.expire_at, s.expire_at_ms)
     if n.due_ms is not None and not n.state.terminal and n.state != State.WAITING_TRIGGER:
-        out.next_attempt_time.CopyFrom(timestamp(n.due_ms))
+        _set_ms(out.next_attempt_time, n.due_ms)
     if n.complete_ms is not None:
-        out.complete_time.CopyFrom(timestamp(n.complete_ms))
-    if with_attempts:
+        _set_ms(out.complete_time, n.complete_ms)
+    if with_attempts and n.attempts:
         out.attempts.extend(attempt_to_proto(a) for a in n.attempts)
-    return out
+
+
+def _set_ms(t: timestamp_pb2.Timestamp, ms: int) -> None:
+    """Timestamp.FromMilliseconds without its Python-level checks; setting a field marks t present."""
+    t.seconds, t.nanos = ms // 1000, ms % 1000 * 1_000_000
+
+
+def _fixed_bytes(s: Spec, secret: frozenset[str] | None) -> bytes:
+    """A Notify's request, policies and fire_and_forget, serialized once per Request object
+    (and secret names): notifies that share one Request (model.plain_request) share these
+    bytes too. Requests hold maps (no hash by value), so the key is the object's id, and the
+    entry keeps the object so that id is never reused while it is cached."""
+    key = (id(s.request), s.retry, s.success, s.timeout, s.fire_and_forget, secret)
+    cached = _FIXED.get(key)
+    if cached is None or cached[0] is not s.request:
+        out = pb.Notify(request=_request(s.request, secret), fire_and_forget=s.fire_and_forget)
+        cached = (s.request, out.SerializeToString() + _policy_bytes(s.retry, s.success, s.timeout))
+        if len(_FIXED) >= 4096:
+            _FIXED.clear()
+        _FIXED[key] = cached
+    return cached[1]
+
+
+_FIXED: dict[tuple, tuple[Request, bytes]] = {}
 
 
 def attempt_to_proto(a: AttemptRecord) -> pb.Attempt:

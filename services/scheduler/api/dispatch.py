@@ -160,14 +160,9 @@ def _response(items) -> pb.LeaseResponse:
     for item in items:
         if isinstance(item, Grant):
             lease = item.lease
-            out.grants.append(
-                pb.LeaseGrant(
-                    lease_id=lease.lease_id,
-                    notify=convert.grant_notify(lease.notify),
-                    attempt=lease.attempt,
-                    deadline=convert.timestamp(lease.deadline_ms),
-                )
-            )
+            grant = out.grants.add(lease_id=lease.lease_id, attempt=lease.attempt)  # built in place: no copies
+            convert.fill_grant_notify(grant.notify, lease.notify)
+            grant.deadline.FromMilliseconds(lease.deadline_ms)
         elif isinstance(item, Ack):
             out.acked_lease_ids.append(item.lease_id)
         elif isinstance(item, Revoke):

@@ -105,7 +105,10 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
         group = group if group.key or group.callback_url else None
         if self._router is None:
             stored = await self._ops.create(news, batch=True, group=group)
-            return api.BatchCreateNotifyResponse(notifies=[self._out(n) for n in stored])
+            out = api.BatchCreateNotifyResponse()
+            for n in stored:  # built in place: no copy per notify
+                convert.fill_notify(out.notifies.add(), n, secret=self._secret)
+            return out
         return await self._batch_routed(request, context, news, group)
 
     async def _batch_routed(self, request, context, news, group):

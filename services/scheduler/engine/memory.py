@@ -155,7 +155,7 @@ class Memory:
         self._pump()
 
     def _schedule(self, n: Notification) -> None:
-        self._wheel.add(n.due_ms, n, n.version)
+        self._wheel.add(n.due_ms, n, n.version)  # one tuple per held notify
         self._arm()
 
     def _schedule_lease(self, lease: Lease) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 
 from ...common.calls import DEFAULT_TIMEOUT_S, METHODS  # noqa: F401  (METHODS: for validate)
@@ -25,14 +26,34 @@ class State(enum.IntEnum):
         return self in (State.SUCCEEDED, State.FAILED, State.CANCELLED)
 
 
+# One empty mapping shared by every spec without headers, form or labels: a held notify
+# would otherwise carry three empty dicts (64 bytes each). Specs are frozen and nothing
+# mutates their mappings; code that wants its own copy takes dict(...).
+EMPTY: dict[str, str] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     method: str
     url: str
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=lambda: EMPTY)
     body: bytes = b""
     json_body: str = ""
-    form: dict[str, str] = field(default_factory=dict)
+    form: dict[str, str] = field(default_factory=lambda: EMPTY)
+
+
+@functools.lru_cache(maxsize=4096)
+def shared(value):
+    """The first-seen instance equal to value (frozen, hashable: RetryPolicy, Success), so that
+    held notifies with the same policy share one object instead of a copy each."""
+    return value
+
+
+@functools.lru_cache(maxsize=4096)
+def plain_request(method: str, url: str, body: bytes, json_body: str) -> Request:
+    """A Request without headers or form, shared by every notify that makes the same call
+    (Requests are frozen): notifies held in memory then share its url and body as well."""
+    return Request(method=method, url=url, body=body, json_body=json_body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +90,7 @@ class Spec:
     timeout: float = DEFAULT_TIMEOUT_S
     expire_at_ms: int | None = None
     callback_url: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=lambda: EMPTY)
     group_key: str = ""
     created_by: str = ""  # the name of the token that created it ('' without auth)
 

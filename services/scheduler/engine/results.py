@@ -110,10 +110,11 @@ class Results(Memory):
             n.first_attempt_ms = attempt.start_ms
         d = decide(n, outcome, now)
         level = logging.INFO if d.state.terminal or not outcome.success else logging.DEBUG
-        log.log(level, "notify %s attempt %d: %s -> %s (%s)", n.id, attempt.number,
-                outcome.status_code or outcome.error, d.state.name, d.reason,
-                extra={"notify_id": n.id, "attempt": attempt.number, "queue": n.spec.queue, "status_code": outcome.status_code,
-                       "latency_ms": attempt.end_ms - attempt.start_ms, "dispatcher_id": attempt.dispatcher_id})  # fmt: skip
+        if log.isEnabledFor(level):  # the line's fields cost more than a filtered call
+            log.log(level, "notify %s attempt %d: %s -> %s (%s)", n.id, attempt.number,
+                    outcome.status_code or outcome.error, d.state.name, d.reason,
+                    extra={"notify_id": n.id, "attempt": attempt.number, "queue": n.spec.queue, "status_code": outcome.status_code,
+                           "latency_ms": attempt.end_ms - attempt.start_ms, "dispatcher_id": attempt.dispatcher_id})  # fmt: skip
         return self._settle(n, d, attempt, now)
 
     def _settle(self, n: Notification, d: Decision, attempt: AttemptRecord | None, now: int) -> tuple[ResultWrite, int]:

@@ -10,7 +10,10 @@ import json
 from typing import Any, Sequence
 
 from ...common.sealing import SecretBox, SecretKeyError, open_sealed
-from ..engine.model import AttemptRecord, GroupStatus, Notification, Request, RetryPolicy, Spec, State, Success
+from ..engine.model import (EMPTY, AttemptRecord, GroupStatus, Notification, Request, RetryPolicy, Spec, State, Success,
+                            plain_request, shared)
+
+_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps with options builds one per call
 
 COLUMNS = (
     "id, request_id, state, queue, ordering_key, trigger_key, due_ms, create_ms,"
@@ -43,7 +46,7 @@ def spec_to_json(spec: Spec, box: SecretBox | None = None) -> str:
         doc["hs"] = sealed
     if spec.created_by:
         doc["by"] = spec.created_by
-    return json.dumps(doc, separators=(",", ":"))
+    return _JSON.encode(doc)
 
 
 def spec_from_json(
@@ -55,26 +58,25 @@ def spec_from_json(
     headers = d["h"]
     if "hs" in d:
         headers = {**headers, **open_sealed(box, d["hs"], where)}
+    body = base64.b64decode(d["b"]) if d["b"] else b""
+    # Held notifies share what they have in common: one Request per plain call, one policy object each.
+    if headers or d["f"]:
+        request = Request(method=d["m"], url=d["u"], headers=headers or EMPTY, body=body, json_body=d["j"], form=d["f"] or EMPTY)
+    else:
+        request = plain_request(d["m"], d["u"], body, d["j"])
     return Spec(
-        request=Request(
-            method=d["m"],
-            url=d["u"],
-            headers=headers,
-            body=base64.b64decode(d["b"]) if d["b"] else b"",
-            json_body=d["j"],
-            form=d["f"],
-        ),
+        request=request,
         deliver_at_ms=d["at"],
         trigger_key=trigger_key,
         ordering_key=ordering_key,
         queue=queue,
-        retry=RetryPolicy(r[0], r[1], r[2], r[3], r[4], tuple(r[5])),
-        success=Success(tuple(d["s"][0]), d["s"][1], bool(d["s"][2:3] and d["s"][2])),
+        retry=shared(RetryPolicy(r[0], r[1], r[2], r[3], r[4], tuple(r[5]))),
+        success=shared(Success(tuple(d["s"][0]), d["s"][1], bool(d["s"][2:3] and d["s"][2]))),
         fire_and_forget=d["ff"],
         timeout=d["t"],
         expire_at_ms=d["x"],
         callback_url=d["cb"],
-        labels=d["l"],
+        labels=d["l"] or EMPTY,
         created_by=d.get("by", ""),
         group_key=group_key,
     )
@@ -121,7 +123,7 @@ def from_row(row: Sequence, box: SecretBox | None = None) -> Notification:
 
 
 def attempt_row(notify_id: str, a: AttemptRecord) -> tuple:
-    headers = json.dumps(a.headers, separators=(",", ":")) if a.headers else ""
+    headers = _JSON.encode(a.headers) if a.headers else ""
     return (notify_id, a.number, a.start_ms, a.end_ms, a.dispatcher_id, a.status_code, a.error, a.success, a.snippet, headers)
 
 
