@@ -61,8 +61,10 @@ class Running:
     async def stop(self):
         for ch in self.channels:
             await ch.close()
-        self.dispatcher.kill()
+        # The scheduler stops first, while its dispatcher can still report what it holds: killed
+        # first, its leases would keep the scheduler's drain waiting out the whole grace.
         await asyncio.to_thread(self.scheduler.terminate)
+        self.dispatcher.kill()
 
 
 @pytest.fixture
