@@ -77,6 +77,13 @@ class Connection:
             raise ConfigError("NOTIFY_TLS_CERT and NOTIFY_TLS_KEY go together: set both or neither")
         return tls.client_credentials(self.tls_ca, self.tls_cert, self.tls_key)
 
+    def channel(self, grpc_api):
+        """A channel to the address with these settings; grpc_api is `grpc` or `grpc.aio`."""
+        options = message_options(self.max_message_bytes)
+        if self.tls:
+            return grpc_api.secure_channel(self.address, self.credentials(), options=options)
+        return grpc_api.insecure_channel(self.address, options=options)
+
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return auth.call_metadata(self.token)
 
@@ -164,10 +171,7 @@ class Client:
                  tls_cert: str | None = None, tls_key: str | None = None, timeout: float | None = None) -> None:  # fmt: skip
         self.connection = Connection.from_env(address=address, token=token, tls_ca=tls_ca, tls_cert=tls_cert,
                                               tls_key=tls_key, timeout=timeout)  # fmt: skip
-        c = self.connection
-        options = message_options(c.max_message_bytes)
-        self._channel = (grpc.secure_channel(c.address, c.credentials(), options=options) if c.tls
-                         else grpc.insecure_channel(c.address, options=options))  # fmt: skip
+        self._channel = self.connection.channel(grpc)
         self._notify = api_grpc.NotifyServiceStub(self._channel)
         self._admin = admin_grpc.AdminServiceStub(self._channel)
 
@@ -234,10 +238,7 @@ class AsyncClient:
                  tls_cert: str | None = None, tls_key: str | None = None, timeout: float | None = None) -> None:  # fmt: skip
         self.connection = Connection.from_env(address=address, token=token, tls_ca=tls_ca, tls_cert=tls_cert,
                                               tls_key=tls_key, timeout=timeout)  # fmt: skip
-        c = self.connection
-        options = message_options(c.max_message_bytes)
-        self._channel = (grpc.aio.secure_channel(c.address, c.credentials(), options=options) if c.tls
-                         else grpc.aio.insecure_channel(c.address, options=options))  # fmt: skip
+        self._channel = self.connection.channel(grpc.aio)
         self._notify = api_grpc.NotifyServiceStub(self._channel)
         self._admin = admin_grpc.AdminServiceStub(self._channel)
 
