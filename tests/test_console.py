@@ -23,7 +23,7 @@ from notifyagent.scheduler.api.http import ApiError, HttpApi
 from notifyagent.scheduler.api.servicer import AdminServicer, NotifyServicer
 from notifyagent.scheduler.engine.operations import Operations
 from notifyagent.v1 import admin_service_pb2 as admin_pb, notify_pb2 as pb, notify_service_pb2 as api
-from support import System, fast_retry, settings_for
+from support import System, Trust, fast_retry, settings_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -44,8 +44,12 @@ def need_chromium() -> None:
 
 
 @pytest.fixture
-async def console_system(tmp_path):
-    s = System(settings_for(tmp_path, http_addr="127.0.0.1:0"))
+async def console_system(tmp_path, request):
+    """The system the console talks to; `indirect=True` with param "tokens" turns real auth on (s.trust)."""
+    trust = Trust.make(tmp_path) if getattr(request, "param", None) == "tokens" else None
+    settings = (trust.settings if trust else settings_for)(tmp_path, http_addr="127.0.0.1:0")
+    s = System(settings, token=trust.tokens["tests"] if trust else "")
+    s.trust = trust
     await s.start()
     yield s
     await s.stop()
@@ -254,6 +258,52 @@ async def test_console_asks_for_a_token_keeps_it_in_the_tab_and_sends_it_as_bear
     gone = [p for p in problems if "ERR_CONNECTION_REFUSED" in p]
     assert gone
     problems[:] = [p for p in problems if p not in refused + gone]
+
+
+@pytest.mark.parametrize("console_system", ["tokens"], indirect=True)
+async def test_console_under_real_tokens_reads_with_read_and_acts_only_with_client(console_system, target, page, problems):
+    """NOTIFY_TOKENS_FILE on: a `read` token searches and views but its Retry is refused (403); a `client` one retries."""
+    system, tokens = console_system, console_system.trust.tokens
+    target.respond("/orders", 500)
+    failed = await system.create(target.url("/orders"), retry=fast_retry(max_attempts=1), labels={"order": "7"})
+    await system.wait_state(failed.id, pb.STATE_FAILED)
+    message, state, attempts = page.locator("#message"), page.locator("#notify-state"), page.locator("#attempts > tbody > tr")
+
+    await page.goto(base_url(system) + "/")
+    await expect(message).to_contain_text("This server requires a token")
+    await page.fill("#token", tokens["read"])
+    await page.click('#token-form button[type="submit"]')
+    await expect(message).to_contain_text("PERMISSION_DENIED: token 'read' (read) may not call /notifyagent.v1.AdminService/GetStatus")
+
+    await page.click('nav a[data-nav="notifies"]')  # read may search and view
+    await page.fill("#search-label", "order=7")
+    await page.click('#search button[type="submit"]')
+    rows = page.locator("#notifies > tbody > tr")
+    await expect(rows).to_have_count(1)
+    await rows.first.locator("a").click()
+    await expect(state).to_have_text("FAILED")
+    target.respond("/orders", 200)
+    await page.click("#retry")
+    await expect(message).to_contain_text("Retry failed: PERMISSION_DENIED: token 'read' (read) may not call "
+                                          "/notifyagent.v1.NotifyService/RetryNotify; it needs one of admin, client")  # fmt: skip
+    await expect(page.locator("#token-form")).to_be_hidden()
+    assert (await system.get(failed.id)).state == pb.STATE_FAILED
+
+    await page.click("#forget-token")
+    await expect(page.locator("#token-form")).to_be_visible()
+    await page.fill("#token", tokens["client"])
+    await page.click('#token-form button[type="submit"]')
+    await expect(state).to_have_text("FAILED")
+    await page.click("#retry")
+    await expect(message).to_have_text(f"Sent {failed.id} again")
+    await expect(state).to_have_text("SUCCEEDED")
+    await expect(attempts.locator("td.status")).to_have_text(["500", "200"])
+    assert (await system.get(failed.id)).state == pb.STATE_SUCCEEDED
+    assert [(r.method, r.path) for r in target.received] == [("POST", "/orders")] * 2 and target.ids() == [failed.id] * 2
+
+    refused = [p for p in problems if "status of 401" in p or "status of 403" in p]
+    assert any("status of 403" in p and ":retry" in p for p in refused)
+    problems[:] = [p for p in problems if p not in refused]
 
 
 async def test_console_files_are_served_with_a_strict_content_security_policy(console_system):
