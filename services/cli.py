@@ -85,7 +85,7 @@ def parse_pair(sep: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .runner import ROLE_DEFAULTS
+    from .common.config import ROLE_DEFAULTS
 
     debug = Parser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = getattr(args, "debug", False)
     try:
         if args.command in ("dev", "scheduler", "dispatcher"):
-            from .runner import ROLE_DEFAULTS, run
+            from .common.config import ROLE_DEFAULTS
+            from .runner import run
 
             flags = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
             settings = load(flags, **ROLE_DEFAULTS.get(args.command, {}))

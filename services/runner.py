@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import setproctitle
 
 from .common import logs
-from .common.config import ConfigError, Settings, load
+from .common.config import ROLE_DEFAULTS, ConfigError, Settings, load
 from .dev import DevApp
 from .dispatcher.app import DispatcherApp
 from .dispatcher.guard import NetworkPolicy
@@ -42,13 +42,6 @@ from .registry import Registry, from_url
 from .scheduler.app import SchedulerApp
 
 log = logging.getLogger(__name__)
-LOOPBACK = "127.0.0.0/8,::1/128"
-# Below the file, env and flags. Each role its own HTTP port, so a scheduler and a
-# dispatcher on one host do not collide.
-ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dev": {"allow_networks": LOOPBACK},
-    "dispatcher": {"http_addr": "127.0.0.1:8081"},
-}
 _LOGGING = frozenset({"log_format", "log_level", "log_file"})
 
 
@@ -280,7 +273,7 @@ def _stop_before_start(signum, frame) -> None:
 def exec_self() -> None:
     """Replaces this process by a fresh run of the same command line: same pid, new code and settings."""
     argv = [sys.executable, *sys.orig_argv[1:]]
-    log.info("SIGUSR1: everything in flight finished; starting again in place (pid %d): %s", os.getpid(), " ".join(argv))
+    log.info("SIGUSR1: everything in flight finished; starting again in place (pid %d)", os.getpid())  # argv may hold secrets
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

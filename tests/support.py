@@ -25,7 +25,7 @@ from notifyagent.common import auth
 from notifyagent.common.config import Settings
 from notifyagent.common.grpcutil import message_options
 from notifyagent.registry import MemoryRegistry
-from notifyagent.runner import LOOPBACK
+from notifyagent.common.config import LOOPBACK
 from notifyagent.dispatcher.app import DispatcherApp
 from notifyagent.scheduler.app import SchedulerApp
 from notifyagent.scheduler.engine.model import Request, Spec

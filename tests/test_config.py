@@ -50,7 +50,7 @@ def test_readme_configuration_table_matches_the_settings():
 
 
 def test_a_scheduler_and_a_dispatcher_have_different_default_http_ports():
-    from notifyagent.runner import ROLE_DEFAULTS
+    from notifyagent.common.config import ROLE_DEFAULTS
 
     addrs = {role: load({}, {}, **ROLE_DEFAULTS.get(role, {})).http_addr for role in ("scheduler", "dispatcher")}
     assert addrs == {"scheduler": "127.0.0.1:8080", "dispatcher": "127.0.0.1:8081"}

@@ -25,6 +25,15 @@ def _opt(default: Any, help: str, *, env: str | None = None, roles: str = "all")
     return field(default=default, metadata={"help": help, "env": env, "roles": roles})
 
 
+LOOPBACK = "127.0.0.0/8,::1/128"
+# Below the file, env and flags. Each role its own HTTP port, so a scheduler and a
+# dispatcher on one host do not collide.
+ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dev": {"allow_networks": LOOPBACK},
+    "dispatcher": {"http_addr": "127.0.0.1:8081"},
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     grpc_addr: str = _opt("127.0.0.1:50051", "gRPC address the scheduler serves (clients connect here)", roles="scheduler")

@@ -97,14 +97,17 @@ class StrictDecoding:
 class _StrictGeneric(grpc.GenericRpcHandler):
     def __init__(self, inner: grpc.GenericRpcHandler) -> None:
         self._inner = inner
-        self._cache: dict[str, grpc.RpcMethodHandler | None] = {}
+        self._cache: dict[str, grpc.RpcMethodHandler] = {}  # only methods that exist: callers pick the names
 
     def service(self, handler_call_details):
         method = handler_call_details.method
-        if method not in self._cache:
+        handler = self._cache.get(method)
+        if handler is None:
             found = self._inner.service(handler_call_details)
-            self._cache[method] = None if found is None else strict(found)
-        return self._cache[method]
+            if found is None:
+                return None
+            handler = self._cache[method] = strict(found)
+        return handler
 
 
 def strict(handler):

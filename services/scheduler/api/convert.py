@@ -218,6 +218,8 @@ def _fixed_bytes(s: Spec, secret: frozenset[str] | None) -> bytes:
     if cached is None or cached[0] is not s.request:
         out = pb.Notify(request=_request(s.request, secret), fire_and_forget=s.fire_and_forget)
         cached = (s.request, out.SerializeToString() + _policy_bytes(s.retry, s.success, s.timeout))
+        if len(cached[1]) > _CACHED_FIXED:
+            return cached[1]  # a big body is not kept alive by the cache (4096 of them could be gigabytes)
         if len(_FIXED) >= 4096:
             _FIXED.clear()
         _FIXED[key] = cached
@@ -225,6 +227,7 @@ def _fixed_bytes(s: Spec, secret: frozenset[str] | None) -> bytes:
 
 
 _FIXED: dict[tuple, tuple[Request, bytes]] = {}
+_CACHED_FIXED = 4096  # bytes: at most 4096 entries of this, with their Requests, stay cached
 
 
 def attempt_to_proto(a: AttemptRecord) -> pb.Attempt:

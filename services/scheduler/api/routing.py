@@ -15,7 +15,8 @@ import logging
 import grpc
 
 from ...common.config import Settings
-from ...common.tls import channel_credentials
+from ...common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES, message_options
+from ...common.tls import aio_channel, channel_credentials
 from ...v1 import admin_service_pb2_grpc, notify_service_pb2_grpc
 from ..engine.errors import Unavailable
 from ..engine.ownership import Member, Ownership
@@ -111,9 +112,8 @@ class Router:
         ch = self._channels.get(address)
         if ch is None:
             creds = channel_credentials(self._settings) if self._settings is not None else None
-            ch = self._channels[address] = (
-                grpc.aio.secure_channel(address, creds) if creds is not None else grpc.aio.insecure_channel(address)
-            )
+            limit = self._settings.max_message_bytes if self._settings is not None else DEFAULT_MAX_MESSAGE_BYTES
+            ch = self._channels[address] = aio_channel(address, creds, options=message_options(limit))  # peers take what we take
         return (admin_service_pb2_grpc.AdminServiceStub if admin else notify_service_pb2_grpc.NotifyServiceStub)(ch)
 
     async def close(self) -> None:

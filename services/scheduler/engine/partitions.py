@@ -45,10 +45,6 @@ class Partitions(Memory):
         """The partitions held now, ascending (for status)."""
         return sorted(self._fence.held())
 
-    def lease_current(self, lease) -> bool:
-        """The lease's partition is still held at the epoch it was granted under."""
-        return self._fence.epoch(lease.partition) == lease.epoch
-
     def take_partitions(self, gained: set[int]) -> None:
         """Ownership gained these: their due work comes into memory now."""
         self._spawn(self._load_partitions(frozenset(gained)))

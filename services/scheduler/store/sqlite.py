@@ -25,7 +25,6 @@ from typing import Any, Callable
 from ...common.config import ConfigError
 from ...common.sealing import SecretBox
 from . import codec, sqlite_groups as groups
-from ...common.config import ConfigError
 from ...common.ids import id_tail
 from ..engine.errors import Unavailable
 from ..engine.ownership import DEFAULT_PARTITIONS, check_partitions
