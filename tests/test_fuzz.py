@@ -29,7 +29,7 @@ from support import System, settings_for
 CASES = int(os.environ.get("NOTIFY_FUZZ_CASES", "20000"))
 PER_EXAMPLE = 10
 ROUNDS = 8
-RSS_GROWTH_MB = 150  # after the first round: what may still grow over the others
+RSS_GROWTH_MB = 150  # what the later half of the rounds may grow over the earlier half's peak
 BIG = ["x" * 300_000, "é" * 70_000, "\x00" * 50_000, "a\nb" * 30_000]
 INT32 = st.integers(-(2**31), 2**31 - 1)
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -207,7 +207,6 @@ class Harness:
         self.codes: collections.Counter[str] = collections.Counter()
         self.bad: list[str] = []
         self.known: list[str] = []
-        self.rss_warm = 0.0
         self.run(self.system.start())
 
     def run(self, coro, timeout: float = 60):
@@ -314,6 +313,7 @@ async def _check_store_and_reads(h: Harness) -> tuple[int, list[str]]:
 def test_no_input_gets_unknown_or_internal_stores_anything_invalid_or_breaks_a_read(tmp_path, capsys):
     h = Harness(tmp_path)
     rss_before = rss_mb()
+    rounds_rss: list[float] = []  # after each round
     started = time.monotonic()
     try:
 
@@ -328,8 +328,7 @@ def test_no_input_gets_unknown_or_internal_stores_anything_invalid_or_breaks_a_r
                 h.run(h.batch(items))
 
             fuzz()
-            if not h.rss_warm:
-                h.rss_warm = rss_mb()  # allocator arenas and caches have grown to their working size
+            rounds_rss.append(rss_mb())
         stored, problems = h.run(_check_store_and_reads(h), timeout=300)
         assert h.run(h.system.serving())
     finally:
@@ -338,9 +337,12 @@ def test_no_input_gets_unknown_or_internal_stores_anything_invalid_or_breaks_a_r
             total = sum(h.codes.values())
             print(f"\nFUZZ cases={total} in {time.monotonic() - started:.0f} s; by status: "
                   + ", ".join(f"{code}={n}" for code, n in h.codes.most_common())
-                  + f"; stored={len(h.known)} rss_mb start={rss_before:.0f} warm={h.rss_warm:.0f} end={rss_after:.0f}")  # fmt: skip
+                  + f"; stored={len(h.known)} rss_mb start={rss_before:.0f} rounds={[round(r) for r in rounds_rss]} end={rss_after:.0f}")  # fmt: skip
         h.stop()
     assert total >= CASES
     assert not h.bad, "\n".join(h.bad[:20])
     assert not problems, "\n".join(problems[:20])
-    assert rss_after - h.rss_warm < RSS_GROWTH_MB, "memory keeps growing with hostile input"
+    # RSS keeps the peak a big case reached, whichever round it fell in; a leak shows as rounds
+    # that keep climbing, so the later half may not outgrow the earlier half's peak.
+    half = len(rounds_rss) // 2
+    assert max(rounds_rss[half:]) - max(rounds_rss[:half]) < RSS_GROWTH_MB, f"memory keeps growing with hostile input: {rounds_rss}"
