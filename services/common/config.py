@@ -103,7 +103,7 @@ class Settings:
             raise ConfigError("NOTIFY_SERVICE_NAME must not be empty")
         if self.max_in_memory < 100:
             raise ConfigError(f"NOTIFY_MAX_IN_MEMORY must be at least 100, not {self.max_in_memory}")
-        if self.max_body_bytes < 1 or self.max_message_bytes < self.max_body_bytes + (256 << 10):
+        if self.max_message_bytes < self.max_body_bytes + (256 << 10):
             raise ConfigError("NOTIFY_MAX_MESSAGE_BYTES must be at least NOTIFY_MAX_BODY_BYTES + 262144 (room for"
                               f" one notify per grant), not {self.max_message_bytes}")  # fmt: skip
         if bool(self.tls_cert) != bool(self.tls_key):

@@ -43,6 +43,10 @@ STARTS_PER_TURN = 32
 DRAIN_SETTLE_S = 0.5  # without the scheduler's drain echo, grants sent before it saw `draining` arrive by then
 
 
+def new_dispatcher_id() -> str:
+    """A dispatcher id unique to this process: host, pid and a random tail."""
+    return f"dispatcher-{os.uname().nodename}-{os.getpid()}-{os.urandom(3).hex()}"
+
 class StreamEnded(Exception):
     """The Lease stream ended or could not be opened; connect again."""
 
@@ -58,7 +62,7 @@ class LeaseClient:
         metadata: sent with the stream (`authorization: Bearer NOTIFY_TOKEN`);
         max_message_bytes: the largest message sent or accepted (NOTIFY_MAX_MESSAGE_BYTES)."""
         self._channel_options = message_options(max_message_bytes)
-        self.dispatcher_id = dispatcher_id or f"dispatcher-{os.uname().nodename}-{os.getpid()}-{os.urandom(3).hex()}"
+        self.dispatcher_id = dispatcher_id or new_dispatcher_id()
         self.capacity = capacity
         self.calls_done = 0
         self._sender = sender

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import Awaitable, Callable
 
@@ -24,7 +23,7 @@ import grpc
 from ..common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES
 from ..registry import RegistryError
 from .call import Sender
-from .client import LeaseClient
+from .client import LeaseClient, new_dispatcher_id
 
 log = logging.getLogger(__name__)
 REFRESH_S = 1.0
@@ -41,7 +40,7 @@ class LeaseFleet:
     ) -> None:  # fmt: skip
         """credentials, metadata and max_message_bytes: as LeaseClient takes them, for every stream."""
         self._max_message = max_message_bytes
-        self.dispatcher_id = dispatcher_id or f"dispatcher-{os.uname().nodename}-{os.getpid()}-{os.urandom(3).hex()}"
+        self.dispatcher_id = dispatcher_id or new_dispatcher_id()
         self.capacity = capacity
         self._sender = sender
         self._discover = discover
