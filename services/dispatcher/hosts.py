@@ -154,7 +154,8 @@ class HostLimiter:
                     log.info("target %s recovered: limit back at %d", host.key, host.limit)
                 else:
                     log.debug("target %s: limit %d -> %d", host.key, host.limit - 1, host.limit)
-        host.wake()
+        if host.waiting:  # nobody waits: no wake-up (it costs a new Event per call)
+            host.wake()
         self._forget_if_idle(host)
 
     def _slow_down(self, host: _Host, slot: Slot, status: int, retry_after: float | None) -> None:
