@@ -169,6 +169,15 @@ Op = Callable[[asyncpg.Connection], Awaitable[Any]]
 Parts = frozenset[int] | None  # the partitions a write touches (fenced), or None (not fenced)
 
 
+async def read_ownership(conn: asyncpg.Connection) -> tuple[dict[int, str], list[tuple[str, str]]]:
+    """Who owns what now: partition -> owner of the unexpired ownership rows, and (owner,
+    address) of the live members sorted by owner. The ownership tick reads it inside its
+    transaction, routing on the pool between ticks."""
+    owners = await conn.fetch("SELECT partition, owner FROM partition_owners WHERE owner <> '' AND expires_at > now()")
+    live = await conn.fetch("SELECT owner, address FROM scheduler_members WHERE expires_at > now() ORDER BY owner")
+    return {r[0]: r[1] for r in owners}, [(r[0], r[1]) for r in live]
+
+
 class PostgresStore:
     """Store on PostgreSQL. `pool_size` connections serve reads; writes use one more of their own.
 
@@ -260,15 +269,9 @@ class PostgresStore:
     def server_settings(self) -> dict[str, str]:
         return dict(self._settings)
 
-    async def ownership_view(self) -> tuple[list[tuple[int, str]], list[tuple[str, str]]]:
-        """(partition, owner) of unexpired ownership rows and (owner, address) of live members, read
-        on the pool (routing's view between ownership ticks)."""
-        async def op(conn: asyncpg.Connection):
-            owners = await conn.fetch("SELECT partition, owner FROM partition_owners WHERE owner <> '' AND expires_at > now()")
-            live = await conn.fetch("SELECT owner, address FROM scheduler_members WHERE expires_at > now()")
-            return [(r[0], r[1]) for r in owners], [(r[0], r[1]) for r in live]
-
-        return await self._read(op)
+    async def ownership_view(self) -> tuple[dict[int, str], list[tuple[str, str]]]:
+        """read_ownership on the pool (routing's view between ownership ticks)."""
+        return await self._read(read_ownership)
 
     def parts(self, notify_ids) -> frozenset[int]:
         return frozenset(partition_of(i, self.partitions) for i in notify_ids)
