@@ -391,11 +391,16 @@ class PostgresStore:
     async def _read(self, fn: Op) -> Any:
         if self._closed or self._pool is None:
             raise Unavailable("store is closed" if self._closed else "store is not open")
+        try:  # whatever keeps a connection from opening (refused, not accepting, no login) is an outage
+            conn = await self._pool.acquire()
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise self._unavailable("cannot connect", e) from e
         try:
-            async with self._pool.acquire() as conn:
-                return await fn(conn)
+            return await fn(conn)
         except _CONNECTION_ERRORS as e:
             raise self._unavailable("read failed", e) from e
+        finally:
+            await self._pool.release(conn)
 
     # --- operations -----------------------------------------------------
 
