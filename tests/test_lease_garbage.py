@@ -1,6 +1,6 @@
 """Malformed bytes inside a dispatcher's Lease stream: the stream ends with INVALID_ARGUMENT
-(never UNKNOWN or INTERNAL), nothing is granted on it, and the scheduler keeps serving the
-other dispatchers and every other call."""
+(never UNKNOWN or INTERNAL) and a field violation, its session is gone, and the scheduler
+keeps serving the other dispatchers and every other call."""
 
 import asyncio
 
@@ -9,17 +9,8 @@ import pytest
 
 from notifyagent.v1 import dispatch_service_pb2 as dpb
 from notifyagent.v1 import notify_pb2 as pb
-from support import System, settings_for
 
 LEASE = "/notifyagent.v1.DispatchService/Lease"
-
-
-@pytest.fixture
-async def system(tmp_path):
-    s = System(settings_for(tmp_path))
-    await s.start()
-    yield s
-    await s.stop()
 
 
 async def _lease_with(system, *frames: bytes) -> grpc.RpcError:
