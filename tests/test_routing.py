@@ -194,6 +194,18 @@ async def test_a_queue_paused_through_one_scheduler_is_paused_on_every_one(pair,
         await wait_state(a0, i, pb.STATE_SUCCEEDED)
 
 
+async def test_a_pause_and_limits_through_two_schedulers_at_once_both_hold(pair, target):
+    (s0, s1), _, (m0, m1), _ = pair
+    await m0.PauseQueue(admin.PauseQueueRequest(name="both"))
+    got = await m1.SetQueueLimits(admin.SetQueueLimitsRequest(name="both", max_concurrent=3))  # s1 knows of no pause yet
+    assert got.queue.paused and got.queue.max_concurrent == 3, "s1 answers the queue as stored"
+    deadline = time.monotonic() + 5
+    while s0.engine.queue_config("both").max_concurrent != 3:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert s0.engine.queue_config("both").paused and s1.engine.queue_config("both").paused
+
+
 async def test_queue_limits_are_shared_among_the_live_schedulers(pair, target):
     (s0, s1), _, (m0, _), _ = pair
     await m0.SetQueueLimits(admin.SetQueueLimitsRequest(name="capped", max_concurrent=4, rate=10, burst=4))

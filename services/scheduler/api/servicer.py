@@ -315,7 +315,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         if not name:
             raise InvalidArgument([("name", "is required")])
         cfg = self._engine.queue_config(name)
-        await self._engine.update_queue(dataclasses.replace(cfg, **changes))
+        await self._engine.update_queue(dataclasses.replace(cfg, **changes), changes)  # those settings alone
         (stats,) = await self._queue_stats([name])
         return stats
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -26,8 +26,8 @@ from ...common.config import ConfigError
 from ..engine.errors import Unavailable
 from ..engine.ownership import DEFAULT_PARTITIONS, Fence, check_partitions
 from ...common.ids import partition_of
-from ..engine.model import GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
-from .port import ACTIVE, Fenced, GroupCallback, ResultWrite
+from ..engine.model import QUEUE_FIELDS, GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
+from .port import ACTIVE, Fenced, GroupCallback, ResultWrite, queue_columns
 
 log = logging.getLogger(__name__)
 
@@ -543,13 +543,11 @@ class PostgresStore:
         rows = await self._read(lambda conn: conn.fetch("SELECT queue, state, COUNT(*) FROM notifies GROUP BY queue, state"))
         return {(q, State(s)): c for q, s, c in rows}
 
-    async def save_queue(self, q: QueueConfig) -> None:
-        sql = (
-            "INSERT INTO queues (name, max_concurrent, rate, burst, paused) VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (name) DO UPDATE SET max_concurrent = EXCLUDED.max_concurrent, rate = EXCLUDED.rate,"
-            " burst = EXCLUDED.burst, paused = EXCLUDED.paused"
-        )
-        await self._write(lambda conn: conn.execute(sql, q.name, q.max_concurrent, q.rate, q.burst, q.paused))
+    async def save_queue(self, q: QueueConfig, fields: Iterable[str] = QUEUE_FIELDS) -> QueueConfig:
+        sql = ("INSERT INTO queues (name, max_concurrent, rate, burst, paused) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name)"
+               f" DO UPDATE SET {queue_columns(fields)} RETURNING name, max_concurrent, rate, burst, paused")  # fmt: skip
+        row = await self._write(lambda conn: conn.fetchrow(sql, q.name, q.max_concurrent, q.rate, q.burst, q.paused))
+        return QueueConfig(*row)
 
     async def load_queues(self) -> list[QueueConfig]:
         sql = "SELECT name, max_concurrent, rate, burst, paused FROM queues ORDER BY name"
