@@ -192,7 +192,7 @@ class DevSystem(System):
 
         self.settings = settings
         self.token = token
-        self.dev = DevApp(settings)
+        self.dev = DevApp(settings, registry=MemoryRegistry())
         self.registry = self.dev.registry
         self.scheduler = self.dev.scheduler
         self.dispatchers = [self.dev.dispatcher]

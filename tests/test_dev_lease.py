@@ -13,6 +13,7 @@ import pytest
 from google.protobuf import duration_pb2
 from notifyagent.dev import DevApp
 from notifyagent.local_lease import LocalLeaseCall
+from notifyagent.registry import MemoryRegistry
 from notifyagent.v1 import admin_service_pb2 as admin, dispatch_service_pb2 as dpb, notify_pb2 as pb
 from support import DevSystem, Trust, settings_for
 from test_delivery import (  # noqa: F401  (run here against dev)
@@ -106,7 +107,7 @@ async def test_devs_own_dispatcher_is_authorized_by_its_internal_token(tmp_path,
 
 async def test_a_local_stream_with_a_token_that_may_not_lease_is_refused(tmp_path):
     trust = Trust.make(tmp_path)
-    app = DevApp(settings_for(tmp_path, tokens_file=str(trust.tokens_file)))
+    app = DevApp(settings_for(tmp_path, tokens_file=str(trust.tokens_file)), registry=MemoryRegistry())
     await app.scheduler.start()
     try:
         from notifyagent.common.auth import LEASE_METHOD, call_metadata
