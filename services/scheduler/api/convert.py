@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import functools
-
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from ...common.calls import DEFAULT_METHOD, DEFAULT_TIMEOUT_S, METHOD_BY_NUMBER, NUMBER_BY_METHOD
 from ...common.sealing import ALWAYS_SECRET, redact
 from ...v1 import notify_pb2 as pb
-from ..engine.model import (EMPTY, AttemptRecord, GroupStatus, NewNotify, Notification, Request, RetryPolicy, Spec, State,
-                            Success, plain_request)
+from ..store import codec
+from ..engine.model import EMPTY, AttemptRecord, GroupStatus, NewNotify, Notification, Request, Spec, State, plain_request
 
-DEFAULT_RETRY = RetryPolicy()
-DEFAULT_SUCCESS = Success()
+DEFAULT_RETRY, DEFAULT_SUCCESS = codec.DEFAULT_RETRY, codec.DEFAULT_SUCCESS
 UNREADABLE_LABEL = "notifyagent.unreadable"  # shown on a notify whose stored row could not be decoded
 
 
@@ -56,8 +53,8 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, created_by: str = 
     elif which == "delay":
         delay = seconds(p.delay)
         deliver_at = now_ms + int(max(0.0, delay) * 1000)
-    retry = _cached(_retry_policy, p.retry.SerializeToString()) if p.HasField("retry") else DEFAULT_RETRY
-    success = _cached(_success, p.success.SerializeToString()) if p.HasField("success") else DEFAULT_SUCCESS
+    retry = codec.cached(codec.retry_policy, p.retry.SerializeToString()) if p.HasField("retry") else DEFAULT_RETRY
+    success = codec.cached(codec.success_criteria, p.success.SerializeToString()) if p.HasField("success") else DEFAULT_SUCCESS
     # len() first: iterating an empty protobuf map through the Mapping ABC costs more than the rest
     if len(r.headers) or len(r.form_body):
         request = Request(method=method, url=r.url, body=r.body, json_body=r.json_body,
@@ -82,60 +79,6 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, created_by: str = 
         group_key=p.group_key,
     )
     return NewNotify(spec, request_id, schedule=which, delay_s=delay)
-
-
-_CACHED_WIRE = 512  # larger wire forms are converted each time: a cache must not hold what callers send in bulk
-
-
-def _cached(convert, wire: bytes):
-    return convert(wire) if len(wire) <= _CACHED_WIRE else convert.__wrapped__(wire)
-
-
-@functools.lru_cache(maxsize=1024)
-def _retry_policy(wire: bytes) -> RetryPolicy:
-    """A RetryPolicy from its wire form (cached: most callers send a few policies many times)."""
-    rp = pb.RetryPolicy.FromString(wire)
-    min_backoff = seconds(rp.min_backoff) if rp.HasField("min_backoff") else DEFAULT_RETRY.min_backoff
-    if rp.HasField("max_backoff"):
-        max_backoff = seconds(rp.max_backoff)
-    else:  # a min_backoff above the default cap raises the cap with it
-        max_backoff = max(DEFAULT_RETRY.max_backoff, min_backoff) if rp.HasField("min_backoff") else DEFAULT_RETRY.max_backoff
-    return RetryPolicy(
-        max_attempts=rp.max_attempts or DEFAULT_RETRY.max_attempts,
-        min_backoff=min_backoff,
-        max_backoff=max_backoff,
-        multiplier=rp.multiplier or DEFAULT_RETRY.multiplier,
-        max_retry_duration=(
-            seconds(rp.max_retry_duration) if rp.HasField("max_retry_duration") else DEFAULT_RETRY.max_retry_duration
-        ),
-        retry_codes=tuple(rp.retry_codes),
-    )
-
-
-@functools.lru_cache(maxsize=1024)
-def _success(wire: bytes) -> Success:
-    sc = pb.SuccessCriteria.FromString(wire)
-    return Success(tuple(sc.status_codes), sc.body_contains, sc.mismatch_final)
-
-
-@functools.lru_cache(maxsize=1024)
-def _policy_bytes(retry: RetryPolicy, success: Success, timeout_s: float) -> bytes:
-    """The serialized retry, success and timeout fields: a handful of distinct policies
-    serve many notifies, and building them field by field dominates a large response."""
-    return pb.Notify(
-        retry=pb.RetryPolicy(
-            max_attempts=retry.max_attempts,
-            min_backoff=duration(retry.min_backoff),
-            max_backoff=duration(retry.max_backoff),
-            multiplier=retry.multiplier,
-            max_retry_duration=duration(retry.max_retry_duration),
-            retry_codes=retry.retry_codes,
-        ),
-        success=pb.SuccessCriteria(
-            status_codes=success.status_codes, body_contains=success.body_contains, mismatch_final=success.mismatch_final
-        ),
-        timeout=duration(timeout_s),
-    ).SerializeToString()
 
 
 def _request(r: Request, secret: frozenset[str] | None = None) -> pb.HttpRequest:
@@ -217,7 +160,7 @@ def _fixed_bytes(s: Spec, secret: frozenset[str] | None) -> bytes:
     cached = _FIXED.get(key)
     if cached is None or cached[0] is not s.request:
         out = pb.Notify(request=_request(s.request, secret), fire_and_forget=s.fire_and_forget)
-        cached = (s.request, out.SerializeToString() + _policy_bytes(s.retry, s.success, s.timeout))
+        cached = (s.request, out.SerializeToString() + codec.policy_bytes(s.retry, s.success, s.timeout))
         if len(cached[1]) > _CACHED_FIXED:
             return cached[1]  # a big body is not kept alive by the cache (4096 of them could be gigabytes)
         if len(_FIXED) >= 4096:

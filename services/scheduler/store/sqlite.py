@@ -94,9 +94,16 @@ INDEXES = """
 CREATE INDEX IF NOT EXISTS notifies_group ON notifies(group_key, state, complete_ms) WHERE group_key != '';
 """
 # Columns added since the first release: (table, column, definition), added where missing.
-MIGRATIONS = [("notifies", "group_key", "TEXT NOT NULL DEFAULT ''"), ("attempts", "headers", "TEXT NOT NULL DEFAULT ''")]
+MIGRATIONS = [("notifies", "group_key", "TEXT NOT NULL DEFAULT ''"), ("attempts", "headers", "TEXT NOT NULL DEFAULT ''"),
+              ("notifies", "labels", "TEXT NOT NULL DEFAULT ''")]
 
-_INSERT = f"INSERT INTO notifies ({codec.COLUMNS}) VALUES ({', '.join('?' * codec.COLUMN_COUNT)})"
+_INSERT = f"INSERT INTO notifies ({codec.INSERT_COLUMNS}) VALUES ({', '.join('?' * codec.INSERT_COUNT)})"
+# One stored spec with sealed secret headers, either format (a StoredSpec with sealed_headers starts with
+# its field 1 tag, 0x0A; a JSON spec has "hs"), to check NOTIFY_SECRET_KEY at open.
+_SEALED_SAMPLE = ("SELECT id, spec FROM notifies WHERE (typeof(spec) = 'blob' AND substr(spec, 1, 1) = X'0A')"
+                  " OR (typeof(spec) = 'text' AND spec LIKE '%\"hs\":%') LIMIT 1")
+# A row's labels as JSON: the labels column, or in a JSON spec (stores written before StoredSpec) its "l".
+_LABELS = "CASE WHEN typeof(spec) = 'text' THEN CASE WHEN json_valid(spec) THEN json_extract(spec, '$.l') END ELSE nullif(labels, '') END"
 _ACTIVE_SQL = ", ".join(str(int(s)) for s in ACTIVE)
 MAX_GROUP = 4096
 
@@ -154,7 +161,7 @@ class SqliteStore:
             _migrate(conn)
             conn.executescript(INDEXES)
             self._fix_partitions(conn)
-            sealed = conn.execute(codec.SEALED_SAMPLE).fetchone()
+            sealed = conn.execute(_SEALED_SAMPLE).fetchone()
         except sqlite3.Error as e:
             raise Unavailable(f"cannot open SQLite store {self._path}: {e}") from e
         try:
@@ -365,9 +372,10 @@ class SqliteStore:
         def op(conn: sqlite3.Connection):
             marks = ",".join(str(int(s)) for s in allowed)
             row = conn.execute(
-                "UPDATE notifies SET spec=?, trigger_key=?, state=?, due_ms=? WHERE id=?"
+                "UPDATE notifies SET spec=?, labels=?, trigger_key=?, state=?, due_ms=? WHERE id=?"
                 f" AND state IN ({marks}) RETURNING {codec.COLUMNS}",
-                (codec.spec_to_json(spec, self._box), spec.trigger_key, int(state), due_ms, notify_id),
+                (codec.spec_to_bytes(spec, self._box), codec.labels_json(spec), spec.trigger_key, int(state), due_ms,
+                 notify_id),
             ).fetchone()
             return _changed_or_current(conn, row, notify_id, self._box)
 
@@ -440,9 +448,9 @@ class SqliteStore:
         if f.state is not None:
             where.append("state = ?")
             args.append(int(f.state))
-        if f.label_key:  # labels live in the spec document: a scan, bounded by the other filters and the page
+        if f.label_key:  # a scan, bounded by the other filters and the page
             match = "" if f.label_value is None else " AND value = ?"
-            where.append(f"EXISTS (SELECT 1 FROM json_each(spec, '$.l') WHERE key = ?{match})")
+            where.append(f"EXISTS (SELECT 1 FROM json_each({_LABELS}) WHERE key = ?{match})")
             args += [f.label_key] if f.label_value is None else [f.label_key, f.label_value]
         sql = f"SELECT {codec.COLUMNS} FROM notifies WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
         rows = await self._read(lambda conn: conn.execute(sql, (*args, limit)).fetchall())
