@@ -5,8 +5,10 @@ from __future__ import annotations
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from ...common.calls import DEFAULT_METHOD, DEFAULT_TIMEOUT_S, METHOD_BY_NUMBER, NUMBER_BY_METHOD
-from ...common.sealing import ALWAYS_SECRET, redact
+from ...common.sealing import ALWAYS_SECRET, REDACTED, redact
 from ...v1 import notify_pb2 as pb
+from ..engine.operations import Created
+from ..engine.validate import Incoming
 from ..store import codec
 from ..engine.model import EMPTY, AttemptRecord, GroupStatus, NewNotify, Notification, Request, Spec, State, plain_request
 
@@ -39,6 +41,53 @@ def timestamp(ms: int) -> timestamp_pb2.Timestamp:
     out = timestamp_pb2.Timestamp()
     out.FromMilliseconds(min(max(ms, _MIN_MS), _MAX_MS))
     return out
+
+
+def incoming(p: pb.Notify, request_id: str, *, now_ms: int, created_by: str = "") -> Incoming:
+    """What the create path reads off a caller's Notify, once; the message itself goes with it
+    (engine/validate.py checks it, the store keeps it). created_by: the caller's token name."""
+    r = p.request
+    method = METHOD_BY_NUMBER.get(r.method, DEFAULT_METHOD if r.method == pb.HTTP_METHOD_UNSPECIFIED else f"#{r.method}")
+    deliver_at = delay = None
+    which = p.WhichOneof("schedule") or ""
+    if which == "deliver_at":
+        deliver_at = millis(p.deliver_at)
+    elif which == "delay":
+        delay = seconds(p.delay)
+        deliver_at = now_ms + int(max(0.0, delay) * 1000)
+    return Incoming(
+        p, request_id, which, delay, deliver_at, p.trigger_key, p.ordering_key, p.queue or "default", p.group_key, method,
+        codec.cached(codec.retry_policy, p.retry.SerializeToString()) if p.HasField("retry") else DEFAULT_RETRY,
+        codec.cached(codec.success_criteria, p.success.SerializeToString()) if p.HasField("success") else DEFAULT_SUCCESS,
+        seconds(p.timeout) if p.HasField("timeout") else DEFAULT_TIMEOUT_S,
+        millis(p.expire_at) if p.HasField("expire_at") else None,
+        created_by,
+    )  # fmt: skip
+
+
+def fill_created(out: pb.Notify, new: Incoming, c: Created, secret: frozenset[str] = ALWAYS_SECRET) -> None:
+    """A created notify's answer into an empty message in place: the caller's message (the store
+    normalized it: codec.normalize) copied in C, with what fill_notify would add: id, state,
+    queue, group, times, the policies in full, secret header values <redacted>."""
+    m = new.message
+    out.CopyFrom(m)
+    if m.HasField("retry"):  # merging would add its repeated codes twice
+        out.ClearField("retry")
+    if m.HasField("success"):
+        out.ClearField("success")
+    out.MergeFromString(codec.policy_bytes(new.retry, new.success, new.timeout))
+    headers = out.request.headers
+    if len(headers):
+        for k in [k for k in headers if k.lower() in secret]:
+            headers[k] = REDACTED
+    out.id = c.id
+    out.state = int(c.state)
+    out.queue = new.queue
+    if c.group_key:
+        out.group_key = c.group_key
+    _set_ms(out.create_time, c.create_ms)
+    if c.due_ms is not None and c.state != State.WAITING_TRIGGER:
+        _set_ms(out.next_attempt_time, c.due_ms)
 
 
 def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, created_by: str = "") -> NewNotify:

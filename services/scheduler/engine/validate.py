@@ -253,12 +253,12 @@ def check_filter(f: ListFilter) -> None:
         raise InvalidArgument(bad)
 
 
-def check_batch(news: list[NewNotify], *, limits: Limits) -> None:
+def check_batch(news: list[NewNotify] | list[Incoming], *, limits: Limits) -> None:
     if not news:
         raise InvalidArgument([("requests", "must hold at least one request")])
     if len(news) > limits.max_batch:
         raise InvalidArgument([("requests", f"{len(news)} requests; at most {limits.max_batch} in one batch")])
-    total = sum(notify_size(n.spec) for n in news)
+    total = sum(incoming_size(n) if isinstance(n, Incoming) else notify_size(n.spec) for n in news)
     if total > limits.max_notify_bytes:
         raise InvalidArgument([("requests", f"the batch takes about {total} bytes; its answer must fit"
                                             f" {limits.max_notify_bytes}: send fewer at once")])  # fmt: skip

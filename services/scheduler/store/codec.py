@@ -16,7 +16,7 @@ import functools
 import json
 from typing import Any, Sequence
 
-from ...common.calls import DEFAULT_TIMEOUT_S, METHOD_BY_NUMBER, NUMBER_BY_METHOD
+from ...common.calls import DEFAULT_METHOD, DEFAULT_TIMEOUT_S, METHOD_BY_NUMBER, NUMBER_BY_METHOD
 from ...common.sealing import SecretBox, SecretKeyError, open_sealed
 from ...v1 import storage_pb2
 from ..engine.model import (EMPTY, AttemptRecord, GroupStatus, Notification, Request, RetryPolicy, Spec, State, Success,
@@ -25,6 +25,7 @@ from ..engine.model import (EMPTY, AttemptRecord, GroupStatus, Notification, Req
 _JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps with options builds one per call
 _STORED = storage_pb2.StoredSpec
 _NOTIFY = type(_STORED().spec)  # notifyagent.v1.Notify, the message StoredSpec.spec holds
+_DEFAULT_METHOD = NUMBER_BY_METHOD[DEFAULT_METHOD]
 DEFAULT_RETRY = RetryPolicy()
 DEFAULT_SUCCESS = Success()
 
@@ -157,6 +158,63 @@ def policy_bytes(retry: RetryPolicy, success: Success, timeout_s: float) -> byte
     return m.SerializeToString()
 
 
+# --- the create path: the caller's Notify message -> a row ---------------------------
+
+
+def new_row(new, notify_id: str, state: State, due_ms: int | None, create_ms: int) -> tuple:
+    """The INSERT_COLUMNS of a new notify made from the caller's message (validate.Incoming,
+    checked), which becomes the stored spec in place (normalize); the store encodes it
+    (encode_message) in the spec's place."""
+    m = new.message
+    normalize(m, deliver_at_ms=new.deliver_at_ms, created_by=new.created_by)
+    labels = _JSON.encode(dict(m.labels)) if len(m.labels) else ""
+    return (notify_id, new.request_id, int(state), new.queue, new.ordering_key, new.trigger_key, due_ms, create_ms,
+            None, 0, 0, None, m, new.group_key, labels)  # fmt: skip
+
+
+_OUTPUT_ONLY_TIMES = ("create_time", "next_attempt_time", "complete_time")
+
+
+def normalize(m, *, deliver_at_ms: int | None, created_by: str) -> None:
+    """A caller's Notify, in place, as the store keeps it: a delay as the deliver_at it gives,
+    the default method spelled out, created_by set, output-only and unknown fields dropped."""
+    if m.HasField("delay"):
+        set_ms(m.deliver_at, deliver_at_ms)  # the oneof: delay is cleared
+    if not m.request.method:
+        m.request.method = _DEFAULT_METHOD
+    if m.id:
+        m.id = ""
+    if m.state:
+        m.state = 0
+    if len(m.attempts):
+        del m.attempts[:]
+    if m.attempt_count:
+        m.attempt_count = 0
+    for name in _OUTPUT_ONLY_TIMES:
+        if m.HasField(name):
+            m.ClearField(name)
+    m.created_by = created_by
+    m.DiscardUnknownFields()
+
+
+def encode_message(m, box: SecretBox | None = None) -> bytes:
+    """A normalized Notify as a StoredSpec's bytes, its secret header values sealed (with a box)."""
+    headers = m.request.headers
+    if box is not None and len(headers) and any(k.lower() in box.names for k in headers):
+        plain, sealed = box.seal(dict(headers))
+        copy = _NOTIFY()
+        copy.CopyFrom(m)
+        copy.request.headers.clear()
+        copy.request.headers.update(plain)
+        return _field(1, sealed.encode()) + _field(2, copy.SerializeToString())
+    return _field(2, m.SerializeToString())
+
+
+def encode_rows(rows: list[tuple], box: SecretBox | None) -> list[tuple]:
+    """new_row's rows with their spec encoded."""
+    return [(*r[:12], encode_message(r[12], box), *r[13:]) for r in rows]
+
+
 # --- StoredSpec: bytes -> Spec ---------------------------------------------------
 
 
@@ -165,11 +223,19 @@ def spec_from_bytes(
     box: SecretBox | None = None, where: str = "a notify",
 ) -> Spec:  # fmt: skip
     stored = _STORED.FromString(data)
-    m = stored.spec
+    sealed = open_sealed(box, stored.sealed_headers, where) if stored.sealed_headers else None
+    return spec_from_message(stored.spec, trigger_key=trigger_key, ordering_key=ordering_key, queue=queue,
+                             group_key=group_key, sealed=sealed)  # fmt: skip
+
+
+def spec_from_message(
+    m, *, trigger_key: str, ordering_key: str, queue: str, group_key: str = "", sealed: dict[str, str] | None = None
+) -> Spec:
+    """The domain Spec of a stored (normalized) Notify; sealed: its secret headers, opened."""
     r = m.request
     headers = dict(r.headers) if len(r.headers) else EMPTY
-    if stored.sealed_headers:
-        headers = {**headers, **open_sealed(box, stored.sealed_headers, where)}
+    if sealed:
+        headers = {**headers, **sealed}
     method = METHOD_BY_NUMBER[r.method]  # stored methods were valid: another is a broken row
     form = dict(r.form_body) if len(r.form_body) else EMPTY
     if headers or form:

@@ -438,18 +438,29 @@ class PostgresStore:
             return []
 
         async def op(conn: asyncpg.Connection) -> list[Notification]:
-            if group is not None and group.callback_url:
-                await groups.register(conn, group)
-            columns = [list(c) for c in zip(*(codec.to_row(n, self._box) for n in items))]
-            inserted = {r[0] for r in await conn.fetch(_INSERT, *columns)}
-            seen = [n.request_id for n in items if n.id not in inserted]
-            firsts: dict[str, Notification] = {}
-            if seen:
-                rows = await conn.fetch(_BY_REQUEST_IDS, seen)
-                firsts = {r["request_id"]: codec.from_row(r, self._box) for r in rows}
-            return [n if n.id in inserted else firsts[n.request_id] for n in items]
+            got = await self._insert_rows(conn, [codec.to_row(n, self._box) for n in items], group)
+            return [n if first is None else first for n, first in zip(items, got)]
 
         return await self._write(op, self.parts(n.id for n in items))
+
+    async def insert_new(self, rows: list[tuple], *, group: NewGroup | None = None) -> list[Notification | None]:
+        """Commits codec.new_row rows (encoding their specs once); for a request_id seen before,
+        the first notify stands in the row's place (None: the row was inserted)."""
+        if not rows:
+            return []
+        return await self._write(lambda conn: self._insert_rows(conn, codec.encode_rows(rows, self._box), group),
+                                 self.parts(r[0] for r in rows))  # fmt: skip
+
+    async def _insert_rows(self, conn: asyncpg.Connection, rows: list[tuple], group: NewGroup | None) -> list[Notification | None]:
+        if group is not None and group.callback_url:
+            await groups.register(conn, group)
+        inserted = {r[0] for r in await conn.fetch(_INSERT, *[list(c) for c in zip(*rows)])}
+        seen = [r[1] for r in rows if r[0] not in inserted]
+        firsts: dict[str, Notification] = {}
+        if seen:
+            found = await conn.fetch(_BY_REQUEST_IDS, seen)
+            firsts = {f["request_id"]: codec.from_row(f, self._box) for f in found}
+        return [None if r[0] in inserted else firsts[r[1]] for r in rows]
 
     async def save_results(self, writes: list[ResultWrite], *, group_callback: GroupCallback | None = None) -> list[Notification]:
         states, attempts, follow_ups = codec.result_rows(writes, self._box)

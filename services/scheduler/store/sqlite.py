@@ -307,24 +307,29 @@ class SqliteStore:
 
     async def insert(self, items: list[Notification], *, group: NewGroup | None = None) -> list[Notification]:
         def op(conn: sqlite3.Connection) -> list[Notification]:
-            if group is not None and group.callback_url:
-                groups.register(conn, group)
-            # Without a request_id nothing can conflict: one executemany for all of those.
-            conn.executemany(_INSERT, [codec.to_row(n, self._box) for n in items if not n.request_id])
-            out = []
-            for n in items:
-                if not n.request_id:
-                    out.append(n)
-                    continue
-                cur = conn.execute(_INSERT + " ON CONFLICT(request_id) WHERE request_id != '' DO NOTHING", codec.to_row(n, self._box))
-                if cur.rowcount == 1:
-                    out.append(n)
-                else:
-                    row = conn.execute(f"SELECT {codec.COLUMNS} FROM notifies WHERE request_id = ?", (n.request_id,)).fetchone()
-                    out.append(codec.from_row(row, self._box))
-            return out
+            got = self._insert_rows(conn, [codec.to_row(n, self._box) for n in items], group)
+            return [n if first is None else first for n, first in zip(items, got)]
 
         return await self._write(op)
+
+    async def insert_new(self, rows: list[tuple], *, group: NewGroup | None = None) -> list[Notification | None]:
+        """Commits codec.new_row rows (encoding their specs once); for a request_id seen before,
+        the first notify stands in the row's place (None: the row was inserted)."""
+        return await self._write(lambda conn: self._insert_rows(conn, codec.encode_rows(rows, self._box), group))
+
+    def _insert_rows(self, conn: sqlite3.Connection, rows: list[tuple], group: NewGroup | None) -> list[Notification | None]:
+        if group is not None and group.callback_url:
+            groups.register(conn, group)
+        # Without a request_id nothing can conflict: one executemany for all of those.
+        conn.executemany(_INSERT, [r for r in rows if not r[1]])
+        out: list[Notification | None] = [None] * len(rows)
+        for i, r in enumerate(rows):
+            if not r[1]:
+                continue
+            if conn.execute(_INSERT + " ON CONFLICT(request_id) WHERE request_id != '' DO NOTHING", r).rowcount != 1:
+                row = conn.execute(f"SELECT {codec.COLUMNS} FROM notifies WHERE request_id = ?", (r[1],)).fetchone()
+                out[i] = codec.from_row(row, self._box)
+        return out
 
     async def save_results(self, writes: list[ResultWrite], *, group_callback: GroupCallback | None = None) -> list[Notification]:
         states, attempts, follow_ups = codec.result_rows(writes, self._box)
