@@ -35,10 +35,8 @@ def first_state(new) -> tuple[State, int | None]:
 
 def both_ways(message: pb.Notify, request_id: str = "", by: str = "svc"):
     """(the old path's violations, answer, spec), (the message path's), for one notify."""
-    old_new = convert.new_notify(message, request_id, now_ms=NOW, created_by=by)
-    copy = pb.Notify()
-    copy.CopyFrom(message)
-    inc = convert.incoming(copy, request_id, now_ms=NOW, created_by=by)
+    old_new = convert.new_notify(message, request_id, now_ms=NOW, created_by=by)  # reads the message, changes nothing
+    inc = convert.incoming(message, request_id, now_ms=NOW, created_by=by)  # the same map: the same order of violations
     old_bad = validate.check_new(old_new, now_ms=NOW, limits=LIMITS)
     new_bad = validate.check_incoming(inc, now_ms=NOW, limits=LIMITS)
     if old_bad or new_bad:

@@ -18,7 +18,7 @@ from .model import GroupStatus, ListFilter, NewGroup, NewNotify, Notification, R
 from .outcomes import UPDATABLE
 from .transitions import RETRYABLE, UNFINISHED, UPDATABLE_STATES
 from .validate import (Incoming, check_batch, check_filter, check_group, check_group_key, check_id, check_incoming,
-                       check_new, check_schedule_input, check_trigger, require_valid, show)  # fmt: skip
+                       check_new, incoming_size, check_schedule_input, check_trigger, require_valid, show)  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,9 @@ class Operations:
             raise Unavailable("scheduler is not accepting work (starting or shutting down)")
         now = self._e.clock.now_ms()
         limits = self._e.settings.limits
+        sizes = [incoming_size(new) for new in news]
         if batch:
-            check_batch(news, limits=limits)
+            check_batch(news, limits=limits, sizes=sizes)
         violations = check_group(group, limits=limits) if group else []
         stamp = group.key if group and group.key and not violations else ""
         made: list[tuple[Incoming, Created]] = []
@@ -97,7 +98,7 @@ class Operations:
                 if new.group_key:
                     violations.append((f"{prefix}.group_key", f"differs from the batch's group_key {show(stamp)}"))
                 new = new._replace(group_key=stamp)
-            violations += check_incoming(new, now_ms=now, limits=limits, prefix=prefix)
+            violations += check_incoming(new, now_ms=now, limits=limits, prefix=prefix, size=sizes[i])
             if not violations:
                 made.append((new, self._created(new, now)))
         if violations:

@@ -56,7 +56,7 @@ class Incoming(NamedTuple):
     created_by: str
 
 
-def check_incoming(new: Incoming, *, now_ms: int, limits: Limits, prefix: str = "notify") -> list[tuple[str, str]]:
+def check_incoming(new: Incoming, *, now_ms: int, limits: Limits, prefix: str = "notify", size=None) -> list[tuple[str, str]]:
     """check_new on the message: the same rules, bounds and violations, read off the Notify
     without building a Spec (only notifies that memory takes get one)."""
     out = _check_request_id(new.request_id, prefix) if new.request_id else []
@@ -67,7 +67,7 @@ def check_incoming(new: Incoming, *, now_ms: int, limits: Limits, prefix: str = 
         prefix, limits, now_ms, method=new.method, url=r.url, headers=r.headers, body=r.body, json_body=r.json_body,
         form=r.form_body, deliver_at_ms=new.deliver_at_ms, trigger_key=new.trigger_key, ordering_key=new.ordering_key,
         queue=new.queue, group_key=new.group_key, timeout=new.timeout, retry=new.retry, success=new.success,
-        expire_at_ms=new.expire_at_ms, callback_url=m.callback_url, labels=m.labels,
+        expire_at_ms=new.expire_at_ms, callback_url=m.callback_url, labels=m.labels, size=size,
     )  # fmt: skip
     return out
 
@@ -121,7 +121,7 @@ def check_spec(spec: Spec, *, now_ms: int, limits: Limits, prefix: str = "notify
 
 def _check_values(
     prefix: str, limits: Limits, now_ms: int, *, method, url, headers, body, json_body, form, deliver_at_ms, trigger_key,
-    ordering_key, queue, group_key, timeout, retry, success, expire_at_ms, callback_url, labels,
+    ordering_key, queue, group_key, timeout, retry, success, expire_at_ms, callback_url, labels, size=None,
 ) -> list[tuple[str, str]]:  # fmt: skip
     """The rules of check_spec on a notify's values; maps may be dicts or protobuf maps."""
     out: list[tuple[str, str]] = []
@@ -154,7 +154,7 @@ def _check_values(
     if len(labels):
         _check_labels(labels, add, limits)
     if not out:
-        size = _size(url, body, json_body, callback_url, headers, form, labels, success.body_contains)
+        size = _size(url, body, json_body, callback_url, headers, form, labels, success.body_contains) if size is None else size
         if size > limits.max_notify_bytes:
             add("request", f"the notify takes about {size} bytes; one grant message holds {limits.max_notify_bytes}")
     return out
@@ -253,12 +253,12 @@ def check_filter(f: ListFilter) -> None:
         raise InvalidArgument(bad)
 
 
-def check_batch(news: list[NewNotify] | list[Incoming], *, limits: Limits) -> None:
+def check_batch(news: list[NewNotify] | list[Incoming], *, limits: Limits, sizes: list[int] | None = None) -> None:
     if not news:
         raise InvalidArgument([("requests", "must hold at least one request")])
     if len(news) > limits.max_batch:
         raise InvalidArgument([("requests", f"{len(news)} requests; at most {limits.max_batch} in one batch")])
-    total = sum(incoming_size(n) if isinstance(n, Incoming) else notify_size(n.spec) for n in news)
+    total = sum(sizes) if sizes is not None else sum(notify_size(n.spec) for n in news)
     if total > limits.max_notify_bytes:
         raise InvalidArgument([("requests", f"the batch takes about {total} bytes; its answer must fit"
                                             f" {limits.max_notify_bytes}: send fewer at once")])  # fmt: skip
