@@ -175,3 +175,30 @@ def test_stored_spec_bytes_round_trip_and_are_what_protobuf_encodes() -> None:
             assert back == spec
             sealed = b is not None and any(k.lower() in NAMES for k in spec.request.headers)
             assert bool(parsed.sealed_headers) == sealed and data.startswith(b"\x0a") == sealed
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_insert_new_stores_the_message_once_and_answers_the_first_of_a_request_id(kind, tmp_path) -> None:
+    from notifyagent.scheduler.api import convert
+    from notifyagent.scheduler.engine.validate import Incoming
+    from notifyagent.v1 import notify_pb2 as pb
+    from test_store_contract import backing
+
+    def row(i: int, request_id: str = "") -> tuple:
+        m = pb.Notify(request=pb.HttpRequest(url=f"https://example.com/{i}", headers={"Cookie": "c-SEKRIT", "X-T": "t"}),
+                      delay={"seconds": 60}, labels={"n": str(i)}, attempts=[pb.Attempt(number=3)], state=pb.STATE_FAILED)
+        new: Incoming = convert.incoming(m, request_id, now_ms=1_000, created_by="svc")
+        return codec.new_row(new, nid(i), State.SCHEDULED, 61_000, 1_000)
+
+    async with backing(kind, tmp_path) as open_one:
+        store = await open_one()
+        got = await store.insert_new([row(1, "r1"), row(2), row(3, "r1")])
+        assert got[:2] == [None, None] and got[2].id == nid(1), "the first notify with that request_id"
+        again = await store.insert_new([row(4, "r1")])
+        assert again[0].id == nid(1)
+        n = await store.get(nid(1))
+        assert (n.state, n.due_ms, n.create_ms, n.request_id) == (State.SCHEDULED, 61_000, 1_000, "r1")
+        assert n.spec.deliver_at_ms == 61_000 and n.spec.created_by == "svc" and n.spec.request.method == "POST"
+        assert n.spec.request.headers == {"Cookie": "c-SEKRIT", "X-T": "t"} and n.spec.labels == {"n": "1"} and not n.attempts
+        assert [x.id for x in await store.list(ListFilter(label_key="n", label_value="2"), after_id="", limit=10)] == [nid(2)]
+        assert await store.get(nid(3)) is None and await store.get(nid(4)) is None
