@@ -19,7 +19,7 @@ against beanstalkd with two consumer processes; dev against one consumer is
 printed beside it.
 
 With --before GIT_REV each project system is also measured built at GIT_REV
-(cached in bench/out/before/), just before the current checkout.
+(cached in ~/.cache/notifyagent-bench/), just before the current checkout.
 """
 
 from __future__ import annotations

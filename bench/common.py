@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import atexit
 import datetime as _dt
+import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -551,7 +553,6 @@ class Build:
                 os.environ["NOTIFYAGENT_CMD"] = old
 
 
-BEFORE = OUT / "before"
 BEFORE_RECIPE = "pip-install-e-postgres"  # changes when the way a before build is made changes: older caches are rebuilt
 
 
@@ -568,21 +569,49 @@ def _step(what: str, argv: list[str], log: Path, rev: str) -> None:
         raise SystemExit(f"bench/run: --before {rev}: {what} failed (exit {p.returncode}); see {log}")
 
 
+def before_root() -> Path:
+    """Where before builds are cached: BENCH_BEFORE_DIR, else ~/.cache/notifyagent-bench/before-<clone>/ (one per clone,
+    shared by its worktrees). Not under bench/: a venv and a second source tree there would be walked by
+    tests/test_structure.py, which reads every *.py under bench/."""
+    if os.environ.get("BENCH_BEFORE_DIR"):
+        return Path(os.environ["BENCH_BEFORE_DIR"]).resolve()
+    common = (REPO / (_git("rev-parse", "--git-common-dir").stdout.strip() or ".git")).resolve()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "notifyagent-bench" / f"before-{hashlib.sha1(str(common).encode()).hexdigest()[:8]}"
+
+
+def _show(path: Path) -> str:
+    home = str(Path.home())
+    return str(path.relative_to(REPO)) if REPO in path.parents else (("~" + str(path)[len(home):]) if str(path).startswith(home + "/") else str(path))
+
+
 def prepare_before(rev: str) -> Build:
-    """The project built at git revision rev, prepared once in bench/out/before/<commit>/ (a git worktree and its own
-    venv with `pip install -e .`) and reused by every later run with the same commit."""
+    """The project built at git revision rev, prepared once in before_root()/<commit>/ (a git worktree and its own
+    venv with `pip install -e .[postgres]`) and reused by every later run with the same commit; a lock keeps two
+    runs from preparing it at once."""
     p = _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
     if p.returncode != 0 or not p.stdout.strip():
         raise SystemExit(f"bench/run: --before {rev}: not a commit of {REPO} (git rev-parse found nothing)")
     sha = p.stdout.strip()
     short = sha[:7]
-    d = BEFORE / sha[:12]
+    root = before_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"bench/run: --before {rev}: cannot create the cache {root}: {e.strerror} (set BENCH_BEFORE_DIR)") from None
+    with open(root / f"{sha[:12]}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _prepare(rev, sha, root / sha[:12])
+
+
+def _prepare(rev: str, sha: str, d: Path) -> Build:
+    short = sha[:7]
     src, venv, ready = d / "src", d / "venv", d / "ready"
     exe = venv / "bin" / "notifyagent"
     if ready.exists() and exe.exists() and ready.read_text().split() == [sha, BEFORE_RECIPE]:
-        say(f"before build {short}: cached in {d.relative_to(REPO)}")
+        say(f"before build {short}: cached in {_show(d)}")
         return Build("before", short, [str(exe)])
-    say(f"before build {short}: preparing once in {d.relative_to(REPO)} (later runs reuse it)")
+    say(f"before build {short}: preparing once in {_show(d)} (later runs reuse it)")
     if d.exists():  # an earlier attempt stopped half way, or an older recipe: start over
         say(f"before build {short}: removing an unfinished or outdated earlier build")
         _git("worktree", "remove", "--force", str(src))
@@ -590,9 +619,9 @@ def prepare_before(rev: str) -> Build:
     _git("worktree", "prune")
     d.mkdir(parents=True)
     log = d / "prepare.log"
-    say(f"before build {short}: git worktree add {src.relative_to(REPO)} (log {log.relative_to(REPO)})")
+    say(f"before build {short}: git worktree add {_show(src)} (log {_show(log)})")
     _step("git worktree add", ["git", "-C", str(REPO), "worktree", "add", "--detach", "--force", str(src), sha], log, rev)
-    say(f"before build {short}: python -m venv {venv.relative_to(REPO)}")
+    say(f"before build {short}: python -m venv {_show(venv)}")
     _step("python -m venv", [PY, "-m", "venv", str(venv)], log, rev)
     # the PostgreSQL driver too (the e2e PostgreSQL rows), when that revision has the extra
     extra = "[postgres]" if re.search(r"^postgres\s*=", (src / "pyproject.toml").read_text(), re.M) else ""
@@ -601,7 +630,7 @@ def prepare_before(rev: str) -> Build:
     if not exe.exists():
         raise SystemExit(f"bench/run: --before {rev}: pip installed no notifyagent command in {venv}; see {log}")
     ready.write_text(f"{sha} {BEFORE_RECIPE}\n")
-    say(f"before build {short}: ready ({exe.relative_to(REPO)})")
+    say(f"before build {short}: ready ({_show(exe)})")
     return Build("before", short, [str(exe)])
 
 
@@ -613,7 +642,7 @@ def builds(before: str) -> list[Build]:
 
 def build_args(parser) -> None:
     parser.add_argument("--before", metavar="GIT_REV", default="",
-                        help="also measure the project built at GIT_REV (cached in bench/out/before/), one after the other "
+                        help="also measure the project built at GIT_REV (cached in ~/.cache/notifyagent-bench/), one after the other "
                              "with the current checkout, beside the same baselines")  # fmt: skip
 
 

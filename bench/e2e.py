@@ -23,7 +23,7 @@ of the last arrival at nginx - time the producer started). Each system gets a
 warm-up of its own before the measured run.
 
 With --before GIT_REV the project's systems are measured twice, the build of GIT_REV
-(cached in bench/out/before/) and then the current checkout, system by system, beside
+(cached in ~/.cache/notifyagent-bench/) and then the current checkout, system by system, beside
 the same baselines (run once); each process's CPU µs per notify of both builds is
 recorded, and the scheduler's ratio current/before is a target (issue 11: <= 0.5).
 

@@ -19,7 +19,7 @@ fsyncs the WAL before any of its CreateNotify calls answers). The notifies are
 due in 1 hour (beyond the 5-minute horizon), so what is measured is the
 accept path: convert, validate, insert, commit, answer.
 
-With --before GIT_REV the scheduler built at GIT_REV (cached in bench/out/before/)
+With --before GIT_REV the scheduler built at GIT_REV (cached in ~/.cache/notifyagent-bench/)
 runs beside the current one: each round measures the echo, then both builds (which
 goes first alternates from round to round).
 """

@@ -20,7 +20,7 @@ probe's arrival.
 N = 1,000,000 (50,000 with --quick; 10,000,000 with --full), M = 100,000 (10,000 with --quick).
 
 With --before GIT_REV the project side also runs built at GIT_REV (cached in
-bench/out/before/), on a store of its own, just before the current checkout.
+~/.cache/notifyagent-bench/), on a store of its own, just before the current checkout.
 """
 
 from __future__ import annotations
