@@ -93,7 +93,7 @@ def _measure_project(nginx: Nginx, logdir: Path, mode: str, n: int, warm: int, p
     try:
         load = ["na-load", "--url", nginx.url(), "--batch", "100", "--inflight", "4"]
         mark = nginx.mark()
-        for w in run_load(load, proj.addrs, warm, logdir, f"warm-{mode}"):
+        for w in run_load(load, proj.addrs, warm, logdir, f"warm-{mode}{tag}"):
             worker_result(w)
         wait_count(nginx, mark, warm, label=f"{what} warm-up", timeout=120)
         time.sleep(0.5)
@@ -104,7 +104,7 @@ def _measure_project(nginx: Nginx, logdir: Path, mode: str, n: int, warm: int, p
             for role, pid in proj.pids().items():
                 spies.append(py_spy(pid, f"e2e-{mode}{tag}-{role}", seconds=min(20, max(5, n / 4000))))
         pg0 = [float(x) for x in psql(_PG_STATS)] if proj.mode == "multi" else None
-        prods = run_load(load, proj.addrs, n, logdir, f"producer-{mode}")
+        prods = run_load(load, proj.addrs, n, logdir, f"producer-{mode}{tag}")
         got = wait_count(nginx, mark, n, label=f"{what} delivered", timeout=60 + n / 300, watch=prods,
                          extra=lambda: "")  # fmt: skip
         results = [worker_result(p) for p in prods]
