@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import Spec
+from .model import Request, Spec
 
 DAY = 86400
 SHOW = 40  # characters of a bad value a violation may echo
@@ -50,13 +50,23 @@ def show(value: str) -> str:
     return text if len(text) <= SHOW else text[: SHOW - 4] + "...'"
 
 
+def request_size(r: Request) -> int:
+    """About the bytes a request takes on the wire; worked out once per Request (frozen,
+    often shared) and kept on it."""
+    size = r.size
+    if size < 0:
+        size = (
+            len(r.url) + len(r.body) + len(r.json_body.encode("utf-8", "replace"))
+            + sum(len(k) + len(v) + 8 for k, v in r.headers.items())
+            + sum(len(k) + len(v) + 8 for k, v in r.form.items())
+        )  # fmt: skip
+        object.__setattr__(r, "size", size)  # a cache of a pure function of the frozen fields
+    return size
+
+
 def notify_size(spec: Spec) -> int:
     """About the bytes a notify takes on the wire (what a grant message must hold)."""
-    r = spec.request
-    return (
-        len(r.url) + len(r.body) + len(r.json_body.encode("utf-8", "replace")) + len(spec.callback_url)
-        + sum(len(k) + len(v) + 8 for k, v in r.headers.items())
-        + sum(len(k) + len(v) + 8 for k, v in r.form.items())
-        + sum(len(k) + len(v) + 8 for k, v in spec.labels.items())
-        + len(spec.success.body_contains) + 1024
-    )  # fmt: skip
+    size = request_size(spec.request) + len(spec.callback_url) + len(spec.success.body_contains) + 1024
+    if spec.labels:
+        size += sum(len(k) + len(v) + 8 for k, v in spec.labels.items())
+    return size

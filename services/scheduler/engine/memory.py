@@ -70,7 +70,7 @@ class Memory:
         self._rewind = False  # a failed commit: read from the start again
         self._starved = False  # memory was full: the loader left due work in the store
         self._units = 0  # what the notifies in _live count against max_in_memory
-        self._weights: dict[str, int] = {}  # each one's count, as taken in
+        self._weights: dict[str, int] = {}  # the count of each one that counts more than 1, as taken in
         self._loader: asyncio.Task | None = None
         self._loading = asyncio.Lock()  # one load at a time
         self._accepting = False
@@ -109,7 +109,8 @@ class Memory:
             return
         self._held.take(n)
         self._live[n.id] = n
-        self._weights[n.id] = weight
+        if weight > 1:
+            self._weights[n.id] = weight
         self._units += weight
         if n.due_ms <= self._clock.now_ms():
             self._make_ready(n)
@@ -120,7 +121,7 @@ class Memory:
         """The notify held under notify_id leaves memory: every entry that refers to it goes stale."""
         n = self._live.pop(notify_id, None)
         if n is not None:
-            self._units -= self._weights.pop(notify_id, 0)
+            self._units -= self._weights.pop(notify_id, 1)
             self._held.release(n)
             if self._starved and self._units <= self._settings.max_in_memory * 9 // 10:
                 self._starved = False  # room again: page in what waits in the store now, not at the next tick
