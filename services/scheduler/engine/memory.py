@@ -82,6 +82,8 @@ class Memory:
         self._rate_timer: Handle | None = None
         self._rate_at: int | None = None
         self._pump_soon = False
+        self._batch = None  # results waiting for the next store write (results.py)
+        self._committing = False  # a results write is in flight
         self._turn = 0
         self._tasks: set[asyncio.Task] = set()
         self._start_ms = clock.now_ms()
