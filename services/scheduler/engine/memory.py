@@ -198,6 +198,9 @@ class Memory:
     def _pump(self) -> None:  # granting.py
         raise NotImplementedError
 
+    async def _load_range(self, until: int, partitions: frozenset[int] | None, after: tuple[int, str] | None = None) -> int:
+        raise NotImplementedError  # loading.py
+
     # --- leases and background steps ----------------------------------------
 
     def _end_lease(self, lease: Lease) -> None:
