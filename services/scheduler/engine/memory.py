@@ -158,7 +158,8 @@ class Memory:
         self._pump()
 
     def _schedule(self, n: Notification) -> None:
-        self._wheel.add(n.due_ms, n, n.version)  # one tuple per held notify
+        n.timer_version = n.version
+        self._wheel.add_timed(n)  # the notify is its own entry: no tuple per held notify
         self._arm()
 
     def _schedule_lease(self, lease: Lease) -> None:
@@ -179,13 +180,14 @@ class Memory:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        for entry in self._wheel.advance(self._clock.now_ms()):
-            item = entry[1]
-            if isinstance(item, Lease):
-                if self._leases.get(item.lease_id) is not None and item.deadline_ms == entry[0]:
-                    self._spawn(self._expire(item))
-            elif self._current(item, entry[2]):
-                self._make_ready(item)
+        now = self._clock.now_ms()
+        for entry in self._wheel.advance(now):
+            if isinstance(entry, tuple):  # a lease's deadline
+                lease = entry[1]
+                if self._leases.get(lease.lease_id) is not None and lease.deadline_ms == entry[0]:
+                    self._spawn(self._expire(lease))
+            elif self._current(entry, entry.timer_version) and entry.due_ms is not None and entry.due_ms <= now:
+                self._make_ready(entry)  # unchanged since it was put in the wheel, and due
         self._arm()
 
     # The other parts' steps this one calls (Engine puts the parts together):

@@ -135,6 +135,9 @@ class Notification:
     # Given by the engine on every change while the notify is in memory: what refers to
     # it (timer and ready entries, leases, commits in flight) compares it to see it is stale.
     version: int = 0
+    # The version it was put in the timer wheel at: the notify is its own wheel entry (no tuple
+    # per held notify), which is stale once the two differ.
+    timer_version: int = -1
 
     @property
     def attempts_in_budget(self) -> int:
