@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from ...common.ids import IdGenerator
 from ..store.port import Store
 from .clock import Clock, Handle
+from .compact import SharedSpecs
 from .leases import Lease, LeaseBook
 from .model import Notification, State
 from .observers import Observers
@@ -60,6 +61,7 @@ class Memory:
         self._clock = clock
         self._ids = IdGenerator()
         self._live: dict[str, Notification] = {}
+        self._specs = SharedSpecs()  # what held notifies alike share (compact.py)
         self._held = Held()
         self._wheel = TimerWheel(now_ms=clock.now_ms())
         self._ready = ReadyQueue()
@@ -97,7 +99,9 @@ class Memory:
 
     def admit(self, n: Notification, *, loaded: bool = False) -> None:
         """Takes a committed active notify into memory if it is due within what is loaded
-        (the loader's own reads are, by definition)."""
+        (the loader's own reads are, by definition). One that is not due yet waits in its
+        compact form (compact.py): the loader's own copy takes the shared spec, another
+        caller's notify is copied."""
         if n.due_ms is None or n.id in self._live or (not loaded and (n.due_ms, n.id) >= self._cursor):
             return
         if n.unreadable:
@@ -109,12 +113,18 @@ class Memory:
             self._cursor = min(self._cursor, (n.due_ms, ""))
             self._starved = True
             return
+        due = n.due_ms <= self._clock.now_ms()
+        if not due:
+            if loaded:
+                n.spec = self._specs.spec(n.spec)
+            else:
+                n = self._specs.held_copy(n)
         self._held.take(n)
         self._live[n.id] = n
         if weight > 1:
             self._weights[n.id] = weight
         self._units += weight
-        if n.due_ms <= self._clock.now_ms():
+        if due:
             self._make_ready(n)
         else:
             self._schedule(n)
