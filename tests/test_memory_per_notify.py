@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 from notifyagent.scheduler.api import convert
-from notifyagent.scheduler.engine.compact import SharedSpecs
+from notifyagent.scheduler.engine.compact import SharedSpecs, Waiting
 from notifyagent.scheduler.engine.core import Engine, EngineSettings
 from notifyagent.scheduler.engine.operations import Operations
 from notifyagent.scheduler.store.memory import MemoryStore
@@ -89,3 +89,14 @@ async def test_notifies_waiting_within_the_horizon_are_delivered_as_created_and_
         assert (await store.get(made[0].id)).spec.deliver_at_ms == T0 + 1_000, "the store keeps the spec as given"
     finally:
         await e.stop()
+
+
+def test_a_waiting_notify_unpacks_to_the_notify_it_was():
+    plain = held(1)
+    retried = Notification(id=nid(2), spec=plain.spec, state=State.RETRY_WAIT, create_ms=500, request_id="r-2", due_ms=9_000,
+                           attempt_count=3, budget_base=1, first_attempt_ms=700, version=4)  # fmt: skip
+    for n in (plain, retried):
+        w = Waiting(n, n.spec)
+        assert (w.id, w.state, w.due_ms, w.attempt_count, w.request_id, w.unreadable) == (
+            n.id, n.state, n.due_ms, n.attempt_count, n.request_id, n.unreadable)  # fmt: skip
+        assert w.full() == n

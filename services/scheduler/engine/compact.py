@@ -2,16 +2,18 @@
 
 Most notifies due within the horizon make the same call under the same rules as many
 others (one webhook, one policy); what differs is their id and due time. A held
-notify that waits in the timer wheel is its own wheel entry (wheel.add_timed) and
-keeps a Spec it shares with every other held notify alike: `SharedSpecs` keeps one
-per kind, with deliver_at_ms left out (a held notify's time is its due_ms, and the
-store keeps the spec as the caller gave it). Nothing outside the engine sees these
-copies: the operations answer with the stored notifies they were given.
+notify that is not due yet waits as a `Waiting`: one small object with its id, due
+time, state and versions, that is its own timer-wheel entry (wheel.add_timed), and
+a Spec it shares with every other held notify alike (`SharedSpecs` keeps one per
+kind, with deliver_at_ms left out: a held notify's time is its due_ms, and the
+store keeps the spec as the caller gave it). When it falls due, the engine unpacks
+it into a full Notification. Nothing outside the engine sees these: the operations
+answer with the notifies they were given.
 """
 
 from __future__ import annotations
 
-from .model import Notification, Spec
+from .model import NO_ATTEMPTS, Notification, Spec
 
 MAX_KINDS = 4096  # specs kept for sharing; the oldest is let go beyond it (held notifies keep theirs)
 
@@ -41,8 +43,32 @@ class SharedSpecs:
             self._kinds[key] = found
         return found
 
-    def held_copy(self, n: Notification) -> Notification:
-        """n as it waits in memory: a copy of its own with the shared spec (n, the operation's
-        answer, stays as it is)."""
-        return Notification(n.id, self.spec(n.spec), n.state, n.create_ms, n.request_id, n.due_ms, n.complete_ms,
-                            n.attempt_count, n.budget_base, n.first_attempt_ms, n.attempts, n.unreadable, n.version)  # fmt: skip
+
+_PLAIN = ("", None, 0, 0, None, NO_ATTEMPTS, "")  # what a notify never attempted carries beyond its id and time
+
+
+class Waiting:
+    """A held notify not due yet. It reads like a Notification where the engine reads one
+    that waits (id, spec, state, due_ms, versions, and the rest as properties) and takes the
+    same moves (Held.move); `full()` unpacks it when it falls due."""
+
+    __slots__ = ("id", "spec", "state", "due_ms", "version", "timer_version", "create_ms", "_rest")
+
+    def __init__(self, n: Notification, spec: Spec) -> None:
+        self.id, self.spec, self.state, self.due_ms, self.create_ms = n.id, spec, n.state, n.due_ms, n.create_ms
+        self.version, self.timer_version = n.version, n.timer_version
+        rest = (n.request_id, n.complete_ms, n.attempt_count, n.budget_base, n.first_attempt_ms, n.attempts, n.unreadable)
+        self._rest = None if rest == _PLAIN else rest  # a retry waiting keeps its attempt counts
+
+    def full(self) -> Notification:
+        request_id, complete, count, base, first, attempts, unreadable = self._rest or _PLAIN
+        return Notification(self.id, self.spec, self.state, self.create_ms, request_id, self.due_ms, complete, count, base,
+                            first, attempts, unreadable, self.version, self.timer_version)  # fmt: skip
+
+    request_id = property(lambda self: (self._rest or _PLAIN)[0])
+    complete_ms = property(lambda self: (self._rest or _PLAIN)[1])
+    attempt_count = property(lambda self: (self._rest or _PLAIN)[2])
+    budget_base = property(lambda self: (self._rest or _PLAIN)[3])
+    first_attempt_ms = property(lambda self: (self._rest or _PLAIN)[4])
+    attempts = property(lambda self: (self._rest or _PLAIN)[5])
+    unreadable = property(lambda self: (self._rest or _PLAIN)[6])

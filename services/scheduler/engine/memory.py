@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ...common.ids import IdGenerator
 from ..store.port import Store
 from .clock import Clock, Handle
-from .compact import SharedSpecs
+from .compact import SharedSpecs, Waiting
 from .leases import Lease, LeaseBook
 from .model import Notification, State
 from .observers import Observers
@@ -100,8 +100,7 @@ class Memory:
     def admit(self, n: Notification, *, loaded: bool = False) -> None:
         """Takes a committed active notify into memory if it is due within what is loaded
         (the loader's own reads are, by definition). One that is not due yet waits in its
-        compact form (compact.py): the loader's own copy takes the shared spec, another
-        caller's notify is copied."""
+        compact form (compact.Waiting); the caller's object stays as it is."""
         if n.due_ms is None or n.id in self._live or (not loaded and (n.due_ms, n.id) >= self._cursor):
             return
         if n.unreadable:
@@ -114,11 +113,10 @@ class Memory:
             self._starved = True
             return
         due = n.due_ms <= self._clock.now_ms()
+        if isinstance(n, Waiting):  # one withdraw() gave back
+            n = n.full()
         if not due:
-            if loaded:
-                n.spec = self._specs.spec(n.spec)
-            else:
-                n = self._specs.held_copy(n)
+            n = Waiting(n, self._specs.spec(n.spec))
         self._held.take(n)
         self._live[n.id] = n
         if weight > 1:
@@ -197,6 +195,8 @@ class Memory:
                 if self._leases.get(lease.lease_id) is not None and lease.deadline_ms == entry[0]:
                     self._spawn(self._expire(lease))
             elif self._current(entry, entry.timer_version) and entry.due_ms is not None and entry.due_ms <= now:
+                if isinstance(entry, Waiting):  # unpacked: the full notify takes its place
+                    entry = self._live[entry.id] = entry.full()
                 self._make_ready(entry)  # unchanged since it was put in the wheel, and due
         self._arm()
 
