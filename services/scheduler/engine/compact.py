@@ -44,31 +44,40 @@ class SharedSpecs:
         return found
 
 
-_PLAIN = ("", None, 0, 0, None, NO_ATTEMPTS, "")  # what a notify never attempted carries beyond its id and time
+_PLAIN = ("", None, 0, 0, None, NO_ATTEMPTS, "")  # what a notify never attempted carries beyond its id and times
 
 
 class Waiting:
     """A held notify not due yet. It reads like a Notification where the engine reads one
-    that waits (id, spec, state, due_ms, versions, and the rest as properties) and takes the
-    same moves (Held.move); `full()` unpacks it when it falls due."""
+    that waits (id, spec, state, due_ms, version, and the rest as properties) and takes the
+    same moves (Held.move); `full()` unpacks it when it falls due.
 
-    __slots__ = ("id", "spec", "state", "due_ms", "version", "timer_version", "create_ms", "_rest")
+    Six slots (80 bytes): the create time and, for a retry waiting, its attempt counts share
+    one. A Waiting is a fresh copy: it starts at version 0 and is scheduled once, right after
+    Held.take() (version 1), so its wheel entry is current while its version is still 1."""
+
+    __slots__ = ("id", "spec", "state", "due_ms", "version", "_more")
+    timer_version = 1
 
     def __init__(self, n: Notification, spec: Spec) -> None:
-        self.id, self.spec, self.state, self.due_ms, self.create_ms = n.id, spec, n.state, n.due_ms, n.create_ms
-        self.version, self.timer_version = n.version, n.timer_version
+        self.id, self.spec, self.state, self.due_ms, self.version = n.id, spec, n.state, n.due_ms, 0
         rest = (n.request_id, n.complete_ms, n.attempt_count, n.budget_base, n.first_attempt_ms, n.attempts, n.unreadable)
-        self._rest = None if rest == _PLAIN else rest  # a retry waiting keeps its attempt counts
+        self._more = n.create_ms if rest == _PLAIN else (n.create_ms, *rest)  # a retry waiting keeps its counts
+
+    def _rest(self) -> tuple:
+        more = self._more
+        return more[1:] if isinstance(more, tuple) else _PLAIN
 
     def full(self) -> Notification:
-        request_id, complete, count, base, first, attempts, unreadable = self._rest or _PLAIN
+        request_id, complete, count, base, first, attempts, unreadable = self._rest()
         return Notification(self.id, self.spec, self.state, self.create_ms, request_id, self.due_ms, complete, count, base,
                             first, attempts, unreadable, self.version, self.timer_version)  # fmt: skip
 
-    request_id = property(lambda self: (self._rest or _PLAIN)[0])
-    complete_ms = property(lambda self: (self._rest or _PLAIN)[1])
-    attempt_count = property(lambda self: (self._rest or _PLAIN)[2])
-    budget_base = property(lambda self: (self._rest or _PLAIN)[3])
-    first_attempt_ms = property(lambda self: (self._rest or _PLAIN)[4])
-    attempts = property(lambda self: (self._rest or _PLAIN)[5])
-    unreadable = property(lambda self: (self._rest or _PLAIN)[6])
+    create_ms = property(lambda self: self._more[0] if isinstance(self._more, tuple) else self._more)
+    request_id = property(lambda self: self._rest()[0])
+    complete_ms = property(lambda self: self._rest()[1])
+    attempt_count = property(lambda self: self._rest()[2])
+    budget_base = property(lambda self: self._rest()[3])
+    first_attempt_ms = property(lambda self: self._rest()[4])
+    attempts = property(lambda self: self._rest()[5])
+    unreadable = property(lambda self: self._rest()[6])

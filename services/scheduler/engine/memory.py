@@ -165,8 +165,9 @@ class Memory:
         self._ready.offer(n)
         self._pump()
 
-    def _schedule(self, n: Notification) -> None:
-        n.timer_version = n.version
+    def _schedule(self, n: Notification | Waiting) -> None:
+        if not isinstance(n, Waiting):  # a Waiting is scheduled once, at its version 1
+            n.timer_version = n.version
         self._wheel.add_timed(n)  # the notify is its own entry: no tuple per held notify
         self._arm()
 
