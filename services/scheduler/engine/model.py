@@ -23,7 +23,7 @@ class State(enum.IntEnum):
 
     @property
     def terminal(self) -> bool:
-        return self in (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+        return self >= State.SUCCEEDED  # SUCCEEDED, FAILED, CANCELLED: the last three
 
 
 # One empty mapping shared by every spec without headers, form or labels: a held notify

@@ -29,6 +29,9 @@ class Decision:
     reason: str
 
 
+DELIVERED = Decision(State.SUCCEEDED, None, "delivered")  # the common outcome, made once
+
+
 def backoff_s(policy: RetryPolicy, attempts_made: int, rand: float) -> float:
     """Delay before the attempt after `attempts_made` attempts (1-based), jittered by rand in [0,1)."""
     base = policy.min_backoff * policy.multiplier ** max(0, attempts_made - 1)
@@ -63,7 +66,7 @@ def decide(n: Notification, outcome: Outcome, now_ms: int, rand: float | None = 
     """Decides n's next state; n.attempt_count already counts this attempt."""
     spec = n.spec
     if outcome.success or (spec.fire_and_forget and outcome.status_code):
-        return Decision(State.SUCCEEDED, None, "delivered")
+        return DELIVERED
     if spec.fire_and_forget:
         return Decision(State.FAILED, None, f"fire-and-forget attempt got no answer: {outcome.error}")
     if outcome.status_code:
