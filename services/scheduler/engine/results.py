@@ -97,9 +97,13 @@ class Results(Memory):
 
     def _flush(self) -> None:
         b, self._batch = self._batch, None
-        if b is not None:
-            self._committing = True
-            self._spawn(self._commit_batch(b))
+        if b is None:
+            return
+        if self._stopping.is_set():  # stopped before it could start: reported again after a restart
+            b.done.cancel()
+            return
+        self._committing = True
+        self._spawn(self._commit_batch(b))
 
     async def _commit_batch(self, b: _Batch) -> None:
         try:
