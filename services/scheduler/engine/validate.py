@@ -291,10 +291,10 @@ def check_hello(dispatcher_id: str, capacity: int) -> str:
 def bound_result(r):
     """A dispatcher's result (engine.results.ResultIn) cut to what is stored: error 1,024
     characters, snippet 4 KiB, 32 headers of 256 characters, Retry-After at most 7 days."""
-    o = r.outcome
-    if len(o.error) <= 1024 and "\x00" not in o.error and len(r.snippet) <= 4096 and not r.headers and o.retry_after_s is None:
+    o, headers = r.outcome, r.headers
+    if len(o.error) > 1024 or "\x00" in o.error or not (o.retry_after_s is None or 0.0 <= o.retry_after_s <= 7.0 * DAY):
+        o = replace(o, error=o.error[:1024].replace("\x00", ""), retry_after_s=o.retry_after_s and min(max(o.retry_after_s, 0.0), 7.0 * DAY))
+    elif len(r.snippet) <= 4096 and (not headers or len(headers) <= 32 and max(map(len, [*headers, *headers.values()])) <= 256):
         return r  # within every bound already (most results): nothing to copy
-    retry_after = None if o.retry_after_s is None else min(max(o.retry_after_s, 0.0), 7.0 * DAY)
-    outcome = replace(o, error=o.error[:1024].replace("\x00", ""), retry_after_s=retry_after)
-    headers = r.headers and {k[:256]: v[:256] for k, v in list(r.headers.items())[:32]}
-    return replace(r, outcome=outcome, snippet=r.snippet[:4096], headers=headers)
+    headers = headers and {k[:256]: v[:256] for k, v in list(headers.items())[:32]}
+    return replace(r, outcome=o, snippet=r.snippet[:4096], headers=headers)
