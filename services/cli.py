@@ -34,10 +34,9 @@ from google.protobuf.message import Message
 from . import __version__
 from .common import auth
 from .common.calls import DEFAULT_METHOD, METHODS
-from .common.config import ConfigError, add_flags, load
+from .common.config import DEFAULT_ADDR, ConfigError, add_flags, load
 from .v1 import notify_pb2 as pb
 
-DEFAULT_ADDR = "127.0.0.1:50051"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,

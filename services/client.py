@@ -25,14 +25,13 @@ from google.rpc import error_details_pb2
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from .common import auth, tls
-from .common.config import ConfigError
+from .common.config import DEFAULT_ADDR, ConfigError
 from .common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES, message_options
 from .v1 import admin_service_pb2 as admin_pb, admin_service_pb2_grpc as admin_grpc
 from .v1 import notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc as api_grpc
 
 __all__ = ["AsyncClient", "Client", "Connection", "notify", "violations"]
 
-DEFAULT_ADDR = "127.0.0.1:50051"
 ATTEMPTS = 3  # calls made at most for a call that may be repeated
 
 

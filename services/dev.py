@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from .common.config import ConfigError, Settings
 from .dispatcher.app import DispatcherApp
-from .registry import from_url
+from .registry import Registry
 from .scheduler.app import SchedulerApp
 
 log = logging.getLogger(__name__)
@@ -22,11 +22,11 @@ log = logging.getLogger(__name__)
 class DevApp:
     live = SchedulerApp.LIVE_SETTINGS | DispatcherApp.LIVE_SETTINGS
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, registry: Registry) -> None:
         self.settings = settings
         if settings.tls_cert and not settings.tls_ca:
             raise ConfigError("dev with NOTIFY_TLS_CERT needs NOTIFY_TLS_CA too: its own dispatcher verifies the scheduler with it")
-        self.registry = from_url(settings.registry)
+        self.registry = registry
         metrics = CollectorRegistry(auto_describe=False)  # one /metrics for both
         self.scheduler = SchedulerApp(settings, registry=self.registry, metrics=metrics)
         # With tokens on, its own dispatcher holds a token of this process's, not one from the file.

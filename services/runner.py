@@ -45,12 +45,10 @@ log = logging.getLogger(__name__)
 _LOGGING = frozenset({"log_format", "log_level", "log_file"})
 
 
-def check(role: str, settings: Settings) -> None:
-    """Checks what only a role's code can parse, before anything starts: raises ConfigError naming the setting."""
-    try:
-        from_url(settings.registry)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+def check(role: str, settings: Settings) -> Registry:
+    """Checks what only a role's code can parse, before anything starts: raises ConfigError naming the
+    setting. Returns the registry it built from NOTIFY_REGISTRY, for the app to use (built once)."""
+    registry = _registry(settings)
     if role == "dispatcher" and settings.registry.strip() == "memory":
         raise ConfigError("a dispatcher alone cannot find a scheduler with NOTIFY_REGISTRY=memory (that is one "
                           "process's own); set NOTIFY_REGISTRY=static:HOST:PORT (the scheduler's gRPC address) "
@@ -67,6 +65,7 @@ def check(role: str, settings: Settings) -> None:
                 raise ConfigError(f"NOTIFY_SIGNING_SECRET: {e}") from None
     if role in ("dev", "scheduler"):
         SchedulerApp.check_settings(settings)
+    return registry
 
 
 def _registry(settings: Settings) -> Registry:
@@ -77,8 +76,8 @@ def _registry(settings: Settings) -> Registry:
 
 
 class _Single:
-    def __init__(self, app_cls, settings: Settings) -> None:
-        self.registry = _registry(settings)
+    def __init__(self, app_cls, settings: Settings, registry: Registry) -> None:
+        self.registry = registry
         self.app = app_cls(settings, registry=self.registry)
         self.live = app_cls.LIVE_SETTINGS
 
@@ -99,8 +98,8 @@ class _Single:
 class _Worker(_Single):
     """A dispatcher under a supervisor: reports to it, and stops if the supervisor is gone."""
 
-    def __init__(self, settings: Settings, fd: int, request_stop: Callable[[], None]) -> None:
-        super().__init__(DispatcherApp, settings)
+    def __init__(self, settings: Settings, registry: Registry, fd: int, request_stop: Callable[[], None]) -> None:
+        super().__init__(DispatcherApp, settings, registry)
         self._fd = fd
         self._request_stop = request_stop
         self._report: asyncio.Task | None = None
@@ -119,21 +118,21 @@ class _Worker(_Single):
 
 
 def build(role: str, settings: Settings, *, request_stop: Callable[[], None] = lambda: None):
-    check(role, settings)
+    registry = check(role, settings)
     if role == "dev":
-        app = DevApp(settings)
+        app = DevApp(settings, registry=registry)
         app.scheduler.on_shutdown = request_stop  # AdminService.Shutdown
         return app
     if role == "scheduler":
-        app = _Single(SchedulerApp, settings)
+        app = _Single(SchedulerApp, settings, registry)
         app.app.on_shutdown = request_stop
         return app
     fd = link_fd()
     if fd is not None:
-        return _Worker(settings, fd, request_stop)
+        return _Worker(settings, registry, fd, request_stop)
     if settings.processes > 1 or any(getattr(settings, name) for name in RECYCLE):
-        return Supervisor(settings)
-    return _Single(DispatcherApp, settings)
+        return Supervisor(settings)  # its workers build their own
+    return _Single(DispatcherApp, settings, registry)
 
 
 async def reload_settings(role: str, app, current: Settings, flags: Mapping[str, Any] | None) -> Settings:

@@ -1,7 +1,8 @@
 """Any scheduler answers every RPC: two schedulers in this process share one PostgreSQL
 schema, one dispatcher streams from both. Creates for another owner's ordering key,
 Cancel, Update and Retry are forwarded to the owner; Trigger and CancelGroup fan out
-and answer the total; request_id holds across schedulers; status adds up."""
+and answer the total; request_id holds across schedulers; status adds up; a drain
+reaches every scheduler."""
 
 from __future__ import annotations
 
@@ -193,6 +194,18 @@ async def test_a_queue_paused_through_one_scheduler_is_paused_on_every_one(pair,
         await wait_state(a0, i, pb.STATE_SUCCEEDED)
 
 
+async def test_a_pause_and_limits_through_two_schedulers_at_once_both_hold(pair, target):
+    (s0, s1), _, (m0, m1), _ = pair
+    await m0.PauseQueue(admin.PauseQueueRequest(name="both"))
+    got = await m1.SetQueueLimits(admin.SetQueueLimitsRequest(name="both", max_concurrent=3))  # s1 knows of no pause yet
+    assert got.queue.paused and got.queue.max_concurrent == 3, "s1 answers the queue as stored"
+    deadline = time.monotonic() + 5
+    while s0.engine.queue_config("both").max_concurrent != 3:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert s0.engine.queue_config("both").paused and s1.engine.queue_config("both").paused
+
+
 async def test_queue_limits_are_shared_among_the_live_schedulers(pair, target):
     (s0, s1), _, (m0, _), _ = pair
     await m0.SetQueueLimits(admin.SetQueueLimitsRequest(name="capped", max_concurrent=4, rate=10, burst=4))
@@ -209,6 +222,23 @@ async def test_queue_limits_are_shared_among_the_live_schedulers(pair, target):
     await target.wait_for(4)
     await asyncio.sleep(0.3)
     assert target.peak_by_path["/capped"] <= 4, "2 at once on each scheduler"
+
+
+async def test_drain_dispatchers_through_one_scheduler_drains_them_on_every_one(pair, target):
+    (s0, s1), (a0, a1), (m0, m1), d = pair
+    with pytest.raises(grpc.RpcError) as e:
+        await m0.DrainDispatchers(admin.DrainDispatchersRequest(dispatcher_id="nobody"))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND, "connected to no scheduler: not found"
+    told = await m0.DrainDispatchers(admin.DrainDispatchersRequest(dispatcher_id=d.client.dispatcher_id))
+    assert list(told.dispatcher_ids) == [d.client.dispatcher_id], "named once, however many schedulers it streams from"
+    for app in (s0, s1):
+        assert [x.draining for x in app.engine.snapshot().dispatchers] == [True], "every scheduler stops granting to it"
+    status = await m1.GetStatus(admin.GetStatusRequest())
+    assert [x.draining for x in status.dispatchers] == [True, True]
+    ids = [(await stub.CreateNotify(req(target.url("/drained")))).notify.id for stub in (a0, a1) for _ in range(4)]
+    await asyncio.sleep(0.5)
+    assert not [r for r in target.received if r.path == "/drained"], "neither scheduler grants to a drained dispatcher"
+    assert {(await a0.GetNotify(api.GetNotifyRequest(id=i))).notify.state for i in ids} == {pb.STATE_PENDING}
 
 
 async def test_a_dispatcher_gives_a_listed_scheduler_that_is_down_no_share(tmp_path, target):

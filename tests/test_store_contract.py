@@ -491,6 +491,15 @@ async def test_queue_settings_persist_and_update(store: Store) -> None:
     assert await store.load_queues() == [QueueConfig("mail", 7, 0.0, 0, False), QueueConfig("sms")]
 
 
+async def test_a_queue_setting_written_alone_keeps_the_others(store: Store) -> None:
+    await store.save_queue(QueueConfig("mail", max_concurrent=5, rate=2.5, burst=3))
+    paused = await store.save_queue(QueueConfig("mail", paused=True), ["paused"])  # a scheduler that knew no limits
+    assert paused == QueueConfig("mail", 5, 2.5, 3, True), "the queue as stored comes back"
+    limited = await store.save_queue(QueueConfig("mail", max_concurrent=9, rate=1.0, burst=1), ["max_concurrent", "rate", "burst"])
+    assert limited == QueueConfig("mail", 9, 1.0, 1, True) and await store.load_queues() == [limited], "the pause stays"
+    assert await store.save_queue(QueueConfig("new", rate=4.0), ["rate"]) == QueueConfig("new", rate=4.0), "a new queue takes all"
+
+
 # --- lifetime ------------------------------------------------------------
 
 

@@ -264,3 +264,34 @@ def test_a_scheduler_on_a_store_made_with_other_partitions_refuses_to_start_in_o
         f"error: NOTIFY_PARTITIONS is 8 but the store {tmp_path}/p.db was created with 16;"
         " partitions are fixed when a store is created"
     )
+
+
+class SlowClock(FakeMonotonic):
+    """Jumps `stall` seconds right after the next reading: the renewal that starts then ends too late."""
+
+    stall = 0.0
+
+    def __call__(self) -> float:
+        now, self.now, self.stall = self.now, self.now + self.stall, 0.0
+        return now
+
+
+@pytest.mark.postgres
+async def test_a_renewal_too_slow_to_count_on_frees_what_it_committed(pg: Stores) -> None:
+    clock = SlowClock()
+    _, a, a_events = await owner(pg, "a", ttl=2.0, clock=clock)
+    _, b, _ = await owner(pg, "b", ttl=2.0)
+    clock.stall = 2.0
+    await a._tick()  # takes every partition, but commits too late to count on
+    assert a.fence.recorded() == {} and not a_events
+    await b._tick()
+    assert len(b.fence.held()) == P // 2, "b takes its share at once, not a TTL later"
+    await a._tick()
+    assert set(a.fence.held()) == set(range(P)) - set(b.fence.held()), "and a the rest, which it had freed"
+    clock.stall = 2.0
+    await a._tick()  # a renews what it holds, too late
+    assert a.fence.held() == {} and a_events[-1] == (set(), set(range(P)) - set(b.fence.held()))
+    _, c, _ = await owner(pg, "c", ttl=2.0)
+    await c._tick()
+    assert len(c.fence.held()) == share(P, ["a", "b", "c"], "c") > 0, "what a renewed is free again at once"
+    assert not set(c.fence.held()) & set(b.fence.held())

@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -26,7 +27,7 @@ def creds(ca, cert=None, key=None):
 class TlsRun:
     """A scheduler with TLS (mTLS when mutual) and a dispatcher that verifies it."""
 
-    def __init__(self, tmp_path, *, mutual=False, pki=None, cert=None, key=None):
+    def __init__(self, tmp_path, *, mutual=False, pki=None, cert=None, key=None, client_ca=None):
         self.pki = pki or Pki.make(tmp_path)
         self.trust = Trust.make(tmp_path)
         self.port, self.http_port = free_port(), free_port()
@@ -34,7 +35,7 @@ class TlsRun:
         tls = {"NOTIFY_TLS_CERT": str(cert or self.pki.cert), "NOTIFY_TLS_KEY": str(key or self.pki.key),
                "NOTIFY_TLS_CA": str(self.pki.ca)}  # fmt: skip
         if mutual:
-            tls["NOTIFY_TLS_CLIENT_CA"] = str(self.pki.ca)
+            tls["NOTIFY_TLS_CLIENT_CA"] = str(client_ca or self.pki.ca)
         self.tls = tls
         self.scheduler = Proc(["scheduler", "--grpc-addr", self.addr, "--http-addr", f"127.0.0.1:{self.http_port}",
                                "--store", f"sqlite:///{tmp_path}/n.db"],
@@ -154,6 +155,60 @@ async def test_sighup_takes_a_new_certificate_and_a_bad_one_keeps_the_old(tmp_pa
         await asyncio.to_thread(wait_until, lambda: f"TLS certificate {cert} read again" in run.scheduler.log(), 10, "the reload")
         assert await refused(run.addr, creds(first.other_ca), token) == grpc.StatusCode.OK, "new connections get the new one"
         assert await refused(run.addr, creds(first.ca), token) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await run.stop()
+
+
+async def https_status(port, ca, cert, key):
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.load_cert_chain(str(cert), str(key))
+    async with aiohttp.ClientSession() as http:
+        try:
+            async with http.get(f"https://127.0.0.1:{port}/healthz", ssl=ctx) as r:
+                return r.status
+        except aiohttp.ClientError:
+            return "refused"
+
+
+def https_get(port, ctx, session=None):
+    """GET /healthz over a raw TLS socket, offering `session` for resumption: (status line, session, resumed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as tls:
+                tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                head = tls.recv(64).split(b"\r\n")[0]
+                return head.decode() or "refused", tls.session, tls.session_reused
+        except (ssl.SSLError, OSError):
+            return "refused", None, False
+
+
+async def test_sighup_dropping_a_client_ca_refuses_its_clients_on_grpc_and_http(tmp_path):
+    pki = Pki.make(tmp_path)
+    client_ca = tmp_path / "clients.pem"
+    client_ca.write_bytes(pki.ca.read_bytes() + pki.other_ca.read_bytes())  # CA-1 and CA-2
+    run = await TlsRun(tmp_path, mutual=True, pki=pki, client_ca=client_ca).start()
+    try:
+        token = run.trust.tokens["client"]
+        one, two = creds(pki.ca, pki.cert, pki.key), creds(pki.ca, pki.other_cert, pki.other_key)
+        assert await refused(run.addr, one, token) == grpc.StatusCode.OK
+        assert await refused(run.addr, two, token) == grpc.StatusCode.OK
+        assert await https_status(run.http_port, pki.ca, pki.cert, pki.key) == 200
+        assert await https_status(run.http_port, pki.ca, pki.other_cert, pki.other_key) == 200
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        ctx.load_cert_chain(str(pki.cert), str(pki.key))
+        status, session, _ = await asyncio.to_thread(https_get, run.http_port, ctx)
+        status, session, resumed = await asyncio.to_thread(https_get, run.http_port, ctx, session)
+        assert status == "HTTP/1.1 200 OK" and resumed, "the HTTP port resumes TLS sessions"
+
+        client_ca.write_bytes(pki.other_ca.read_bytes())  # CA-2 alone
+        run.scheduler.popen.send_signal(signal.SIGHUP)
+        await asyncio.to_thread(wait_until, lambda: "TLS certificate" in run.scheduler.log(), 10, "the reload")
+        assert await refused(run.addr, one, token) == grpc.StatusCode.UNAVAILABLE, "CA-1's client is refused on gRPC"
+        assert await https_status(run.http_port, pki.ca, pki.cert, pki.key) == "refused", "and on HTTP"
+        status, _, _ = await asyncio.to_thread(https_get, run.http_port, ctx, session)
+        assert status == "refused", "resuming a session from before the reload is no way around it"
+        assert await refused(run.addr, two, token) == grpc.StatusCode.OK, "CA-2's client still passes"
+        assert await https_status(run.http_port, pki.ca, pki.other_cert, pki.other_key) == 200
     finally:
         await run.stop()
 

@@ -26,6 +26,7 @@ def _opt(default: Any, help: str, *, env: str | None = None, roles: str = "all")
 
 
 LOOPBACK = "127.0.0.0/8,::1/128"
+DEFAULT_ADDR = "127.0.0.1:50051"  # NOTIFY_GRPC_ADDR: where the scheduler serves and clients connect
 # Below the file, env and flags. Each role its own HTTP port, so a scheduler and a
 # dispatcher on one host do not collide.
 ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -36,7 +37,7 @@ ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class Settings:
-    grpc_addr: str = _opt("127.0.0.1:50051", "gRPC address the scheduler serves (clients connect here)", roles="scheduler")
+    grpc_addr: str = _opt(DEFAULT_ADDR, "gRPC address the scheduler serves (clients connect here)", roles="scheduler")
     http_addr: str = _opt("127.0.0.1:8080", "HTTP address: the scheduler's /v1 HTTP/JSON API, /metrics and /healthz (a dispatcher's default is 127.0.0.1:8081); empty turns it off")
     store: str = _opt("sqlite:///notifyagent.db", "sqlite:///relative.db, sqlite:////abs.db (?synchronous=NORMAL) or postgresql://...", roles="scheduler")
     registry: str = _opt("memory", "memory, static:host:port,... or consul://host:port")

@@ -78,11 +78,13 @@ class StrictDecoding:
     """Stands in for the server while the generated add_*_to_server registers a service.
 
     grpcio answers a request it cannot deserialize with INTERNAL ("Exception
-    deserializing request!"). Bad bytes are the caller's fault: for every unary
+    deserializing request!"). Bad bytes are the caller's fault: for every
     request this takes the raw bytes and decodes them in the handler, so
     malformed protobuf or invalid UTF-8 in a string field is INVALID_ARGUMENT
-    with a field violation. Streaming requests (the dispatchers' Lease stream)
-    keep grpcio's own decoding."""
+    with a field violation. A stream's requests (the dispatchers' Lease stream)
+    are decoded as the handler reads them: a malformed one ends the call with
+    INVALID_ARGUMENT too (grpcio would raise its DecodeError into the handler,
+    which answers UNKNOWN)."""
 
     def __init__(self, server: grpc.aio.Server) -> None:
         self._server = server
@@ -111,40 +113,49 @@ class _StrictGeneric(grpc.GenericRpcHandler):
 
 
 def strict(handler):
-    """The handler with its unary request decoded inside it (INVALID_ARGUMENT when that fails)."""
+    """The handler with its requests decoded inside it (INVALID_ARGUMENT when that fails): a unary
+    request before the behaviour runs, a stream's requests one by one as the behaviour reads them
+    (the call ends there with the status; what came before was handled)."""
     decode = handler.request_deserializer
-    if handler.request_streaming or decode is None:
+    if decode is None:
         return handler
-    behaviour = handler.unary_unary or handler.unary_stream
 
-    async def decoded(raw: bytes, context):
+    async def one(raw: bytes, context):
         try:
             return decode(raw)
         except Exception as e:  # noqa: BLE001 - DecodeError, or anything a broken message raises
             await context.abort_with_status(rpc_status.to_status(_malformed(e)))
 
-    if handler.unary_unary is not None:
+    async def each(raws, context):
+        async for raw in raws:
+            try:
+                request = decode(raw)
+            except Exception as e:  # noqa: BLE001 - as above
+                await context.abort_with_status(rpc_status.to_status(_malformed(e)))
+            yield request
 
-        async def unary_unary(raw, context):
-            result = behaviour(await decoded(raw, context), context)
-            return await result if inspect.isawaitable(result) else result
+    if handler.request_streaming:
+        kind = "stream_stream" if handler.stream_stream is not None else "stream_unary"
+    else:
+        kind = "unary_unary" if handler.unary_unary is not None else "unary_stream"
+    behaviour = getattr(handler, kind)
 
-        return handler._replace(request_deserializer=None, unary_unary=unary_unary)
+    async def requests(raw, context):
+        return each(raw, context) if handler.request_streaming else await one(raw, context)
 
     if inspect.isasyncgenfunction(behaviour):
 
-        async def unary_stream(raw, context):
-            request = await decoded(raw, context)
-            async for item in behaviour(request, context):
+        async def wrapped(raw, context):
+            async for item in behaviour(await requests(raw, context), context):
                 yield item
 
-    else:  # writes with context.write
+    else:  # returns its answer, or writes with context.write
 
-        async def unary_stream(raw, context):
-            result = behaviour(await decoded(raw, context), context)
+        async def wrapped(raw, context):
+            result = behaviour(await requests(raw, context), context)
             return await result if inspect.isawaitable(result) else result
 
-    return handler._replace(request_deserializer=None, unary_stream=unary_stream)
+    return handler._replace(request_deserializer=None, **{kind: wrapped})
 
 
 def _malformed(e: Exception) -> status_pb2.Status:

@@ -2,9 +2,11 @@
 
 Servers: NOTIFY_TLS_CERT and NOTIFY_TLS_KEY make the gRPC and HTTP ports TLS;
 NOTIFY_TLS_CLIENT_CA also requires client certificates signed by it. The
-files are read again on SIGHUP (`ServerTls.reload`): gRPC picks the new pair
-up through `dynamic_ssl_server_credentials` on the next connection, the
-HTTP side through its SSL context; a bad file keeps the old pair.
+files are read again on SIGHUP (`ServerTls.reload`) into new contexts that
+replace the old ones for the next connections: gRPC's through
+`dynamic_ssl_server_credentials`, the HTTP port's through the context it
+listens with; a client CA dropped from the file is trusted no more, and a
+bad file keeps the old ones.
 
 Clients: NOTIFY_TLS_CA turns TLS on and is what they verify the server
 with; under mTLS they present NOTIFY_TLS_CERT/KEY. Each connection reads
@@ -47,16 +49,31 @@ class _Pair:
     client_ca: bytes | None
 
 
+class _LiveContext(ssl.SSLContext):
+    """What the HTTP port listens with: every new connection is set up by the context in
+    force (`current`), which a reload replaces whole. Adding to a context in use would
+    keep trusting what the new files dropped, and its session cache would let an old
+    client resume without its certificate being checked again."""
+
+    current: ssl.SSLContext
+
+    def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None, session=None):
+        return self.current.wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+
+    def wrap_socket(self, sock, *args, **kwargs):
+        return self.current.wrap_socket(sock, *args, **kwargs)
+
+
 class ServerTls:
     """The server side: certificate, key and (mTLS) client CA, reloadable."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._lock = threading.Lock()  # the gRPC fetcher runs on gRPC's threads
-        self._pair = self._load()
+        self._pair, self._http = self._load()
         self._generation = 1
         self._served = 0  # the generation gRPC has
-        self._contexts: list[ssl.SSLContext] = []
+        self._live: _LiveContext | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ServerTls | None":
@@ -66,32 +83,42 @@ class ServerTls:
     def mutual(self) -> bool:
         return bool(self._settings.tls_client_ca)
 
-    def _load(self) -> _Pair:
+    def _load(self) -> tuple[_Pair, ssl.SSLContext]:
+        """Reads the files and builds a fresh HTTP context from them (which checks that
+        certificate and key belong together and that the client CA is one)."""
         s = self._settings
         pair = _Pair(
             _read(s.tls_cert, "NOTIFY_TLS_CERT"), _read(s.tls_key, "NOTIFY_TLS_KEY"),
             _read(s.tls_client_ca, "NOTIFY_TLS_CLIENT_CA") if s.tls_client_ca else None,
         )  # fmt: skip
-        try:  # certificate and key must belong together: the ssl module checks that
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(s.tls_cert, s.tls_key)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(s.tls_cert, s.tls_key)
         except (ssl.SSLError, OSError) as e:
             raise ConfigError(f"NOTIFY_TLS_CERT {s.tls_cert} and NOTIFY_TLS_KEY {s.tls_key} do not load: {e}") from e
-        return pair
+        if pair.client_ca is not None:
+            try:
+                ctx.load_verify_locations(cadata=pair.client_ca.decode("latin-1"))
+            except (ssl.SSLError, ValueError) as e:
+                raise ConfigError(f"NOTIFY_TLS_CLIENT_CA {s.tls_client_ca} does not load: {e}") from e
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return pair, ctx
 
     def reload(self) -> str | None:
-        """Reads the files again (SIGHUP); keeps the old ones if the new ones are bad."""
+        """Reads the files again (SIGHUP); keeps the old ones if the new ones are bad.
+        New connections on both ports take the new files alone; open ones keep theirs."""
         try:
-            pair = self._load()
+            pair, http = self._load()
         except ConfigError as e:
             log.error("SIGHUP: keeping the TLS certificate in force: %s", e)
             return None
         with self._lock:
             if pair == self._pair:
                 return None
-            self._pair = pair
+            self._pair, self._http = pair, http
             self._generation += 1
-        for ctx in self._contexts:
-            self._configure(ctx)
+        if self._live is not None:
+            self._live.current = http
         return f"TLS certificate {self._settings.tls_cert} read again"
 
     # --- gRPC ---------------------------------------------------------------
@@ -107,6 +134,8 @@ class ServerTls:
             return self._grpc_config(self._pair)
 
     def grpc_credentials(self) -> grpc.ServerCredentials:
+        """gRPC builds a new server context from each configuration the fetcher returns,
+        so a client CA dropped from the file is no longer trusted after a reload."""
         with self._lock:
             self._served = self._generation
             initial = self._grpc_config(self._pair)
@@ -115,17 +144,11 @@ class ServerTls:
     # --- HTTP ---------------------------------------------------------------
 
     def ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._configure(ctx)
-        self._contexts.append(ctx)
-        return ctx
-
-    def _configure(self, ctx: ssl.SSLContext) -> None:
-        s = self._settings
-        ctx.load_cert_chain(s.tls_cert, s.tls_key)
-        if s.tls_client_ca:
-            ctx.load_verify_locations(cafile=s.tls_client_ca)
-            ctx.verify_mode = ssl.CERT_REQUIRED
+        """The context to listen with; it hands each new connection to the context in force."""
+        if self._live is None:
+            self._live = _LiveContext(ssl.PROTOCOL_TLS_SERVER)
+            self._live.current = self._http
+        return self._live
 
 
 def channel_credentials(settings: Settings) -> grpc.ChannelCredentials | None:

@@ -106,15 +106,17 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DrainDispatchers(self, request, context):
-        """Tells one connected dispatcher (or every one) to take no more work from
-        this scheduler; calls in flight finish and are reported.
+        """Tells one connected dispatcher (or every one) to take no more work;
+        calls in flight finish and are reported. With several schedulers sharing
+        a store, every live one is told (a dispatcher streams from each).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Shutdown(self, request, context):
-        """Stops the process serving this call gracefully, as SIGTERM does.
+        """Stops the process serving this call gracefully, as SIGTERM does (that
+        scheduler alone; the others take its partitions over).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

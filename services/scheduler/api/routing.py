@@ -54,7 +54,7 @@ class Router:
         if partition < 0 and not self.others() or partition >= 0 and self._own.owner_of(partition) is None:
             await self._own.refresh()
         if partition < 0:
-            others = [m for m in self._own.members() if m.owner != self._own.owner_id and m.address]
+            others = self.others()
             if not others:
                 raise Unavailable("this scheduler owns no partitions yet and no other is live; retry shortly")
             return others[hash(asyncio.current_task()) % len(others)]
@@ -71,12 +71,8 @@ class Router:
         if self.forwarded(context):
             raise Unavailable("partition ownership is moving between schedulers; retry shortly")
         stub = self._stub(member.address, admin)
-        left = context.time_remaining()
-        timeout = DEFAULT_TIMEOUT_S if left is None or left > 1e6 else max(left, 0.001)
-        metadata = [(k, v) for k, v in (context.invocation_metadata() or ()) if k in PASSED_ON]
-        metadata.append((FORWARDED, self._own.owner_id))
         try:
-            return await getattr(stub, method)(request, timeout=timeout, metadata=metadata)
+            return await getattr(stub, method)(request, **self._passed_on(context))
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.UNAVAILABLE:  # unreachable, or it answered so: retry
                 raise Unavailable(f"scheduler {member.address} (owner of that partition): {e.details()}") from None
@@ -91,11 +87,8 @@ class Router:
         if self.forwarded(context):
             return []
         members = self.others()
-        metadata = [(k, v) for k, v in (context.invocation_metadata() or ()) if k in PASSED_ON]
-        metadata.append((FORWARDED, self._own.owner_id))
-        left = context.time_remaining()
-        timeout = DEFAULT_TIMEOUT_S if left is None or left > 1e6 else max(left, 0.001)
-        calls = [getattr(self._stub(m.address, admin), method)(request, timeout=timeout, metadata=metadata) for m in members]
+        passed_on = self._passed_on(context)
+        calls = [getattr(self._stub(m.address, admin), method)(request, **passed_on) for m in members]
         out = []
         for m, got in zip(members, await asyncio.gather(*calls, return_exceptions=True)):
             if isinstance(got, grpc.aio.AioRpcError):
@@ -107,6 +100,15 @@ class Router:
                 raise got
             out.append(got)
         return out
+
+    def _passed_on(self, context) -> dict:
+        """What a call to a peer takes from the caller's: its credentials and what is left of its
+        deadline, marked as forwarded by this scheduler."""
+        left = context.time_remaining()
+        timeout = DEFAULT_TIMEOUT_S if left is None or left > 1e6 else max(left, 0.001)
+        metadata = [(k, v) for k, v in (context.invocation_metadata() or ()) if k in PASSED_ON]
+        metadata.append((FORWARDED, self._own.owner_id))
+        return {"timeout": timeout, "metadata": metadata}
 
     def _stub(self, address: str, admin: bool):
         ch = self._channels.get(address)

@@ -315,7 +315,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         if not name:
             raise InvalidArgument([("name", "is required")])
         cfg = self._engine.queue_config(name)
-        await self._engine.update_queue(dataclasses.replace(cfg, **changes))
+        await self._engine.update_queue(dataclasses.replace(cfg, **changes), changes)  # those settings alone
         (stats,) = await self._queue_stats([name])
         return stats
 
@@ -339,6 +339,12 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         if len(request.dispatcher_id) > MAX_DISPATCHER_ID:
             raise InvalidArgument([("dispatcher_id", f"must be at most {MAX_DISPATCHER_ID} characters")])
         told = self._engine.drain_dispatchers(request.dispatcher_id)
+        if self._router is not None:  # a dispatcher streams from every scheduler: each stops granting to it
+            if self._router.forwarded(context):
+                return admin_pb.DrainDispatchersResponse(dispatcher_ids=told)  # not connected here is no error
+            for other in await self._router.fan_out("DrainDispatchers", request, context, admin=True):
+                told.extend(other.dispatcher_ids)
+            told = list(dict.fromkeys(told))
         if request.dispatcher_id and not told:
             raise NotFound(f"dispatcher {request.dispatcher_id!r} is not connected")
         return admin_pb.DrainDispatchersResponse(dispatcher_ids=told)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 
 from .memory import Memory
-from .model import QueueConfig, State
+from .model import LIMIT_FIELDS, QUEUE_FIELDS, QueueConfig, State
 from .sessions import Grant
 
 log = logging.getLogger(__name__)
@@ -84,14 +85,18 @@ class Granting(Memory):
             old = self._queues.config(cfg.name)
             new = QueueConfig(cfg.name, cfg.max_concurrent, cfg.rate, cfg.burst, old.paused)
             if new != old:
-                await self.update_queue(new)
+                await self.update_queue(new, LIMIT_FIELDS)
                 changes.append(f"queue {cfg.name}: max_concurrent={new.max_concurrent} rate={new.rate:g} burst={new.burst}")
         return changes
 
-    async def update_queue(self, cfg: QueueConfig) -> QueueConfig:
-        """Persists and applies a queue's settings."""
+    async def update_queue(self, cfg: QueueConfig, fields: Iterable[str] = QUEUE_FIELDS) -> QueueConfig:
+        """Persists the named settings of a queue and applies the queue as stored (another
+        scheduler may have changed its other settings meanwhile)."""
         self._queues.configure(cfg, self._clock.now_ms())  # checks it first
-        await self._store.save_queue(cfg)
+        stored = await self._store.save_queue(cfg, fields)
+        if stored != cfg:
+            self._queues.configure(stored, self._clock.now_ms())
+        cfg = stored
         log.info("queue %s: %s", cfg.name, "paused" if cfg.paused else
                  f"max_concurrent={cfg.max_concurrent or 'unlimited'} rate={cfg.rate or 'unlimited'}")  # fmt: skip
         self._pump()

@@ -205,3 +205,7 @@ class QueueConfig:
     rate: float = 0.0  # grants per second
     burst: int = 0
     paused: bool = False
+
+
+QUEUE_FIELDS = ("max_concurrent", "rate", "burst", "paused")  # a queue's settings, each stored on its own
+LIMIT_FIELDS = QUEUE_FIELDS[:3]  # what NOTIFY_QUEUES sets (the pause is the operators')

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Iterable
 
 from . import codec
 from ...common.config import ConfigError
 from ...common.ids import partition_of
 from ..engine.errors import FailedPrecondition, Unavailable
 from ..engine.ownership import DEFAULT_PARTITIONS, check_partitions
-from ..engine.model import GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
+from ..engine.model import QUEUE_FIELDS, GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
 from ..engine.transitions import ACTIVE
 from .port import GroupCallback, ResultWrite
 
@@ -197,9 +198,11 @@ class MemoryStore:
     async def counts(self) -> dict[tuple[str, State], int]:
         return dict(Counter((n.spec.queue, n.state) for n in self._rows().values()))
 
-    async def save_queue(self, q: QueueConfig) -> None:
+    async def save_queue(self, q: QueueConfig, fields: Iterable[str] = QUEUE_FIELDS) -> QueueConfig:
         self._rows()
-        self._data.queues[q.name] = q
+        old = self._data.queues.get(q.name)
+        stored = self._data.queues[q.name] = q if old is None else dataclasses.replace(old, **{f: getattr(q, f) for f in fields})
+        return stored
 
     async def load_queues(self) -> list[QueueConfig]:
         self._rows()

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from ..engine.errors import Fenced  # noqa: F401  (a fenced write's error)
-from ..engine.model import AttemptRecord, GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
+from ..engine.model import QUEUE_FIELDS, AttemptRecord, GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
 from ..engine.transitions import ACTIVE  # noqa: F401  (states the loader reads by due time)
 
 GroupCallback = Callable[[GroupStatus], Notification]
 """Builds the notify that POSTs a finished group's counts to its callback_url. Writes that can
 end a group's last member take one: when that member ends, the store commits the notify it
 builds in the same transaction and marks the group's callback as done, so it is made once."""
+
+
+def queue_columns(fields: Iterable[str]) -> str:
+    """The SET list of an upsert of queue settings that writes only `fields` (of QUEUE_FIELDS)."""
+    given = set(fields)
+    names = [f for f in QUEUE_FIELDS if f in given]
+    if not names:
+        raise ValueError(f"no queue setting among {sorted(given)}")
+    return ", ".join(f"{f} = EXCLUDED.{f}" for f in names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +115,10 @@ class Store(Protocol):
         """Notifies by (queue, state)."""
         ...
 
-    async def save_queue(self, q: QueueConfig) -> None:
-        """Persists a queue's limits and pause state (replacing what was there)."""
+    async def save_queue(self, q: QueueConfig, fields: Iterable[str] = QUEUE_FIELDS) -> QueueConfig:
+        """Persists the named settings of a queue (QUEUE_FIELDS; a new queue gets all of q's) and
+        returns the queue as stored: two schedulers changing different settings of one queue at
+        once keep both changes."""
         ...
 
     async def load_queues(self) -> list[QueueConfig]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -26,8 +26,8 @@ from ...common.config import ConfigError
 from ..engine.errors import Unavailable
 from ..engine.ownership import DEFAULT_PARTITIONS, Fence, check_partitions
 from ...common.ids import partition_of
-from ..engine.model import GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
-from .port import ACTIVE, Fenced, GroupCallback, ResultWrite
+from ..engine.model import QUEUE_FIELDS, GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
+from .port import ACTIVE, Fenced, GroupCallback, ResultWrite, queue_columns
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,15 @@ Op = Callable[[asyncpg.Connection], Awaitable[Any]]
 Parts = frozenset[int] | None  # the partitions a write touches (fenced), or None (not fenced)
 
 
+async def read_ownership(conn: asyncpg.Connection) -> tuple[dict[int, str], list[tuple[str, str]]]:
+    """Who owns what now: partition -> owner of the unexpired ownership rows, and (owner,
+    address) of the live members sorted by owner. The ownership tick reads it inside its
+    transaction, routing on the pool between ticks."""
+    owners = await conn.fetch("SELECT partition, owner FROM partition_owners WHERE owner <> '' AND expires_at > now()")
+    live = await conn.fetch("SELECT owner, address FROM scheduler_members WHERE expires_at > now() ORDER BY owner")
+    return {r[0]: r[1] for r in owners}, [(r[0], r[1]) for r in live]
+
+
 class PostgresStore:
     """Store on PostgreSQL. `pool_size` connections serve reads; writes use one more of their own.
 
@@ -260,15 +269,9 @@ class PostgresStore:
     def server_settings(self) -> dict[str, str]:
         return dict(self._settings)
 
-    async def ownership_view(self) -> tuple[list[tuple[int, str]], list[tuple[str, str]]]:
-        """(partition, owner) of unexpired ownership rows and (owner, address) of live members, read
-        on the pool (routing's view between ownership ticks)."""
-        async def op(conn: asyncpg.Connection):
-            owners = await conn.fetch("SELECT partition, owner FROM partition_owners WHERE owner <> '' AND expires_at > now()")
-            live = await conn.fetch("SELECT owner, address FROM scheduler_members WHERE expires_at > now()")
-            return [(r[0], r[1]) for r in owners], [(r[0], r[1]) for r in live]
-
-        return await self._read(op)
+    async def ownership_view(self) -> tuple[dict[int, str], list[tuple[str, str]]]:
+        """read_ownership on the pool (routing's view between ownership ticks)."""
+        return await self._read(read_ownership)
 
     def parts(self, notify_ids) -> frozenset[int]:
         return frozenset(partition_of(i, self.partitions) for i in notify_ids)
@@ -388,11 +391,16 @@ class PostgresStore:
     async def _read(self, fn: Op) -> Any:
         if self._closed or self._pool is None:
             raise Unavailable("store is closed" if self._closed else "store is not open")
+        try:  # whatever keeps a connection from opening (refused, not accepting, no login) is an outage
+            conn = await self._pool.acquire()
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise self._unavailable("cannot connect", e) from e
         try:
-            async with self._pool.acquire() as conn:
-                return await fn(conn)
+            return await fn(conn)
         except _CONNECTION_ERRORS as e:
             raise self._unavailable("read failed", e) from e
+        finally:
+            await self._pool.release(conn)
 
     # --- operations -----------------------------------------------------
 
@@ -535,13 +543,11 @@ class PostgresStore:
         rows = await self._read(lambda conn: conn.fetch("SELECT queue, state, COUNT(*) FROM notifies GROUP BY queue, state"))
         return {(q, State(s)): c for q, s, c in rows}
 
-    async def save_queue(self, q: QueueConfig) -> None:
-        sql = (
-            "INSERT INTO queues (name, max_concurrent, rate, burst, paused) VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (name) DO UPDATE SET max_concurrent = EXCLUDED.max_concurrent, rate = EXCLUDED.rate,"
-            " burst = EXCLUDED.burst, paused = EXCLUDED.paused"
-        )
-        await self._write(lambda conn: conn.execute(sql, q.name, q.max_concurrent, q.rate, q.burst, q.paused))
+    async def save_queue(self, q: QueueConfig, fields: Iterable[str] = QUEUE_FIELDS) -> QueueConfig:
+        sql = ("INSERT INTO queues (name, max_concurrent, rate, burst, paused) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name)"
+               f" DO UPDATE SET {queue_columns(fields)} RETURNING name, max_concurrent, rate, burst, paused")  # fmt: skip
+        row = await self._write(lambda conn: conn.fetchrow(sql, q.name, q.max_concurrent, q.rate, q.burst, q.paused))
+        return QueueConfig(*row)
 
     async def load_queues(self) -> list[QueueConfig]:
         sql = "SELECT name, max_concurrent, rate, burst, paused FROM queues ORDER BY name"

@@ -10,7 +10,9 @@ under FOR KEY SHARE in their own transactions (PostgresStore), which a takeover'
 FOR UPDATE waits for, so a takeover and a stale write never both commit.
 
 Locally a partition counts only until the start of the last successful renewal
-plus the TTL minus a margin; a failed renewal gives every partition up at once.
+plus the TTL minus a margin; a failed renewal gives every partition up at once,
+and one that committed too late to count on frees the rows it just renewed or
+took (at the epochs it committed), so others need not wait a TTL for them.
 A scheduler holding more than its share gives the extras up (first locally,
 then in the table) for the newcomers to take. The owner id is random per
 process, never the hostname.
@@ -27,7 +29,7 @@ from collections.abc import Callable
 import asyncpg
 
 from ..engine.ownership import Fence, Member, OnChange
-from .postgres import PostgresStore
+from .postgres import PostgresStore, read_ownership
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +42,17 @@ _RENEW = (
     " FROM unnest($1::int[], $2::bigint[]) AS h(p, e)"
     " WHERE o.partition = h.p AND o.epoch = h.e AND o.owner = $3 AND o.expires_at > now() RETURNING o.partition"
 )
-_LIVE = "SELECT owner, address FROM scheduler_members WHERE expires_at > now() ORDER BY owner"
 _TAKE = (
     "UPDATE partition_owners SET owner = $1, epoch = epoch + 1, expires_at = now() + $3 * interval '1 second'"
     " WHERE partition IN (SELECT partition FROM partition_owners WHERE owner = '' OR expires_at <= now()"
     " ORDER BY partition LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING partition, epoch"
 )
-_OWNERS = "SELECT partition, owner FROM partition_owners WHERE owner <> '' AND expires_at > now()"
 _RELEASE = (
     "UPDATE partition_owners o SET owner = '', expires_at = '-infinity' FROM unnest($1::int[], $2::bigint[]) AS h(p, e)"
     " WHERE o.partition = h.p AND o.epoch = h.e AND o.owner = $3"
 )
 _LEAVE = "DELETE FROM scheduler_members WHERE owner = $1"
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)  # OSError takes TimeoutError in
 
 
 def share(partitions: int, owners: list[str], me: str) -> int:
@@ -100,7 +101,7 @@ class PostgresOwnership:
     async def refresh(self) -> None:
         """Reads who owns what now (a forward found no owner in the view of the last tick)."""
         owners, live = await self._store.ownership_view()
-        self._owners = dict(owners)
+        self._owners = owners
         self._members = {o: Member(o, a) for o, a in live}
 
     # --- life cycle -------------------------------------------------------
@@ -122,9 +123,9 @@ class PostgresOwnership:
         self._lose(set(held), "stopping")
         try:
             conn = await self._connection()
-            await conn.execute(_RELEASE, list(held), list(held.values()), self.owner_id)
+            await self._free(conn, held)
             await conn.execute(_LEAVE, self.owner_id)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        except _DB_ERRORS as e:
             log.warning("releasing partitions on stop failed (they expire within %g s): %s", self._ttl, e)
         if self._conn is not None:
             self._conn.terminate()
@@ -159,16 +160,20 @@ class PostgresOwnership:
             async with conn.transaction():
                 await conn.execute(_MEMBER, self.owner_id, self.address, self._ttl)
                 kept = {r[0] for r in await conn.fetch(_RENEW, list(held), list(held.values()), self.owner_id, self._ttl)}
-                live = [(r[0], r[1]) for r in await conn.fetch(_LIVE)]
+                owners, live = await read_ownership(conn)
                 target = share(self.fence.partitions, [o for o, _ in live], self.owner_id)
                 taken = {}
                 if len(kept) < target:
                     rows = await conn.fetch(_TAKE, self.owner_id, target - len(kept), self._ttl)
                     taken = {r[0]: r[1] for r in rows}
-                owners = {r[0]: r[1] for r in await conn.fetch(_OWNERS)}
+                    owners.update(dict.fromkeys(taken, self.owner_id))
         until = started + self._ttl - self._margin
-        if self._now() >= until:  # the transaction took too long to count on
+        if self._now() >= until:  # the transaction took too long to count on: act for none of it
             self._lose(set(held), "renewal too slow")
+            try:  # nor keep others from what it just committed
+                await self._free(conn, {**{p: held[p] for p in kept}, **taken})
+            except _DB_ERRORS as e:
+                log.warning("freeing partitions after a slow renewal failed (they expire within %g s): %s", self._ttl, e)
             return
         self._members = {o: Member(o, a) for o, a in live}
         self._owners = owners
@@ -189,8 +194,12 @@ class PostgresOwnership:
         """Gives extras up for a newcomer: stop acting first, then free the rows."""
         held = self.fence.recorded()
         self._lose(set(parts), "balancing")
-        conn = await self._connection()
-        await conn.execute(_RELEASE, parts, [held[p] for p in parts], self.owner_id)
+        await self._free(await self._connection(), {p: held[p] for p in parts})
+
+    async def _free(self, conn: asyncpg.Connection, epochs: dict[int, int]) -> None:
+        """Frees the rows of these partitions, each only while it is still ours at that epoch."""
+        if epochs:
+            await conn.execute(_RELEASE, list(epochs), list(epochs.values()), self.owner_id)
 
     def _lose(self, parts: set[int], why: str) -> None:
         if not parts:

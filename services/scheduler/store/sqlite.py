@@ -20,7 +20,7 @@ import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ...common.config import ConfigError
 from ...common.sealing import SecretBox
@@ -28,8 +28,8 @@ from . import codec, sqlite_groups as groups
 from ...common.ids import id_tail
 from ..engine.errors import Unavailable
 from ..engine.ownership import DEFAULT_PARTITIONS, check_partitions
-from ..engine.model import GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, State
-from .port import ACTIVE, GroupCallback, ResultWrite
+from ..engine.model import QUEUE_FIELDS, GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, State
+from .port import ACTIVE, GroupCallback, ResultWrite, queue_columns
 
 log = logging.getLogger(__name__)
 
@@ -419,9 +419,11 @@ class SqliteStore:
         sql = "SELECT queue, state, COUNT(*) FROM notifies GROUP BY queue, state"
         return {(q, State(s)): c for q, s, c in await self._read(lambda conn: conn.execute(sql).fetchall())}
 
-    async def save_queue(self, q: QueueConfig) -> None:
-        sql = "INSERT OR REPLACE INTO queues (name, max_concurrent, rate, burst, paused) VALUES (?, ?, ?, ?, ?)"
-        await self._write(lambda conn: conn.execute(sql, (q.name, q.max_concurrent, q.rate, q.burst, int(q.paused))))
+    async def save_queue(self, q: QueueConfig, fields: Iterable[str] = QUEUE_FIELDS) -> QueueConfig:
+        sql = ("INSERT INTO queues (name, max_concurrent, rate, burst, paused) VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO "
+               f"UPDATE SET {queue_columns(fields)} RETURNING name, max_concurrent, rate, burst, paused")  # fmt: skip
+        row = await self._write(lambda conn: conn.execute(sql, (q.name, q.max_concurrent, q.rate, q.burst, int(q.paused))).fetchone())
+        return QueueConfig(*row[:4], bool(row[4]))
 
     async def load_queues(self) -> list[QueueConfig]:
         sql = "SELECT name, max_concurrent, rate, burst, paused FROM queues ORDER BY name"
