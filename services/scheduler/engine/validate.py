@@ -16,7 +16,7 @@ from dataclasses import replace
 from urllib.parse import urlsplit
 
 from .errors import InvalidArgument
-from .limits import DAY, Limits, notify_size, show  # noqa: F401 - Limits and notify_size are part of this layer
+from .limits import DAY, Limits, bound_result, notify_size, show  # noqa: F401 - Limits and notify_size are part of this layer
 from .model import METHODS, ListFilter, NewGroup, NewNotify, QueueConfig, Spec
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -287,14 +287,3 @@ def check_hello(dispatcher_id: str, capacity: int) -> str:
         return "hello.capacity must be 1 to 1,000,000"
     return ""
 
-
-def bound_result(r):
-    """A dispatcher's result (engine.results.ResultIn) cut to what is stored: error 1,024
-    characters, snippet 4 KiB, 32 headers of 256 characters, Retry-After at most 7 days."""
-    o, headers = r.outcome, r.headers
-    if len(o.error) > 1024 or "\x00" in o.error or not (o.retry_after_s is None or 0.0 <= o.retry_after_s <= 7.0 * DAY):
-        o = replace(o, error=o.error[:1024].replace("\x00", ""), retry_after_s=o.retry_after_s and min(max(o.retry_after_s, 0.0), 7.0 * DAY))
-    elif len(r.snippet) <= 4096 and (not headers or len(headers) <= 32 and max(map(len, [*headers, *headers.values()])) <= 256):
-        return r  # within every bound already (most results): nothing to copy
-    headers = headers and {k[:256]: v[:256] for k, v in list(headers.items())[:32]}
-    return replace(r, outcome=o, snippet=r.snippet[:4096], headers=headers)
