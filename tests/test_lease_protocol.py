@@ -263,7 +263,7 @@ async def test_real_client_reopens_a_stream_whose_call_was_cancelled(system, tar
 def test_a_result_is_cut_to_the_stored_bounds_and_one_within_them_is_kept_as_it_is():
     from notifyagent.scheduler.engine.results import ResultIn
     from notifyagent.scheduler.engine.retry import Outcome
-    from notifyagent.scheduler.engine.validate import bound_result
+    from notifyagent.scheduler.engine.limits import bound_result
 
     big = ResultIn("l", Outcome(500, False, "e" * 2000 + "\x00", retry_after_s=1e9), 0, 0, b"x" * 5000,
                    {"k" * 300: "v" * 300, **{f"h{i}": "v" for i in range(40)}})  # fmt: skip

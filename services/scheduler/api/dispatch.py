@@ -17,7 +17,8 @@ from ...common import auth
 from ...v1 import dispatch_service_pb2 as pb, dispatch_service_pb2_grpc as pb_grpc
 from ...common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES
 from . import convert
-from ..engine.validate import bound_result, check_hello, notify_size
+from ..engine.limits import bound_result
+from ..engine.validate import check_hello, notify_size
 from ..engine.core import Engine, ResultIn
 from ..engine.retry import Outcome
 from ..engine.sessions import Ack, Drain, Grant, Revoke, Session

@@ -16,7 +16,7 @@ from dataclasses import replace
 from urllib.parse import urlsplit
 
 from .errors import InvalidArgument
-from .limits import DAY, Limits, bound_result, notify_size, show  # noqa: F401 - Limits and notify_size are part of this layer
+from .limits import DAY, Limits, notify_size, show  # noqa: F401 - Limits and notify_size are part of this layer
 from .model import METHODS, ListFilter, NewGroup, NewNotify, QueueConfig, Spec
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
