@@ -4,7 +4,6 @@ missing key said in one line, keys rotated newest first."""
 
 import asyncio
 import base64
-import json
 import os
 import sqlite3
 import subprocess
@@ -18,7 +17,7 @@ from notifyagent.common.sealing import REDACTED, SecretBox, SecretKeyError, reda
 from notifyagent.scheduler.engine.model import Notification, Request, Spec, State
 from notifyagent.scheduler.store.postgres import PostgresStore
 from notifyagent.scheduler.store.sqlite import SqliteStore
-from notifyagent.v1 import notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc
+from notifyagent.v1 import notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc, storage_pb2
 from support import Proc, Trust, free_port, open_channel, wait_serving
 from test_store_contract import PG_DSN, postgres_admin
 
@@ -117,17 +116,17 @@ async def test_the_store_holds_no_plaintext_secret_and_a_wrong_key_is_refused_at
             return SqliteStore(tmp_path / "n.db", secrets=box)
         return PostgresStore(PG_DSN, schema=schema, pool_size=1, secrets=box)
 
-    async def raw_spec(notify_id: str) -> str:
+    async def raw_spec(notify_id: str) -> bytes:
         if kind == "sqlite":
             with sqlite3.connect(tmp_path / "n.db") as conn:
                 return conn.execute("SELECT spec FROM notifies WHERE id=?", (notify_id,)).fetchone()[0]
-        return await admin.fetchval(f'SELECT spec FROM "{schema}".notifies WHERE id=$1', notify_id)
+        return await admin.fetchval(f'SELECT spec_pb FROM "{schema}".notifies WHERE id=$1', notify_id)
 
     async def raw_rows() -> bytes:
         if kind == "sqlite":
             return stored_bytes(tmp_path)
-        rows = await admin.fetch(f'SELECT spec FROM "{schema}".notifies')
-        return "\n".join(r["spec"] for r in rows).encode()
+        rows = await admin.fetch(f'SELECT spec, spec_pb, labels FROM "{schema}".notifies')
+        return b"\n".join(r["spec"].encode() + (r["spec_pb"] or b"") + r["labels"].encode() for r in rows)
 
     try:
         store = build(SecretBox(key, names))
@@ -147,7 +146,7 @@ async def test_the_store_holds_no_plaintext_secret_and_a_wrong_key_is_refused_at
         await rotated.insert([secret_notify(2)])
         assert (await rotated.get(secret_notify(1).id)).spec.request.headers == {**SECRETS, **PLAIN}, "older keys decrypt"
         await rotated.close()
-        sealed = json.loads(await raw_spec(secret_notify(2).id))["hs"]
+        sealed = storage_pb2.StoredSpec.FromString(await raw_spec(secret_notify(2).id)).sealed_headers
         assert SecretBox(newest, names).open(sealed, "n") == SECRETS, "new writes use the newest key"
         with pytest.raises(SecretKeyError):
             SecretBox(key, names).open(sealed, "n")
@@ -161,9 +160,9 @@ def test_without_a_key_the_store_file_holds_the_values_as_sent():
     """The grep above can fail: without NOTIFY_SECRET_KEY the values are stored as they came."""
     from notifyagent.scheduler.store import codec
 
-    assert "tok-SEKRIT-4711" in codec.spec_to_json(secret_notify().spec)
-    sealed = codec.spec_to_json(secret_notify().spec, SecretBox(new_key(), secret_names("X-Signature")))
-    assert all(v not in sealed for v in SECRETS.values()) and "trace-visible-1" in sealed
+    assert b"tok-SEKRIT-4711" in codec.spec_to_bytes(secret_notify().spec)
+    sealed = codec.spec_to_bytes(secret_notify().spec, SecretBox(new_key(), secret_names("X-Signature")))
+    assert all(v.encode() not in sealed for v in SECRETS.values()) and b"trace-visible-1" in sealed
 
 
 def test_redaction_is_case_insensitive_and_secret_header_names_are_checked():

@@ -140,7 +140,9 @@ class SchedulerApp:
                 lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, s),
             ],
             SERVICES,
-            interceptors=[AuthInterceptor(self.auth)],
+            # Without a tokens file auth stays off for the process's life (SIGHUP re-reads only a
+            # file it was given): no interceptor then, whose Python runs on every call.
+            interceptors=[AuthInterceptor(self.auth)] if self.auth.enabled else [],
             credentials=self.tls.grpc_credentials() if self.tls else None,
             max_message_bytes=self.settings.max_message_bytes,
         )  # fmt: skip

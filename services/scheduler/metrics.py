@@ -35,8 +35,8 @@ class SchedulerMetrics:
         engine.observers.finished.append(self._finished)
         add_collector(registry, self._collect)
 
-    def _created(self, n: Notification) -> None:
-        self.created.inc()
+    def _created(self, count: int) -> None:
+        self.created.inc(count)
 
     def _attempted(self, n: Notification, attempt: AttemptRecord, due_ms: int) -> None:
         self.lateness.observe(max(0, attempt.start_ms - due_ms) / 1000)

@@ -7,13 +7,14 @@ import functools
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from ...common.calls import DEFAULT_METHOD, DEFAULT_TIMEOUT_S, METHOD_BY_NUMBER, NUMBER_BY_METHOD
-from ...common.sealing import ALWAYS_SECRET, redact
+from ...common.sealing import ALWAYS_SECRET, REDACTED, redact
 from ...v1 import notify_pb2 as pb
-from ..engine.model import (EMPTY, AttemptRecord, GroupStatus, NewNotify, Notification, Request, RetryPolicy, Spec, State,
-                            Success, plain_request)
+from ..engine.operations import Created
+from ..engine.validate import Incoming
+from ..store import codec
+from ..engine.model import EMPTY, AttemptRecord, GroupStatus, NewNotify, Notification, Request, Spec, State, plain_request
 
-DEFAULT_RETRY = RetryPolicy()
-DEFAULT_SUCCESS = Success()
+DEFAULT_RETRY, DEFAULT_SUCCESS = codec.DEFAULT_RETRY, codec.DEFAULT_SUCCESS
 UNREADABLE_LABEL = "notifyagent.unreadable"  # shown on a notify whose stored row could not be decoded
 
 
@@ -44,6 +45,104 @@ def timestamp(ms: int) -> timestamp_pb2.Timestamp:
     return out
 
 
+def incoming(p: pb.Notify, request_id: str, *, now_ms: int, created_by: str = "") -> Incoming:
+    """What the create path reads off a caller's Notify, once; the message itself goes with it
+    (engine/validate.py checks it, the store keeps it). created_by: the caller's token name."""
+    r = p.request
+    method = METHOD_BY_NUMBER.get(r.method, DEFAULT_METHOD if r.method == pb.HTTP_METHOD_UNSPECIFIED else f"#{r.method}")
+    deliver_at = delay = None
+    which = p.WhichOneof("schedule") or ""
+    if which == "deliver_at":
+        deliver_at = millis(p.deliver_at)
+    elif which == "delay":
+        delay = seconds(p.delay)
+        deliver_at = now_ms + int(max(0.0, delay) * 1000)
+    return Incoming(
+        p, request_id, which, delay, deliver_at, p.trigger_key, p.ordering_key, p.queue or "default", p.group_key, method,
+        codec.cached(codec.retry_policy, p.retry.SerializeToString()) if p.HasField("retry") else DEFAULT_RETRY,
+        codec.cached(codec.success_criteria, p.success.SerializeToString()) if p.HasField("success") else DEFAULT_SUCCESS,
+        seconds(p.timeout) if p.HasField("timeout") else DEFAULT_TIMEOUT_S,
+        millis(p.expire_at) if p.HasField("expire_at") else None,
+        created_by,
+    )  # fmt: skip
+
+
+def fill_created(out: pb.Notify, new: Incoming, c: Created, secret: frozenset[str] = ALWAYS_SECRET) -> None:
+    """A created notify's answer into an empty message in place: the caller's message (the store
+    normalized it: codec.normalize) copied in C, with what fill_notify would add: id, state,
+    queue, group, times, the policies in full, secret header values <redacted>."""
+    m = new.message
+    headers = m.request.headers
+    if not (m.HasField("retry") or m.HasField("success") or len(headers) and any(k.lower() in secret for k in headers)):
+        # The common case, in C: the message and what the answer adds, parsed into out at once.
+        out.MergeFromString(m.SerializeToString() + _default_policies(new.timeout) + _created_fields(new, c))
+        return
+    out.CopyFrom(m)
+    if m.HasField("retry"):  # merging would add its repeated codes twice
+        out.ClearField("retry")
+    if m.HasField("success"):
+        out.ClearField("success")
+    out.MergeFromString(codec.policy_bytes(new.retry, new.success, new.timeout))
+    headers = out.request.headers
+    if len(headers):
+        for k in [k for k in headers if k.lower() in secret]:
+            headers[k] = REDACTED
+    out.id = c.id
+    out.state = int(c.state)
+    out.queue = new.queue
+    if c.group_key:
+        out.group_key = c.group_key
+    _set_ms(out.create_time, c.create_ms)
+    if c.due_ms is not None and c.state != State.WAITING_TRIGGER:
+        _set_ms(out.next_attempt_time, c.due_ms)
+
+
+def _created_fields(new: Incoming, c: Created) -> bytes:
+    """id, state, queue, group_key, create_time and next_attempt_time of an answer, serialized."""
+    out = b"\x0a" + _size_prefixed(c.id.encode()) + bytes((0x40, int(c.state))) + _queue_field(new.queue)
+    if c.group_key:
+        out += b"\xaa\x01" + _size_prefixed(c.group_key.encode())  # field 21
+    out += _time_field(17, c.create_ms)
+    if c.due_ms is not None and c.state != State.WAITING_TRIGGER:
+        out += _time_field(18, c.due_ms)
+    return out
+
+
+def _size_prefixed(payload: bytes) -> bytes:
+    size, head = len(payload), bytearray()
+    while size > 0x7F:
+        head.append(size & 0x7F | 0x80)
+        size >>= 7
+    head.append(size)
+    return bytes(head) + payload
+
+
+@functools.lru_cache(maxsize=256)
+def _queue_field(queue: str) -> bytes:
+    return b"\x3a" + _size_prefixed(queue.encode())  # field 7
+
+
+@functools.lru_cache(maxsize=64)
+def _time_field(number: int, ms: int) -> bytes:
+    """A Timestamp field of a Notify, serialized (a batch's notifies share their times)."""
+    out = pb.Notify()
+    _set_ms(getattr(out, out.DESCRIPTOR.fields_by_number[number].name), ms)
+    return out.SerializeToString()
+
+
+def _default_policies(timeout_s: float) -> bytes:
+    """codec.policy_bytes of the default retry and success with this timeout, by the timeout alone."""
+    cached = _DEFAULT_POLICIES.get(timeout_s)
+    if cached is None:
+        if len(_DEFAULT_POLICIES) >= 1024:
+            _DEFAULT_POLICIES.clear()
+        cached = _DEFAULT_POLICIES[timeout_s] = codec.policy_bytes(DEFAULT_RETRY, DEFAULT_SUCCESS, timeout_s)
+    return cached
+
+
+_DEFAULT_POLICIES: dict[float, bytes] = {}
+
+
 def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, created_by: str = "") -> NewNotify:
     """Builds a domain NewNotify as given; engine/validate.py judges it.
     created_by: the caller's token name (Notify.created_by is output only and ignored here)."""
@@ -56,8 +155,8 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, created_by: str = 
     elif which == "delay":
         delay = seconds(p.delay)
         deliver_at = now_ms + int(max(0.0, delay) * 1000)
-    retry = _cached(_retry_policy, p.retry.SerializeToString()) if p.HasField("retry") else DEFAULT_RETRY
-    success = _cached(_success, p.success.SerializeToString()) if p.HasField("success") else DEFAULT_SUCCESS
+    retry = codec.cached(codec.retry_policy, p.retry.SerializeToString()) if p.HasField("retry") else DEFAULT_RETRY
+    success = codec.cached(codec.success_criteria, p.success.SerializeToString()) if p.HasField("success") else DEFAULT_SUCCESS
     # len() first: iterating an empty protobuf map through the Mapping ABC costs more than the rest
     if len(r.headers) or len(r.form_body):
         request = Request(method=method, url=r.url, body=r.body, json_body=r.json_body,
@@ -82,60 +181,6 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, created_by: str = 
         group_key=p.group_key,
     )
     return NewNotify(spec, request_id, schedule=which, delay_s=delay)
-
-
-_CACHED_WIRE = 512  # larger wire forms are converted each time: a cache must not hold what callers send in bulk
-
-
-def _cached(convert, wire: bytes):
-    return convert(wire) if len(wire) <= _CACHED_WIRE else convert.__wrapped__(wire)
-
-
-@functools.lru_cache(maxsize=1024)
-def _retry_policy(wire: bytes) -> RetryPolicy:
-    """A RetryPolicy from its wire form (cached: most callers send a few policies many times)."""
-    rp = pb.RetryPolicy.FromString(wire)
-    min_backoff = seconds(rp.min_backoff) if rp.HasField("min_backoff") else DEFAULT_RETRY.min_backoff
-    if rp.HasField("max_backoff"):
-        max_backoff = seconds(rp.max_backoff)
-    else:  # a min_backoff above the default cap raises the cap with it
-        max_backoff = max(DEFAULT_RETRY.max_backoff, min_backoff) if rp.HasField("min_backoff") else DEFAULT_RETRY.max_backoff
-    return RetryPolicy(
-        max_attempts=rp.max_attempts or DEFAULT_RETRY.max_attempts,
-        min_backoff=min_backoff,
-        max_backoff=max_backoff,
-        multiplier=rp.multiplier or DEFAULT_RETRY.multiplier,
-        max_retry_duration=(
-            seconds(rp.max_retry_duration) if rp.HasField("max_retry_duration") else DEFAULT_RETRY.max_retry_duration
-        ),
-        retry_codes=tuple(rp.retry_codes),
-    )
-
-
-@functools.lru_cache(maxsize=1024)
-def _success(wire: bytes) -> Success:
-    sc = pb.SuccessCriteria.FromString(wire)
-    return Success(tuple(sc.status_codes), sc.body_contains, sc.mismatch_final)
-
-
-@functools.lru_cache(maxsize=1024)
-def _policy_bytes(retry: RetryPolicy, success: Success, timeout_s: float) -> bytes:
-    """The serialized retry, success and timeout fields: a handful of distinct policies
-    serve many notifies, and building them field by field dominates a large response."""
-    return pb.Notify(
-        retry=pb.RetryPolicy(
-            max_attempts=retry.max_attempts,
-            min_backoff=duration(retry.min_backoff),
-            max_backoff=duration(retry.max_backoff),
-            multiplier=retry.multiplier,
-            max_retry_duration=duration(retry.max_retry_duration),
-            retry_codes=retry.retry_codes,
-        ),
-        success=pb.SuccessCriteria(
-            status_codes=success.status_codes, body_contains=success.body_contains, mismatch_final=success.mismatch_final
-        ),
-        timeout=duration(timeout_s),
-    ).SerializeToString()
 
 
 def _request(r: Request, secret: frozenset[str] | None = None) -> pb.HttpRequest:
@@ -217,7 +262,7 @@ def _fixed_bytes(s: Spec, secret: frozenset[str] | None) -> bytes:
     cached = _FIXED.get(key)
     if cached is None or cached[0] is not s.request:
         out = pb.Notify(request=_request(s.request, secret), fire_and_forget=s.fire_and_forget)
-        cached = (s.request, out.SerializeToString() + _policy_bytes(s.retry, s.success, s.timeout))
+        cached = (s.request, out.SerializeToString() + codec.policy_bytes(s.retry, s.success, s.timeout))
         if len(cached[1]) > _CACHED_FIXED:
             return cached[1]  # a big body is not kept alive by the cache (4096 of them could be gigabytes)
         if len(_FIXED) >= 4096:

@@ -23,7 +23,7 @@ from ...v1 import admin_service_pb2 as admin_pb, admin_service_pb2_grpc as admin
 from ...v1 import notify_service_pb2 as api, notify_service_pb2_grpc as api_grpc
 from . import convert
 from ..engine.core import Engine
-from ..engine.operations import Operations
+from ..engine.operations import Created, Operations
 from ..engine.errors import FailedPrecondition, InvalidArgument, NotFound, NotifyError, NotOwner, Unavailable
 from ..engine.model import ListFilter, NewGroup, State
 from ..engine.validate import notify_size
@@ -91,23 +91,32 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
 
     @maps_errors
     async def CreateNotify(self, request, context):
-        now = self._ops.clock.now_ms()
-        new = convert.new_notify(request.notify, request.request_id, now_ms=now, created_by=auth.current().name)
-        (n,) = await self._ops.create([new])
-        return api.CreateNotifyResponse(notify=self._out(n))
+        new = convert.incoming(request.notify, request.request_id, now_ms=self._ops.clock.now_ms(),
+                               created_by=auth.current().name)  # fmt: skip
+        (got,) = await self._ops.create_incoming([new])
+        out = api.CreateNotifyResponse()
+        self._fill(out.notify, new, got)
+        return out
+
+    def _fill(self, out, new, got) -> None:
+        """The answer for one created notify (or the first one with its request_id), in place."""
+        if isinstance(got, Created):
+            convert.fill_created(out, new, got, self._secret)
+        else:
+            convert.fill_notify(out, got, secret=self._secret)
 
     @maps_errors
     async def BatchCreateNotify(self, request, context):
         now = self._ops.clock.now_ms()
         by = auth.current().name
-        news = [convert.new_notify(r.notify, r.request_id, now_ms=now, created_by=by) for r in request.requests]
+        news = [convert.incoming(r.notify, r.request_id, now_ms=now, created_by=by) for r in request.requests]
         group = NewGroup(request.group_key, request.group_callback_url)
         group = group if group.key or group.callback_url else None
         if self._router is None:
-            stored = await self._ops.create(news, batch=True, group=group)
+            stored = await self._ops.create_incoming(news, batch=True, group=group)
             out = api.BatchCreateNotifyResponse()
-            for n in stored:  # built in place: no copy per notify
-                convert.fill_notify(out.notifies.add(), n, secret=self._secret)
+            for new, got in zip(news, stored):  # built in place: no copy per notify
+                self._fill(out.notifies.add(), new, got)
             return out
         return await self._batch_routed(request, context, news, group)
 
@@ -127,9 +136,10 @@ class NotifyServicer(api_grpc.NotifyServiceServicer):
                 owners.setdefault(member.owner, (member, []))[1].append(i)
         out: list = [None] * len(news)
         if local:
-            stored = await self._ops.create([news[i] for i in local], batch=True, group=group)
-            for i, n in zip(local, stored):
-                out[i] = self._out(n)
+            stored = await self._ops.create_incoming([news[i] for i in local], batch=True, group=group)
+            for i, got in zip(local, stored):
+                out[i] = api_notify = convert.pb.Notify()
+                self._fill(api_notify, news[i], got)
         for member, idx in owners.values():
             sub = api.BatchCreateNotifyRequest(requests=[request.requests[i] for i in idx], group_key=request.group_key,
                                                group_callback_url=request.group_callback_url)  # fmt: skip

@@ -112,6 +112,16 @@ class Engine(Loading, Granting, Results, Dispatchers, Partitions):
             partition = self.partition_for(new.spec.ordering_key)
         return new_notification(new, now_ms, self._ids, partition)
 
+    def new_id(self, ordering_key: str, now_ms: int) -> str:
+        """An id for a notify created now, in its ordering key's partition or one held here
+        (NotOwner when that is not held here): the create path, which builds no Notification."""
+        return self._ids.new(now_ms, partition=self.partition_for(ordering_key))
+
+    def takes(self, due_ms: int | None, notify_id: str) -> bool:
+        """Whether admit() would hold a new notify due then (within what is loaded): the
+        create path builds a Notification for those alone; the loader reads the others."""
+        return due_ms is not None and (due_ms, notify_id) < self._cursor
+
     async def enqueue(self, specs: list[Spec]) -> list[Notification]:
         """Commits notifies the scheduler makes for itself (alerts), also while it stops:
         they are delivered now, or after the next start."""

@@ -14,7 +14,7 @@ from .model import AttemptRecord, Notification
 
 log = logging.getLogger(__name__)
 
-Created = Callable[[Notification], None]
+Created = Callable[[int], None]  # how many notifies one create committed
 Attempted = Callable[[Notification, AttemptRecord, int], None]  # the notify, its attempt, the time it was due
 Finished = Callable[[Notification, AttemptRecord | None, str], None]  # the notify (final state), last attempt, reason
 

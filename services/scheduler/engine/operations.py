@@ -7,18 +7,30 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import NamedTuple
 
 from ...common.sealing import REDACTED
+from ..store import codec
 from ..store.port import Store
 from .core import Engine
 from .errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from .model import GroupStatus, ListFilter, NewGroup, NewNotify, Notification, Request, Spec, State
 from .outcomes import UPDATABLE
 from .transitions import RETRYABLE, UNFINISHED, UPDATABLE_STATES
-from .validate import (check_batch, check_filter, check_group, check_group_key, check_id, check_new,
-                       check_schedule_input, check_trigger, require_valid, show)  # fmt: skip
+from .validate import (Incoming, check_batch, check_filter, check_group, check_group_key, check_id, check_incoming,
+                       check_new, incoming_size, check_schedule_input, check_trigger, require_valid, show)  # fmt: skip
 
 log = logging.getLogger(__name__)
+
+
+class Created(NamedTuple):
+    """A notify create_incoming committed: what the answer adds to the caller's message."""
+
+    id: str
+    state: State
+    due_ms: int | None
+    create_ms: int
+    group_key: str  # the batch's, when it stamped one
 
 
 class Operations:
@@ -56,16 +68,71 @@ class Operations:
         if violations:
             raise InvalidArgument(violations)
         stored = await self._store.insert(items, group=group if group and group.key else None)
+        made = 0
         for mine, got in zip(items, stored):
             if got.id == mine.id:  # not a request_id seen before
                 log.debug("notify %s created: %s %s, due %s", got.id, got.spec.request.method, got.spec.request.url, got.due_ms)
                 self._e.admit(got)
-                self._e.observers.emit(self._e.observers.created, got)
+                made += 1
+        self._e.observers.emit(self._e.observers.created, made)
         return stored
 
-    def partition_for(self, new: NewNotify) -> int:
+    async def create_incoming(self, news: list[Incoming], *, batch: bool = False, group: NewGroup | None = None
+                              ) -> list[Created | Notification]:  # fmt: skip
+        """create() on the callers' messages: checked as they are, each stored spec encoded once
+        from its message, and a Notification built only for what memory takes (due within what
+        is loaded). Per item: Created, or the first notify with its request_id."""
+        if not self._e.accepting:
+            raise Unavailable("scheduler is not accepting work (starting or shutting down)")
+        now = self._e.clock.now_ms()
+        limits = self._e.settings.limits
+        sizes = [incoming_size(new) for new in news]
+        if batch:
+            check_batch(news, limits=limits, sizes=sizes)
+        violations = check_group(group, limits=limits) if group else []
+        stamp = group.key if group and group.key and not violations else ""
+        made: list[tuple[Incoming, Created]] = []
+        for i, new in enumerate(news):
+            prefix = "notify" if not batch else f"requests[{i}].notify"
+            if stamp and not violations and new.group_key != stamp:
+                if new.group_key:
+                    violations.append((f"{prefix}.group_key", f"differs from the batch's group_key {show(stamp)}"))
+                new = new._replace(group_key=stamp)
+            violations += check_incoming(new, now_ms=now, limits=limits, prefix=prefix, size=sizes[i])
+            if not violations:
+                made.append((new, self._created(new, now)))
+        if violations:
+            raise InvalidArgument(violations)
+        rows = [codec.new_row(new, c.id, c.state, c.due_ms, now) for new, c in made]
+        stored = await self._store.insert_new(rows, group=group if group and group.key else None)
+        out: list[Created | Notification] = []
+        for (new, c), first in zip(made, stored):
+            out.append(c if first is None else first)
+            if first is None and self._e.takes(c.due_ms, c.id):
+                spec = codec.spec_from_message(new.message, trigger_key=new.trigger_key, ordering_key=new.ordering_key,
+                                               queue=new.queue, group_key=new.group_key)  # fmt: skip
+                self._e.admit(Notification(id=c.id, spec=spec, state=c.state, create_ms=now, request_id=new.request_id,
+                                           due_ms=c.due_ms))  # fmt: skip
+        if log.isEnabledFor(logging.DEBUG):
+            for (new, c), first in zip(made, stored):
+                if first is None:
+                    log.debug("notify %s created: %s %s, due %s", c.id, new.method, new.message.request.url, c.due_ms)
+        self._e.observers.emit(self._e.observers.created, sum(1 for first in stored if first is None))
+        return out
+
+    def _created(self, new: Incoming, now: int) -> Created:
+        """Its id, first state and due time (as outcomes.new_notification gives them)."""
+        if new.trigger_key:
+            state, due = State.WAITING_TRIGGER, None
+        elif new.deliver_at_ms is not None and new.deliver_at_ms > now:
+            state, due = State.SCHEDULED, new.deliver_at_ms
+        else:
+            state, due = State.PENDING, now
+        return Created(self._e.new_id(new.ordering_key, now), state, due, now, new.group_key)
+
+    def partition_for(self, new: NewNotify | Incoming) -> int:
         """The partition a new notify would go to here; NotOwner when another scheduler owns it."""
-        return self._e.partition_for(new.spec.ordering_key)
+        return self._e.partition_for(new.ordering_key if isinstance(new, Incoming) else new.spec.ordering_key)
 
     async def get(self, notify_id: str) -> Notification:
         check_id(notify_id)

@@ -9,82 +9,158 @@ the store, and nothing that fails is stored.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import replace
-from urllib.parse import urlsplit
+from typing import Any, NamedTuple
 
 from .errors import InvalidArgument
 from .limits import DAY, Limits, notify_size, show  # noqa: F401 - Limits and notify_size are part of this layer
-from .model import METHODS, ListFilter, NewGroup, NewNotify, QueueConfig, Spec
+from .validate_request import ANY_CONTROL, check_request, check_url, json_problem  # noqa: F401 - json_problem too
+from .model import ListFilter, NewGroup, NewNotify, QueueConfig, RetryPolicy, Spec, Success
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tab is allowed in values
-_ANY_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_RESERVED_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "notify-id", "notify-attempt"}
 _KEY = re.compile(r"^[A-Za-z0-9._:/@+\-=]{1,200}$")
 _ID = re.compile(r"^[A-Za-z0-9._:@+\-=]{1,64}$")
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
-_JSON_NESTING = re.compile(r"[\[\]{}]")
 KEY_RULE = "must be 1-200 characters of letters, digits and ._:/@+-="
-
 
 # --- notifies ----------------------------------------------------------------
 
 
 def check_new(new: NewNotify, *, now_ms: int, limits: Limits, prefix: str = "notify") -> list[tuple[str, str]]:
     """Violations of a notify to create (empty when it is valid)."""
-    out: list[tuple[str, str]] = []
-    rid = new.request_id
-    if len(rid) > 256 or _ANY_CONTROL.search(rid):
-        out.append((prefix.replace("notify", "request_id"), "must be at most 256 characters without control characters"))
+    out = _check_request_id(new.request_id, prefix)
     out += check_schedule_input(new, limits=limits, prefix=prefix)
     out += check_spec(new.spec, now_ms=now_ms, limits=limits, prefix=prefix)
     return out
 
 
+class Incoming(NamedTuple):
+    """A notify to create as the transport received it: the caller's Notify message itself
+    (read here field by field, never converted) and what the transport read off it once,
+    policies already in their domain form (shared objects: a few serve many notifies)."""
+
+    message: Any  # notifyagent.v1.Notify; the engine reads it, api/convert.py made this
+    request_id: str
+    schedule: str  # which schedule the caller set: deliver_at, delay, trigger_key or ''
+    delay_s: float | None  # the delay as given (deliver_at_ms is now + delay)
+    deliver_at_ms: int | None
+    trigger_key: str
+    ordering_key: str
+    queue: str
+    group_key: str
+    method: str  # the method's name, or "#N" for a number that names none
+    retry: RetryPolicy
+    success: Success
+    timeout: float
+    expire_at_ms: int | None
+    created_by: str
+
+
+def check_incoming(new: Incoming, *, now_ms: int, limits: Limits, prefix: str = "notify", size=None) -> list[tuple[str, str]]:
+    """check_new on the message: the same rules, bounds and violations, read off the Notify
+    without building a Spec (only notifies that memory takes get one)."""
+    out = _check_request_id(new.request_id, prefix) if new.request_id else []
+    out += _check_schedule_input(new.delay_s, new.schedule, new.trigger_key, limits=limits, prefix=prefix)
+    m = new.message
+    r = m.request
+    out += _check_values(
+        prefix, limits, now_ms, method=new.method, url=r.url, headers=r.headers, body=r.body, json_body=r.json_body,
+        form=r.form_body, deliver_at_ms=new.deliver_at_ms, trigger_key=new.trigger_key, ordering_key=new.ordering_key,
+        queue=new.queue, group_key=new.group_key, timeout=new.timeout, retry=new.retry, success=new.success,
+        expire_at_ms=new.expire_at_ms, callback_url=m.callback_url, labels=m.labels, size=size,
+    )  # fmt: skip
+    return out
+
+
+def incoming_size(new: Incoming) -> int:
+    """limits.notify_size of the notify this message makes."""
+    m = new.message
+    r = m.request
+    return _size(r.url, r.body, r.json_body, m.callback_url, r.headers, r.form_body, m.labels, new.success.body_contains)
+
+
+def _size(url, body, json_body, callback_url, headers, form, labels, body_contains) -> int:
+    """limits.notify_size from the values (maps: dicts or protobuf maps)."""
+    size = len(url) + len(body) + len(json_body.encode("utf-8", "replace")) + len(callback_url) + len(body_contains) + 1024
+    for m in (headers, form, labels):
+        if len(m):
+            size += sum(len(k) + len(v) + 8 for k, v in m.items())
+    return size
+
+
+def _check_request_id(rid: str, prefix: str) -> list[tuple[str, str]]:
+    if len(rid) > 256 or ANY_CONTROL.search(rid):
+        return [(prefix.replace("notify", "request_id"), "must be at most 256 characters without control characters")]
+    return []
+
+
 def check_schedule_input(new: NewNotify, *, limits: Limits, prefix: str) -> list[tuple[str, str]]:
     """What only the wire form tells: a delay given as such, a trigger key set but empty."""
+    return _check_schedule_input(new.delay_s, new.schedule, new.spec.trigger_key, limits=limits, prefix=prefix)
+
+
+def _check_schedule_input(delay_s, schedule: str, trigger_key: str, *, limits: Limits, prefix: str) -> list[tuple[str, str]]:
     out = []
-    if new.delay_s is not None and not 0 <= new.delay_s <= limits.max_schedule_ahead_s:
+    if delay_s is not None and not 0 <= delay_s <= limits.max_schedule_ahead_s:
         out.append((f"{prefix}.delay", f"must be 0 to {limits.max_schedule_ahead_s:.0f} s (not negative)"))
-    if new.schedule == "trigger_key" and not new.spec.trigger_key:
+    if schedule == "trigger_key" and not trigger_key:
         out.append((f"{prefix}.trigger_key", "must not be empty when set"))
     return out
 
 
 def check_spec(spec: Spec, *, now_ms: int, limits: Limits, prefix: str = "notify") -> list[tuple[str, str]]:
     """Returns the violations of spec (empty when it is valid)."""
+    r = spec.request
+    return _check_values(
+        prefix, limits, now_ms, method=r.method, url=r.url, headers=r.headers, body=r.body, json_body=r.json_body,
+        form=r.form, deliver_at_ms=spec.deliver_at_ms, trigger_key=spec.trigger_key, ordering_key=spec.ordering_key,
+        queue=spec.queue, group_key=spec.group_key, timeout=spec.timeout, retry=spec.retry, success=spec.success,
+        expire_at_ms=spec.expire_at_ms, callback_url=spec.callback_url, labels=spec.labels,
+    )  # fmt: skip
+
+
+def _check_values(
+    prefix: str, limits: Limits, now_ms: int, *, method, url, headers, body, json_body, form, deliver_at_ms, trigger_key,
+    ordering_key, queue, group_key, timeout, retry, success, expire_at_ms, callback_url, labels, size=None,
+) -> list[tuple[str, str]]:  # fmt: skip
+    """The rules of check_spec on a notify's values; maps may be dicts or protobuf maps."""
     out: list[tuple[str, str]] = []
     add = lambda f, d: out.append((f"{prefix}.{f}", d))  # noqa: E731
-    _check_request(spec, add, limits)
-    if spec.deliver_at_ms is not None:
-        if spec.deliver_at_ms < now_ms - limits.max_schedule_past_s * 1000:
+    check_request(method, url, headers, body, json_body, form, add, limits)
+    if deliver_at_ms is not None:
+        if deliver_at_ms < now_ms - limits.max_schedule_past_s * 1000:
             add("schedule", f"deliver_at is more than {limits.max_schedule_past_s:.0f} s in the past")
-        if spec.deliver_at_ms > now_ms + limits.max_schedule_ahead_s * 1000:
+        if deliver_at_ms > now_ms + limits.max_schedule_ahead_s * 1000:
             add("schedule", f"schedule is more than {limits.max_schedule_ahead_s:.0f} s ahead (the horizon limit)")
-    for fname, key in (("trigger_key", spec.trigger_key), ("ordering_key", spec.ordering_key), ("queue", spec.queue),
-                       ("group_key", spec.group_key)):  # fmt: skip
+    for fname, key in (("trigger_key", trigger_key), ("ordering_key", ordering_key), ("queue", queue),
+                       ("group_key", group_key)):  # fmt: skip
         if key and not _KEY.fullmatch(key):  # fullmatch: `$` lets a trailing newline through
             add(fname, KEY_RULE)
-    if not 0 < spec.timeout <= limits.max_timeout_s:
+    if not 0 < timeout <= limits.max_timeout_s:
         add("timeout", f"must be more than 0 and at most {limits.max_timeout_s:.0f} s")
-    _check_retry(spec, add, limits)
-    _check_codes(spec.success.status_codes, "success.status_codes", add, limits)
-    if len(spec.success.body_contains) > limits.max_body_contains:
+    if retry != _VALID_RETRY:
+        _check_retry(retry, add, limits)
+    if success.status_codes:
+        _check_codes(success.status_codes, "success.status_codes", add, limits)
+    if len(success.body_contains) > limits.max_body_contains:
         add("success.body_contains", f"is longer than {limits.max_body_contains} characters")
-    if spec.expire_at_ms is not None:
-        if spec.expire_at_ms <= now_ms:
+    if expire_at_ms is not None:
+        if expire_at_ms <= now_ms:
             add("expire_at", "is already in the past")
-        elif spec.expire_at_ms > now_ms + limits.max_expire_ahead_s * 1000:
+        elif expire_at_ms > now_ms + limits.max_expire_ahead_s * 1000:
             add("expire_at", f"is more than {limits.max_expire_ahead_s:.0f} s ahead")
-    if spec.callback_url:
-        _check_url(spec.callback_url, "callback_url", add, limits)
-    _check_labels(spec.labels, add, limits)
-    if not out and notify_size(spec) > limits.max_notify_bytes:
-        add("request", f"the notify takes about {notify_size(spec)} bytes; one grant message holds {limits.max_notify_bytes}")
+    if callback_url:
+        check_url(callback_url, "callback_url", add, limits)
+    if len(labels):
+        _check_labels(labels, add, limits)
+    if not out:
+        size = _size(url, body, json_body, callback_url, headers, form, labels, success.body_contains) if size is None else size
+        if size > limits.max_notify_bytes:
+            add("request", f"the notify takes about {size} bytes; one grant message holds {limits.max_notify_bytes}")
     return out
+
+
+_VALID_RETRY = RetryPolicy()  # the default policy is valid under any Limits (its codes are empty)
 
 
 def check_group_key(key: str, fname: str = "group_key", *, required: bool = True) -> list[tuple[str, str]]:
@@ -100,7 +176,7 @@ def check_group(group: NewGroup, *, limits: Limits) -> list[tuple[str, str]]:
     if group.callback_url and not group.key:
         out.append(("group_callback_url", "needs a group_key"))
     elif group.callback_url:
-        _check_url(group.callback_url, "group_callback_url", lambda f, d: out.append((f, d)), limits)
+        check_url(group.callback_url, "group_callback_url", lambda f, d: out.append((f, d)), limits)
     return check_group_key(group.key, required=False) + out
 
 
@@ -110,85 +186,12 @@ def require_valid(spec: Spec, *, now_ms: int, limits: Limits) -> None:
         raise InvalidArgument(violations)
 
 
-def _check_request(spec: Spec, add, limits: Limits) -> None:
-    req = spec.request
-    if req.method not in METHODS:
-        add("request.method", f"unknown method {show(req.method)}; use one of {', '.join(METHODS)}")
-    _check_url(req.url, "request.url", add, limits)
-    if len(req.headers) > limits.max_headers:
-        add("request.headers", f"{len(req.headers)} headers; at most {limits.max_headers}")
-    else:
-        for name, value in req.headers.items():
-            field = f"request.headers[{show(name)}]"
-            if not _TOKEN.fullmatch(name):
-                add(field, "header name must be an HTTP token (no spaces or control characters)")
-            elif name.lower() in _RESERVED_HEADERS:
-                add(field, "header is set by NotifyAgent and cannot be given")
-            if _CONTROL.search(value):
-                add(field, "header value contains control characters")
-    header_bytes = sum(len(k) + len(v) for k, v in req.headers.items())
-    if header_bytes > limits.max_header_bytes:
-        add("request.headers", f"headers take {header_bytes} bytes; at most {limits.max_header_bytes}")
-    if len(req.form) > limits.max_form_fields:
-        add("request.form_body", f"{len(req.form)} fields; at most {limits.max_form_fields}")
-    bodies = sum(1 for b in (req.body, req.json_body, req.form) if b)
-    if bodies > 1:
-        add("request.body", "set only one of body, json_body and form_body")
-    size = len(req.body) + len(req.json_body.encode("utf-8", "replace")) + sum(len(k) + len(v) for k, v in req.form.items())
-    if size > limits.max_body_bytes:
-        add("request.body", f"body is {size} bytes; the limit is {limits.max_body_bytes}")
-    elif req.json_body:
-        problem = json_problem(req.json_body, limits.max_json_depth)
-        if problem:
-            add("request.json_body", problem)
-
-
-def json_problem(text: str, max_depth: int) -> str:
-    """Why text is not JSON NotifyAgent takes (empty when it is fine); never recurses deeper than max_depth."""
-    depth = deepest = 0
-    for m in _JSON_NESTING.finditer(_JSON_STRING.sub("", text)):
-        depth += 1 if m.group() in "[{" else -1
-        deepest = max(deepest, depth)
-    if deepest > max_depth:
-        return f"nests deeper than {max_depth} levels"
-    try:
-        json.loads(text)
-    except (ValueError, RecursionError) as e:
-        return f"not valid JSON: {str(e)[:100]}"
-    return ""
-
-
-def _check_url(url: str, fname: str, add, limits: Limits) -> None:
-    if not url:
-        add(fname, "is required")
-        return
-    if len(url) > limits.max_url_length:
-        add(fname, f"is longer than {limits.max_url_length} characters")
-        return
-    if _ANY_CONTROL.search(url) or " " in url:
-        add(fname, "contains spaces or control characters")
-        return
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-        host = parts.hostname
-    except ValueError as e:
-        add(fname, f"cannot be parsed: {str(e)[:100]}")
-        return
-    if parts.scheme not in ("http", "https"):
-        add(fname, f"scheme must be http or https, not {show(parts.scheme) if parts.scheme else 'missing'}")
-    elif not host:
-        add(fname, "has no host")
-    elif port == 0:
-        add(fname, "port 0 is not a valid target")
-
-
 def _check_labels(labels: dict[str, str], add, limits: Limits) -> None:
     if len(labels) > limits.max_labels:
         add("labels", f"{len(labels)} labels; at most {limits.max_labels}")
         return
     for k, v in labels.items():
-        if not 0 < len(k) <= limits.max_label_key or len(v) > limits.max_label_value or _ANY_CONTROL.search(k + v):
+        if not 0 < len(k) <= limits.max_label_key or len(v) > limits.max_label_value or ANY_CONTROL.search(k + v):
             add(f"labels[{show(k)}]", f"label keys are 1-{limits.max_label_key} characters, values at most"
                                       f" {limits.max_label_value}, neither with control characters")  # fmt: skip
 
@@ -202,8 +205,7 @@ def _check_codes(codes, fname: str, add, limits: Limits) -> None:
             add(fname, f"{code} is not an HTTP status code")
 
 
-def _check_retry(spec: Spec, add, limits: Limits) -> None:
-    r = spec.retry
+def _check_retry(r: RetryPolicy, add, limits: Limits) -> None:
     if not 1 <= r.max_attempts <= 1000:
         add("retry.max_attempts", "must be between 1 and 1000")
     if not 0 <= r.min_backoff <= DAY:
@@ -251,12 +253,12 @@ def check_filter(f: ListFilter) -> None:
         raise InvalidArgument(bad)
 
 
-def check_batch(news: list[NewNotify], *, limits: Limits) -> None:
+def check_batch(news: list[NewNotify] | list[Incoming], *, limits: Limits, sizes: list[int] | None = None) -> None:
     if not news:
         raise InvalidArgument([("requests", "must hold at least one request")])
     if len(news) > limits.max_batch:
         raise InvalidArgument([("requests", f"{len(news)} requests; at most {limits.max_batch} in one batch")])
-    total = sum(notify_size(n.spec) for n in news)
+    total = sum(sizes) if sizes is not None else sum(notify_size(n.spec) for n in news)
     if total > limits.max_notify_bytes:
         raise InvalidArgument([("requests", f"the batch takes about {total} bytes; its answer must fit"
                                             f" {limits.max_notify_bytes}: send fewer at once")])  # fmt: skip
@@ -281,7 +283,7 @@ def check_queue(cfg: QueueConfig, limits: Limits = Limits()) -> None:
 
 def check_hello(dispatcher_id: str, capacity: int) -> str:
     """What is wrong with a dispatcher's hello on the Lease stream (empty when nothing)."""
-    if not dispatcher_id or len(dispatcher_id) > 200 or _ANY_CONTROL.search(dispatcher_id):
+    if not dispatcher_id or len(dispatcher_id) > 200 or ANY_CONTROL.search(dispatcher_id):
         return "hello.dispatcher_id must be 1-200 characters without control characters"
     if not 0 < capacity <= 1_000_000:
         return "hello.capacity must be 1 to 1,000,000"

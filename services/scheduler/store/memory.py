@@ -88,6 +88,12 @@ class MemoryStore:
             out.append(n)
         return out
 
+    async def insert_new(self, rows: list[tuple], *, group: NewGroup | None = None) -> list[Notification | None]:
+        items = [Notification(id=r[0], spec=codec.spec_from_message(r[12], trigger_key=r[5], ordering_key=r[4], queue=r[3],
+                                                                    group_key=r[13]),
+                              state=State(r[2]), create_ms=r[7], request_id=r[1], due_ms=r[6]) for r in rows]  # fmt: skip
+        return [None if got is n else got for n, got in zip(items, await self.insert(items, group=group))]
+
     async def save_results(self, writes: list[ResultWrite], *, group_callback: GroupCallback | None = None) -> list[Notification]:
         rows = self._rows()
         for w in writes:

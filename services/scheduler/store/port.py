@@ -57,6 +57,12 @@ class Store(Protocol):
         FailedPrecondition and commits nothing."""
         ...
 
+    async def insert_new(self, rows: list[tuple], *, group: NewGroup | None = None) -> list[Notification | None]:
+        """insert() for notifies the create path made without a Notification: codec.new_row rows,
+        whose spec the store encodes once. For each row, None when it was inserted, or the first
+        notify with its request_id."""
+        ...
+
     async def save_results(self, writes: list[ResultWrite], *, group_callback: GroupCallback | None = None) -> list[Notification]:
         """Commits new states and appends attempts, in one transaction; returns the group
         callbacks committed with them (see GroupCallback)."""

@@ -50,6 +50,13 @@ CREATE TABLE IF NOT EXISTS notifies (
     first_attempt_ms BIGINT,
     spec TEXT NOT NULL
 );
+DO $$ BEGIN  -- migration: StoredSpec bytes in spec_pb (spec keeps the JSON of older rows), labels for the list filter
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'notifies' AND column_name = 'spec_pb') THEN
+        ALTER TABLE notifies ADD COLUMN spec_pb BYTEA, ADD COLUMN labels TEXT NOT NULL DEFAULT '';
+        ALTER TABLE notifies ALTER COLUMN spec SET DEFAULT '';
+    END IF;
+END $$;
 DO $$ BEGIN  -- migration: only when missing, as ALTER TABLE locks the table even when it changes nothing
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns
                    WHERE table_schema = current_schema() AND table_name = 'notifies' AND column_name = 'group_key') THEN
@@ -110,6 +117,18 @@ CREATE TABLE IF NOT EXISTS scheduler_members (  -- live schedulers and the addre
     expires_at TIMESTAMPTZ NOT NULL
 );
 """
+# The labels of a JSON spec (stores written before StoredSpec) for the list filter; NULL for a row
+# whose JSON cannot be read (reported by the reads, never failing a list). PostgreSQL's JSON refuses
+# \u0000 (a NUL in a form value, say): every escaped backslash is spelled \u005c first, so that
+# what is left of \u0000 is a NUL escape, and defused.
+SCHEMA += r"""
+CREATE OR REPLACE FUNCTION notify_json_labels(spec text) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $f$
+BEGIN
+    RETURN replace(replace(spec, '\\', '\u005c'), '\u0000', '\ufffd')::jsonb -> 'l';
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END $f$;
+"""
 _ALPHA = "'0123456789ABCDEFGHJKMNPQRSTVWXYZ'"
 # An id's partition is its last 10 bits (characters 25 and 26) modulo P: common.ids.partition_of in SQL.
 ID_TAIL = (f"(GREATEST(strpos({_ALPHA}, substr(id, 25, 1)) - 1, 0) * 32"
@@ -122,12 +141,12 @@ _SCHEMA_LOCK = 0x4E6F7469667941  # pg_advisory_xact_lock key: stores opening at 
 
 # One statement per insert call: rows go in in the caller's order, so within a
 # batch the first of two items sharing a request_id is the one kept.
-_ROW_TYPES = (  # the SQL types of codec.COLUMNS, in order
-    "text", "text", "int", "text", "text", "text", "bigint", "bigint", "bigint", "int", "int", "bigint", "text", "text",
+_ROW_TYPES = (  # the SQL types of groups.INSERT_COLUMNS, in order
+    "text", "text", "int", "text", "text", "text", "bigint", "bigint", "bigint", "int", "int", "bigint", "bytea", "text", "text",
 )  # fmt: skip
 _COLS = [f"c{i}" for i in range(len(_ROW_TYPES))]
 _INSERT = (
-    f"INSERT INTO notifies ({codec.COLUMNS}) SELECT {', '.join(_COLS)} FROM unnest("
+    f"INSERT INTO notifies ({groups.INSERT_COLUMNS}) SELECT {', '.join(_COLS)} FROM unnest("
     + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_ROW_TYPES, 1))
     + f") WITH ORDINALITY AS t({', '.join(_COLS)}, ord) ORDER BY ord"
     " ON CONFLICT (request_id) WHERE request_id <> '' DO NOTHING RETURNING id"
@@ -142,12 +161,22 @@ _ADD_ATTEMPT = (
     f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10"
     " WHERE NOT EXISTS (SELECT 1 FROM attempts WHERE notify_id = $1 AND number = $2)"
 )
-_BY_ID = f"SELECT {codec.COLUMNS} FROM notifies WHERE id = $1"
-_BY_REQUEST_IDS = f"SELECT {codec.COLUMNS} FROM notifies WHERE request_id = ANY($1::text[])"
+_BY_ID = f"SELECT {groups.SELECT} FROM notifies WHERE id = $1"
+_BY_REQUEST_IDS = f"SELECT {groups.SELECT} FROM notifies WHERE request_id = ANY($1::text[])"
 _LOAD_DUE = (
-    f"SELECT {codec.COLUMNS} FROM notifies WHERE state IN ({_ACTIVE_SQL})"
+    f"SELECT {groups.SELECT} FROM notifies WHERE state IN ({_ACTIVE_SQL})"
     " AND (due_ms, id) > ($1, $2) AND due_ms < $3 ORDER BY due_ms, id LIMIT $4"
 )
+# One stored spec with sealed secret headers, either format (a StoredSpec with sealed_headers starts
+# with its field 1 tag, 0x0A; a JSON spec has "hs"), to check NOTIFY_SECRET_KEY at open.
+_SEALED_SAMPLE = (
+    "SELECT id, COALESCE(spec_pb, convert_to(spec, 'UTF8')) FROM notifies"
+    " WHERE substring(spec_pb from 1 for 1) = '\\x0a'::bytea OR (spec_pb IS NULL AND spec LIKE '%\"hs\":%') LIMIT 1"
+)
+# A row's labels as jsonb: the labels column, or in a JSON spec its "l" (notify_json_labels). Labels
+# may hold any text (the store takes what it is given): a NUL is defused as above.
+_LABELS = ("(CASE WHEN spec_pb IS NULL THEN notify_json_labels(spec) ELSE"
+           " replace(replace(nullif(labels, ''), '\\\\', '\\u005c'), '\\u0000', '\\ufffd')::jsonb END)")
 _BLOCKED = f"SELECT ordering_key, id FROM notifies WHERE state = {int(State.RETRY_WAIT)} AND ordering_key <> ''"
 
 
@@ -219,7 +248,7 @@ class PostgresStore:
                     await self._conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(self._schema)}")
                 await self._conn.execute(SCHEMA)
                 await self._fix_partitions(self._conn)
-                sealed = await self._conn.fetchrow(codec.SEALED_SAMPLE)
+                sealed = await self._conn.fetchrow(_SEALED_SAMPLE)
             self._pool = await asyncpg.create_pool(
                 self._dsn, min_size=1, max_size=self._pool_size, timeout=self._timeout, server_settings=self._settings
             )
@@ -417,18 +446,29 @@ class PostgresStore:
             return []
 
         async def op(conn: asyncpg.Connection) -> list[Notification]:
-            if group is not None and group.callback_url:
-                await groups.register(conn, group)
-            columns = [list(c) for c in zip(*(codec.to_row(n, self._box) for n in items))]
-            inserted = {r[0] for r in await conn.fetch(_INSERT, *columns)}
-            seen = [n.request_id for n in items if n.id not in inserted]
-            firsts: dict[str, Notification] = {}
-            if seen:
-                rows = await conn.fetch(_BY_REQUEST_IDS, seen)
-                firsts = {r["request_id"]: codec.from_row(r, self._box) for r in rows}
-            return [n if n.id in inserted else firsts[n.request_id] for n in items]
+            got = await self._insert_rows(conn, [codec.to_row(n, self._box) for n in items], group)
+            return [n if first is None else first for n, first in zip(items, got)]
 
         return await self._write(op, self.parts(n.id for n in items))
+
+    async def insert_new(self, rows: list[tuple], *, group: NewGroup | None = None) -> list[Notification | None]:
+        """Commits codec.new_row rows (encoding their specs once); for a request_id seen before,
+        the first notify stands in the row's place (None: the row was inserted)."""
+        if not rows:
+            return []
+        return await self._write(lambda conn: self._insert_rows(conn, codec.encode_rows(rows, self._box), group),
+                                 self.parts(r[0] for r in rows))  # fmt: skip
+
+    async def _insert_rows(self, conn: asyncpg.Connection, rows: list[tuple], group: NewGroup | None) -> list[Notification | None]:
+        if group is not None and group.callback_url:
+            await groups.register(conn, group)
+        inserted = {r[0] for r in await conn.fetch(_INSERT, *[list(c) for c in zip(*rows)])}
+        seen = [r[1] for r in rows if r[0] not in inserted]
+        firsts: dict[str, Notification] = {}
+        if seen:
+            found = await conn.fetch(_BY_REQUEST_IDS, seen)
+            firsts = {f["request_id"]: codec.from_row(f, self._box) for f in found}
+        return [None if r[0] in inserted else firsts[r[1]] for r in rows]
 
     async def save_results(self, writes: list[ResultWrite], *, group_callback: GroupCallback | None = None) -> list[Notification]:
         states, attempts, follow_ups = codec.result_rows(writes, self._box)
@@ -451,7 +491,7 @@ class PostgresStore:
         budget = "budget_base = attempt_count, first_attempt_ms = NULL," if reset_budget else ""
         sql = (
             f"UPDATE notifies SET {budget} state=$1, due_ms=$2, complete_ms=$3 WHERE id=$4 AND state = ANY($5::int[])"
-            f" RETURNING {codec.COLUMNS}"
+            f" RETURNING {groups.SELECT}"
         )
 
         async def op(conn: asyncpg.Connection) -> tuple[bool, Notification | None, list[Notification]]:
@@ -483,9 +523,9 @@ class PostgresStore:
         async def op(conn: asyncpg.Connection) -> tuple[bool, Notification | None]:
             marks = ",".join(str(int(s)) for s in allowed)
             row = await conn.fetchrow(
-                f"UPDATE notifies SET spec=$1, trigger_key=$2, state=$3, due_ms=$4 WHERE id=$5 AND state IN ({marks})"
-                f" RETURNING {codec.COLUMNS}",
-                codec.spec_to_json(spec, self._box), spec.trigger_key, int(state), due_ms, notify_id,
+                f"UPDATE notifies SET spec='', spec_pb=$1, labels=$6, trigger_key=$2, state=$3, due_ms=$4 WHERE id=$5"
+                f" AND state IN ({marks}) RETURNING {groups.SELECT}",
+                codec.spec_to_bytes(spec, self._box), spec.trigger_key, int(state), due_ms, notify_id, codec.labels_json(spec),
             )  # fmt: skip
             return await _changed_or_current(conn, row, notify_id, self._box)
 
@@ -497,7 +537,7 @@ class PostgresStore:
         where = f" AND {_in_partitions(self.partitions, 4)}" if partitions is not None else ""
         sql = (
             f"UPDATE notifies SET state=$1, due_ms=$2 WHERE trigger_key=$3 AND state={int(State.WAITING_TRIGGER)}{where}"
-            f" RETURNING {codec.COLUMNS}"
+            f" RETURNING {groups.SELECT}"
         )
         args = [sorted(partitions)] if where else []
 
@@ -567,18 +607,16 @@ class PostgresStore:
         if f.state is not None:
             args.append(int(f.state))
             where.append(f"state = ${len(args)}")
-        if f.label_key:  # labels live in the spec document: a scan, bounded by the other filters and the page
+        if f.label_key:  # a scan, bounded by the other filters and the page
             args.append(f.label_key)
-            # PostgreSQL's JSON refuses \u0000 (a NUL in a form value, say): spell every escaped
-            # backslash as \u005c first, so that what is left of \u0000 is a NUL escape, and defuse it.
-            label = f"(replace(replace(spec, '\\\\', '\\u005c'), '\\u0000', '\\ufffd')::jsonb -> 'l' ->> ${len(args)})"
+            label = f"({_LABELS} ->> ${len(args)})"
             if f.label_value is None:
                 where.append(f"{label} IS NOT NULL")
             else:
                 args.append(f.label_value)
                 where.append(f"{label} = ${len(args)}")
         args.append(limit)
-        sql = f"SELECT {codec.COLUMNS} FROM notifies WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}"
+        sql = f"SELECT {groups.SELECT} FROM notifies WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}"
         rows = await self._read(lambda conn: conn.fetch(sql, *args))
         return [codec.from_row(r, self._box) for r in rows]
 

@@ -12,7 +12,11 @@ from ..engine.transitions import UNFINISHED
 from .port import GroupCallback
 
 _UNFINISHED_SQL = ", ".join(str(int(s)) for s in UNFINISHED)
-_INSERT = f"INSERT INTO notifies ({codec.COLUMNS}) VALUES ({', '.join(f'${i}' for i in range(1, codec.COLUMN_COUNT + 1))})"
+# The spec column is TEXT (JSON) in stores written before StoredSpec; the bytes go to spec_pb. Reads
+# take whichever is set (a JSON spec as its UTF-8 bytes: codec.spec_from_column tells them apart).
+INSERT_COLUMNS = codec.INSERT_COLUMNS.replace(" spec,", " spec_pb,")
+SELECT = codec.COLUMNS.replace(" spec,", " COALESCE(spec_pb, convert_to(spec, 'UTF8')) AS spec,")
+_INSERT = f"INSERT INTO notifies ({INSERT_COLUMNS}) VALUES ({', '.join(f'${i}' for i in range(1, codec.INSERT_COUNT + 1))})"
 # `group_key <> ''` in every query lets the planner use the partial index notifies_group.
 _COUNTS = "SELECT state, COUNT(*), MAX(complete_ms) FROM notifies WHERE group_key = $1 AND group_key <> '' GROUP BY state"
 _CALLBACK = "SELECT callback_url, callback_ms, callback_id FROM notify_groups WHERE group_key = $1"

@@ -94,9 +94,16 @@ INDEXES = """
 CREATE INDEX IF NOT EXISTS notifies_group ON notifies(group_key, state, complete_ms) WHERE group_key != '';
 """
 # Columns added since the first release: (table, column, definition), added where missing.
-MIGRATIONS = [("notifies", "group_key", "TEXT NOT NULL DEFAULT ''"), ("attempts", "headers", "TEXT NOT NULL DEFAULT ''")]
+MIGRATIONS = [("notifies", "group_key", "TEXT NOT NULL DEFAULT ''"), ("attempts", "headers", "TEXT NOT NULL DEFAULT ''"),
+              ("notifies", "labels", "TEXT NOT NULL DEFAULT ''")]
 
-_INSERT = f"INSERT INTO notifies ({codec.COLUMNS}) VALUES ({', '.join('?' * codec.COLUMN_COUNT)})"
+_INSERT = f"INSERT INTO notifies ({codec.INSERT_COLUMNS}) VALUES ({', '.join('?' * codec.INSERT_COUNT)})"
+# One stored spec with sealed secret headers, either format (a StoredSpec with sealed_headers starts with
+# its field 1 tag, 0x0A; a JSON spec has "hs"), to check NOTIFY_SECRET_KEY at open.
+_SEALED_SAMPLE = ("SELECT id, spec FROM notifies WHERE (typeof(spec) = 'blob' AND substr(spec, 1, 1) = X'0A')"
+                  " OR (typeof(spec) = 'text' AND spec LIKE '%\"hs\":%') LIMIT 1")
+# A row's labels as JSON: the labels column, or in a JSON spec (stores written before StoredSpec) its "l".
+_LABELS = "CASE WHEN typeof(spec) = 'text' THEN CASE WHEN json_valid(spec) THEN json_extract(spec, '$.l') END ELSE nullif(labels, '') END"
 _ACTIVE_SQL = ", ".join(str(int(s)) for s in ACTIVE)
 MAX_GROUP = 4096
 
@@ -154,7 +161,7 @@ class SqliteStore:
             _migrate(conn)
             conn.executescript(INDEXES)
             self._fix_partitions(conn)
-            sealed = conn.execute(codec.SEALED_SAMPLE).fetchone()
+            sealed = conn.execute(_SEALED_SAMPLE).fetchone()
         except sqlite3.Error as e:
             raise Unavailable(f"cannot open SQLite store {self._path}: {e}") from e
         try:
@@ -300,24 +307,29 @@ class SqliteStore:
 
     async def insert(self, items: list[Notification], *, group: NewGroup | None = None) -> list[Notification]:
         def op(conn: sqlite3.Connection) -> list[Notification]:
-            if group is not None and group.callback_url:
-                groups.register(conn, group)
-            # Without a request_id nothing can conflict: one executemany for all of those.
-            conn.executemany(_INSERT, [codec.to_row(n, self._box) for n in items if not n.request_id])
-            out = []
-            for n in items:
-                if not n.request_id:
-                    out.append(n)
-                    continue
-                cur = conn.execute(_INSERT + " ON CONFLICT(request_id) WHERE request_id != '' DO NOTHING", codec.to_row(n, self._box))
-                if cur.rowcount == 1:
-                    out.append(n)
-                else:
-                    row = conn.execute(f"SELECT {codec.COLUMNS} FROM notifies WHERE request_id = ?", (n.request_id,)).fetchone()
-                    out.append(codec.from_row(row, self._box))
-            return out
+            got = self._insert_rows(conn, [codec.to_row(n, self._box) for n in items], group)
+            return [n if first is None else first for n, first in zip(items, got)]
 
         return await self._write(op)
+
+    async def insert_new(self, rows: list[tuple], *, group: NewGroup | None = None) -> list[Notification | None]:
+        """Commits codec.new_row rows (encoding their specs once); for a request_id seen before,
+        the first notify stands in the row's place (None: the row was inserted)."""
+        return await self._write(lambda conn: self._insert_rows(conn, codec.encode_rows(rows, self._box), group))
+
+    def _insert_rows(self, conn: sqlite3.Connection, rows: list[tuple], group: NewGroup | None) -> list[Notification | None]:
+        if group is not None and group.callback_url:
+            groups.register(conn, group)
+        # Without a request_id nothing can conflict: one executemany for all of those.
+        conn.executemany(_INSERT, [r for r in rows if not r[1]])
+        out: list[Notification | None] = [None] * len(rows)
+        for i, r in enumerate(rows):
+            if not r[1]:
+                continue
+            if conn.execute(_INSERT + " ON CONFLICT(request_id) WHERE request_id != '' DO NOTHING", r).rowcount != 1:
+                row = conn.execute(f"SELECT {codec.COLUMNS} FROM notifies WHERE request_id = ?", (r[1],)).fetchone()
+                out[i] = codec.from_row(row, self._box)
+        return out
 
     async def save_results(self, writes: list[ResultWrite], *, group_callback: GroupCallback | None = None) -> list[Notification]:
         states, attempts, follow_ups = codec.result_rows(writes, self._box)
@@ -365,9 +377,10 @@ class SqliteStore:
         def op(conn: sqlite3.Connection):
             marks = ",".join(str(int(s)) for s in allowed)
             row = conn.execute(
-                "UPDATE notifies SET spec=?, trigger_key=?, state=?, due_ms=? WHERE id=?"
+                "UPDATE notifies SET spec=?, labels=?, trigger_key=?, state=?, due_ms=? WHERE id=?"
                 f" AND state IN ({marks}) RETURNING {codec.COLUMNS}",
-                (codec.spec_to_json(spec, self._box), spec.trigger_key, int(state), due_ms, notify_id),
+                (codec.spec_to_bytes(spec, self._box), codec.labels_json(spec), spec.trigger_key, int(state), due_ms,
+                 notify_id),
             ).fetchone()
             return _changed_or_current(conn, row, notify_id, self._box)
 
@@ -442,9 +455,9 @@ class SqliteStore:
         if f.state is not None:
             where.append("state = ?")
             args.append(int(f.state))
-        if f.label_key:  # labels live in the spec document: a scan, bounded by the other filters and the page
+        if f.label_key:  # a scan, bounded by the other filters and the page
             match = "" if f.label_value is None else " AND value = ?"
-            where.append(f"EXISTS (SELECT 1 FROM json_each(spec, '$.l') WHERE key = ?{match})")
+            where.append(f"EXISTS (SELECT 1 FROM json_each({_LABELS}) WHERE key = ?{match})")
             args += [f.label_key] if f.label_value is None else [f.label_key, f.label_value]
         sql = f"SELECT {codec.COLUMNS} FROM notifies WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
         rows = await self._read(lambda conn: conn.execute(sql, (*args, limit)).fetchall())

@@ -12,7 +12,7 @@ from ..engine.transitions import UNFINISHED
 from .port import GroupCallback
 
 _UNFINISHED_SQL = ", ".join(str(int(s)) for s in UNFINISHED)
-_INSERT = f"INSERT INTO notifies ({codec.COLUMNS}) VALUES ({', '.join('?' * codec.COLUMN_COUNT)})"
+_INSERT = f"INSERT INTO notifies ({codec.INSERT_COLUMNS}) VALUES ({', '.join('?' * codec.INSERT_COUNT)})"
 # `group_key != ''` in every query lets the planner use the partial index notifies_group.
 _COUNTS = "SELECT state, COUNT(*), MAX(complete_ms) FROM notifies WHERE group_key = ? AND group_key != '' GROUP BY state"
 _CALLBACK = "SELECT callback_url, callback_ms, callback_id FROM notify_groups WHERE group_key = ?"
