@@ -1,7 +1,10 @@
 """The `dev` role's composition root: the scheduler and one dispatcher in one process.
 
-The dispatcher finds the scheduler through the in-memory registry and talks the
-same lease protocol a separate dispatcher process would."""
+The dispatcher finds the scheduler through the registry and talks the same
+lease protocol a separate dispatcher process would: the same LeaseRequest and
+LeaseResponse messages through the scheduler's own Lease handler, carried in
+memory rather than over gRPC (local_lease.py); any other scheduler it finds
+(a shared PostgreSQL store) it reaches over gRPC."""
 
 from __future__ import annotations
 
@@ -11,8 +14,12 @@ from dataclasses import replace
 
 from prometheus_client import CollectorRegistry
 
+from .common import auth
+from .common.auth import call_metadata
 from .common.config import ConfigError, Settings
 from .dispatcher.app import DispatcherApp
+from .dispatcher.stream import Transport
+from .local_lease import local_transport
 from .registry import Registry
 from .scheduler.app import SchedulerApp
 
@@ -31,7 +38,16 @@ class DevApp:
         self.scheduler = SchedulerApp(settings, registry=self.registry, metrics=metrics)
         # With tokens on, its own dispatcher holds a token of this process's, not one from the file.
         own = settings.token or self.scheduler.auth.internal("dev-dispatcher", frozenset({"dispatcher"}))
-        self.dispatcher = DispatcherApp(replace(settings, http_addr="", token=own), registry=self.registry, metrics=metrics)
+        self.dispatcher = DispatcherApp(replace(settings, http_addr="", token=own), registry=self.registry, metrics=metrics,
+                                        local=self._local_transport)  # fmt: skip
+        self._own_metadata = call_metadata(own)
+
+    def _local_transport(self, addr: str) -> Transport | None:
+        """In memory for this process's own scheduler; None (gRPC) for any other."""
+        s = self.scheduler
+        if s.dispatch is None or addr != s.registered_address:
+            return None
+        return local_transport(s.dispatch.Lease, lambda md: s.auth.authorize(md, auth.LEASE_METHOD), self._own_metadata)
 
     async def start(self) -> None:
         await self.scheduler.start()

@@ -183,6 +183,36 @@ class System:
         return resp.status == health_pb2.HealthCheckResponse.SERVING
 
 
+class DevSystem(System):
+    """`notifyagent dev` in this process (DevApp: its dispatcher streams to its scheduler in
+    memory), with System's helpers: `scheduler`, `dispatchers` (its one), stubs."""
+
+    def __init__(self, settings: Settings, *, token: str = "") -> None:
+        from notifyagent.dev import DevApp
+
+        self.settings = settings
+        self.token = token
+        self.dev = DevApp(settings, registry=MemoryRegistry())
+        self.registry = self.dev.registry
+        self.scheduler = self.dev.scheduler
+        self.dispatchers = [self.dev.dispatcher]
+        self.channel = None
+
+    async def start(self) -> None:
+        await self.dev.start()
+        await self.dev.dispatcher.client.wait_connected(10)
+        self.channel = open_channel(self.scheduler.address, self.token, credentials=tls_client(self.settings),
+                                    max_message_bytes=self.settings.max_message_bytes)
+        self.api = notify_service_pb2_grpc.NotifyServiceStub(self.channel)
+        self.admin = admin_service_pb2_grpc.AdminServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    async def stop(self) -> None:
+        await self.dev.stop()
+        if self.channel:
+            await self.channel.close()
+
+
 def fast_retry(max_attempts: int = 5, backoff: float = 0.05) -> pb.RetryPolicy:
     p = pb.RetryPolicy(max_attempts=max_attempts, multiplier=1.0)
     p.min_backoff.FromNanoseconds(int(backoff * 1e9))

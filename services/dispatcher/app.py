@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
+from typing import Callable
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
 from ..common.auth import Authenticator, call_metadata
 from ..common.config import Settings, StartupError
+from ..common.grpcutil import message_options
 from ..common.tls import ServerTls, channel_credentials
 from ..common.web import OpsServer, add_collector, gauge
 from ..registry import Node, Registry, RegistryError
@@ -20,6 +22,7 @@ from .hosts import HostLimiter, LimitedSender
 from .http import HttpSender
 from .metrics import DispatcherMetrics, MeteredSender
 from .signing import parse_secret
+from .stream import Transport, grpc_transport
 
 log = logging.getLogger(__name__)
 REGISTRY_TTL_S = 10.0
@@ -30,8 +33,9 @@ class DispatcherApp:
 
     def __init__(
         self, settings: Settings, *, registry: Registry, dispatcher_id: str | None = None,
-        metrics: CollectorRegistry | None = None,
+        metrics: CollectorRegistry | None = None, local: Callable[[str], Transport | None] | None = None,
     ) -> None:  # fmt: skip
+        """local: for a scheduler address, a transport that reaches it in this process (dev), or None."""
         self.settings = settings
         self.registry = registry
         secret = parse_secret(settings.signing_secret) if settings.signing_secret else None
@@ -41,10 +45,12 @@ class DispatcherApp:
         self.metrics = DispatcherMetrics(self.metrics_registry)
         add_collector(self.metrics_registry, self._metrics)
         channel_credentials(settings)  # fails fast on a bad NOTIFY_TLS_* file; each connect reads them again
+        remote = grpc_transport(lambda: channel_credentials(settings), call_metadata(settings.token),
+                                message_options(settings.max_message_bytes))  # fmt: skip
         self.client = LeaseFleet(
             sender=MeteredSender(LimitedSender(self.sender, self.hosts), self.metrics), discover=self._discover, capacity=settings.capacity,
-            dispatcher_id=dispatcher_id, credentials=lambda: channel_credentials(settings),
-            metadata=call_metadata(settings.token), max_message_bytes=settings.max_message_bytes,
+            dispatcher_id=dispatcher_id, max_message_bytes=settings.max_message_bytes,
+            transport=remote if local is None else _either(local, remote),
         )  # fmt: skip
         self._tls = ServerTls.from_settings(settings) if settings.http_addr else None
         self._auth = Authenticator(settings.tokens_file) if settings.metrics_auth else None
@@ -130,6 +136,13 @@ class DispatcherApp:
             for name, family in families.items():
                 family.add_metric([state.key], getattr(state, name))
         yield from families.values()
+
+
+def _either(local: Callable[[str], Transport | None], remote: Transport) -> Transport:
+    def open_call(addr: str):
+        return (local(addr) or remote)(addr)
+
+    return open_call
 
 
 def _log_if_failed(task: asyncio.Task) -> None:

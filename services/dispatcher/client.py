@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import deque
 from typing import Awaitable, Callable
 
 import grpc
@@ -28,11 +29,11 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from .. import __version__
 from ..common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES, message_options
-from ..common.tls import aio_channel
 from ..registry import RegistryError
-from ..v1 import dispatch_service_pb2 as pb, dispatch_service_pb2_grpc as pb_grpc
+from ..v1 import dispatch_service_pb2 as pb
 from .call import CallOutcome, ErrorKind, Sender
 from .convert import lease_result, outgoing_call
+from .stream import LeaseCall, Transport, grpc_transport
 
 log = logging.getLogger(__name__)
 HEALTHY_STREAM_S = 5.0  # a stream that lived this long resets the reconnect backoff
@@ -56,12 +57,12 @@ class LeaseClient:
         self, *, sender: Sender, discover: Callable[[], Awaitable[str]], capacity: int,
         dispatcher_id: str | None = None, max_backoff_s: float = 5.0,
         credentials: Callable[[], grpc.ChannelCredentials | None] = lambda: None, metadata: tuple = (),
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, transport: Transport | None = None,
     ) -> None:  # fmt: skip
         """credentials: TLS for each new connection (read anew each time; None: plaintext);
         metadata: sent with the stream (`authorization: Bearer NOTIFY_TOKEN`);
-        max_message_bytes: the largest message sent or accepted (NOTIFY_MAX_MESSAGE_BYTES)."""
-        self._channel_options = message_options(max_message_bytes)
+        max_message_bytes: the largest message sent or accepted (NOTIFY_MAX_MESSAGE_BYTES);
+        transport: opens the Lease call to an address (default: gRPC with the settings above)."""
         self.dispatcher_id = dispatcher_id or new_dispatcher_id()
         self.capacity = capacity
         self.calls_done = 0
@@ -82,10 +83,12 @@ class LeaseClient:
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._connected = asyncio.Event()
-        self._call: grpc.aio.StreamStreamCall | None = None
-        self._generation = 0  # which stream's request generator is the live one
+        self._call: LeaseCall | None = None
+        self._generation = 0  # which stream's writer is the live one
+        self._transport = transport or grpc_transport(credentials, metadata, message_options(max_message_bytes))
         self._starts_left = STARTS_PER_TURN  # calls that may still begin in this loop turn
         self._starts_reset = False
+        self._turn_line: deque[asyncio.Future] = deque()  # calls waiting for a turn, first come first
 
     @property
     def in_flight(self) -> int:
@@ -152,12 +155,13 @@ class LeaseClient:
             return
         addr = await self._discover()
         opened = time.monotonic()
-        async with aio_channel(addr, self._credentials(), options=self._channel_options) as channel:
-            self._call = pb_grpc.DispatchServiceStub(channel).Lease(self._requests(), metadata=self._metadata)
+        async with self._transport(addr) as call:
+            self._call = call
+            writer = asyncio.create_task(self._write(call), name="lease-writer")
             try:
-                await self._call.initial_metadata()
+                await call.initial_metadata()
                 self._connected.set()
-                async for resp in self._call:
+                async for resp in call:
                     self._on_response(resp)
             except asyncio.CancelledError:
                 # grpc.aio raises this when the call itself was cancelled; only a cancel of
@@ -174,16 +178,19 @@ class LeaseClient:
             finally:
                 self._connected.clear()
                 self._call = None
+                self._generation += 1  # the writer of this stream stops at its next wake
+                self._wake.set()
+                if not writer.done():
+                    writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
         if self._reopen:
             return  # ended on purpose: run() says hello again at once
         if not self._stopped.is_set() and time.monotonic() - opened < HEALTHY_STREAM_S:
             raise StreamEnded(f"stream to {addr} ended")
 
-    async def _requests(self):
+    def _hello(self) -> pb.LeaseRequest:
         # Hello and the credit reset happen together: calls finishing from now
         # on give credit on this stream; those already done are not running.
-        self._generation += 1
-        generation = self._generation
         self._unsent = []
         self._reopen = False
         self._draining = self._stopping  # a drain the scheduler asked for ends with its stream
@@ -197,24 +204,41 @@ class LeaseClient:
         first = pb.LeaseRequest(hello=hello, results=list(self._unacked.values()), draining=self._draining)
         log.info("dispatcher %s opening stream (credit %d, %d results to report)",
                  self.dispatcher_id, hello.credit, len(first.results))  # fmt: skip
-        yield first
-        while not self._stopped.is_set():
-            await self._wake.wait()
-            if generation != self._generation:
-                return  # a newer stream took over
-            self._wake.clear()
-            if self._reopen:
-                return  # half-close: the scheduler acks what it got, sends what it has, ends the stream
-            req = pb.LeaseRequest()
-            ids, self._unsent = self._unsent, []
-            req.results.extend(self._unacked[i] for i in ids if i in self._unacked)
-            if self._draining and not self._drain_sent:
-                req.draining = self._drain_sent = True
-            elif not self._draining:
-                req.credit = max(0, self.capacity - len(self._running) - self._outstanding)
-                self._outstanding += req.credit
-            if req.results or req.credit or req.draining:
-                yield req
+        return first
+
+    async def _write(self, call) -> None:
+        """The stream's one writer: hello, then whatever is ready each time it wakes, in one
+        LeaseRequest (every result finished since the last write, credit, draining)."""
+        generation = self._generation
+        try:
+            await call.write(self._hello())
+            while not self._stopped.is_set():
+                await self._wake.wait()
+                if generation != self._generation:
+                    return  # this stream ended
+                self._wake.clear()
+                if self._reopen:
+                    await call.done_writing()  # the scheduler acks what it got, sends what it has, ends the stream
+                    return
+                req = pb.LeaseRequest()
+                ids, self._unsent = self._unsent, []
+                if ids:
+                    unacked = self._unacked
+                    req.results.extend([unacked[i] for i in ids if i in unacked])
+                if self._draining and not self._drain_sent:
+                    req.draining = self._drain_sent = True
+                elif not self._draining:
+                    req.credit = max(0, self.capacity - len(self._running) - self._outstanding)
+                    self._outstanding += req.credit
+                if req.results or req.credit or req.draining:
+                    await call.write(req)
+        except asyncio.CancelledError:
+            raise
+        except (grpc.RpcError, asyncio.InvalidStateError) as e:  # the stream ended under the write: the reader sees why
+            log.debug("lease stream write ended: %r", e)
+        except Exception:  # a bug here must not leave a stream that reads but never writes
+            log.exception("dispatcher %s: lease stream writer failed; reopening the stream", self.dispatcher_id)
+            call.cancel()
 
     def _on_response(self, resp: pb.LeaseResponse) -> None:
         for lease_id in resp.acked_lease_ids:
@@ -242,16 +266,30 @@ class LeaseClient:
             self._wake.set()
 
     async def _take_turn(self) -> None:
-        """Waits for a loop turn in which fewer than STARTS_PER_TURN calls have begun."""
-        while self._starts_left <= 0:
-            await asyncio.sleep(0)
-        self._starts_left -= 1
+        """Waits for a loop turn in which fewer than STARTS_PER_TURN calls have begun.
+
+        Calls beyond that wait in line; each turn wakes only the next STARTS_PER_TURN of them."""
+        if self._starts_left > 0 and not self._turn_line:
+            self._starts_left -= 1
+        else:
+            waiter = asyncio.get_running_loop().create_future()
+            self._turn_line.append(waiter)
+            await waiter  # its start was taken for it when it was woken
         if not self._starts_reset:
             self._starts_reset = True
-            asyncio.get_running_loop().call_soon(self._reset_starts)
+            asyncio.get_running_loop().call_soon(self._next_turn)
 
-    def _reset_starts(self) -> None:
+    def _next_turn(self) -> None:
         self._starts_left, self._starts_reset = STARTS_PER_TURN, False
+        line = self._turn_line
+        while line and self._starts_left > 0:
+            waiter = line.popleft()
+            if not waiter.done():  # a cancelled (revoked) call gives its place up
+                waiter.set_result(None)
+                self._starts_left -= 1
+        if line and not self._starts_reset:
+            self._starts_reset = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
 
     async def _deliver(self, grant: pb.LeaseGrant) -> None:
         try:

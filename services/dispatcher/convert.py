@@ -59,25 +59,34 @@ _TRANSPORT = frozenset({ErrorKind.TIMEOUT, ErrorKind.PROTOCOL, ErrorKind.CONNECT
 
 
 def lease_result(grant: dpb.LeaseGrant, outcome: CallOutcome, dispatcher_id: str) -> dpb.LeaseResult:
-    attempt = pb.Attempt(
-        number=grant.attempt,
-        dispatcher_id=dispatcher_id,
-        # An answer whose body could not be read (timeout, connection closed mid-body) is no
-        # complete answer: reported as none, so it is retried like any transport error,
-        # whatever the success criteria. The error keeps the status ("HTTP 200, then ...").
-        status_code=0 if outcome.error_kind in _TRANSPORT else outcome.status_code,
-        error=outcome.error.replace("\x00", ""),  # stores refuse NUL in text
-        response_snippet=outcome.snippet,
-        success=outcome.success,
-        response_headers=outcome.headers,
-    )
-    attempt.start_time.FromNanoseconds(int(outcome.start_time * 1e9))
-    attempt.end_time.FromNanoseconds(int(outcome.end_time * 1e9))
-    attempt.latency.FromNanoseconds(int((outcome.end_time - outcome.start_time) * 1e9))
-    result = dpb.LeaseResult(
-        lease_id=grant.lease_id, notify_id=grant.notify.id, attempt=attempt,
-        permanent=outcome.error_kind in _PERMANENT, deferred=outcome.error_kind is ErrorKind.DEFERRED,
-    )  # fmt: skip
+    kind = outcome.error_kind
+    result = dpb.LeaseResult(lease_id=grant.lease_id, notify_id=grant.notify.id)
+    if kind in _PERMANENT:
+        result.permanent = True
+    elif kind is ErrorKind.DEFERRED:
+        result.deferred = True
+    a = result.attempt  # filled in place: no Attempt built and then copied in
+    a.number = grant.attempt
+    a.dispatcher_id = dispatcher_id
+    # An answer whose body could not be read (timeout, connection closed mid-body) is no
+    # complete answer: reported as none, so it is retried like any transport error,
+    # whatever the success criteria. The error keeps the status ("HTTP 200, then ...").
+    if kind not in _TRANSPORT and outcome.status_code:
+        a.status_code = outcome.status_code
+    if outcome.error:
+        a.error = outcome.error.replace("\x00", "")  # stores refuse NUL in text
+    if outcome.snippet:
+        a.response_snippet = outcome.snippet
+    if outcome.success:
+        a.success = True
+    if outcome.headers:
+        kept = a.response_headers
+        for name, value in outcome.headers.items():  # not .update(): the Mapping ABC's is slow
+            kept[name] = value
+    start, end = int(outcome.start_time * 1e9), int(outcome.end_time * 1e9)
+    a.start_time.FromNanoseconds(start)
+    a.end_time.FromNanoseconds(end)
+    a.latency.FromNanoseconds(end - start)
     if outcome.retry_after is not None:
         result.retry_after.FromNanoseconds(int(outcome.retry_after * 1e9))
     return result

@@ -24,6 +24,7 @@ from ..common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES
 from ..registry import RegistryError
 from .call import Sender
 from .client import LeaseClient, new_dispatcher_id
+from .stream import Transport
 
 log = logging.getLogger(__name__)
 REFRESH_S = 1.0
@@ -36,9 +37,10 @@ class LeaseFleet:
         self, *, sender: Sender, discover: Callable[[], Awaitable[list[str]]], capacity: int,
         dispatcher_id: str | None = None, max_backoff_s: float = 5.0, refresh_s: float = REFRESH_S,
         credentials: Callable[[], grpc.ChannelCredentials | None] = lambda: None, metadata: tuple = (),
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, transport: Transport | None = None,
     ) -> None:  # fmt: skip
-        """credentials, metadata and max_message_bytes: as LeaseClient takes them, for every stream."""
+        """credentials, metadata, max_message_bytes and transport: as LeaseClient takes them, for every stream."""
+        self._transport = transport
         self._max_message = max_message_bytes
         self.dispatcher_id = dispatcher_id or new_dispatcher_id()
         self.capacity = capacity
@@ -49,7 +51,8 @@ class LeaseFleet:
         self._credentials = credentials
         self._metadata = metadata
         self._clients: dict[str, tuple[LeaseClient, asyncio.Task]] = {}
-        self._gone_calls = 0  # calls made by streams to schedulers that vanished
+        self._gone_calls = 0  # calls made by streams to schedulers that vanished (wound down)
+        self._leaving: dict[asyncio.Task, LeaseClient] = {}  # streams winding down: their calls still run
         self._down_since: dict[str, float] = {}  # address -> when its stream was first seen disconnected
         self._stopped = asyncio.Event()
         self._found = asyncio.Event()
@@ -60,11 +63,12 @@ class LeaseFleet:
 
     @property
     def calls_done(self) -> int:
-        return self._gone_calls + sum(c.calls_done for c in self.streams)
+        return self._gone_calls + sum(c.calls_done for c in (*self.streams, *self._leaving.values()))
 
     @property
     def in_flight(self) -> int:
-        return sum(c.in_flight for c in self.streams)
+        """Calls running, on streams winding down too (the idle-recycle check counts them)."""
+        return sum(c.in_flight for c in (*self.streams, *self._leaving.values()))
 
     @property
     def connected(self) -> bool:
@@ -99,10 +103,14 @@ class LeaseFleet:
                 pass
 
     async def stop(self, grace_s: float) -> None:
-        """Every stream drains within grace_s: no new work, calls in flight finish and are reported."""
+        """Every stream drains within grace_s: no new work, calls in flight finish and are reported;
+        streams already winding down (their scheduler left) finish theirs within the same grace."""
         self._stopped.set()
         clients = list(self._clients.items())
-        await asyncio.gather(*(c.stop(grace_s) for _, (c, _) in clients), return_exceptions=True)
+        leaving = list(self._leaving)
+        # Streams winding down finish within LEAVE_GRACE_S of their start; stop waits at most grace_s for them.
+        waits = [asyncio.wait(leaving, timeout=grace_s)] if leaving else []
+        await asyncio.gather(*(c.stop(grace_s) for _, (c, _) in clients), *waits, return_exceptions=True)
         for _, (_, task) in clients:
             task.cancel()
         await asyncio.gather(*(t for _, (_, t) in clients), return_exceptions=True)
@@ -115,14 +123,16 @@ class LeaseFleet:
             client = LeaseClient(sender=self._sender, discover=_fixed(addr), capacity=self._split(len(wanted)),
                                  dispatcher_id=self.dispatcher_id, max_backoff_s=self._backoff,
                                  credentials=self._credentials, metadata=self._metadata,
-                                 max_message_bytes=self._max_message)  # fmt: skip
+                                 max_message_bytes=self._max_message, transport=self._transport)  # fmt: skip
             task = asyncio.create_task(client.run(), name=f"lease-stream-{addr}")
             self._clients[addr] = (client, task)
             log.info("dispatcher %s: scheduler %s found, opening a stream", self.dispatcher_id, addr)
         for addr in sorted(set(self._clients) - wanted):
             client, task = self._clients.pop(addr)
             log.info("dispatcher %s: scheduler %s gone, closing its stream", self.dispatcher_id, addr)
-            asyncio.create_task(self._leave(client, task))
+            leave = asyncio.create_task(self._leave(client, task), name=f"lease-stream-leave-{addr}")
+            self._leaving[leave] = client
+            leave.add_done_callback(self._left)
         self._share()
         self._found.set()
 
@@ -130,6 +140,9 @@ class LeaseFleet:
         await client.stop(LEAVE_GRACE_S)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+    def _left(self, leave: asyncio.Task) -> None:
+        client = self._leaving.pop(leave)
         self._gone_calls += client.calls_done
 
     def _split(self, n: int) -> int:

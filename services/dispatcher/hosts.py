@@ -154,7 +154,8 @@ class HostLimiter:
                     log.info("target %s recovered: limit back at %d", host.key, host.limit)
                 else:
                     log.debug("target %s: limit %d -> %d", host.key, host.limit - 1, host.limit)
-        host.wake()
+        if host.waiting:  # nobody waits: no wake-up (it costs a new Event per call)
+            host.wake()
         self._forget_if_idle(host)
 
     def _slow_down(self, host: _Host, slot: Slot, status: int, retry_after: float | None) -> None:
@@ -182,14 +183,29 @@ class HostLimiter:
 
 
 def host_key(url: str) -> str:
-    """`host:port` of a URL, "" when it has none (the sender reports such URLs itself)."""
+    """`host:port` of a URL, "" when it has none (the sender reports such URLs itself).
+
+    The answer depends only on the scheme and authority, so it is kept per URL prefix up to the path
+    (a yarl parse costs more than the rest of the limiter's work on a call)."""
+    prefix = url.split("/", 3)[:3]
+    authority = "/".join(prefix)
+    try:
+        return _KEYS[authority]
+    except KeyError:
+        pass
     try:
         u = URL(url)
     except (ValueError, TypeError):
-        return ""
-    if not u.host:
-        return ""
-    return f"{u.host.lower()}:{u.port}" if u.port is not None else u.host.lower()
+        key = ""
+    else:
+        key = "" if not u.host else f"{u.host.lower()}:{u.port}" if u.port is not None else u.host.lower()
+    if len(_KEYS) >= 4096:
+        _KEYS.clear()
+    _KEYS[authority] = key
+    return key
+
+
+_KEYS: dict[str, str] = {}
 
 
 class LimitedSender:

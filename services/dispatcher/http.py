@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # Framing is ours to compute from the body; a caller's value could only break it.
 _FRAMING_HEADERS = ("Content-Length", "Transfer-Encoding")
+_NO_CONTENT_TYPE = ("Content-Type",)
 
 
 class HttpSender:
@@ -67,9 +68,6 @@ class HttpSender:
             raise_for_status=False,
             trust_env=False,  # no proxy from the environment: it would bypass the guard
             timeout=aiohttp.ClientTimeout(total=None),
-            # Without this aiohttp adds Content-Type to every POST/PUT/PATCH; set once here,
-            # not per request (a per-request value costs a header copy and sort each call).
-            skip_auto_headers=("Content-Type",),
         )
 
     async def close(self) -> None:
@@ -131,12 +129,17 @@ class HttpSender:
     async def _exchange(
         self, session: aiohttp.ClientSession, call: OutgoingCall, start: float
     ) -> CallOutcome:
+        body = call.body
         async with session.request(
             call.method,
             call.url,
-            params=dict(call.query) or None,
-            data=call.body or None,
+            params=call.query or None,
+            data=body or None,
             headers=self._headers(call),
+            # A call with a body always carries a Content-Type (ours or the caller's); one without
+            # gets none, where aiohttp would add one to a POST/PUT/PATCH. Skipping costs aiohttp a
+            # copy and a sort of the headers, so only the calls without a body ask for it.
+            skip_auto_headers=None if body else _NO_CONTENT_TYPE,
             allow_redirects=False,
             timeout=_timeout(call.timeout),
         ) as resp:
@@ -160,20 +163,22 @@ class HttpSender:
         )
 
     def _headers(self, call: OutgoingCall) -> CIMultiDict[str]:
+        notify_id = call.notify_id
+        ours = [("Notify-Id", notify_id), ("Notify-Attempt", str(call.attempt)), ("Idempotency-Key", notify_id)]
+        if self._signing_secret is not None:
+            ours += sign(self._signing_secret, notify_id, int(time.time()), call.body).items()
+        if not call.headers:  # the usual call: no headers of the caller's to merge
+            if call.body:
+                ours.append(("Content-Type", "application/octet-stream"))
+            ours.append(("User-Agent", self._user_agent))
+            return CIMultiDict(ours)
         headers: CIMultiDict[str] = CIMultiDict(call.headers)
         for name in _FRAMING_HEADERS:
             headers.popall(name, None)
         headers.setdefault("User-Agent", self._user_agent)
         if call.body and "Content-Type" not in headers:
             headers["Content-Type"] = "application/octet-stream"
-        ours = {
-            "Notify-Id": call.notify_id,
-            "Notify-Attempt": str(call.attempt),
-            "Idempotency-Key": call.notify_id,
-        }
-        if self._signing_secret is not None:
-            ours |= sign(self._signing_secret, call.notify_id, int(time.time()), call.body)
-        for name, value in ours.items():
+        for name, value in ours:
             headers[name] = value  # replaces every case-variant the caller sent
         return headers
 

@@ -40,6 +40,8 @@ class DispatcherMetrics:
                                        f"HTTP attempts per target host:port (the first {MAX_TARGETS}; then '{OTHER}')",
                                        ["target", "result"], registry=registry)  # fmt: skip
         self._targets: set[str] = set()
+        self._children: dict[tuple, tuple] = {}  # (target, result) -> the two counters to increment
+
 
     def target_label(self, url: str) -> str:
         key = host_key(url) or OTHER
@@ -55,9 +57,15 @@ class DispatcherMetrics:
             self.deferred.inc()
             return
         result = result_of(outcome)
-        self.attempts.labels(result).inc()
+        key = (host_key(call.url) or OTHER, result)
+        counters = self._children.get(key)
+        if counters is None:  # labels() looks its child up under a lock: once per target and result
+            counters = (self.attempts.labels(result), self.target_attempts.labels(self.target_label(call.url), result))
+            if len(self._children) < 4 * MAX_TARGETS:
+                self._children[key] = counters
+        counters[0].inc()
+        counters[1].inc()
         self.latency.observe(outcome.latency)
-        self.target_attempts.labels(self.target_label(call.url), result).inc()
 
 
 class MeteredSender:

@@ -96,6 +96,7 @@ class SchedulerApp:
         self._health = None
         self._ops: OpsServer | None = None
         self._node: Node | None = None
+        self.dispatch: DispatchServicer | None = None  # built at start
         self._stopped = False
         self._owning = False
         self.store_ok = True  # health: the store can commit
@@ -130,13 +131,15 @@ class SchedulerApp:
         # One servicer object per service, shared by the gRPC server and the HTTP/JSON API.
         notify = NotifyServicer(Operations(e, self.store), self.router, secret=self.secret)
         admin = AdminServicer(e, self.router, shutdown=lambda: self.on_shutdown())
+        # Served over gRPC, and in memory to dev's own dispatcher (services/local_lease.py).
+        self.dispatch = DispatchServicer(e, max_streams=self.settings.dispatcher_max_streams,
+                                         max_credit=self.settings.dispatcher_max_credit,
+                                         max_message_bytes=self.settings.max_message_bytes)  # fmt: skip
         self._server, self.port, self._health = create_server(
             self.settings.grpc_addr,
             [
                 lambda s: notify_service_pb2_grpc.add_NotifyServiceServicer_to_server(notify, s),
-                lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServicer(
-                    e, max_streams=self.settings.dispatcher_max_streams, max_credit=self.settings.dispatcher_max_credit,
-                    max_message_bytes=self.settings.max_message_bytes), s),
+                lambda s: dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server(self.dispatch, s),
                 lambda s: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, s),
             ],
             SERVICES,
@@ -191,6 +194,11 @@ class SchedulerApp:
         except auth.AuthError as e:
             log.warning("refused HTTP %s: %s: %s", method, e.code.name, e)
             raise ApiError.of(e.code.value[0], str(e)) from None
+
+    @property
+    def registered_address(self) -> str:
+        """host:port under which dispatchers find this scheduler in the registry ('' before start)."""
+        return f"{self._node.address}:{self._node.port}" if self._node is not None else ""
 
     @property
     def http_address(self) -> str:
