@@ -19,6 +19,7 @@ from notifyagent.scheduler.engine.model import Notification, State
 from notifyagent.scheduler.engine.operations import Created
 from notifyagent.scheduler.store import codec
 from notifyagent.v1 import notify_pb2 as pb
+from notifyagent.v1.notify_service_pb2 import BatchCreateNotifyResponse
 
 NOW = int(time.time() * 1000)
 NAMES = secret_names("X-Signature")
@@ -49,6 +50,11 @@ def both_ways(message: pb.Notify, request_id: str = "", by: str = "svc"):
     row = codec.new_row(inc, c.id, c.state, c.due_ms, NOW)
     new_answer = pb.Notify()
     convert.fill_created(new_answer, inc, c, NAMES)
+    # A batch's answer: each notify serialized, parsed once; the same message either way
+    first = Notification(id="01JFIRST", spec=old_new.spec, state=state, create_ms=NOW, request_id=request_id, due_ms=due)
+    batch = BatchCreateNotifyResponse.FromString(convert.answer_bytes([convert.created_bytes(inc, c, NAMES),
+                                                                       convert.created_bytes(inc, first, NAMES)]))  # fmt: skip
+    assert list(batch.notifies) == [new_answer, convert.notify_to_proto(first, secret=NAMES)]
     box = SecretBox(base64.urlsafe_b64encode(os.urandom(32)).decode(), NAMES)
     stored = codec.spec_from_column(codec.encode_message(row[12], box), trigger_key=row[5], ordering_key=row[4],
                                     queue=row[3], group_key=row[13], box=box)  # fmt: skip

@@ -214,3 +214,21 @@ async def test_taking_partitions_while_memory_is_full_reads_one_page_and_pages_t
         assert sorted(delivered) == sorted(n.id for n in made), "the rest is paged in as room frees, each once"
     finally:
         await e.stop()
+
+
+def test_held_sorted_follows_every_change_and_expiry():
+    """The create path's cached view of the held partitions: fresh after set, drop and expiry."""
+    now = [0.0]
+    fence = Fence(8, monotonic=lambda: now[0])
+    assert fence.held_sorted() == ()
+    fence.set(5, 1, 10.0)
+    fence.set(2, 1, 20.0)
+    assert fence.held_sorted() == (2, 5)
+    fence.drop([2])
+    assert fence.held_sorted() == (5,)
+    fence.set(7, 3, 30.0)
+    assert fence.held_sorted() == (5, 7)
+    now[0] = 10.0  # partition 5's hold ran out
+    assert fence.held_sorted() == (7,) == tuple(sorted(fence.held()))
+    now[0] = 30.0
+    assert fence.held_sorted() == ()

@@ -72,9 +72,7 @@ def fill_created(out: pb.Notify, new: Incoming, c: Created, secret: frozenset[st
     normalized it: codec.normalize) copied in C, with what fill_notify would add: id, state,
     queue, group, times, the policies in full, secret header values <redacted>."""
     m = new.message
-    headers = m.request.headers
-    if not (m.HasField("retry") or m.HasField("success") or len(headers) and any(k.lower() in secret for k in headers)):
-        # The common case, in C: the message and what the answer adds, parsed into out at once.
+    if _plain(m, secret):  # the common case, in C: the message and what the answer adds, parsed into out at once
         out.MergeFromString(m.SerializeToString() + _default_policies(new.timeout) + _created_fields(new, c))
         return
     out.CopyFrom(m)
@@ -95,6 +93,34 @@ def fill_created(out: pb.Notify, new: Incoming, c: Created, secret: frozenset[st
     _set_ms(out.create_time, c.create_ms)
     if c.due_ms is not None and c.state != State.WAITING_TRIGGER:
         _set_ms(out.next_attempt_time, c.due_ms)
+
+
+def _plain(m: pb.Notify, secret: frozenset[str]) -> bool:
+    """Whether a created notify's answer is its message plus fields (no policy given, no secret header)."""
+    headers = m.request.headers
+    return not (m.HasField("retry") or m.HasField("success") or len(headers) and any(k.lower() in secret for k in headers))
+
+
+def created_bytes(new: Incoming, got, secret: frozenset[str] = ALWAYS_SECRET) -> bytes:
+    """The serialized answer of one notify of a create (got: Created, or the first notify
+    with its request_id): what fill_created or fill_notify builds, for a batch's answer
+    parsed once (answer_bytes)."""
+    if isinstance(got, Created):
+        m = new.message
+        if _plain(m, secret):
+            return m.SerializeToString() + _default_policies(new.timeout) + _created_fields(new, got)
+        out = pb.Notify()
+        fill_created(out, new, got, secret)
+    else:
+        out = pb.Notify()
+        fill_notify(out, got, secret=secret)
+    return out.SerializeToString()
+
+
+def answer_bytes(notifies) -> bytes:
+    """Serialized notifies (created_bytes) as the bytes of a message whose field 1 repeats them
+    (BatchCreateNotifyResponse.notifies)."""
+    return b"".join([b"\x0a" + _size_prefixed(n) for n in notifies])
 
 
 def _created_fields(new: Incoming, c: Created) -> bytes:

@@ -112,10 +112,11 @@ class Engine(Loading, Granting, Results, Dispatchers, Partitions):
             partition = self.partition_for(new.spec.ordering_key)
         return new_notification(new, now_ms, self._ids, partition)
 
-    def new_id(self, ordering_key: str, now_ms: int) -> str:
+    def new_id(self, ordering_key: str, now_ms: int, *, partition: int | None = None) -> str:
         """An id for a notify created now, in its ordering key's partition or one held here
-        (NotOwner when that is not held here): the create path, which builds no Notification."""
-        return self._ids.new(now_ms, partition=self.partition_for(ordering_key))
+        (NotOwner when that is not held here): the create path, which builds no Notification.
+        partition: one partition_for("") gave (a batch's keyless notifies share one)."""
+        return self._ids.new(now_ms, partition=self.partition_for(ordering_key) if partition is None else partition)
 
     def takes(self, due_ms: int | None, notify_id: str) -> bool:
         """Whether admit() would hold a new notify due then (within what is loaded): the

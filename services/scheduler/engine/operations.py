@@ -92,6 +92,7 @@ class Operations:
         violations = check_group(group, limits=limits) if group else []
         stamp = group.key if group and group.key and not violations else ""
         made: list[tuple[Incoming, Created]] = []
+        spread = None  # the partition of this call's notifies without an ordering key: chosen once
         for i, new in enumerate(news):
             prefix = "notify" if not batch else f"requests[{i}].notify"
             if stamp and not violations and new.group_key != stamp:
@@ -100,7 +101,9 @@ class Operations:
                 new = new._replace(group_key=stamp)
             violations += check_incoming(new, now_ms=now, limits=limits, prefix=prefix, size=sizes[i])
             if not violations:
-                made.append((new, self._created(new, now)))
+                if spread is None and not new.ordering_key:
+                    spread = self._e.partition_for("")
+                made.append((new, self._created(new, now, spread)))
         if violations:
             raise InvalidArgument(violations)
         rows = [codec.new_row(new, c.id, c.state, c.due_ms, now) for new, c in made]
@@ -120,7 +123,7 @@ class Operations:
         self._e.observers.emit(self._e.observers.created, sum(1 for first in stored if first is None))
         return out
 
-    def _created(self, new: Incoming, now: int) -> Created:
+    def _created(self, new: Incoming, now: int, spread: int | None) -> Created:
         """Its id, first state and due time (as outcomes.new_notification gives them)."""
         if new.trigger_key:
             state, due = State.WAITING_TRIGGER, None
@@ -128,7 +131,8 @@ class Operations:
             state, due = State.SCHEDULED, new.deliver_at_ms
         else:
             state, due = State.PENDING, now
-        return Created(self._e.new_id(new.ordering_key, now), state, due, now, new.group_key)
+        part = None if new.ordering_key else spread
+        return Created(self._e.new_id(new.ordering_key, now, partition=part), state, due, now, new.group_key)
 
     def partition_for(self, new: NewNotify | Incoming) -> int:
         """The partition a new notify would go to here; NotOwner when another scheduler owns it."""

@@ -15,6 +15,7 @@ epoch 1, for ever.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -41,6 +42,8 @@ class Fence:
         self.partitions = check_partitions(partitions)
         self._now = monotonic
         self._held: dict[int, tuple[int, float]] = {}
+        self._sorted: tuple[int, ...] | None = None  # held_sorted(), until set/drop or its first expiry
+        self._sorted_until = 0.0
 
     def epoch(self, partition: int) -> int | None:
         """The epoch this process holds the partition under, or None (not held, or maybe expired)."""
@@ -57,16 +60,27 @@ class Fence:
         now = self._now()
         return {p: e for p, (e, until) in self._held.items() if now < until}
 
+    def held_sorted(self) -> tuple[int, ...]:
+        """held()'s partitions ascending; cached until the fence changes or one of them expires."""
+        now = self._now()
+        if self._sorted is None or now >= self._sorted_until:
+            live = [(p, until) for p, (_, until) in self._held.items() if now < until]
+            self._sorted = tuple(sorted(p for p, _ in live))
+            self._sorted_until = min((until for _, until in live), default=math.inf)
+        return self._sorted
+
     def recorded(self) -> dict[int, int]:
         """What the fence remembers, expired or not (what the next renewal tries to keep)."""
         return {p: e for p, (e, _) in self._held.items()}
 
     def set(self, partition: int, epoch: int, valid_until: float) -> None:
         self._held[partition] = (epoch, valid_until)
+        self._sorted = None
 
     def drop(self, partitions: Iterable[int]) -> None:
         for p in partitions:
             self._held.pop(p, None)
+        self._sorted = None
 
     def of(self, notify_id: str) -> int:
         return partition_of(notify_id, self.partitions)

@@ -24,7 +24,7 @@ class Partitions(Memory):
             if not self._fence.holds(p):
                 raise NotOwner(p)
             return p
-        held = sorted(self._fence.held())
+        held = self._fence.held_sorted()
         if not held:
             raise NotOwner(-1)  # any owner will do
         self._next_part = (self._next_part + 1) % len(held)
