@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from typing import Any, Sequence
+from typing import Sequence
 
 from ...common.calls import DEFAULT_METHOD, DEFAULT_TIMEOUT_S, METHOD_BY_NUMBER, NUMBER_BY_METHOD
 from ...common.sealing import SecretBox, SecretKeyError, open_sealed
