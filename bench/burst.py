@@ -17,11 +17,15 @@ reported with every trial's p99.
 The headline compares like with like: the split project (two processes send)
 against beanstalkd with two consumer processes; dev against one consumer is
 printed beside it.
+
+With --before GIT_REV each project system is also measured built at GIT_REV
+(cached in ~/.cache/notifyagent-bench/), just before the current checkout.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import time
@@ -29,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    Beanstalkd, Metric, Nginx, Project, common_args, finish, py_spy, run_dir, say, setup_run, start_worker, wait_count,
+    Beanstalkd, Build, Metric, Nginx, Project, build_args, builds, common_args, finish, py_spy, run_dir, say, setup_run, start_worker, wait_count,
     wait_quiet, worker_result,
 )
 from delay import lateness, median_trial, stats  # noqa: E402
@@ -37,26 +41,30 @@ from delay import lateness, median_trial, stats  # noqa: E402
 N = 2000
 
 
-def project_runs(nginx: Nginx, logdir: Path, mode: str, trials: int, profile: bool) -> dict:
+def project_runs(nginx: Nginx, logdir: Path, mode: str, trials: int, profile: bool, build: Build | None = None) -> dict:
     wait_quiet()
-    proj = Project(logdir, mode=mode).start()
+    tag = "-before" if build is not None and build.name == "before" else ""
+    with build.active() if build is not None else _current():
+        proj = Project(logdir, mode=mode).start()
+    if build is not None:
+        mode = f"{mode} ({build.label})"
     say(f"project {mode} on {proj.addr} (pids {proj.pids()})")
     base = ["na-load", "--addr", proj.addr, "--url", nginx.url(), "--due-header"]
     out = []
     try:
         mark = nginx.mark()
-        worker_result(start_worker([*base, "--n", "500", "--batch", "100"], logdir=logdir, name=f"na-warm-{mode}"))
+        worker_result(start_worker([*base, "--n", "500", "--batch", "100"], logdir=logdir, name=f"na-warm-{mode.split()[0]}{tag}"))
         wait_count(nginx, mark, 500, label="warm-up", timeout=60)
         for t in range(trials):
             due0 = int(time.time() * 1000) + 3000
             mark = nginx.mark()
             made = worker_result(start_worker([*base, "--n", str(N), "--batch", "500", "--inflight", "1",
-                                               "--deliver-at-ms", str(due0)], logdir=logdir, name=f"na-burst-{mode}"))  # fmt: skip
+                                               "--deliver-at-ms", str(due0)], logdir=logdir, name=f"na-burst-{mode.split()[0]}{tag}"))  # fmt: skip
             say(f"project {mode}: {made['done']:,} created, due {due0 - made['t1'] * 1000:.0f} ms after")
             spies = []
             if profile and t == 0:
                 time.sleep(max(0.0, (due0 - 100) / 1000 - time.time()))
-                spies = [py_spy(pid, f"burst-{mode}-{role}", seconds=3) for role, pid in proj.pids().items()]
+                spies = [py_spy(pid, f"burst-{mode.split()[0]}{tag}-{role}", seconds=3) for role, pid in proj.pids().items()]
             wait_count(nginx, mark, N, label=f"project {mode} burst", timeout=60)
             time.sleep(0.2)
             out.append(stats(f"project {mode} burst", lateness(nginx, mark), N))
@@ -66,6 +74,11 @@ def project_runs(nginx: Nginx, logdir: Path, mode: str, trials: int, profile: bo
     finally:
         proj.stop()
     return median_trial(out)
+
+
+@contextlib.contextmanager
+def _current():
+    yield
 
 
 def beanstalkd_runs(nginx: Nginx, logdir: Path, consumers: int, trials: int) -> dict:
@@ -97,16 +110,24 @@ def beanstalkd_runs(nginx: Nginx, logdir: Path, consumers: int, trials: int) -> 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common_args(ap)
+    build_args(ap)
     a = ap.parse_args(argv)
     setup_run(a.quick)
+    bs_ = builds(a.before)
+    before = bs_[0] if a.before else None
+    rb: dict = {"git": before.git} if before else {}
     trials = 1 if a.quick else 3
     logdir = run_dir("burst")
     nginx = Nginx(logdir).start()
     say(f"burst: {N:,} due in one millisecond, {trials} trial(s) per system; nginx {nginx.url()}; logs in {logdir}")
     try:
-        split = project_runs(nginx, logdir, "split", trials, a.profile)
+        if before:
+            rb["project_split"] = project_runs(nginx, logdir, "split", trials, a.profile, before)
+        split = project_runs(nginx, logdir, "split", trials, a.profile, bs_[-1] if before else None)
         bs2 = beanstalkd_runs(nginx, logdir, 2, trials)
-        dev = project_runs(nginx, logdir, "dev", trials, a.profile)
+        if before:
+            rb["project_dev"] = project_runs(nginx, logdir, "dev", trials, a.profile, before)
+        dev = project_runs(nginx, logdir, "dev", trials, a.profile, bs_[-1] if before else None)
         bs1 = beanstalkd_runs(nginx, logdir, 1, trials)
     finally:
         nginx.stop()
@@ -125,8 +146,13 @@ def main(argv: list[str] | None = None) -> None:
         Metric("burst_early", early, "notifies", "beanstalkd_burst_early", bs1["early"] + bs2["early"], "0",
                early == 0 and complete, higher_is_better=False, note="deliveries before their due time (and every notify arrived)"),
     ]  # fmt: skip
-    finish("burst", m, m[0], quick=a.quick, argv=sys.argv[1:] if argv is None else argv,
-           details={"project_split": split, "project_dev": dev, "beanstalkd_2consumers": bs2, "beanstalkd_1consumer": bs1})  # fmt: skip
+    details = {"project_split": split, "project_dev": dev, "beanstalkd_2consumers": bs2, "beanstalkd_1consumer": bs1}
+    if rb:
+        details["before"] = rb
+        for key, cur in (("split", split), ("dev", dev)):
+            m.append(Metric(f"burst_{key}_p99", cur["p99"], "ms", f"before_{rb['git']}", rb[f"project_{key}"]["p99"], higher_is_better=False,
+                            note=f"the same system built at git {rb['git']}, measured in this run (information)"))  # fmt: skip
+    finish("burst", m, m[0], quick=a.quick, argv=sys.argv[1:] if argv is None else argv, details=details)
 
 
 if __name__ == "__main__":

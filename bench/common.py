@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import atexit
 import datetime as _dt
+import fcntl
+import hashlib
 import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -20,9 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -512,9 +516,134 @@ class Beanstalkd:
 def notifyagent_cmd() -> list[str]:
     """The command that runs the project; NOTIFYAGENT_CMD overrides it (e.g. to measure a patched build)."""
     if os.environ.get("NOTIFYAGENT_CMD"):
-        return os.environ["NOTIFYAGENT_CMD"].split()
+        return shlex.split(os.environ["NOTIFYAGENT_CMD"])
     exe = shutil.which("notifyagent")
     return [exe] if exe else [PY, "-m", "notifyagent"]
+
+
+# --- the build measured: the current checkout, and with --before a cached build of another revision ---------
+
+
+@dataclass
+class Build:
+    """One build of the project. cmd None: the current checkout (NOTIFYAGENT_CMD or the installed notifyagent)."""
+
+    name: str  # "current" | "before"
+    git: str  # short commit
+    cmd: list[str] | None = None
+
+    @property
+    def label(self) -> str:
+        return "current" if self.name == "current" else f"before {self.git}"
+
+    @contextmanager
+    def active(self) -> Iterator["Build"]:
+        """While active, the project's processes start from this build (through NOTIFYAGENT_CMD, the one override)."""
+        if self.cmd is None:
+            yield self
+            return
+        old = os.environ.get("NOTIFYAGENT_CMD")
+        os.environ["NOTIFYAGENT_CMD"] = shlex.join(self.cmd)
+        try:
+            yield self
+        finally:
+            if old is None:
+                os.environ.pop("NOTIFYAGENT_CMD", None)
+            else:
+                os.environ["NOTIFYAGENT_CMD"] = old
+
+
+BEFORE_RECIPE = "pip-install-e-postgres"  # changes when the way a before build is made changes: older caches are rebuilt
+
+
+def _git(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True)
+
+
+def _step(what: str, argv: list[str], log: Path, rev: str) -> None:
+    with open(log, "ab") as f:
+        f.write(f"$ {shlex.join(argv)}\n".encode())
+        f.flush()
+        p = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(REPO))
+    if p.returncode != 0:
+        raise SystemExit(f"bench/run: --before {rev}: {what} failed (exit {p.returncode}); see {log}")
+
+
+def before_root() -> Path:
+    """Where before builds are cached: BENCH_BEFORE_DIR, else ~/.cache/notifyagent-bench/before-<clone>/ (one per clone,
+    shared by its worktrees). Not under bench/: a venv and a second source tree there would be walked by
+    tests/test_structure.py, which reads every *.py under bench/."""
+    if os.environ.get("BENCH_BEFORE_DIR"):
+        return Path(os.environ["BENCH_BEFORE_DIR"]).resolve()
+    common = (REPO / (_git("rev-parse", "--git-common-dir").stdout.strip() or ".git")).resolve()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "notifyagent-bench" / f"before-{hashlib.sha1(str(common).encode()).hexdigest()[:8]}"
+
+
+def _show(path: Path) -> str:
+    home = str(Path.home())
+    return str(path.relative_to(REPO)) if REPO in path.parents else (("~" + str(path)[len(home):]) if str(path).startswith(home + "/") else str(path))
+
+
+def prepare_before(rev: str) -> Build:
+    """The project built at git revision rev, prepared once in before_root()/<commit>/ (a git worktree and its own
+    venv with `pip install -e .[postgres]`) and reused by every later run with the same commit; a lock keeps two
+    runs from preparing it at once."""
+    p = _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    if p.returncode != 0 or not p.stdout.strip():
+        raise SystemExit(f"bench/run: --before {rev}: not a commit of {REPO} (git rev-parse found nothing)")
+    sha = p.stdout.strip()
+    short = sha[:7]
+    root = before_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"bench/run: --before {rev}: cannot create the cache {root}: {e.strerror} (set BENCH_BEFORE_DIR)") from None
+    with open(root / f"{sha[:12]}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _prepare(rev, sha, root / sha[:12])
+
+
+def _prepare(rev: str, sha: str, d: Path) -> Build:
+    short = sha[:7]
+    src, venv, ready = d / "src", d / "venv", d / "ready"
+    exe = venv / "bin" / "notifyagent"
+    if ready.exists() and exe.exists() and ready.read_text().split() == [sha, BEFORE_RECIPE]:
+        say(f"before build {short}: cached in {_show(d)}")
+        return Build("before", short, [str(exe)])
+    say(f"before build {short}: preparing once in {_show(d)} (later runs reuse it)")
+    if d.exists():  # an earlier attempt stopped half way, or an older recipe: start over
+        say(f"before build {short}: removing an unfinished or outdated earlier build")
+        _git("worktree", "remove", "--force", str(src))
+        shutil.rmtree(d, ignore_errors=True)
+    _git("worktree", "prune")
+    d.mkdir(parents=True)
+    log = d / "prepare.log"
+    say(f"before build {short}: git worktree add {_show(src)} (log {_show(log)})")
+    _step("git worktree add", ["git", "-C", str(REPO), "worktree", "add", "--detach", "--force", str(src), sha], log, rev)
+    say(f"before build {short}: python -m venv {_show(venv)}")
+    _step("python -m venv", [PY, "-m", "venv", str(venv)], log, rev)
+    # the PostgreSQL driver too (the e2e PostgreSQL rows), when that revision has the extra
+    extra = "[postgres]" if re.search(r"^postgres\s*=", (src / "pyproject.toml").read_text(), re.M) else ""
+    say(f"before build {short}: pip install -e .{extra} (a minute or two)")
+    _step("pip install", [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-e", f"{src}{extra}"], log, rev)
+    if not exe.exists():
+        raise SystemExit(f"bench/run: --before {rev}: pip installed no notifyagent command in {venv}; see {log}")
+    ready.write_text(f"{sha} {BEFORE_RECIPE}\n")
+    say(f"before build {short}: ready ({_show(exe)})")
+    return Build("before", short, [str(exe)])
+
+
+def builds(before: str) -> list[Build]:
+    """The builds to measure, in order: with --before, the before build first, then the current checkout."""
+    cur = Build("current", _git("rev-parse", "--short=7", "HEAD").stdout.strip() or "-")
+    return [prepare_before(before), cur] if before else [cur]
+
+
+def build_args(parser) -> None:
+    parser.add_argument("--before", metavar="GIT_REV", default="",
+                        help="also measure the project built at GIT_REV (cached in ~/.cache/notifyagent-bench/), one after the other "
+                             "with the current checkout, beside the same baselines")  # fmt: skip
 
 
 @dataclass

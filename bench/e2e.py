@@ -22,6 +22,11 @@ call, 4 calls in flight) as fast as the scheduler accepts. Throughput = N / (tim
 of the last arrival at nginx - time the producer started). Each system gets a
 warm-up of its own before the measured run.
 
+With --before GIT_REV the project's systems are measured twice, the build of GIT_REV
+(cached in ~/.cache/notifyagent-bench/) and then the current checkout, system by system, beside
+the same baselines (run once); each process's CPU µs per notify of both builds is
+recorded, and the scheduler's ratio current/before is a target (issue 11: <= 0.5).
+
 An fsync audit runs each durable system under `strace -f -c` on a small load and
 reports the fsync/fdatasync calls per 1,000 notifies.
 """
@@ -40,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    Beanstalkd, Metric, Nginx, Project, Traced, common_args, cpu_seconds, finish, fmt, get_status, notifyagent_cmd,
+    Beanstalkd, Build, Metric, Nginx, Project, Traced, build_args, builds, common_args, cpu_seconds, finish, fmt, get_status, notifyagent_cmd,
     free_port, py_spy, run_dir, say, setup_run, start_worker, wait_count, wait_grpc_ready, wait_port, wait_quiet,
     worker_result, workdir,
 )
@@ -72,26 +77,35 @@ def run_load(load: list[str], addrs: list[str], n: int, logdir: Path, name: str)
                          logdir=logdir, name=f"{name}{i}") for i, a in enumerate(addrs)]  # fmt: skip
 
 
-def measure_project(nginx: Nginx, logdir: Path, mode: str, n: int, warm: int, profile: bool) -> dict:
+def measure_project(nginx: Nginx, logdir: Path, mode: str, n: int, warm: int, profile: bool, build: Build | None = None) -> dict:
+    """One system of the project; build (default: the current checkout) says which build runs it."""
+    if build is not None:
+        with build.active():
+            return _measure_project(nginx, logdir, mode, n, warm, profile, f"{mode} ({build.label})",
+                                    "-before" if build.name == "before" else "")  # fmt: skip
+    return _measure_project(nginx, logdir, mode, n, warm, profile, mode, "")
+
+
+def _measure_project(nginx: Nginx, logdir: Path, mode: str, n: int, warm: int, profile: bool, what: str, tag: str) -> dict:
     busy = wait_quiet()
     proj = (pg_project(logdir, mode) if mode in ("pg1", "pg2") else Project(logdir, mode=mode)).start()
-    say(f"project {mode} up on {proj.addrs} (pids {proj.pids()}), store {proj.store}")
+    say(f"project {what} up on {proj.addrs} (pids {proj.pids()}), store {proj.store}")
     try:
         load = ["na-load", "--url", nginx.url(), "--batch", "100", "--inflight", "4"]
         mark = nginx.mark()
-        for w in run_load(load, proj.addrs, warm, logdir, f"warm-{mode}"):
+        for w in run_load(load, proj.addrs, warm, logdir, f"warm-{mode}{tag}"):
             worker_result(w)
-        wait_count(nginx, mark, warm, label=f"{mode} warm-up", timeout=120)
+        wait_count(nginx, mark, warm, label=f"{what} warm-up", timeout=120)
         time.sleep(0.5)
         cpu0 = {k: cpu_seconds(pid) for k, pid in proj.pids().items()}
         mark = nginx.mark()
         spies = []
         if profile:
             for role, pid in proj.pids().items():
-                spies.append(py_spy(pid, f"e2e-{mode}-{role}", seconds=min(20, max(5, n / 4000))))
+                spies.append(py_spy(pid, f"e2e-{mode}{tag}-{role}", seconds=min(20, max(5, n / 4000))))
         pg0 = [float(x) for x in psql(_PG_STATS)] if proj.mode == "multi" else None
-        prods = run_load(load, proj.addrs, n, logdir, f"producer-{mode}")
-        got = wait_count(nginx, mark, n, label=f"{mode} delivered", timeout=60 + n / 300, watch=prods,
+        prods = run_load(load, proj.addrs, n, logdir, f"producer-{mode}{tag}")
+        got = wait_count(nginx, mark, n, label=f"{what} delivered", timeout=60 + n / 300, watch=prods,
                          extra=lambda: "")  # fmt: skip
         results = [worker_result(p) for p in prods]
         made = {"t0": min(r["t0"] for r in results), "t1": max(r["t1"] for r in results), "done": sum(r["done"] for r in results)}
@@ -110,18 +124,19 @@ def measure_project(nginx: Nginx, logdir: Path, mode: str, n: int, warm: int, pr
             pg1 = [float(x) for x in psql(_PG_STATS)]
             pg = {"transactions_per_notify": (pg1[0] - pg0[0]) / n, "rows_written_per_notify": (pg1[1] - pg0[1]) / n,
                   "wal_bytes_per_notify": (pg1[2] - pg0[2]) / n}  # fmt: skip
-            say(f"project {mode}: PostgreSQL per notify: {pg['transactions_per_notify']:.2f} transactions,"
+            say(f"project {what}: PostgreSQL per notify: {pg['transactions_per_notify']:.2f} transactions,"
                 f" {pg['rows_written_per_notify']:.2f} rows written, {pg['wal_bytes_per_notify']:,.0f} WAL bytes")
         cpu = {k: cpu_seconds(pid) - cpu0[k] for k, pid in proj.pids().items()}
         for s in spies:
             if s is not None:
                 s.wait(60)
         rate = got / (t_last - made["t0"])
-        say(f"project {mode}: {got:,} delivered in {t_last - made['t0']:.2f} s = {rate:,.0f}/s "
+        say(f"project {what}: {got:,} delivered in {t_last - made['t0']:.2f} s = {rate:,.0f}/s "
             f"(created at {made['done'] / (made['t1'] - made['t0']):,.0f}/s; cpu s {({k: round(v, 1) for k, v in cpu.items()})})")  # fmt: skip
         return {"rate": rate, "busy_before": busy, "delivered": got, "seconds": t_last - made["t0"], "create_rate": made["done"] / (made["t1"] - made["t0"]),
                 "all_committed_s": t_committed - made["t0"], "sent_ok": st.sent_ok, "sent_failed": st.sent_failed,
-                "cpu_s": cpu, "cpu_us_per_notify": sum(cpu.values()) / max(1, got) * 1e6, "postgres": pg}  # fmt: skip
+                "cpu_s": cpu, "cpu_us_per_notify": sum(cpu.values()) / max(1, got) * 1e6, "postgres": pg,
+                "cpu_us_per_notify_by_process": {k: v / max(1, got) * 1e6 for k, v in cpu.items()}}  # fmt: skip
     finally:
         proj.stop()
         if proj.mode == "multi":
@@ -234,13 +249,53 @@ def fsync_audit(nginx: Nginx, logdir: Path, n: int) -> dict:
     return out
 
 
+def pg_metric(r: dict) -> Metric:
+    """The multi-scheduler row (issue 11: 2 schedulers >= 1.6 x 1 scheduler, both with 2 dispatchers on one PostgreSQL)."""
+    one, two = r["project_pg1"]["rate"], r["project_pg2"]["rate"]
+    return Metric("e2e_pg_2schedulers", two, "notifies/s", "e2e_pg_1scheduler", one, ">= 1.6", two >= 1.6 * one,
+                  note="2 schedulers + 2 dispatchers vs 1 scheduler + 2 dispatchers, both on one PostgreSQL")
+
+
+# the process whose CPU per notify issue 11 halves, per system
+SCHEDULER_OF = {"project_dev": "dev", "project_split": "scheduler", "project_pg1": "scheduler"}
+
+
+def before_metrics(r: dict, rb: dict) -> list[Metric]:
+    """With --before: each system's rate beside the before build's, and the scheduler's CPU µs per notify,
+    current / before, with the target <= 0.5 for split and dev (issue 11: halved)."""
+    if not rb:
+        return []
+    base = f"before_{rb['git']}"
+    out = []
+    for key in ("project_dev", "project_split", "project_pg1", "project_pg2"):
+        if key in r and key in rb:
+            name = "e2e_" + key.removeprefix("project_")
+            out.append(Metric(name, r[key]["rate"], "notifies/s", base, rb[key]["rate"],
+                              note=f"the same system built at git {rb['git']}, measured in this run (information)"))  # fmt: skip
+    for key, proc in SCHEDULER_OF.items():
+        if key in r and key in rb:
+            cur = r[key]["cpu_us_per_notify_by_process"].get(proc)
+            old = rb[key].get("cpu_us_per_notify_by_process", {}).get(proc)
+            if cur is None or not old:
+                continue
+            target = key in ("project_dev", "project_split")
+            name = f"e2e_{key.removeprefix('project_')}{'' if proc == 'dev' else '_' + proc}_cpu"
+            out.append(Metric(name, cur, "µs/notify", f"{base}_{proc}_cpu", old,
+                              "<= 0.5" if target else "", (cur <= 0.5 * old) if target else None, higher_is_better=False,
+                              note=f"CPU µs per notify of the {proc} process, current / before (issue 11: halved)"))  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common_args(ap)
     ap.add_argument("--n", type=int, default=0, help="notifies per measured run (default 100,000; 5,000 with --quick)")
     ap.add_argument("--postgres-only", action="store_true", help="only the PostgreSQL rows (1 and 2 schedulers)")
+    build_args(ap)
     a = ap.parse_args(argv)
     setup_run(a.quick)
+    bs_ = builds(a.before)
+    before = bs_[0] if a.before else None
     n = a.n or (5_000 if a.quick else 100_000)
     warm = 1_000 if a.quick else 3_000
     logdir = run_dir("e2e")
@@ -248,25 +303,36 @@ def main(argv: list[str] | None = None) -> None:
     nginx = Nginx(logdir).start()
     say(f"nginx {nginx.url()} (1 worker)")
     r: dict = {}
+    rb: dict = {"git": before.git} if before else {}  # the before build's systems, same keys as r
+
+    def project(mode: str) -> None:
+        """One system of the project: with --before, the before build first, then the current checkout."""
+        if before:
+            rb[f"project_{mode}"] = measure_project(nginx, logdir, mode, n, warm, a.profile, before)
+        r[f"project_{mode}"] = measure_project(nginx, logdir, mode, n, warm, a.profile, bs_[-1] if before else None)
+
     if a.postgres_only:
         try:
-            r["project_pg1"] = measure_project(nginx, logdir, "pg1", n, warm, a.profile)
-            r["project_pg2"] = measure_project(nginx, logdir, "pg2", n, warm, a.profile)
+            project("pg1")
+            project("pg2")
         finally:
             nginx.stop()
-        one, two = r["project_pg1"]["rate"], r["project_pg2"]["rate"]
-        m = [Metric("e2e_pg_2schedulers", two, "notifies/s", "e2e_pg_1scheduler", one,
-                    note="2 schedulers + 2 dispatchers vs 1 scheduler + 2 dispatchers, both on one PostgreSQL (information)")]
-        for k, v in r.items():
-            say(f"  {k:<16} {fmt(v['rate']):>8} /s  PostgreSQL per notify: {v['postgres']}")
+        if before:
+            r["before"] = rb
+        m = [pg_metric(r), *before_metrics(r, rb)]
+        for k, v in [*r.items(), *((f"{k} (before)", v) for k, v in rb.items() if isinstance(v, dict))]:
+            if isinstance(v, dict) and "rate" in v:
+                say(f"  {k:<16} {fmt(v['rate']):>8} /s  PostgreSQL per notify: {v['postgres']}")
         finish("e2e", m, m[0], quick=a.quick, argv=sys.argv[1:] if argv is None else argv, details=r)
         return
     try:
-        r["project_dev"] = measure_project(nginx, logdir, "dev", n, warm, a.profile)
-        r["project_split"] = measure_project(nginx, logdir, "split", n, warm, a.profile)
+        project("dev")
+        project("split")
         if shutil.which("psql"):  # the PostgreSQL rows: one scheduler, then two sharing the store
-            r["project_pg1"] = measure_project(nginx, logdir, "pg1", n, warm, a.profile)
-            r["project_pg2"] = measure_project(nginx, logdir, "pg2", n, warm, a.profile)
+            project("pg1")
+            project("pg2")
+        else:
+            say("psql missing: no PostgreSQL rows (e2e_pg_1scheduler, e2e_pg_2schedulers)")
         r["beanstalkd"] = measure_beanstalkd(nginx, logdir, n, warm)
         r["beanstalkd_2c"] = measure_beanstalkd(nginx, logdir, n, warm, consumers=2)
         if not a.quick:
@@ -299,12 +365,14 @@ def main(argv: list[str] | None = None) -> None:
         m.append(Metric("e2e_dev", dev, "notifies/s", "beanstalkd_pipeline_uvloop", r["beanstalkd_uvloop"]["rate"],
                         note="beanstalkd consumer on uvloop (information)"))  # fmt: skip
     if "project_pg2" in r:
-        m.append(Metric("e2e_pg_2schedulers", r["project_pg2"]["rate"], "notifies/s", "e2e_pg_1scheduler", r["project_pg1"]["rate"],
-                        note="2 schedulers + 2 dispatchers vs 1 scheduler + 2 dispatchers on one PostgreSQL (information)"))  # fmt: skip
+        m.append(pg_metric(r))
     if "bare_1p_uvloop" in r:
         m.append(Metric("e2e_dev", dev, "notifies/s", "bare_aiohttp_1proc_uvloop", r["bare_1p_uvloop"]["rate"], note="information"))
         m.append(Metric("e2e_split", split, "notifies/s", "bare_aiohttp_2proc_uvloop", r["bare_2p_uvloop"]["rate"], note="information"))
-    for k, v in r.items():
+    m += before_metrics(r, rb)
+    if before:
+        r["before"] = rb
+    for k, v in [*r.items(), *((f"{k} (before)", v) for k, v in rb.items())]:
         if isinstance(v, dict) and "rate" in v:
             say(f"  {k:<16} {fmt(v['rate']):>8} /s")
     finish("e2e", m, m[0], quick=a.quick, argv=sys.argv[1:] if argv is None else argv, details=r)

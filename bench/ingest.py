@@ -18,6 +18,10 @@ store with its durable default (WAL, synchronous=FULL: every group commit
 fsyncs the WAL before any of its CreateNotify calls answers). The notifies are
 due in 1 hour (beyond the 5-minute horizon), so what is measured is the
 accept path: convert, validate, insert, commit, answer.
+
+With --before GIT_REV the scheduler built at GIT_REV (cached in ~/.cache/notifyagent-bench/)
+runs beside the current one: each round measures the echo, then both builds (which
+goes first alternates from round to round).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    Beanstalkd, Metric, Project, common_args, cpu_seconds, finish, fmt, free_port, py_spy, run_dir, say,
+    Beanstalkd, Metric, Project, build_args, builds, common_args, cpu_seconds, finish, fmt, free_port, py_spy, run_dir, say,
     setup_run, start_worker, stop, wait_port, wait_quiet, worker_result,
 )
 
@@ -53,8 +57,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common_args(ap)
     ap.add_argument("--seconds", type=float, default=0, help="seconds per measured phase (default 15; 4 with --quick)")
+    build_args(ap)
     a = ap.parse_args(argv)
     setup_run(a.quick)
+    bs_ = builds(a.before)
+    rb: dict = {"git": bs_[0].git} if a.before else {}  # the before build's phases, same keys as r
     secs = a.seconds or (4.0 if a.quick else 15.0)
     warm = 1.0 if a.quick else 3.0
     logdir = run_dir("ingest")
@@ -72,29 +79,39 @@ def main(argv: list[str] | None = None) -> None:
     try:
         load(echo_addr, logdir, "echo-warm", warm, unary=True)
         for kind in ("unary", "batch"):
-            proj = projects[kind] = Project(logdir, mode="scheduler").start()
-            pid = proj.pids()["scheduler"]
-            say(f"notifyagent scheduler on {proj.addr} (pid {pid}), store {proj.store}")
-            load(proj.addr, logdir, f"project-warm-{kind}", warm, unary=kind == "unary")
-            runs: dict[str, list] = {"echo": [], "project": []}
+            for b in bs_:  # with --before both schedulers run; the idle one waits
+                with b.active():
+                    proj = projects[(kind, b.name)] = Project(logdir, mode="scheduler").start()
+                say(f"notifyagent scheduler ({b.label}) on {proj.addr} (pid {proj.pids()['scheduler']}), store {proj.store}")
+                load(proj.addr, logdir, f"project-warm-{kind}-{b.name}", warm, unary=kind == "unary")
+            runs: dict[str, list] = {"echo": [], "project": [], "before": []}
             for i in range(rounds):
                 wait_quiet()
                 runs["echo"].append(load(echo_addr, logdir, f"echo-{kind}-{i + 1}", per, unary=kind == "unary"))
-                cpu0 = cpu_seconds(pid)
-                spy = py_spy(pid, f"ingest-{kind}", seconds=max(3, per - 2)) if a.profile and i == 0 else None
-                out = load(proj.addr, logdir, f"project-{kind}-{i + 1}", per, unary=kind == "unary")
-                out["scheduler_cpu_s"] = cpu_seconds(pid) - cpu0
-                out["cpu_us_per_notify"] = out["scheduler_cpu_s"] / max(1, out["done"]) * 1e6
-                say(f"  scheduler cpu {out['scheduler_cpu_s']:.1f} s = {out['cpu_us_per_notify']:.0f} us per notify")
-                runs["project"].append(out)
-                if spy is not None:
-                    spy.wait(per + 60)
-            for who in ("echo", "project"):
+                for b in bs_ if i % 2 == 0 else bs_[::-1]:  # alternating which build goes first
+                    pid = projects[(kind, b.name)].pids()["scheduler"]
+                    suffix = "-before" if b.name == "before" else ""
+                    cpu0 = cpu_seconds(pid)
+                    spy = py_spy(pid, f"ingest-{kind}{suffix}", seconds=max(3, per - 2)) if a.profile and i == 0 else None
+                    out = load(projects[(kind, b.name)].addr, logdir, f"project-{kind}{suffix}-{i + 1}", per, unary=kind == "unary")
+                    out["scheduler_cpu_s"] = cpu_seconds(pid) - cpu0
+                    out["cpu_us_per_notify"] = out["scheduler_cpu_s"] / max(1, out["done"]) * 1e6
+                    say(f"  scheduler ({b.label}) cpu {out['scheduler_cpu_s']:.1f} s = {out['cpu_us_per_notify']:.0f} us per notify")
+                    runs["before" if b.name == "before" else "project"].append(out)
+                    if spy is not None:
+                        spy.wait(per + 60)
+            for who in ("echo", "project", "before"):
+                if not runs[who]:
+                    continue
                 ordered = sorted(runs[who], key=lambda o: o["rate"])
                 med = dict(ordered[len(ordered) // 2])
                 med["rounds"] = [round(o["rate"]) for o in runs[who]]
-                r[f"{who}_{kind}"] = med
-            proj.stop()
+                if who == "before":
+                    rb[f"project_{kind}"] = med
+                else:
+                    r[f"{who}_{kind}"] = med
+            for b in bs_:
+                projects[(kind, b.name)].stop()
     finally:
         for proj in projects.values():
             proj.stop()
@@ -138,6 +155,15 @@ def main(argv: list[str] | None = None) -> None:
         Metric("ingest_batch", pb, "notifies/s", "beanstalkd_put_async_fsync_every_put", r["bs_put_async_f0"]["rate"],
                note="information: beanstalkd -f0"),
     ]  # fmt: skip
+    if rb:
+        r["before"] = rb
+        base = f"before_{rb['git']}"
+        for kind, unit in (("batch", "notifies/s"), ("unary", "calls/s")):
+            cur, old = r[f"project_{kind}"], rb[f"project_{kind}"]
+            m.append(Metric(f"ingest_{kind}", cur["rate"], unit, base, old["rate"],
+                            note=f"the same scheduler built at git {rb['git']}, measured in the same rounds (information)"))  # fmt: skip
+            m.append(Metric(f"ingest_{kind}_scheduler_cpu", cur["cpu_us_per_notify"], "µs/notify", f"{base}_scheduler_cpu",
+                            old["cpu_us_per_notify"], higher_is_better=False, note="scheduler CPU per accepted notify, current / before"))  # fmt: skip
     finish("ingest", m, m[0], quick=a.quick, argv=sys.argv[1:] if argv is None else argv, details=r)
 
 

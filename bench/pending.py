@@ -18,6 +18,9 @@ with a consumer already waiting to connect: seconds to listening, and to the
 probe's arrival.
 
 N = 1,000,000 (50,000 with --quick; 10,000,000 with --full), M = 100,000 (10,000 with --quick).
+
+With --before GIT_REV the project side also runs built at GIT_REV (cached in
+~/.cache/notifyagent-bench/), on a store of its own, just before the current checkout.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    Beanstalkd, Metric, Nginx, Project, common_args, dir_size, finish, follow_worker, get_status, rss_kib, run_dir,
+    Beanstalkd, Metric, Nginx, Project, build_args, builds, common_args, dir_size, finish, follow_worker, get_status, rss_kib, run_dir,
     say, setup_run, start_worker, wait_count, wait_quiet, worker_result,
 )
 
@@ -139,14 +142,22 @@ def main(argv: list[str] | None = None) -> None:
     common_args(ap)
     ap.add_argument("--full", action="store_true", help="10,000,000 notifies in the store (takes long: tens of minutes)")
     ap.add_argument("--n", type=int, default=0, help="pending notifies (overrides the default size)")
+    build_args(ap)
     a = ap.parse_args(argv)
     setup_run(a.quick)
+    bs_ = builds(a.before)
+    rb: dict = {"git": bs_[0].git} if a.before else {}
     n = a.n or (50_000 if a.quick else 10_000_000 if a.full else 1_000_000)
     m = 10_000 if a.quick else 100_000
     logdir = run_dir("pending")
     nginx = Nginx(logdir).start()
     say(f"pending: {n:,} delayed notifies; logs in {logdir}")
     try:
+        if rb:
+            say(f"project side built at git {rb['git']} (before)")
+            with bs_[0].active():
+                rb["project"] = project_side(nginx, logdir, n, m)
+            say("project side, current checkout")
         p = project_side(nginx, logdir, n, m)
         b = beanstalkd_side(nginx, logdir, n)
     finally:
@@ -168,7 +179,19 @@ def main(argv: list[str] | None = None) -> None:
                note="filling the store: BatchCreateNotify of 1,000 vs pipelined puts"),
         Metric("pending_disk", p["store_bytes"] / 2**20, "MiB", "beanstalkd_binlog", b["binlog_bytes"] / 2**20, higher_is_better=False),
     ]  # fmt: skip
-    finish("pending", metrics, metrics[0], quick=a.quick, argv=sys.argv[1:] if argv is None else argv, details={"project": p, "beanstalkd": b})
+    details = {"project": p, "beanstalkd": b}
+    if rb:
+        details["before"] = rb
+        o, base = rb["project"], f"before_{rb['git']}"
+        info = f"the same project side built at git {rb['git']}, measured in this run (information)"
+        metrics += [
+            Metric("pending_rss", mib(p["rss_kib"]), "MiB", base, mib(o["rss_kib"]), higher_is_better=False, note=info),
+            Metric("in_memory_bytes_per_notify", p["in_memory_bytes_per_notify"], "bytes", base, o["in_memory_bytes_per_notify"],
+                   higher_is_better=False, note=info),
+            Metric("pending_create_rate", p["create_rate"], "notifies/s", base, o["create_rate"], note=info),
+            Metric("restart_first_due", p["restart_first_due_s"], "s", base, o["restart_first_due_s"], higher_is_better=False, note=info),
+        ]  # fmt: skip
+    finish("pending", metrics, metrics[0], quick=a.quick, argv=sys.argv[1:] if argv is None else argv, details=details)
 
 
 if __name__ == "__main__":

@@ -80,14 +80,19 @@ def details(runs: dict[str, dict]) -> list[str]:
         d = e2e["details"]
         out += ["### e2e: every system measured", "", "| system | delivered/s | CPU µs per notify (all its processes) |", "| --- | ---: | ---: |"]
         names = {"project_dev": "notifyagent dev (1 process)", "project_split": "notifyagent scheduler + 2 dispatchers",
+                 "project_pg1": "notifyagent scheduler + 2 dispatchers, PostgreSQL",
+                 "project_pg2": "notifyagent 2 schedulers + 2 dispatchers, PostgreSQL",
                  "beanstalkd": "beanstalkd + 1 consumer process", "beanstalkd_2c": "beanstalkd + 2 consumer processes",
                  "beanstalkd_f0": "beanstalkd -f0 (fsync every write) + 1 consumer", "beanstalkd_uvloop": "beanstalkd + 1 consumer on uvloop",
                  "bare_1p": "bare aiohttp, 1 process", "bare_2p": "bare aiohttp, 2 processes",
                  "bare_1p_uvloop": "bare aiohttp, 1 process, uvloop", "bare_2p_uvloop": "bare aiohttp, 2 processes, uvloop"}  # fmt: skip
+        before = d.get("before") or {}
         for k, label in names.items():
-            if k in d:
-                cpu = d[k].get("cpu_us_per_notify")
-                out.append(f"| {label} | {fmt(d[k]['rate'])} | {fmt(cpu) if cpu else '-'} |")
+            for v, what in ((before.get(k), f" — before (git {before.get('git')})"), (d.get(k), " — current" if k in before else "")):
+                if v:
+                    cpu = v.get("cpu_us_per_notify")
+                    out.append(f"| {label}{what} | {fmt(v['rate'])} | {fmt(cpu) if cpu else '-'} |")
+        out += e2e_cpu_by_process(d, e2e["machine"].get("git", "-"))
         fa = d.get("fsync_audit") or {}
         if fa:
             out += ["", "fsync audit (`strace -f -c`, whole process life, small load):", ""]
@@ -103,9 +108,11 @@ def details(runs: dict[str, dict]) -> list[str]:
         out += ["### ingest: every phase (median round; all rounds in notifies/s)", "",
                 "| phase | notifies/s | calls/s | call latency p50 / p99 ms | scheduler CPU µs per notify | rounds |",
                 "| --- | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
-        for k in ("echo_unary", "echo_batch", "project_unary", "project_batch"):
-            if k in d:
-                v = d[k]
+        before = d.get("before") or {}
+        for k, v in [(k, d.get(k)) for k in ("echo_unary", "echo_batch")] + [
+                x for k in ("project_unary", "project_batch")
+                for x in ((f"{k} (before, git {before.get('git')})", before.get(k)), (k + (" (current)" if k in before else ""), d.get(k)))]:
+            if v:
                 out.append(f"| {k} | {fmt(v['rate'])} | {fmt(v['calls_rate'])} | {fmt(v['lat_ms']['p50'])} / {fmt(v['lat_ms']['p99'])} | "
                            f"{fmt(v.get('cpu_us_per_notify')) if v.get('cpu_us_per_notify') else '-'} | "
                            f"{', '.join(fmt(x) for x in v.get('rounds', []))} |")  # fmt: skip
@@ -133,8 +140,13 @@ def details(runs: dict[str, dict]) -> list[str]:
                 "| system | arrived | p50 | p99 (each trial's) | max | min | early |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
         names = {"project_split": "project: 1 scheduler + 2 dispatchers", "beanstalkd_2consumers": "beanstalkd + 2 consumer processes",
                  "project_dev": "project: `notifyagent dev`", "beanstalkd_1consumer": "beanstalkd + 1 consumer process"}  # fmt: skip
+        before = d.get("before") or {}
+        rows = []
         for key, label in names.items():
-            v = d.get(key)
+            if key in before:
+                rows.append((f"{label} (before, git {before['git']})", before[key]))
+            rows.append((label + (" (current)" if key in before else ""), d.get(key)))
+        for label, v in rows:
             if v:
                 out.append(f"| {label} | {v['n']:,}/{v['expected']:,} | {fmt(v['p50'])} | {fmt(v['p99'])} "
                            f"({', '.join(fmt(x) for x in v['trials_p99'])}) | {fmt(v['max'])} | {fmt(v['min'])} | {v['early']} |")  # fmt: skip
@@ -153,7 +165,40 @@ def details(runs: dict[str, dict]) -> list[str]:
                 f"- beanstalkd ({b['mode']}): {b['n']:,} put at {fmt(b['put_rate'])}/s; VmRSS {b['rss_kib'] / 1024:.1f} MiB "
                 f"(empty {b['rss_empty_kib'] / 1024:.1f} MiB); binlog {b['binlog_bytes'] / 2**20:.0f} MiB",
                 f"- beanstalkd restart: port open after {b['restart_ready_s']:.2f} s (it replays the binlog after that), the overdue probe arrived "
-                f"{b['restart_first_due_s']:.2f} s after the spawn", ""]  # fmt: skip
+                f"{b['restart_first_due_s']:.2f} s after the spawn"]  # fmt: skip
+        o = (pe["details"].get("before") or {}).get("project")
+        if o:
+            out.append(f"- project built at git {pe['details']['before']['git']} (before), same run: {o['n']:,} created at "
+                       f"{fmt(o['create_rate'])}/s; scheduler VmRSS {o['rss_kib'] / 1024:.1f} MiB (peak {o['hwm_kib'] / 1024:.1f} MiB); "
+                       f"{o['in_memory_bytes_per_notify']:.0f} bytes of RSS per notify in the timer wheel; overdue probe "
+                       f"{o['restart_first_due_s']:.2f} s after the restart")  # fmt: skip
+        out.append("")
+    return out
+
+
+def e2e_cpu_by_process(d: dict, git: str) -> list[str]:
+    """With --before: CPU µs per notify of each process of both builds, and current / before (issue 11: the
+    scheduler's <= 0.5, i.e. halved)."""
+    before = d.get("before") or {}
+    if not before:
+        return []
+    systems = {"project_dev": "dev", "project_split": "split (SQLite)", "project_pg1": "1 scheduler, PostgreSQL",
+               "project_pg2": "2 schedulers, PostgreSQL"}  # fmt: skip
+    out = ["", f"CPU µs per notify of each process, before (git {before['git']}) and current (git {git}), "
+           "measured one after the other in this run:", "",
+           "| system | process | before µs/notify | current µs/notify | current / before |", "| --- | --- | ---: | ---: | ---: |"]  # fmt: skip
+    for key, label in systems.items():
+        b, c = before.get(key), d.get(key)
+        if not b or not c:
+            continue
+        bp, cp = b.get("cpu_us_per_notify_by_process") or {}, c.get("cpu_us_per_notify_by_process") or {}
+        rows = [(k, bp.get(k), cp.get(k)) for k in dict.fromkeys([*bp, *cp])]
+        if len(rows) > 1:
+            rows.append(("all processes", b.get("cpu_us_per_notify"), c.get("cpu_us_per_notify")))
+        for proc, bv, cv in rows:
+            ratio = f"{cv / bv:.2f}" if bv and cv is not None else "-"
+            strong = "**" if proc == "dev" or proc.startswith("scheduler") else ""
+            out.append(f"| {label} | {proc} | {fmt(bv)} | {fmt(cv)} | {strong}{ratio}{strong} |")
     return out
 
 
@@ -164,7 +209,7 @@ def chart(runs: dict[str, dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    colors = {"project": "#2b6cb0", "baseline": "#a0aec0"}
+    colors = {"project": "#2b6cb0", "before": "#90cdf4", "baseline": "#a0aec0"}
 
     def bars(ax, labels, values, kinds, title, unit, log=False):
         ax.barh(range(len(values)), values, color=[colors[k] for k in kinds])
@@ -187,7 +232,15 @@ def chart(runs: dict[str, dict]) -> None:
                  ("bare aiohttp 1 proc", "bare_1p", "baseline"), ("bare aiohttp 2 procs", "bare_2p", "baseline"),
                  ("bare aiohttp 1 proc, uvloop", "bare_1p_uvloop", "baseline"), ("bare aiohttp 2 procs, uvloop", "bare_2p_uvloop", "baseline")]  # fmt: skip
         items = [i for i in items if i[1] in d]
-        bars(ax, [i[0] for i in items], [d[i[1]]["rate"] for i in items], [i[2] for i in items],
+        before = d.get("before") or {}
+        rates = {k: v["rate"] for k, v in d.items() if isinstance(v, dict) and "rate" in v}
+        for k in ("project_split", "project_dev"):  # the before build's bars just above the current ones
+            if k in before and k in d:
+                at = next(j for j, i in enumerate(items) if i[1] == k)
+                label = next(i[0] for i in items if i[1] == k)
+                items.insert(at, (f"{label} (before {before['git']})", f"before_{k}", "before"))
+                rates[f"before_{k}"] = before[k]["rate"]
+        bars(ax, [i[0] for i in items], [rates[i[1]] for i in items], [i[2] for i in items],
              "e2e: immediate notifies delivered per second" + (" (quick)" if e2e["quick"] else ""), "notifies/s")  # fmt: skip
     ing = runs.get("ingest")
     ax = axes[0][1]
@@ -224,7 +277,8 @@ def chart(runs: dict[str, dict]) -> None:
         values = [p["rss_kib"] / 1024, b["rss_kib"] / 1024, p["restart_first_due_s"] * 100, b["restart_first_due_s"] * 100]
         bars(ax, labels, values, ["project", "baseline", "project", "baseline"],
              "pending: resident memory (MiB) and restart" + (" (quick)" if pe["quick"] else ""), "MiB  |  seconds × 100")  # fmt: skip
-    fig.suptitle("NotifyAgent vs baselines on the same machine (blue: NotifyAgent, grey: baselines)", fontsize=11)
+    fig.suptitle("NotifyAgent vs baselines on the same machine (blue: NotifyAgent, light blue: its before build, grey: baselines)",
+                 fontsize=11)  # fmt: skip
     fig.tight_layout()
     DOCS.mkdir(exist_ok=True)
     fig.savefig(PNG, dpi=110)

@@ -170,3 +170,47 @@ def test_any_string_has_a_partition_and_ids_keep_theirs():
         assert len(made) == 26 and partition_of(made, p_count) == want
         assert made > prev, "ids still sort by creation, whatever their partition"
         prev = made
+
+
+async def test_taking_partitions_while_memory_is_full_reads_one_page_and_pages_the_rest_in_as_room_frees():
+    store = MemoryStore(MemoryData(), partitions=P)
+    clock = FakeClock(T0)
+    other = Fence(P, monotonic=lambda: 0.0)
+    other.set(3, 1, FOREVER)
+    writer = Engine(store=store, settings=EngineSettings(load_interval_s=3600), clock=clock, fence=other)
+    await writer.start()
+    made = await Operations(writer, store).create([NewNotify(spec()) for _ in range(30)], batch=True)  # partition 3's
+    await writer.stop()
+    reads = []
+    load_due = store.load_due
+
+    async def counted(**kw):
+        page = await load_due(**kw)
+        reads.append(len(page))
+        return page
+
+    store.load_due = counted
+    fence = Fence(P, monotonic=lambda: 0.0)
+    fence.set(0, 7, FOREVER)
+    e = Engine(store=store, settings=EngineSettings(load_interval_s=3600, load_batch=4, max_in_memory=10), clock=clock, fence=fence)
+    await e.start()
+    try:
+        reads.clear()
+        fence.set(3, 2, FOREVER)
+        e.take_partitions({3})
+        await turn()
+        assert e.snapshot().held == 10, "memory holds at most the bound"
+        assert sum(reads) <= 10, f"taking partitions while memory is full read {sum(reads)} rows, not only what fits"
+        s = e.connect(dispatcher_id="d", version="", capacity=30, credit=30)
+        delivered = []
+        for _ in range(50):
+            await turn()
+            leases = granted_leases(s)
+            delivered += [lease.notify.id for lease in leases]
+            if leases:
+                await e.complete(s, [ResultIn(lease.lease_id, Outcome(200, True, ""), T0, T0) for lease in leases])
+            if len(delivered) == 30:
+                break
+        assert sorted(delivered) == sorted(n.id for n in made), "the rest is paged in as room frees, each once"
+    finally:
+        await e.stop()

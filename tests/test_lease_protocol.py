@@ -258,3 +258,19 @@ async def test_real_client_reopens_a_stream_whose_call_was_cancelled(system, tar
     assert len(done.attempts) == 1
     later = await system.create(target.url("/after"))
     await system.wait_state(later.id, pb.STATE_SUCCEEDED, timeout=10)
+
+
+def test_a_result_is_cut_to_the_stored_bounds_and_one_within_them_is_kept_as_it_is():
+    from notifyagent.scheduler.engine.results import ResultIn
+    from notifyagent.scheduler.engine.retry import Outcome
+    from notifyagent.scheduler.engine.limits import bound_result
+
+    big = ResultIn("l", Outcome(500, False, "e" * 2000 + "\x00", retry_after_s=1e9), 0, 0, b"x" * 5000,
+                   {"k" * 300: "v" * 300, **{f"h{i}": "v" for i in range(40)}})  # fmt: skip
+    cut = bound_result(big)
+    assert (len(cut.outcome.error), cut.outcome.retry_after_s, len(cut.snippet)) == (1024, 7 * 86400.0, 4096)
+    assert "\x00" not in cut.outcome.error and len(cut.headers) == 32 and max(map(len, [*cut.headers, *cut.headers.values()])) == 256
+    assert bound_result(ResultIn("l", Outcome(503, False, "", retry_after_s=-3.0), 0, 0)).outcome.retry_after_s == 0.0
+    assert len(bound_result(ResultIn("l", Outcome(200, True, ""), 0, 0, b"", {"a": "b" * 300})).headers["a"]) == 256
+    fine = ResultIn("l", Outcome(200, True, "", retry_after_s=3.0), 0, 0, b"ok", {"server": "nginx"})
+    assert bound_result(fine) == fine

@@ -6,11 +6,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncio
+from dataclasses import replace
+
 import pytest
 from notifyagent.scheduler.api import convert
-from notifyagent.scheduler.engine.model import EMPTY, Notification, Request, RetryPolicy, Spec, State, Success
+from notifyagent.scheduler.engine.compact import SharedSpecs, Waiting
+from notifyagent.scheduler.engine.core import Engine, EngineSettings
+from notifyagent.scheduler.engine.operations import Operations
+from notifyagent.scheduler.store.memory import MemoryStore
+from notifyagent.scheduler.engine.model import EMPTY, NewNotify, Notification, Request, RetryPolicy, Spec, State, Success
 from notifyagent.v1 import notify_pb2 as pb
 
+from support import T0, FakeClock, granted_leases
 from test_store_contract import START, backing, nid
 
 
@@ -46,3 +54,50 @@ async def test_loaded_notifies_with_the_same_call_share_one_request_and_policies
         assert with_headers.request is not one.request and with_headers.request.headers == {"X-A": "1"}
         assert other.request is not one.request and other.request.url == "https://example.com/other"
         assert one == held(1).spec  # sharing changes nothing a reader sees
+
+
+def test_held_notifies_alike_share_one_spec_without_their_deliver_time():
+    shared = SharedSpecs(max_kinds=2)
+    request = Request("POST", "https://example.com/hook")
+    a, b = Spec(request=request, deliver_at_ms=1_000), Spec(request=request, deliver_at_ms=2_000)
+    assert shared.spec(a) is shared.spec(b), "one spec for notifies that differ only in their time"
+    assert shared.spec(a).deliver_at_ms is None and shared.spec(a).request is request
+    keyed = Spec(request=request, deliver_at_ms=1_000, ordering_key="k")
+    assert shared.spec(keyed) is not shared.spec(a) and shared.spec(keyed).ordering_key == "k"
+    shared.spec(Spec(request=request, queue="q"))
+    assert len(shared) == 2, "a bounded number of kinds is kept"
+
+
+async def test_notifies_waiting_within_the_horizon_are_delivered_as_created_and_answers_keep_their_time():
+    clock = FakeClock(T0)
+    store = MemoryStore()
+    e = Engine(store=store, settings=EngineSettings(load_interval_s=3600), clock=clock)
+    await e.start()
+    try:
+        ops = Operations(e, store)
+        news = [NewNotify(Spec(request=Request("POST", f"https://example.com/{i % 2}", json_body='{"a":1}'),
+                               deliver_at_ms=T0 + 1_000 + i)) for i in range(6)]  # fmt: skip
+        made = await ops.create(news, batch=True)
+        assert [n.spec.deliver_at_ms for n in made] == [T0 + 1_000 + i for i in range(6)], "the answers are as created"
+        s = e.connect(dispatcher_id="d", version="", capacity=10, credit=10)
+        clock.advance(1_010)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        leases = granted_leases(s)
+        assert [(lease.notify.id, lease.notify.spec.request.url) for lease in leases] == [
+            (n.id, n.spec.request.url) for n in made], "each delivered once, in due order, with its own call"  # fmt: skip
+        assert [n.id for n in await store.load_due(after=(0, ""), until_ms=T0 + 5_000, limit=10)] == [n.id for n in made]
+        assert (await store.get(made[0].id)).spec.deliver_at_ms == T0 + 1_000, "the store keeps the spec as given"
+    finally:
+        await e.stop()
+
+
+def test_a_waiting_notify_unpacks_to_the_notify_it_was():
+    plain = held(1)
+    retried = Notification(id=nid(2), spec=plain.spec, state=State.RETRY_WAIT, create_ms=500, request_id="r-2", due_ms=9_000,
+                           attempt_count=3, budget_base=1, first_attempt_ms=700, version=4)  # fmt: skip
+    for n in (plain, retried):
+        w = Waiting(n, n.spec)
+        assert (w.id, w.state, w.due_ms, w.attempt_count, w.request_id, w.unreadable) == (
+            n.id, n.state, n.due_ms, n.attempt_count, n.request_id, n.unreadable)  # fmt: skip
+        assert w.full() == replace(n, version=0, timer_version=1), "versions count per copy"

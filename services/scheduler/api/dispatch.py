@@ -17,7 +17,8 @@ from ...common import auth
 from ...v1 import dispatch_service_pb2 as pb, dispatch_service_pb2_grpc as pb_grpc
 from ...common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES
 from . import convert
-from ..engine.validate import bound_result, check_hello, notify_size
+from ..engine.limits import bound_result
+from ..engine.validate import check_hello, notify_size
 from ..engine.core import Engine, ResultIn
 from ..engine.retry import Outcome
 from ..engine.sessions import Ack, Drain, Grant, Revoke, Session
@@ -80,7 +81,7 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
         if identity:
             log.info("dispatcher %s authenticated by token %s", hello.dispatcher_id, identity)
         await context.send_initial_metadata(())  # tells the dispatcher its hello was taken
-        pending: set[asyncio.Task] = set()
+        pending: list[asyncio.Future] = []  # the last results write this stream waits for
         reader = asyncio.create_task(self._read(first, request_iterator, session, pending))
         try:
             while (items := await session.next_batch()) is not None:
@@ -91,7 +92,7 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
             await asyncio.gather(reader, return_exceptions=True)
             self._engine.disconnect(session)
 
-    async def _read(self, first, request_iterator, session: Session, pending: set[asyncio.Task]) -> None:
+    async def _read(self, first, request_iterator, session: Session, pending: list[asyncio.Future]) -> None:
         try:
             self._handle(first, session, pending)
             async for req in request_iterator:
@@ -101,15 +102,13 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
         except grpc.RpcError as e:
             log.info("stream from dispatcher %s broke: %s", session.dispatcher_id, e)
         finally:
-            if pending:
+            if pending:  # writes commit in order: once the last is done, every ack is out
                 await asyncio.gather(*pending, return_exceptions=True)
             session.end_stream()
 
-    def _handle(self, req: pb.LeaseRequest, session: Session, pending: set[asyncio.Task]) -> None:
-        if req.results:
-            task = asyncio.create_task(self._engine.complete(session, [_result(r) for r in req.results]))
-            pending.add(task)
-            task.add_done_callback(lambda t: _settled(t, pending))
+    def _handle(self, req: pb.LeaseRequest, session: Session, pending: list[asyncio.Future]) -> None:
+        if req.results:  # committed with every other stream's results of this loop turn; acked after
+            pending[:] = [self._engine.report(session, [_result(r) for r in req.results])]
         for ext in req.extensions:
             self._engine.extend(session, ext.lease_id, convert.seconds(ext.extend_by))
         if req.draining:
@@ -119,25 +118,15 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
             self._engine.add_credit(session, req.credit)
 
 
-def _settled(task: asyncio.Task, pending: set[asyncio.Task]) -> None:
-    """Forgets a finished results task and says why it failed (the dispatcher reports again)."""
-    pending.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        log.error("results not committed: %s", task.exception())
-
-
 def _result(r: pb.LeaseResult) -> ResultIn:
     a = r.attempt
-    outcome = Outcome(
-        status_code=a.status_code,
-        success=a.success,
-        error=a.error,
-        no_answer_retryable=not r.permanent,
-        retry_after_s=convert.seconds(r.retry_after) if r.HasField("retry_after") else None,
-        deferred=r.deferred,
-    )
+    outcome = Outcome(a.status_code, a.success, a.error, not r.permanent,
+                      convert.seconds(r.retry_after) if r.HasField("retry_after") else None, r.deferred)  # fmt: skip
+    # len() first, keys then values: a protobuf map read through the Mapping ABC costs more than the rest
+    h = a.response_headers
+    headers = {k: h[k] for k in h} if len(h) else None
     return bound_result(ResultIn(r.lease_id, outcome, convert.millis(a.start_time), convert.millis(a.end_time),
-                                 a.response_snippet, dict(a.response_headers)))
+                                 a.response_snippet, headers))
 
 
 def _split(items: list, budget: int):

@@ -22,6 +22,7 @@ import logging
 
 from ..store.port import Store
 from .clock import Clock, SystemClock, wait_event
+from .compact import Waiting
 from .dispatchers import Dispatchers
 from .errors import FailedPrecondition
 from .granting import Granting
@@ -158,9 +159,10 @@ class Engine(Loading, Granting, Results, Dispatchers, Partitions):
         if self.is_leased(notify_id):
             raise FailedPrecondition(f"notify {notify_id} is being delivered; update it after this attempt")
         mine = self._live.get(notify_id)
-        if mine is not None:
-            self._drop(notify_id)
-        return mine
+        if mine is None:
+            return None
+        self._drop(notify_id)
+        return mine.full() if isinstance(mine, Waiting) else mine
 
     def put_back(self, n: Notification | None, current: Notification) -> None:
         """The store kept its copy after withdraw(): memory takes n back, or lets it go if the

@@ -5,9 +5,9 @@ bounds table lists them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .model import Spec
+from .model import Request, Spec
 
 DAY = 86400
 SHOW = 40  # characters of a bad value a violation may echo
@@ -50,13 +50,37 @@ def show(value: str) -> str:
     return text if len(text) <= SHOW else text[: SHOW - 4] + "...'"
 
 
+def request_size(r: Request) -> int:
+    """About the bytes a request takes on the wire; worked out once per Request (frozen,
+    often shared) and kept on it."""
+    size = r.size
+    if size < 0:
+        size = (
+            len(r.url) + len(r.body) + len(r.json_body.encode("utf-8", "replace"))
+            + sum(len(k) + len(v) + 8 for k, v in r.headers.items())
+            + sum(len(k) + len(v) + 8 for k, v in r.form.items())
+        )  # fmt: skip
+        object.__setattr__(r, "size", size)  # a cache of a pure function of the frozen fields
+    return size
+
+
 def notify_size(spec: Spec) -> int:
     """About the bytes a notify takes on the wire (what a grant message must hold)."""
-    r = spec.request
-    return (
-        len(r.url) + len(r.body) + len(r.json_body.encode("utf-8", "replace")) + len(spec.callback_url)
-        + sum(len(k) + len(v) + 8 for k, v in r.headers.items())
-        + sum(len(k) + len(v) + 8 for k, v in r.form.items())
-        + sum(len(k) + len(v) + 8 for k, v in spec.labels.items())
-        + len(spec.success.body_contains) + 1024
-    )  # fmt: skip
+    size = request_size(spec.request) + len(spec.callback_url) + len(spec.success.body_contains) + 1024
+    if spec.labels:
+        size += sum(len(k) + len(v) + 8 for k, v in spec.labels.items())
+    return size
+
+
+def bound_result(r):
+    """A dispatcher's result (engine.results.ResultIn) cut to what is stored: error 1,024
+    characters, snippet 4 KiB, 32 headers of 256 characters, Retry-After at most 7 days.
+    One within every bound (most are) comes back as it is."""
+    o, headers = r.outcome, r.headers
+    if len(o.error) > 1024 or "\x00" in o.error or not (o.retry_after_s is None or 0.0 <= o.retry_after_s <= 7.0 * DAY):
+        retry_after = None if o.retry_after_s is None else min(max(o.retry_after_s, 0.0), 7.0 * DAY)
+        o = replace(o, error=o.error[:1024].replace("\x00", ""), retry_after_s=retry_after)
+    elif len(r.snippet) <= 4096 and (not headers or len(headers) <= 32 and max(map(len, [*headers, *headers.values()])) <= 256):
+        return r  # nothing to copy
+    headers = headers and {k[:256]: v[:256] for k, v in list(headers.items())[:32]}
+    return replace(r, outcome=o, snippet=r.snippet[:4096], headers=headers)

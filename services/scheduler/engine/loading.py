@@ -36,26 +36,43 @@ class Loading(Memory):
 
     async def _load_pages(self) -> None:
         until = self._clock.now_ms() + int(self._settings.horizon_s * 1000)
+        await self._load_range(until, self.held_partitions())
+
+    async def _load_range(self, until: int, partitions: frozenset[int] | None, after: tuple[int, str] | None = None) -> int:
+        """Reads due work up to `until` into memory a page at a time while there is room; returns
+        how many notifies came in. Without `after` it is the horizon loader: it reads from the
+        cursor and moves it. With `after` (partitions just taken) the cursor is left alone, except
+        that memory filling up moves it back to what is left unread, so the horizon loader pages
+        that in as room frees, as it does its own."""
+        loaded = 0
+        horizon = after is None
         while True:
-            if self._rewind:
-                self._rewind, self._cursor = False, (0, "")
-            after = self._cursor
+            if horizon:
+                if self._rewind:
+                    self._rewind, self._cursor = False, (0, "")
+                after = self._cursor
             room = self._settings.max_in_memory - self._units
             if room <= 0 or self._starved:  # memory is full: due work waits in the store, paged in as room frees
                 self._starved = True
-                return
+                if not horizon:
+                    self._cursor = min(self._cursor, (after[0], ""))
+                return loaded
             limit = min(self._settings.load_batch, room)
-            self._cursor = (until, "")
+            if horizon:
+                self._cursor = (until, "")
             try:
-                page = await self._store.load_due(after=after, until_ms=until, limit=limit, partitions=self.held_partitions())
+                page = await self._store.load_due(after=after, until_ms=until, limit=limit, partitions=partitions)
             except BaseException:
-                self._cursor = after  # nothing past `after` was read
+                if horizon:
+                    self._cursor = after  # nothing past `after` was read
                 raise
-            if len(page) == limit:
+            if len(page) == limit and horizon:
                 self._cursor = (page[-1].due_ms, page[-1].id)
             for n in page:
                 if self._fence.holds(self._fence.of(n.id)):
                     self.admit(n, loaded=True)  # refused once memory is full: the cursor moves back to it
+                    loaded += 1
             if len(page) < limit or self._stopping.is_set() or self._starved:
-                return
+                return loaded
+            after = (page[-1].due_ms, page[-1].id)
             await asyncio.sleep(0)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from ...common.ids import IdGenerator
 from ..store.port import Store
 from .clock import Clock, Handle
+from .compact import SharedSpecs, Waiting
 from .leases import Lease, LeaseBook
 from .model import Notification, State
 from .observers import Observers
@@ -60,6 +61,7 @@ class Memory:
         self._clock = clock
         self._ids = IdGenerator()
         self._live: dict[str, Notification] = {}
+        self._specs = SharedSpecs()  # what held notifies alike share (compact.py)
         self._held = Held()
         self._wheel = TimerWheel(now_ms=clock.now_ms())
         self._ready = ReadyQueue()
@@ -70,7 +72,7 @@ class Memory:
         self._rewind = False  # a failed commit: read from the start again
         self._starved = False  # memory was full: the loader left due work in the store
         self._units = 0  # what the notifies in _live count against max_in_memory
-        self._weights: dict[str, int] = {}  # each one's count, as taken in
+        self._weights: dict[str, int] = {}  # the count of each one that counts more than 1, as taken in
         self._loader: asyncio.Task | None = None
         self._loading = asyncio.Lock()  # one load at a time
         self._accepting = False
@@ -82,6 +84,8 @@ class Memory:
         self._rate_timer: Handle | None = None
         self._rate_at: int | None = None
         self._pump_soon = False
+        self._batch = None  # results waiting for the next store write (results.py)
+        self._committing = False  # a results write is in flight
         self._turn = 0
         self._tasks: set[asyncio.Task] = set()
         self._start_ms = clock.now_ms()
@@ -95,7 +99,8 @@ class Memory:
 
     def admit(self, n: Notification, *, loaded: bool = False) -> None:
         """Takes a committed active notify into memory if it is due within what is loaded
-        (the loader's own reads are, by definition)."""
+        (the loader's own reads are, by definition). One that is not due yet waits in its
+        compact form (compact.Waiting); the caller's object stays as it is."""
         if n.due_ms is None or n.id in self._live or (not loaded and (n.due_ms, n.id) >= self._cursor):
             return
         if n.unreadable:
@@ -107,11 +112,17 @@ class Memory:
             self._cursor = min(self._cursor, (n.due_ms, ""))
             self._starved = True
             return
+        due = n.due_ms <= self._clock.now_ms()
+        if isinstance(n, Waiting):  # one withdraw() gave back
+            n = n.full()
+        if not due:
+            n = Waiting(n, self._specs.spec(n.spec))
         self._held.take(n)
         self._live[n.id] = n
-        self._weights[n.id] = weight
+        if weight > 1:
+            self._weights[n.id] = weight
         self._units += weight
-        if n.due_ms <= self._clock.now_ms():
+        if due:
             self._make_ready(n)
         else:
             self._schedule(n)
@@ -120,7 +131,7 @@ class Memory:
         """The notify held under notify_id leaves memory: every entry that refers to it goes stale."""
         n = self._live.pop(notify_id, None)
         if n is not None:
-            self._units -= self._weights.pop(notify_id, 0)
+            self._units -= self._weights.pop(notify_id, 1)
             self._held.release(n)
             if self._starved and self._units <= self._settings.max_in_memory * 9 // 10:
                 self._starved = False  # room again: page in what waits in the store now, not at the next tick
@@ -154,8 +165,10 @@ class Memory:
         self._ready.offer(n)
         self._pump()
 
-    def _schedule(self, n: Notification) -> None:
-        self._wheel.add(n.due_ms, n, n.version)  # one tuple per held notify
+    def _schedule(self, n: Notification | Waiting) -> None:
+        if not isinstance(n, Waiting):  # a Waiting is scheduled once, at its version 1
+            n.timer_version = n.version
+        self._wheel.add_timed(n)  # the notify is its own entry: no tuple per held notify
         self._arm()
 
     def _schedule_lease(self, lease: Lease) -> None:
@@ -176,13 +189,16 @@ class Memory:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        for entry in self._wheel.advance(self._clock.now_ms()):
-            item = entry[1]
-            if isinstance(item, Lease):
-                if self._leases.get(item.lease_id) is not None and item.deadline_ms == entry[0]:
-                    self._spawn(self._expire(item))
-            elif self._current(item, entry[2]):
-                self._make_ready(item)
+        now = self._clock.now_ms()
+        for entry in self._wheel.advance(now):
+            if isinstance(entry, tuple):  # a lease's deadline
+                lease = entry[1]
+                if self._leases.get(lease.lease_id) is not None and lease.deadline_ms == entry[0]:
+                    self._spawn(self._expire(lease))
+            elif self._current(entry, entry.timer_version) and entry.due_ms is not None and entry.due_ms <= now:
+                if isinstance(entry, Waiting):  # unpacked: the full notify takes its place
+                    entry = self._live[entry.id] = entry.full()
+                self._make_ready(entry)  # unchanged since it was put in the wheel, and due
         self._arm()
 
     # The other parts' steps this one calls (Engine puts the parts together):
@@ -194,6 +210,9 @@ class Memory:
 
     def _pump(self) -> None:  # granting.py
         raise NotImplementedError
+
+    async def _load_range(self, until: int, partitions: frozenset[int] | None, after: tuple[int, str] | None = None) -> int:
+        raise NotImplementedError  # loading.py
 
     # --- leases and background steps ----------------------------------------
 

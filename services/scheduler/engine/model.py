@@ -23,13 +23,14 @@ class State(enum.IntEnum):
 
     @property
     def terminal(self) -> bool:
-        return self in (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+        return self >= State.SUCCEEDED  # SUCCEEDED, FAILED, CANCELLED: the last three
 
 
 # One empty mapping shared by every spec without headers, form or labels: a held notify
 # would otherwise carry three empty dicts (64 bytes each). Specs are frozen and nothing
 # mutates their mappings; code that wants its own copy takes dict(...).
 EMPTY: dict[str, str] = {}
+NO_ATTEMPTS: list = []  # the same for a notify's attempts, when it carries none
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,9 @@ class Request:
     body: bytes = b""
     json_body: str = ""
     form: dict[str, str] = field(default_factory=lambda: EMPTY)
+    # limits.request_size's figure, worked out on first use and kept (a Request is frozen and
+    # often shared, so most notifies never pay for it): -1 until then.
+    size: int = field(default=-1, init=False, repr=False, compare=False)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -95,7 +99,7 @@ class Spec:
     created_by: str = ""  # the name of the token that created it ('' without auth)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per result, and frozen construction costs 4x; nothing changes one
 class AttemptRecord:
     number: int
     start_ms: int
@@ -122,13 +126,18 @@ class Notification:
     attempt_count: int = 0
     budget_base: int = 0  # attempts made before the last RetryNotify
     first_attempt_ms: int | None = None
-    attempts: list[AttemptRecord] = field(default_factory=list)
+    # The stores fill it in for reads that ask for attempts. Without any it is the one shared
+    # NO_ATTEMPTS (an empty list per held notify would cost 56 bytes): nothing appends to it.
+    attempts: list[AttemptRecord] = field(default_factory=lambda: NO_ATTEMPTS)
     # Why the stored row could not be read back (empty when it could): such a notify is
     # shown as it is, never delivered, and never breaks a read.
     unreadable: str = ""
     # Given by the engine on every change while the notify is in memory: what refers to
     # it (timer and ready entries, leases, commits in flight) compares it to see it is stale.
     version: int = 0
+    # The version it was put in the timer wheel at: the notify is its own wheel entry (no tuple
+    # per held notify), which is stale once the two differ.
+    timer_version: int = -1
 
     @property
     def attempts_in_budget(self) -> int:

@@ -70,14 +70,5 @@ class Partitions(Memory):
                 if self._fence.holds(self._fence.of(notify_id)):
                     self._ready.hold(key, notify_id)
             until = max(self._cursor[0], self._clock.now_ms() + int(self._settings.horizon_s * 1000))
-            after, batch, loaded = (-1, ""), self._settings.load_batch, 0
-            while True:
-                page = await self._store.load_due(after=after, until_ms=until, limit=batch, partitions=parts)
-                for n in page:
-                    if self._fence.holds(self._fence.of(n.id)):
-                        self.admit(n, loaded=True)
-                        loaded += 1
-                if len(page) < batch:
-                    break
-                after = (page[-1].due_ms, page[-1].id)
+            loaded = await self._load_range(until, parts, after=(-1, ""))
         log.info("partitions %s taken: %d due notifies loaded", sorted(parts), loaded)

@@ -289,12 +289,3 @@ def check_hello(dispatcher_id: str, capacity: int) -> str:
         return "hello.capacity must be 1 to 1,000,000"
     return ""
 
-
-def bound_result(r):
-    """A dispatcher's result (engine.results.ResultIn) cut to what is stored: error 1,024
-    characters, snippet 4 KiB, 32 headers of 256 characters, Retry-After at most 7 days."""
-    o = r.outcome
-    retry_after = None if o.retry_after_s is None else min(max(o.retry_after_s, 0.0), 7.0 * DAY)
-    outcome = replace(o, error=o.error[:1024].replace("\x00", ""), retry_after_s=retry_after)
-    headers = r.headers and {k[:256]: v[:256] for k, v in list(r.headers.items())[:32]}
-    return replace(r, outcome=outcome, snippet=r.snippet[:4096], headers=headers)

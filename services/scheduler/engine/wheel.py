@@ -9,6 +9,11 @@ long sleep is one jump. Items further out than the top level wait in a heap.
 The wheel knows no clock: callers pass times in. Removal is lazy: callers
 check, when an item fires, whether it still counts (a tag added with the item,
 such as the version it was scheduled at, comes back with it for that).
+
+An item that carries its own time (`add_timed`: its `due_ms` attribute) is its
+own entry, with no tuple around it: the engine's many held notifies wait so. It
+is placed by the time it carries whenever it is placed or cascaded, and fires as
+itself; one whose time has gone (None) fires at the next advance().
 """
 
 from __future__ import annotations
@@ -47,9 +52,14 @@ class TimerWheel:
         self._size += 1
         self._place((due_ms, item) if tag is None else (due_ms, item, tag))
 
-    def _place(self, entry: tuple) -> None:
+    def add_timed(self, item: Any) -> None:
+        """Schedules item at its own `due_ms`; it fires as itself (no tuple is made for it)."""
+        self._size += 1
+        self._place(item)
+
+    def _place(self, entry) -> None:
         now = self._now
-        due_ms = entry[0]
+        due_ms = _due(entry)
         if due_ms <= now:
             self._due.append(entry)
             return
@@ -95,7 +105,7 @@ class TimerWheel:
         fired.extend(self._due)
         self._due = []
         self._size -= len(fired)
-        fired.sort(key=lambda entry: entry[0])
+        fired.sort(key=_due)
         return fired
 
     def _cascade(self) -> None:
@@ -113,3 +123,11 @@ class TimerWheel:
         while self._overflow and self._overflow[0][0] >> top == now >> top:
             _, _, entry = heapq.heappop(self._overflow)
             self._place(entry)
+
+
+def _due(entry) -> int:
+    """An entry's time: a tuple's first field, or the time an item added with add_timed carries."""
+    if isinstance(entry, tuple):
+        return entry[0]
+    due = entry.due_ms
+    return -1 if due is None else due

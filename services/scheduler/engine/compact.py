@@ -1,0 +1,83 @@
+"""The form a notify waits in within the horizon: as few objects of its own as it can.
+
+Most notifies due within the horizon make the same call under the same rules as many
+others (one webhook, one policy); what differs is their id and due time. A held
+notify that is not due yet waits as a `Waiting`: one small object with its id, due
+time, state and versions, that is its own timer-wheel entry (wheel.add_timed), and
+a Spec it shares with every other held notify alike (`SharedSpecs` keeps one per
+kind, with deliver_at_ms left out: a held notify's time is its due_ms, and the
+store keeps the spec as the caller gave it). When it falls due, the engine unpacks
+it into a full Notification. Nothing outside the engine sees these: the operations
+answer with the notifies they were given.
+"""
+
+from __future__ import annotations
+
+from .model import NO_ATTEMPTS, Notification, Spec
+
+MAX_KINDS = 4096  # specs kept for sharing; the oldest is let go beyond it (held notifies keep theirs)
+
+
+class SharedSpecs:
+    def __init__(self, max_kinds: int = MAX_KINDS) -> None:
+        self._kinds: dict[tuple, Spec] = {}
+        self._max = max_kinds
+
+    def __len__(self) -> int:
+        return len(self._kinds)
+
+    def spec(self, spec: Spec) -> Spec:
+        """The shared spec for held notifies like this one. Request, policies and labels are
+        compared by identity: they are shared objects already (model.plain_request, shared()),
+        and the kept spec holds them, so an identity cannot be reused while its key lives."""
+        key = (id(spec.request), id(spec.retry), id(spec.success), id(spec.labels), spec.trigger_key, spec.ordering_key,
+               spec.queue, spec.fire_and_forget, spec.timeout, spec.expire_at_ms, spec.callback_url, spec.group_key,
+               spec.created_by)  # fmt: skip
+        found = self._kinds.get(key)
+        if found is None:
+            found = Spec(spec.request, None, spec.trigger_key, spec.ordering_key, spec.queue, spec.retry, spec.success,
+                         spec.fire_and_forget, spec.timeout, spec.expire_at_ms, spec.callback_url, spec.labels,
+                         spec.group_key, spec.created_by)  # fmt: skip
+            if len(self._kinds) >= self._max:
+                del self._kinds[next(iter(self._kinds))]
+            self._kinds[key] = found
+        return found
+
+
+_PLAIN = ("", None, 0, 0, None, NO_ATTEMPTS, "")  # what a notify never attempted carries beyond its id and times
+
+
+class Waiting:
+    """A held notify not due yet. It reads like a Notification where the engine reads one
+    that waits (id, spec, state, due_ms, version, and the rest as properties) and takes the
+    same moves (Held.move); `full()` unpacks it when it falls due.
+
+    Six slots (80 bytes): the create time and, for a retry waiting, its attempt counts share
+    one. A Waiting is a fresh copy: it starts at version 0 and is scheduled once, right after
+    Held.take() (version 1), so its wheel entry is current while its version is still 1."""
+
+    __slots__ = ("id", "spec", "state", "due_ms", "version", "_more")
+    timer_version = 1
+
+    def __init__(self, n: Notification, spec: Spec) -> None:
+        self.id, self.spec, self.state, self.due_ms, self.version = n.id, spec, n.state, n.due_ms, 0
+        rest = (n.request_id, n.complete_ms, n.attempt_count, n.budget_base, n.first_attempt_ms, n.attempts, n.unreadable)
+        self._more = n.create_ms if rest == _PLAIN else (n.create_ms, *rest)  # a retry waiting keeps its counts
+
+    def _rest(self) -> tuple:
+        more = self._more
+        return more[1:] if isinstance(more, tuple) else _PLAIN
+
+    def full(self) -> Notification:
+        request_id, complete, count, base, first, attempts, unreadable = self._rest()
+        return Notification(self.id, self.spec, self.state, self.create_ms, request_id, self.due_ms, complete, count, base,
+                            first, attempts, unreadable, self.version, self.timer_version)  # fmt: skip
+
+    create_ms = property(lambda self: self._more[0] if isinstance(self._more, tuple) else self._more)
+    request_id = property(lambda self: self._rest()[0])
+    complete_ms = property(lambda self: self._rest()[1])
+    attempt_count = property(lambda self: self._rest()[2])
+    budget_base = property(lambda self: self._rest()[3])
+    first_attempt_ms = property(lambda self: self._rest()[4])
+    attempts = property(lambda self: self._rest()[5])
+    unreadable = property(lambda self: self._rest()[6])
