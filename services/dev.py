@@ -47,7 +47,8 @@ class DevApp:
         s = self.scheduler
         if s.dispatch is None or addr != s.registered_address:
             return None
-        return local_transport(s.dispatch.Lease, lambda md: s.auth.authorize(md, auth.LEASE_METHOD), self._own_metadata)
+        return local_transport(s.dispatch.Lease, lambda md: s.auth.authorize(md, auth.LEASE_METHOD), self._own_metadata,
+                               self.settings.max_message_bytes)  # fmt: skip
 
     async def start(self) -> None:
         await self.scheduler.start()

@@ -115,7 +115,7 @@ async def test_a_local_stream_with_a_token_that_may_not_lease_is_refused(tmp_pat
 
         s = app.scheduler
         open_call = local_transport(s.dispatch.Lease, lambda md: s.auth.authorize(md, LEASE_METHOD),
-                                    call_metadata(trust.tokens["client"]))  # fmt: skip
+                                    call_metadata(trust.tokens["client"]), app.settings.max_message_bytes)  # fmt: skip
         async with open_call(s.registered_address) as call:
             await call.write(dpb.LeaseRequest(hello=dpb.DispatcherHello(dispatcher_id="d", capacity=1)))
             with pytest.raises(grpc.RpcError) as e:
@@ -125,3 +125,67 @@ async def test_a_local_stream_with_a_token_that_may_not_lease_is_refused(tmp_pat
     finally:
         await app.scheduler.stop()
         await app.registry.close()
+
+
+async def test_a_request_over_the_message_limit_is_refused_in_memory_as_over_grpc(tmp_path, target):
+    from notifyagent.common.auth import LEASE_METHOD
+    from notifyagent.common.grpcutil import message_options
+    from notifyagent.dispatcher.stream import grpc_transport
+    from notifyagent.local_lease import local_transport
+
+    settings = settings_for(tmp_path)
+    s = DevSystem(settings)
+    await s.start()
+    try:
+        sched = s.scheduler
+        limit = settings.max_message_bytes
+        too_big = dpb.LeaseRequest(hello=dpb.DispatcherHello(dispatcher_id="d" * limit, capacity=1))
+        assert too_big.ByteSize() > limit
+        in_memory = local_transport(sched.dispatch.Lease, lambda md: sched.auth.authorize(md, LEASE_METHOD), (), limit)
+        over_grpc = grpc_transport(lambda: None, (), message_options(limit))
+        codes = []
+        for open_call in (in_memory, over_grpc):
+            async with open_call(sched.registered_address) as call:
+                with pytest.raises(grpc.RpcError):
+                    await call.write(too_big)  # over gRPC the write may say INTERNAL (grpc/grpc#36066)
+                with pytest.raises(grpc.RpcError) as e:
+                    async for _ in call:  # how the stream ended
+                        pass
+                codes.append(e.value.code())
+        assert codes == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2
+        n = await s.create(target.url("/after"))  # the scheduler and dev's own stream go on
+        await s.wait_state(n.id, pb.STATE_SUCCEEDED)
+    finally:
+        await s.stop()
+
+
+async def test_a_local_streams_queues_are_bounded_and_keep_order():
+    from notifyagent.common.auth import Principal
+    from notifyagent.local_lease import QUEUE_MESSAGES
+
+    produced, release = [], asyncio.Event()
+
+    async def handler(requests, context):  # reads nothing until released, then answers each request
+        await release.wait()
+        async for req in requests:
+            for i in range(3):
+                produced.append(i)
+                yield dpb.LeaseResponse(acked_lease_ids=[f"{req.hello.dispatcher_id}-{i}"])
+
+    call = LocalLeaseCall(handler, lambda: Principal("t", frozenset({"dispatcher"})), 1 << 20)
+    try:
+        for i in range(QUEUE_MESSAGES):
+            await call.write(dpb.LeaseRequest(hello=dpb.DispatcherHello(dispatcher_id=str(i))))
+        blocked = asyncio.ensure_future(call.write(dpb.LeaseRequest(hello=dpb.DispatcherHello(dispatcher_id="last"))))
+        await asyncio.sleep(0.1)
+        assert not blocked.done(), "a full request queue holds its writer back"
+        release.set()
+        await asyncio.wait_for(blocked, 5)
+        await asyncio.sleep(0.1)
+        assert len(produced) <= QUEUE_MESSAGES + 3, "an unread response queue holds the handler back"
+        await call.done_writing()
+        got = [r.acked_lease_ids[0] async for r in call]
+        names = [str(i) for i in range(QUEUE_MESSAGES)] + ["last"]
+        assert got == [f"{n}-{i}" for n in names for i in range(3)]
+    finally:
+        await call.close()

@@ -69,8 +69,6 @@ class LeaseClient:
         self._sender = sender
         self._discover = discover
         self._max_backoff = max_backoff_s
-        self._credentials = credentials
-        self._metadata = metadata
         self._running: dict[str, asyncio.Task] = {}
         self._unacked: dict[str, pb.LeaseResult] = {}
         self._unsent: list[str] = []
