@@ -101,3 +101,24 @@ def test_a_waiting_notify_unpacks_to_the_notify_it_was():
         assert (w.id, w.state, w.due_ms, w.attempt_count, w.request_id, w.unreadable) == (
             n.id, n.state, n.due_ms, n.attempt_count, n.request_id, n.unreadable)  # fmt: skip
         assert w.full() == replace(n, version=0, timer_version=1), "versions count per copy"
+
+
+def test_the_sharing_caches_keep_small_calls_only_so_big_bodies_sent_once_are_not_pinned():
+    """plain_request and SharedSpecs keep up to 4,096 entries each: kept big bodies (hostile input
+    sends a new 1 MiB body per call) would pin gigabytes after their notifies ended."""
+    from notifyagent.scheduler.engine import model
+    from notifyagent.scheduler.engine.model import SHARED_REQUEST_BYTES, plain_request
+
+    small = plain_request("POST", "http://127.0.0.1/x", b"", '{"a":1}')
+    assert plain_request("POST", "http://127.0.0.1/x", b"", '{"a":1}') is small, "small calls are shared"
+    big_body = b"x" * (SHARED_REQUEST_BYTES + 1)
+    kept = model._shared_plain_request.cache_info().currsize
+    big = plain_request("POST", "http://127.0.0.1/x", big_body, "")
+    assert plain_request("POST", "http://127.0.0.1/x", big_body, "") is not big, "big calls are not kept"
+    specs = SharedSpecs()
+    spec = Spec(request=big, deliver_at_ms=None, trigger_key="", ordering_key="", queue="default", retry=RetryPolicy(),
+                success=Success(), fire_and_forget=False, timeout=10.0, expire_at_ms=None, callback_url="", labels=EMPTY)  # fmt: skip
+    held = specs.spec(spec)
+    assert held.request is big and len(specs) == 0, "a spec with a big body is not kept for sharing"
+    assert model._shared_plain_request.cache_info().currsize == kept, "the request cache holds no big call"
+    assert specs.spec(replace(spec, request=small)) is specs.spec(replace(spec, request=small)), "small ones are shared"

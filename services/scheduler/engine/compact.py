@@ -13,7 +13,7 @@ answer with the notifies they were given.
 
 from __future__ import annotations
 
-from .model import NO_ATTEMPTS, Notification, Spec
+from .model import NO_ATTEMPTS, SHARED_REQUEST_BYTES, Notification, Spec
 
 MAX_KINDS = 4096  # specs kept for sharing; the oldest is let go beyond it (held notifies keep theirs)
 
@@ -38,6 +38,9 @@ class SharedSpecs:
             found = Spec(spec.request, None, spec.trigger_key, spec.ordering_key, spec.queue, spec.retry, spec.success,
                          spec.fire_and_forget, spec.timeout, spec.expire_at_ms, spec.callback_url, spec.labels,
                          spec.group_key, spec.created_by)  # fmt: skip
+            r = spec.request
+            if r.headers or r.form or len(r.body) + len(r.json_body) + len(r.url) > SHARED_REQUEST_BYTES:
+                return found  # a request of its own (never shared) or a big one: keeping it would only pin it
             if len(self._kinds) >= self._max:
                 del self._kinds[next(iter(self._kinds))]
             self._kinds[key] = found

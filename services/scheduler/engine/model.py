@@ -53,10 +53,21 @@ def shared(value):
     return value
 
 
-@functools.lru_cache(maxsize=4096)
+SHARED_REQUEST_BYTES = 4096  # larger calls are not kept for sharing: 4096 of them could pin gigabytes
+
+
 def plain_request(method: str, url: str, body: bytes, json_body: str) -> Request:
     """A Request without headers or form, shared by every notify that makes the same call
-    (Requests are frozen): notifies held in memory then share its url and body as well."""
+    (Requests are frozen): notifies held in memory then share its url and body as well.
+    Only small calls are kept for sharing, so that the cache cannot pin big bodies that
+    callers (or hostile input) send once."""
+    if len(body) + len(json_body) + len(url) > SHARED_REQUEST_BYTES:
+        return Request(method=method, url=url, body=body, json_body=json_body)
+    return _shared_plain_request(method, url, body, json_body)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared_plain_request(method: str, url: str, body: bytes, json_body: str) -> Request:
     return Request(method=method, url=url, body=body, json_body=json_body)
 
 
