@@ -121,3 +121,29 @@ async def test_due_notifies_with_no_dispatcher_keep_rss_bounded_and_are_all_deli
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+
+async def test_a_created_notify_weighs_in_memory_what_its_stored_row_weighs(tmp_path):
+    """The create path hands admit() the size it checked: each notify of a batch counts
+    against the bound what units() makes of it as stored (the loader's figure)."""
+    from notifyagent.scheduler.api import convert
+    from notifyagent.scheduler.engine.memory import units
+
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    e = Engine(store=store, settings=EngineSettings(load_interval_s=0.05, max_in_memory=10_000))
+    await e.start()
+    ops = Operations(e, store)
+    try:
+        now = int(time.time() * 1000)
+        bodies = [b"x" * 200_000, b"", b"y" * 50_000, b"z" * 9_000]
+        news = [convert.incoming(pb.Notify(request=pb.HttpRequest(method=pb.HTTP_METHOD_POST, url="https://example.com/h",
+                                                                  body=body)), "", now_ms=now, created_by="svc")
+                for body in bodies]  # fmt: skip
+        made = await ops.create_incoming(news, batch=True)
+        weights = [e._weights.get(c.id, 1) for c in made]
+        assert weights == [units(await store.get(c.id)) for c in made] and weights[0] > weights[2] > weights[3] > 1
+        assert e.snapshot().held == 4
+    finally:
+        await e.stop()
+        await store.close()
