@@ -121,3 +121,32 @@ async def test_due_notifies_with_no_dispatcher_keep_rss_bounded_and_are_all_deli
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+
+
+async def test_a_created_notify_weighs_in_memory_what_its_stored_form_weighs(tmp_path):
+    """The create path hands admit() the size it checked: each notify of a batch counts
+    against the bound what units() makes of its spec (the loader's figure), in its own place."""
+    from notifyagent.scheduler.api import convert
+    from notifyagent.scheduler.engine.memory import units
+    from notifyagent.scheduler.engine.model import Notification, State
+
+    now = int(time.time() * 1000)
+    bodies = [b"x" * 200_000, b"y" * 50_000, b"z" * 9_000, b""]
+    messages = [pb.Notify(request=pb.HttpRequest(method=pb.HTTP_METHOD_POST, url="https://example.com/h", body=body))
+                for body in bodies]  # fmt: skip
+    weights = [units(Notification("x", convert.new_notify(m, "", now_ms=now, created_by="svc").spec, State.PENDING, now))
+               for m in messages]  # fmt: skip
+    assert weights[0] > weights[1] > weights[2] > weights[3] == 1
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    # room for the first two only: the third and fourth stay in the store
+    e = Engine(store=store, settings=EngineSettings(load_interval_s=60, max_in_memory=weights[0] + weights[1]))
+    await e.start()
+    ops = Operations(e, store)
+    try:
+        await ops.create_incoming([convert.incoming(m, "", now_ms=now, created_by="svc") for m in messages], batch=True)
+        assert e.snapshot().held == 2
+    finally:
+        await e.stop()
+        await store.close()

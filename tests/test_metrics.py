@@ -121,3 +121,25 @@ def test_the_grafana_dashboard_uses_only_series_the_code_exports():
     names = {re.sub(r"_(bucket|count|sum)$", "", n) for e in exprs for n in re.findall(r"notifyagent_\w+", e)}
     source = "\n".join(p.read_text() for p in (root / "services").rglob("*.py"))
     assert names and [n for n in names if f'"{n}"' not in source] == []
+
+
+def test_the_lateness_histogram_exposes_what_a_prometheus_histogram_would() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from notifyagent.common.web import add_collector
+    from notifyagent.scheduler.engine.model import AttemptRecord
+    from notifyagent.scheduler.metrics import LATENESS_BUCKETS, SchedulerMetrics
+
+    class Engine:  # only what SchedulerMetrics subscribes to
+        class observers:  # noqa: N801
+            created, attempted, finished = [], [], []
+
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    metrics = SchedulerMetrics(Engine(), CollectorRegistry())  # type: ignore[arg-type]
+    add_collector(ours, lambda: [metrics._lateness()])  # the family _collect() yields (the rest needs an engine)
+    reference = Histogram("notifyagent_lateness_seconds", "From a notify's due time to its attempt's start",
+                          buckets=LATENESS_BUCKETS, registry=theirs)  # fmt: skip
+    for late_ms in (-5, 0, 1, 2, 5, 10, 11, 250, 251, 999, 1000, 86_400_000, 86_400_001, 7):
+        metrics._attempted(None, AttemptRecord(1, 1_000 + late_ms, 0, "d", 200, "", True, b""), 1_000)  # type: ignore[arg-type]
+        reference.observe(max(0, late_ms) / 1000)
+    assert generate_latest(ours) == generate_latest(theirs)

@@ -26,6 +26,7 @@ from notifyagent.scheduler.engine.model import (
     AttemptRecord,
     GroupStatus,
     ListFilter,
+    NO_ATTEMPTS,
     NewGroup,
     QueueConfig,
     Notification,
@@ -269,7 +270,7 @@ async def test_save_results_without_an_attempt_only_updates_the_notify(store: St
     await store.insert([n])
     await store.save_results([result(n, state=State.FAILED, attempt_record=None, complete_ms=3_000)])
     got = await store.get(n.id)
-    assert (got.state, got.complete_ms, got.attempts) == (State.FAILED, 3_000, [])
+    assert (got.state, got.complete_ms) == (State.FAILED, 3_000) and got.attempts is NO_ATTEMPTS  # shared, never appended to
 
 
 async def test_save_results_does_not_resurrect_a_cancelled_notify(store: Store) -> None:
@@ -775,3 +776,10 @@ async def test_attempt_response_headers_and_mismatch_final_round_trip(store: Sto
     await store.save_results([result(n, state=State.RETRY_WAIT, attempt_record=with_headers, due_ms=5_000)])
     got = await store.get(n.id)
     assert got is not None and got.attempts == [with_headers] and got.spec.success.mismatch_final
+
+
+def test_the_shared_empty_attempts_cannot_be_appended_to() -> None:
+    n = Notification("a", rich_notify().spec, State.PENDING, 1_000)
+    with pytest.raises(AttributeError):
+        n.attempts.append(attempt(1))  # type: ignore[union-attr]
+    assert n.attempts is NO_ATTEMPTS == ()

@@ -8,8 +8,11 @@ dashboards built on them; new dashboards use the counters.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from bisect import bisect_left
+from itertools import accumulate
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from ..common.web import add_collector, gauge
 from .engine.core import Engine
@@ -25,8 +28,11 @@ class SchedulerMetrics:
         self.created = Counter("notifyagent_notifies_created_total", "Notifies created through the API", registry=registry)
         self.delivered = Counter("notifyagent_delivered_total", "Notifies that ended, by outcome (succeeded, failed)",
                                  ["outcome"], registry=registry)  # fmt: skip
-        self.lateness = Histogram("notifyagent_lateness_seconds", "From a notify's due time to its attempt's start",
-                                  buckets=LATENESS_BUCKETS, registry=registry)  # fmt: skip
+        # The lateness histogram is kept here and exposed at scrape time: a per-bucket count and a
+        # sum cost ~0.3 us per result where prometheus_client's Histogram.observe (two locked
+        # increments and a scan of the bounds) costs ~0.9 us. The same series as a Histogram.
+        self._late_counts = [0] * (len(LATENESS_BUCKETS) + 1)  # the last one is +Inf
+        self._late_sum = 0.0
         self.by_state = Gauge("notifyagent_notifies", "Notifies by queue and state", ["queue", "state"], registry=registry)
         # present at 0 from the start; the children are kept (labels() per notify costs more than inc())
         self._delivered = {state: self.delivered.labels(state.name.lower()) for state in (State.SUCCEEDED, State.FAILED)}
@@ -39,7 +45,15 @@ class SchedulerMetrics:
         self.created.inc(count)
 
     def _attempted(self, n: Notification, attempt: AttemptRecord, due_ms: int) -> None:
-        self.lateness.observe(max(0, attempt.start_ms - due_ms) / 1000)
+        late = max(0, attempt.start_ms - due_ms) / 1000
+        self._late_counts[bisect_left(LATENESS_BUCKETS, late)] += 1  # the first bound >= late, as observe()
+        self._late_sum += late
+
+    def _lateness(self) -> HistogramMetricFamily:
+        family = HistogramMetricFamily("notifyagent_lateness_seconds", "From a notify's due time to its attempt's start")
+        bounds = [str(float(b)) for b in LATENESS_BUCKETS] + ["+Inf"]
+        family.add_metric([], list(zip(bounds, accumulate(self._late_counts))), self._late_sum)
+        return family
 
     def _finished(self, n: Notification, last: AttemptRecord | None, reason: str) -> None:
         child = self._delivered.get(n.state)
@@ -54,6 +68,7 @@ class SchedulerMetrics:
             self.by_state.labels(queue, state.name.lower()).set(count)
 
     def _collect(self):
+        yield self._lateness()
         snap = self._engine.snapshot()
         yield gauge("notifyagent_sent_ok", "Notifies delivered since start (old name; see notifyagent_delivered_total)", snap.sent_ok)
         yield gauge("notifyagent_sent_failed", "Notifies failed for good since start (old name; see notifyagent_delivered_total)", snap.sent_failed)

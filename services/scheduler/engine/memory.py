@@ -43,10 +43,11 @@ class EngineSettings:
     max_in_memory: int = 100_000  # units held at once (see units()); beyond it due work waits in the store
 
 
-def units(n: Notification) -> int:
+def units(n: Notification, size: int | None = None) -> int:
     """What a notify counts against max_in_memory: one, and one more per 4 KiB of its request,
-    so a bound holds bytes as well as notifies (a 1 MiB body counts about 256)."""
-    return 1 + notify_size(n.spec) // 4096
+    so a bound holds bytes as well as notifies (a 1 MiB body counts about 256). size: its
+    limits.notify_size when the caller has it already (the create path)."""
+    return 1 + (notify_size(n.spec) if size is None else size) // 4096
 
 
 class Memory:
@@ -97,16 +98,17 @@ class Memory:
 
     # --- into memory and out ----------------------------------------------
 
-    def admit(self, n: Notification, *, loaded: bool = False) -> None:
+    def admit(self, n: Notification, *, loaded: bool = False, size: int | None = None) -> None:
         """Takes a committed active notify into memory if it is due within what is loaded
         (the loader's own reads are, by definition). One that is not due yet waits in its
-        compact form (compact.Waiting); the caller's object stays as it is."""
+        compact form (compact.Waiting); the caller's object stays as it is. size: its
+        limits.notify_size if the caller computed it (the create path), else computed here."""
         if n.due_ms is None or n.id in self._live or (not loaded and (n.due_ms, n.id) >= self._cursor):
             return
         if n.unreadable:
             log.error("notify %s is not delivered: %s", n.id, n.unreadable)
             return
-        weight = units(n)
+        weight = units(n, size)
         if self._live and self._units + weight > self._settings.max_in_memory:
             # Memory is full: it stays in the store; the loader reads it again from here.
             self._cursor = min(self._cursor, (n.due_ms, ""))

@@ -30,7 +30,9 @@ class State(enum.IntEnum):
 # would otherwise carry three empty dicts (64 bytes each). Specs are frozen and nothing
 # mutates their mappings; code that wants its own copy takes dict(...).
 EMPTY: dict[str, str] = {}
-NO_ATTEMPTS: list = []  # the same for a notify's attempts, when it carries none
+# The same for a notify's attempts when it carries none: a tuple, so code that would append to
+# the shared one fails loudly. The stores return it for a notify read without attempts.
+NO_ATTEMPTS: tuple[()] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +140,8 @@ class Notification:
     budget_base: int = 0  # attempts made before the last RetryNotify
     first_attempt_ms: int | None = None
     # The stores fill it in for reads that ask for attempts. Without any it is the one shared
-    # NO_ATTEMPTS (an empty list per held notify would cost 56 bytes): nothing appends to it.
-    attempts: list[AttemptRecord] = field(default_factory=lambda: NO_ATTEMPTS)
+    # NO_ATTEMPTS (an empty list per held notify would cost 56 bytes), which cannot be appended to.
+    attempts: list[AttemptRecord] | tuple[()] = field(default_factory=lambda: NO_ATTEMPTS)
     # Why the stored row could not be read back (empty when it could): such a notify is
     # shown as it is, never delivered, and never breaks a read.
     unreadable: str = ""

@@ -109,13 +109,13 @@ class Operations:
         rows = [codec.new_row(new, c.id, c.state, c.due_ms, now) for new, c in made]
         stored = await self._store.insert_new(rows, group=group if group and group.key else None)
         out: list[Created | Notification] = []
-        for (new, c), first in zip(made, stored):
+        for (new, c), first, size in zip(made, stored, sizes):  # made is one per news here (else InvalidArgument)
             out.append(c if first is None else first)
             if first is None and self._e.takes(c.due_ms, c.id):
                 spec = codec.spec_from_message(new.message, trigger_key=new.trigger_key, ordering_key=new.ordering_key,
                                                queue=new.queue, group_key=new.group_key)  # fmt: skip
                 self._e.admit(Notification(id=c.id, spec=spec, state=c.state, create_ms=now, request_id=new.request_id,
-                                           due_ms=c.due_ms))  # fmt: skip
+                                           due_ms=c.due_ms), size=size)  # its size as checked: not computed again
         if log.isEnabledFor(logging.DEBUG):
             for (new, c), first in zip(made, stored):
                 if first is None:

@@ -18,7 +18,7 @@ from ...common.config import ConfigError
 from ...common.ids import partition_of
 from ..engine.errors import FailedPrecondition, Unavailable
 from ..engine.ownership import DEFAULT_PARTITIONS, check_partitions
-from ..engine.model import QUEUE_FIELDS, GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
+from ..engine.model import NO_ATTEMPTS, QUEUE_FIELDS, GroupStatus, ListFilter, NewGroup, Notification, QueueConfig, Spec, State
 from ..engine.transitions import ACTIVE
 from .port import GroupCallback, ResultWrite
 
@@ -34,7 +34,8 @@ class MemoryData:
 
 
 def _copy(n: Notification, *, attempts: bool = False) -> Notification:
-    return dataclasses.replace(n, attempts=list(n.attempts) if attempts else [], version=0)
+    # A stored row owns its list (save_results appends to it); a read without any gets NO_ATTEMPTS.
+    return dataclasses.replace(n, attempts=list(n.attempts) if attempts else NO_ATTEMPTS, version=0)
 
 
 class MemoryStore:
@@ -185,7 +186,7 @@ class MemoryStore:
 
     async def get(self, notify_id: str) -> Notification | None:
         row = self._rows().get(notify_id)
-        return None if row is None else _copy(row, attempts=True)
+        return None if row is None else _copy(row, attempts=bool(row.attempts))
 
     async def load_due(
         self, *, after: tuple[int, str], until_ms: int, limit: int, partitions: frozenset[int] | None = None

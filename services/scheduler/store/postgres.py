@@ -556,7 +556,8 @@ class PostgresStore:
             rows = await conn.fetch(
                 f"SELECT {codec.ATTEMPT_COLUMNS} FROM attempts WHERE notify_id=$1 ORDER BY number, seq", notify_id
             )
-            n.attempts = [codec.attempt_from_row(r) for r in rows]
+            if rows:  # else it keeps NO_ATTEMPTS
+                n.attempts = [codec.attempt_from_row(r) for r in rows]
             return n
 
         return await self._read(op)

@@ -408,7 +408,8 @@ class SqliteStore:
             rows = conn.execute(
                 f"SELECT {codec.ATTEMPT_COLUMNS} FROM attempts WHERE notify_id=? ORDER BY number, rowid", (notify_id,)
             ).fetchall()
-            n.attempts = [codec.attempt_from_row(r) for r in rows]
+            if rows:  # else it keeps NO_ATTEMPTS
+                n.attempts = [codec.attempt_from_row(r) for r in rows]
             return n
 
         return await self._read(op)
