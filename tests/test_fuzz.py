@@ -319,6 +319,10 @@ async def _check_store_and_reads(h: Harness) -> tuple[int, list[str]]:
 @pytest.mark.timeout(900)
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 def test_no_input_gets_unknown_or_internal_stores_anything_invalid_or_breaks_a_read(tmp_path, capsys):
+    # glibc raises its mmap threshold each time a big block is freed, after which blocks of
+    # hundreds of KB come from the heap and fragment it: RSS then follows which big cases came
+    # when, not what stays live. A fixed threshold keeps big blocks in mmaps returned on free.
+    ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD (fixing it also ends the dynamic raise)
     h = Harness(tmp_path)
     rss_before = rss_mb()
     rounds_rss: list[float] = []  # after each round
