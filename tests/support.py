@@ -146,6 +146,9 @@ class System:
             await d.start()
         for d in self.dispatchers:
             await d.client.wait_connected(10)
+        self._open_clients()
+
+    def _open_clients(self) -> None:
         self.channel = open_channel(self.scheduler.address, self.token, credentials=tls_client(self.settings),
                                     max_message_bytes=self.settings.max_message_bytes)
         self.api = notify_service_pb2_grpc.NotifyServiceStub(self.channel)
@@ -201,11 +204,7 @@ class DevSystem(System):
     async def start(self) -> None:
         await self.dev.start()
         await self.dev.dispatcher.client.wait_connected(10)
-        self.channel = open_channel(self.scheduler.address, self.token, credentials=tls_client(self.settings),
-                                    max_message_bytes=self.settings.max_message_bytes)
-        self.api = notify_service_pb2_grpc.NotifyServiceStub(self.channel)
-        self.admin = admin_service_pb2_grpc.AdminServiceStub(self.channel)
-        self.health = health_pb2_grpc.HealthStub(self.channel)
+        self._open_clients()
 
     async def stop(self) -> None:
         await self.dev.stop()

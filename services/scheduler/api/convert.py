@@ -45,18 +45,23 @@ def timestamp(ms: int) -> timestamp_pb2.Timestamp:
     return out
 
 
+def _schedule(p: pb.Notify, now_ms: int) -> tuple[str, float | None, int | None]:
+    """Which schedule a caller's Notify sets, its delay (seconds) and the due time it asks for (ms)."""
+    which = p.WhichOneof("schedule") or ""
+    if which == "deliver_at":
+        return which, None, millis(p.deliver_at)
+    if which == "delay":
+        delay = seconds(p.delay)
+        return which, delay, now_ms + int(max(0.0, delay) * 1000)
+    return which, None, None
+
+
 def incoming(p: pb.Notify, request_id: str, *, now_ms: int, created_by: str = "") -> Incoming:
     """What the create path reads off a caller's Notify, once; the message itself goes with it
     (engine/validate.py checks it, the store keeps it). created_by: the caller's token name."""
     r = p.request
     method = METHOD_BY_NUMBER.get(r.method, DEFAULT_METHOD if r.method == pb.HTTP_METHOD_UNSPECIFIED else f"#{r.method}")
-    deliver_at = delay = None
-    which = p.WhichOneof("schedule") or ""
-    if which == "deliver_at":
-        deliver_at = millis(p.deliver_at)
-    elif which == "delay":
-        delay = seconds(p.delay)
-        deliver_at = now_ms + int(max(0.0, delay) * 1000)
+    which, delay, deliver_at = _schedule(p, now_ms)
     return Incoming(
         p, request_id, which, delay, deliver_at, p.trigger_key, p.ordering_key, p.queue or "default", p.group_key, method,
         codec.cached(codec.retry_policy, p.retry.SerializeToString()) if p.HasField("retry") else DEFAULT_RETRY,
@@ -174,13 +179,7 @@ def new_notify(p: pb.Notify, request_id: str, *, now_ms: int, created_by: str = 
     created_by: the caller's token name (Notify.created_by is output only and ignored here)."""
     r = p.request
     method = METHOD_BY_NUMBER.get(r.method, DEFAULT_METHOD if r.method == pb.HTTP_METHOD_UNSPECIFIED else f"#{r.method}")
-    deliver_at = delay = None
-    which = p.WhichOneof("schedule") or ""
-    if which == "deliver_at":
-        deliver_at = millis(p.deliver_at)
-    elif which == "delay":
-        delay = seconds(p.delay)
-        deliver_at = now_ms + int(max(0.0, delay) * 1000)
+    which, delay, deliver_at = _schedule(p, now_ms)
     retry = codec.cached(codec.retry_policy, p.retry.SerializeToString()) if p.HasField("retry") else DEFAULT_RETRY
     success = codec.cached(codec.success_criteria, p.success.SerializeToString()) if p.HasField("success") else DEFAULT_SUCCESS
     # len() first: iterating an empty protobuf map through the Mapping ABC costs more than the rest

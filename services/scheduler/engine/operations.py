@@ -15,7 +15,7 @@ from ..store.port import Store
 from .core import Engine
 from .errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from .model import GroupStatus, ListFilter, NewGroup, NewNotify, Notification, Request, Spec, State
-from .outcomes import UPDATABLE
+from .outcomes import UPDATABLE, first_state
 from .transitions import RETRYABLE, UNFINISHED, UPDATABLE_STATES
 from .validate import (Incoming, check_batch, check_filter, check_group, check_group_key, check_id, check_incoming,
                        check_new, incoming_size, check_schedule_input, check_trigger, require_valid, show)  # fmt: skip
@@ -125,12 +125,7 @@ class Operations:
 
     def _created(self, new: Incoming, now: int, spread: int | None) -> Created:
         """Its id, first state and due time (as outcomes.new_notification gives them)."""
-        if new.trigger_key:
-            state, due = State.WAITING_TRIGGER, None
-        elif new.deliver_at_ms is not None and new.deliver_at_ms > now:
-            state, due = State.SCHEDULED, new.deliver_at_ms
-        else:
-            state, due = State.PENDING, now
+        state, due = first_state(new.trigger_key, new.deliver_at_ms, now)
         part = None if new.ordering_key else spread
         return Created(self._e.new_id(new.ordering_key, now, partition=part), state, due, now, new.group_key)
 

@@ -57,13 +57,17 @@ def group_callback(g: GroupStatus, now: int, ids: IdGenerator, partition: int = 
     return new_notification(NewNotify(spec), now, ids, partition)
 
 
+def first_state(trigger_key: str, deliver_at_ms: int | None, now: int) -> tuple[State, int | None]:
+    """A new notify's first state and due time, from its schedule."""
+    if trigger_key:
+        return State.WAITING_TRIGGER, None
+    if deliver_at_ms is not None and deliver_at_ms > now:
+        return State.SCHEDULED, deliver_at_ms
+    return State.PENDING, now
+
+
 def new_notification(new: NewNotify, now: int, ids: IdGenerator, partition: int = 0) -> Notification:
     """A notify as created: its id, and its first state and due time from its schedule."""
     spec = new.spec
-    if spec.trigger_key:
-        state, due = State.WAITING_TRIGGER, None
-    elif spec.deliver_at_ms is not None and spec.deliver_at_ms > now:
-        state, due = State.SCHEDULED, spec.deliver_at_ms
-    else:
-        state, due = State.PENDING, now
+    state, due = first_state(spec.trigger_key, spec.deliver_at_ms, now)
     return Notification(id=ids.new(now, partition=partition), spec=spec, state=state, create_ms=now, request_id=new.request_id, due_ms=due)
