@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS notifies (
     budget_base INTEGER NOT NULL,
     first_attempt_ms INTEGER,
     spec TEXT NOT NULL,
-    group_key TEXT NOT NULL DEFAULT ''
+    group_key TEXT NOT NULL DEFAULT '',
+    labels TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS notifies_request_id ON notifies(request_id) WHERE request_id != '';
 CREATE INDEX IF NOT EXISTS notifies_due ON notifies(due_ms, id) WHERE state IN (1, 3, 5);
