@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from notifyagent.common.ids import partition_of
 from notifyagent.scheduler.engine.core import Engine, EngineSettings, ResultIn
-from notifyagent.scheduler.engine.errors import NotOwner
+from notifyagent.scheduler.engine.errors import Fenced, NotOwner
 from notifyagent.scheduler.engine.model import NewNotify, State
 from notifyagent.scheduler.engine.operations import Operations
 from notifyagent.scheduler.engine.ownership import Fence
@@ -232,3 +232,32 @@ def test_held_sorted_follows_every_change_and_expiry():
     assert fence.held_sorted() == (7,) == tuple(sorted(fence.held()))
     now[0] = 30.0
     assert fence.held_sorted() == ()
+
+
+async def test_a_results_write_fenced_for_one_partition_still_commits_the_others(env):
+    """Results of a loop turn share one store write. When the store fences it for a partition
+    that moved before this scheduler noticed, only that partition's results are refused: the
+    rest commit (undoing them would make their notifies due again and send them twice)."""
+    e, store, clock, ops, fence = env
+    s = e.connect(dispatcher_id="d", version="", capacity=10, credit=10)
+    made = []
+    for _ in range(6):
+        made += await ops.create([NewNotify(spec())])
+    moved = {n.id for n in made if partition_of(n.id, P) == 1}
+    assert moved and len(moved) < len(made), "the notifies span both held partitions"
+    await turn()
+    leases = granted_leases(s)
+    assert len(leases) == len(made)
+    save_results = store.save_results
+
+    async def fenced_for_partition_1(writes, **kw):
+        if any(partition_of(w.notify.id, P) == 1 for w in writes):
+            raise Fenced([1])  # as PostgresStore does when partition 1's epoch moved on
+        return await save_results(writes, **kw)
+
+    store.save_results = fenced_for_partition_1
+    await e.complete(s, [ResultIn(lease.lease_id, Outcome(200, True, ""), T0, T0) for lease in leases])
+    for n in made:
+        stored = await store.get(n.id)
+        assert stored.state == (State.PENDING if n.id in moved else State.SUCCEEDED), n.id
+    assert all(e.held(i) is None for i in moved), "what the store refused leaves memory"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...common.ids import IdGenerator
@@ -223,10 +224,12 @@ class Memory:
         if not len(self._leases):
             self._no_leases.set()
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro, on_done: Callable[[asyncio.Task], None] | None = None) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        if on_done is not None:
+            task.add_done_callback(on_done)
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)

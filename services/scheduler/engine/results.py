@@ -103,7 +103,16 @@ class Results(Memory):
             b.done.cancel()
             return
         self._committing = True
-        self._spawn(self._commit_batch(b))
+        self._spawn(self._commit_batch(b), on_done=lambda _: self._unstarted(b))
+
+    def _unstarted(self, b: _Batch) -> None:
+        """A commit task cancelled before its first step never ran its own clean-up."""
+        if not b.done.done():
+            b.done.cancel()  # as _commit_batch does when cancelled: reported again after a restart
+            if self._batch is not None:
+                self._batch.done.cancel()
+                self._batch = None
+            self._committing = False
 
     async def _commit_batch(self, b: _Batch) -> None:
         try:
@@ -189,16 +198,25 @@ class Results(Memory):
         write = ResultWrite(n, attempt, self._callback(n, attempt, d.reason) if d.state.terminal else None, d.reason)
         return write, n.version
 
-    async def _save_until_committed(self, writes: list[ResultWrite]) -> list[Notification]:
+    async def _save_until_committed(self, writes: list[ResultWrite]) -> tuple[list[Notification], list[ResultWrite]]:
         """Results are facts: a store outage delays their commit but never drops one (a
         dropped result would put its notify back as due, and it would be sent again).
-        Their leases stay committing meanwhile, so nothing else grants or expires them."""
+        Their leases stay committing meanwhile, so nothing else grants or expires them.
+        A write fenced for some partitions is made again without their results (one moved
+        partition must not undo the rest of a batch). Returns what the store made and the
+        writes it refused."""
         delay_ms = 100
+        refused: list[ResultWrite] = []
         while True:
             try:
-                return await self._store.save_results(writes, group_callback=self.group_callback)
-            except Fenced:
-                raise  # another scheduler owns these notifies now: nothing here may commit them
+                return await self._store.save_results(writes, group_callback=self.group_callback), refused
+            except Fenced as e:
+                lost = set(e.partitions)
+                keep = [w for w in writes if self._fence.of(w.notify.id) not in lost]
+                if not keep or len(keep) == len(writes):
+                    raise  # another scheduler owns these notifies now: nothing here may commit them
+                refused += [w for w in writes if self._fence.of(w.notify.id) in lost]
+                writes = keep
             except Unavailable as e:
                 if self._stopping.is_set():
                     raise
@@ -206,21 +224,31 @@ class Results(Memory):
                 await wait_event(self._clock, self._stopping, delay_ms)
                 delay_ms = min(2000, delay_ms * 2)
 
+    def _uncommitted(self, writes: list[tuple[ResultWrite, int]]) -> None:
+        """Memory ran ahead of the store: what it decided leaves memory, and the loader reads the
+        stored copy again (where the partition is still this scheduler's)."""
+        for w, version in writes:
+            if self._current(w.notify, version):
+                self._drop(w.notify.id)
+        self._rewind = True
+
     async def _commit(self, writes: list[tuple[ResultWrite, int]], ended: list[Lease] = ()) -> None:
         """Commits results; their leases count (queue limits, in flight) until the commit is done."""
         if not writes:
             return
         try:
-            made = await self._save_until_committed([w for w, _ in writes])
+            made, refused = await self._save_until_committed([w for w, _ in writes])
         except Exception:
-            for w, version in writes:  # memory ran ahead of the store: drop it, the loader reads the stored copy again
-                if self._current(w.notify, version):
-                    self._drop(w.notify.id)
-            self._rewind = True
+            self._uncommitted(writes)
             raise
         finally:
             for lease in ended:
                 self._end_lease(lease)
+        if refused:
+            log.warning("%d results not committed: their partitions moved to another scheduler", len(refused))
+            gone = {id(w) for w in refused}
+            self._uncommitted([(w, v) for w, v in writes if id(w) in gone])
+            writes = [(w, v) for w, v in writes if id(w) not in gone]
         for follow_up in made:  # group callbacks
             self.admit(follow_up)
         for w, version in writes:
