@@ -593,7 +593,6 @@ def prepare_before(rev: str) -> Build:
     if p.returncode != 0 or not p.stdout.strip():
         raise SystemExit(f"bench/run: --before {rev}: not a commit of {REPO} (git rev-parse found nothing)")
     sha = p.stdout.strip()
-    short = sha[:7]
     root = before_root()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -605,7 +604,7 @@ def prepare_before(rev: str) -> Build:
 
 
 def _prepare(rev: str, sha: str, d: Path) -> Build:
-    short = sha[:7]
+
     src, venv, ready = d / "src", d / "venv", d / "ready"
     exe = venv / "bin" / "notifyagent"
     if ready.exists() and exe.exists() and ready.read_text().split() == [sha, BEFORE_RECIPE]:

@@ -128,10 +128,14 @@ class LocalLeaseCall:
             await self._requests.put(_END)
 
     def cancel(self) -> bool:
+        # The stream ends here too: a task cancelled before its first step never runs its own
+        # finally, and a gRPC call that is cancelled always ends.
+        self._finish(LocalRpcError(grpc.StatusCode.CANCELLED, "the stream was cancelled"))
+        self._metadata_sent.set()
         return self._task.cancel()
 
     async def close(self) -> None:
-        self._task.cancel()
+        self.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
 
     async def __aiter__(self) -> AsyncIterator[pb.LeaseResponse]:

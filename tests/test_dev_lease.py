@@ -189,3 +189,21 @@ async def test_a_local_streams_queues_are_bounded_and_keep_order():
         assert got == [f"{n}-{i}" for n in names for i in range(3)]
     finally:
         await call.close()
+
+
+async def test_a_local_stream_cancelled_before_it_starts_ends_as_a_cancelled_grpc_call_would():
+    """LeaseClient.stop() may cancel the call before the stream's task ran once: it must end
+    (CANCELLED), not leave its reader and initial_metadata() waiting for ever."""
+    import grpc
+    from notifyagent.common import auth
+    from notifyagent.local_lease import LocalLeaseCall
+
+    async def handler(requests, context):
+        yield None  # never reached
+
+    call = LocalLeaseCall(handler, lambda: auth.Principal("dev", frozenset()), 1 << 20)
+    call.cancel()
+    await asyncio.wait_for(call.initial_metadata(), 2)
+    with pytest.raises(grpc.RpcError) as got:
+        await asyncio.wait_for(anext(aiter(call)), 2)
+    assert got.value.code() == grpc.StatusCode.CANCELLED

@@ -113,7 +113,10 @@ class LeaseFleet:
         await asyncio.gather(*(c.stop(grace_s) for _, (c, _) in clients), *waits, return_exceptions=True)
         for _, (_, task) in clients:
             task.cancel()
-        await asyncio.gather(*(t for _, (_, t) in clients), return_exceptions=True)
+        late = list(self._leaving)  # still winding down after the grace (or begun meanwhile): ended now
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*(t for _, (_, t) in clients), *late, return_exceptions=True)
 
     async def _follow(self, addresses: list[str]) -> None:
         if not addresses:

@@ -101,6 +101,8 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
             raise
         except grpc.RpcError as e:
             log.info("stream from dispatcher %s broke: %s", session.dispatcher_id, e)
+        except Exception:  # the stream ends; the dispatcher reports its results again when it reconnects
+            log.exception("requests from dispatcher %s not taken", session.dispatcher_id)
         finally:
             if pending:  # writes commit in order: once the last is done, every ack is out
                 await asyncio.gather(*pending, return_exceptions=True)
