@@ -604,7 +604,7 @@ def prepare_before(rev: str) -> Build:
 
 
 def _prepare(rev: str, sha: str, d: Path) -> Build:
-
+    short = sha[:7]
     src, venv, ready = d / "src", d / "venv", d / "ready"
     exe = venv / "bin" / "notifyagent"
     if ready.exists() and exe.exists() and ready.read_text().split() == [sha, BEFORE_RECIPE]:
