@@ -39,8 +39,8 @@ class SharedSpecs:
                          spec.fire_and_forget, spec.timeout, spec.expire_at_ms, spec.callback_url, spec.labels,
                          spec.group_key, spec.created_by)  # fmt: skip
             r = spec.request
-            if r.headers or r.form or len(r.body) + len(r.json_body) + len(r.url) > SHARED_REQUEST_BYTES:
-                return found  # a request of its own (never shared) or a big one: keeping it would only pin it
+            if r.headers or r.form or spec.labels or len(r.body) + len(r.json_body) + len(r.url) > SHARED_REQUEST_BYTES:
+                return found  # a request or labels of its own (never shared) or a big body: keeping it would only pin it
             if len(self._kinds) >= self._max:
                 del self._kinds[next(iter(self._kinds))]
             self._kinds[key] = found
