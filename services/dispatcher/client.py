@@ -84,6 +84,7 @@ class LeaseClient:
         self._call: LeaseCall | None = None
         self._generation = 0  # which stream's writer is the live one
         self._transport = transport or grpc_transport(credentials, metadata, message_options(max_message_bytes))
+        self._budget = max(1024, max_message_bytes - 4096)  # results per LeaseRequest stay under the limit
         self._starts_left = STARTS_PER_TURN  # calls that may still begin in this loop turn
         self._starts_reset = False
         self._turn_line: deque[asyncio.Future] = deque()  # calls waiting for a turn, first come first
@@ -199,9 +200,9 @@ class LeaseClient:
             credit=0 if self._draining else max(0, self.capacity - len(self._running)),
         )  # fmt: skip
         self._outstanding = hello.credit
-        first = pb.LeaseRequest(hello=hello, results=list(self._unacked.values()), draining=self._draining)
+        first = pb.LeaseRequest(hello=hello, draining=self._draining)
         log.info("dispatcher %s opening stream (credit %d, %d results to report)",
-                 self.dispatcher_id, hello.credit, len(first.results))  # fmt: skip
+                 self.dispatcher_id, hello.credit, len(self._unacked))  # fmt: skip
         return first
 
     async def _write(self, call) -> None:
@@ -209,7 +210,12 @@ class LeaseClient:
         LeaseRequest (every result finished since the last write, credit, draining)."""
         generation = self._generation
         try:
-            await call.write(self._hello())
+            first = self._hello()
+            parts = _split(list(self._unacked.values()), self._budget)
+            first.results.extend(parts[0] if parts else ())
+            await call.write(first)
+            for part in parts[1:]:  # every unacked result again, in messages within the limit
+                await call.write(pb.LeaseRequest(results=part))
             while not self._stopped.is_set():
                 await self._wake.wait()
                 if generation != self._generation:
@@ -220,9 +226,13 @@ class LeaseClient:
                     return
                 req = pb.LeaseRequest()
                 ids, self._unsent = self._unsent, []
+                parts = []
                 if ids:
                     unacked = self._unacked
-                    req.results.extend([unacked[i] for i in ids if i in unacked])
+                    parts = _split([unacked[i] for i in ids if i in unacked], self._budget)
+                    for part in parts[:-1]:  # all but the last alone; the last goes with the credit
+                        await call.write(pb.LeaseRequest(results=part))
+                    req.results.extend(parts[-1] if parts else ())
                 if self._draining and not self._drain_sent:
                     req.draining = self._drain_sent = True
                 elif not self._draining:
@@ -316,3 +326,19 @@ class LeaseClient:
                  outcome.status_code or "-", "ok" if outcome.success else outcome.error, latency_ms,
                  extra={"notify_id": grant.notify.id, "attempt": grant.attempt, "status_code": outcome.status_code,
                         "latency_ms": latency_ms, "dispatcher_id": self.dispatcher_id, "lease_id": grant.lease_id})  # fmt: skip
+
+
+def _split(results: list[pb.LeaseResult], budget: int) -> list[list[pb.LeaseResult]]:
+    """Results in runs whose encoded size stays within budget (one alone may exceed it: the
+    scheduler bounds what a result carries), so that many unacked results never make one
+    message over NOTIFY_MAX_MESSAGE_BYTES that the stream would refuse on every reconnect."""
+    parts: list[list[pb.LeaseResult]] = []
+    size = budget + 1
+    for r in results:
+        n = r.ByteSize() + 8  # the field's tag and length
+        if size + n > budget:
+            parts.append([])
+            size = 0
+        parts[-1].append(r)
+        size += n
+    return parts
