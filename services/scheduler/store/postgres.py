@@ -456,8 +456,8 @@ class PostgresStore:
         the first notify stands in the row's place (None: the row was inserted)."""
         if not rows:
             return []
-        return await self._write(lambda conn: self._insert_rows(conn, codec.encode_rows(rows, self._box), group),
-                                 self.parts(r[0] for r in rows))  # fmt: skip
+        encoded = codec.encode_rows(rows, self._box)  # before the write: not inside its transaction and fence locks
+        return await self._write(lambda conn: self._insert_rows(conn, encoded, group), self.parts(r[0] for r in rows))
 
     async def _insert_rows(self, conn: asyncpg.Connection, rows: list[tuple], group: NewGroup | None) -> list[Notification | None]:
         if group is not None and group.callback_url:
