@@ -210,11 +210,11 @@ class LeaseClient:
         LeaseRequest (every result finished since the last write, credit, draining)."""
         generation = self._generation
         try:
-            first = self._hello()
-            parts = _split(list(self._unacked.values()), self._budget)
-            first.results.extend(parts[0] if parts else ())
-            await call.write(first)
-            for part in parts[1:]:  # every unacked result again, in messages within the limit
+            hello = self._hello()
+            first, *rest = _split(list(self._unacked.values()), self._budget)
+            hello.results.extend(first)
+            await call.write(hello)
+            for part in rest:  # every unacked result again, in messages within the limit
                 await call.write(pb.LeaseRequest(results=part))
             while not self._stopped.is_set():
                 await self._wake.wait()
@@ -224,15 +224,12 @@ class LeaseClient:
                 if self._reopen:
                     await call.done_writing()  # the scheduler acks what it got, sends what it has, ends the stream
                     return
-                req = pb.LeaseRequest()
                 ids, self._unsent = self._unsent, []
-                parts = []
-                if ids:
-                    unacked = self._unacked
-                    parts = _split([unacked[i] for i in ids if i in unacked], self._budget)
-                    for part in parts[:-1]:  # all but the last alone; the last goes with the credit
-                        await call.write(pb.LeaseRequest(results=part))
-                    req.results.extend(parts[-1] if parts else ())
+                unacked = self._unacked
+                *full, last = _split([unacked[i] for i in ids if i in unacked], self._budget)
+                for part in full:  # all but the last run alone; the last goes with the credit
+                    await call.write(pb.LeaseRequest(results=part))
+                req = pb.LeaseRequest(results=last)
                 if self._draining and not self._drain_sent:
                     req.draining = self._drain_sent = True
                 elif not self._draining:
@@ -332,11 +329,11 @@ def _split(results: list[pb.LeaseResult], budget: int) -> list[list[pb.LeaseResu
     """Results in runs whose encoded size stays within budget (one alone may exceed it: the
     scheduler bounds what a result carries), so that many unacked results never make one
     message over NOTIFY_MAX_MESSAGE_BYTES that the stream would refuse on every reconnect."""
-    parts: list[list[pb.LeaseResult]] = []
-    size = budget + 1
+    parts: list[list[pb.LeaseResult]] = [[]]  # at least one run, empty when there are no results
+    size = 0
     for r in results:
         n = r.ByteSize() + 8  # the field's tag and length
-        if size + n > budget:
+        if parts[-1] and size + n > budget:
             parts.append([])
             size = 0
         parts[-1].append(r)
