@@ -211,11 +211,12 @@ class Results(Memory):
             try:
                 return await self._store.save_results(writes, group_callback=self.group_callback), refused
             except Fenced as e:
-                lost = set(e.partitions)
-                keep = [w for w in writes if self._fence.of(w.notify.id) not in lost]
-                if not keep or len(keep) == len(writes):
+                lost, keep, fenced = set(e.partitions), [], []
+                for w in writes:
+                    (fenced if self._fence.of(w.notify.id) in lost else keep).append(w)
+                if not keep or not fenced:
                     raise  # another scheduler owns these notifies now: nothing here may commit them
-                refused += [w for w in writes if self._fence.of(w.notify.id) in lost]
+                refused += fenced
                 writes = keep
             except Unavailable as e:
                 if self._stopping.is_set():
