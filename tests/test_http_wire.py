@@ -587,3 +587,16 @@ def test_any_caller_headers_are_sent_exactly_or_refused(headers):
         assert (name, value.strip(" \t")) in [(n, v.strip(" \t")) for n, v in sent] or any(
             n.lower() == name.lower() for n, _ in sent
         )
+
+
+async def test_concurrent_new_connections_to_a_name_share_one_checked_lookup():
+    async def slow_ok(writer):
+        await asyncio.sleep(0.05)
+        writer.write(OK)
+
+    async with RawServer(lambda c, n, h: slow_ok) as server:
+        resolver = FixedResolver("127.0.0.1")
+        async with HttpSender(policy=LOOPBACK, resolver=resolver) as sender:
+            outcomes = await asyncio.gather(*(sender.send(make_call(f"http://name.invalid:{server.port}/")) for _ in range(5)))
+        assert all(o.success for o in outcomes)
+        assert (resolver.asked, server.connections) == (["name.invalid"], 5)

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from datetime import timezone
 
+from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -66,6 +67,7 @@ class HttpSender:
         limit_per_host: int = 0,
         limit: int = 0,
         keepalive: float = 15.0,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         check_header("User-Agent", user_agent)
         self._policy = policy
@@ -76,15 +78,16 @@ class HttpSender:
         self._limit_per_host = limit_per_host
         self._limit = limit
         self._keepalive = keepalive
+        self._inner_resolver = resolver  # names -> addresses before the guard (None: the system's)
         self._pool: Pool | None = None
         self._resolver: GuardedResolver | None = None
         self._targets: dict[str, _Target] = {}
-        self._methods: set[str] = set()  # methods already checked
+        self._methods: dict[str, str] = {}  # method as asked -> as sent (upper case), checked
 
     async def start(self) -> None:
         if self._pool is not None:
             return
-        self._resolver = GuardedResolver(self._policy)
+        self._resolver = GuardedResolver(self._policy, self._inner_resolver)
         # Verification on against the system CAs (SSL_CERT_FILE / SSL_CERT_DIR honoured), as aiohttp did.
         context = ssl.create_default_context()
         context.set_alpn_protocols(["http/1.1"])
@@ -172,7 +175,7 @@ class HttpSender:
     async def _exchange(self, pool: Pool, call: OutgoingCall, target: _Target, start: float) -> CallOutcome:
         request = self._request(call, target)
         deadline = asyncio.get_running_loop().time() + max(call.timeout, 0.001)
-        resp = await pool.exchange(target.origin, request, deadline, call.method == "HEAD")
+        resp = await pool.exchange(target.origin, request, deadline, request.startswith(b"HEAD "))
         try:
             needle = call.body_contains.encode()
             cap = max(self._snippet_limit, self._body_match_limit if needle else 0)
@@ -195,11 +198,12 @@ class HttpSender:
 
     def _request(self, call: OutgoingCall, target: _Target) -> bytes:
         """The request's bytes: request line, header fields, body."""
-        method = call.method
-        if method not in self._methods:
+        method = self._methods.get(call.method)
+        if method is None:
+            method = call.method.upper()
             check_method(method)
             if len(self._methods) < 64:
-                self._methods.add(method)
+                self._methods[call.method] = method
         path = target.path
         if call.query:
             path = target.url.extend_query(call.query).raw_path_qs

@@ -31,6 +31,7 @@ from .guard import GuardedResolver
 MAX_HEAD = 65536  # status line and header fields, like aiohttp's limits
 MAX_FIELDS = 256
 MAX_LINE = 8192  # a chunk-size line
+DNS_TTL = 10.0  # seconds a checked DNS answer is used for new connections (aiohttp's default)
 _READ_HIGH = 262144  # stop reading from the socket with this much unread
 _NO_BODY_STATUS = frozenset({204, 304})
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
@@ -181,7 +182,7 @@ class _Conn(asyncio.Protocol):
 
     async def send(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
-        while self.write_paused and not self.eof:
+        while self.write_paused and not self.eof and not self.got_bytes:  # an early answer ends the wait
             await self._more()
 
     async def read_head(self) -> tuple[int, int, list[tuple[str, str]]]:
@@ -382,6 +383,9 @@ class Pool:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
+        # Checked DNS answers per (name, port), kept as long as aiohttp kept them; one lookup at a time per name.
+        self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
+        self._dns_pending: dict[tuple[str, int], asyncio.Future[list[str]]] = {}
 
     async def exchange(self, origin: Origin, request: bytes, deadline: float, head_only: bool) -> Response:
         """Send `request` (head and body bytes) and read the response head by `deadline`."""
@@ -505,10 +509,9 @@ class Pool:
                 addresses = [host]
             else:
                 try:
-                    answers = await self._resolver.resolve(host, port, family=socket.AF_UNSPEC)
+                    addresses = await self._resolve(loop, host, port)
                 except OSError as exc:  # BlockedAddress, gaierror
                     raise ConnectFailed(host, port, exc) from None
-                addresses = [answer["host"] for answer in answers]
             error: OSError = OSError("no address")
             for address in addresses:  # each one checked by the guard: never the name again
                 try:
@@ -523,6 +526,34 @@ class Pool:
                 except OSError as exc:  # ssl.SSLError included
                     error = exc
             raise ConnectFailed(host, port, error)
+
+    async def _resolve(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[str]:
+        """The addresses the guard passed for a name (cached DNS_TTL seconds)."""
+        key = (host, port)
+        cached = self._dns.get(key)
+        if cached is not None and cached[0] > loop.time():
+            return cached[1]
+        pending = self._dns_pending.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        pending = self._dns_pending[key] = loop.create_future()
+        try:
+            answers = await self._resolver.resolve(host, port, family=socket.AF_UNSPEC)
+            addresses = [answer["host"] for answer in answers]
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                pending.set_exception(exc)
+                pending.exception()  # retrieved: no "never retrieved" warning when nobody else waits
+            else:
+                pending.cancel()
+            raise
+        finally:
+            del self._dns_pending[key]
+        if len(self._dns) >= 4096:
+            self._dns.clear()
+        self._dns[key] = (loop.time() + DNS_TTL, addresses)
+        pending.set_result(addresses)
+        return addresses
 
     def _dec(self, origin: Origin) -> None:
         self._in_use -= 1
