@@ -20,7 +20,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from notifyagent.dispatcher.call import CallOutcome, ErrorKind, OutgoingCall
+from notifyagent.dispatcher import call as call_module
+from notifyagent.dispatcher.call import CallOutcome, ErrorKind, OutgoingCall, capped_headers
 from notifyagent.dispatcher.guard import NetworkPolicy
 from notifyagent.dispatcher.http import HttpSender
 from support import Pki
@@ -600,3 +601,10 @@ async def test_concurrent_new_connections_to_a_name_share_one_checked_lookup():
             outcomes = await asyncio.gather(*(sender.send(make_call(f"http://name.invalid:{server.port}/")) for _ in range(5)))
         assert all(o.success for o in outcomes)
         assert (resolver.asked, server.connections) == (["name.invalid"], 5)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.lists(st.tuples(st.sampled_from(["X-A", "x-a", "Date", "É", "S\x00"]) | st.text(max_size=300),
+                          st.text(max_size=300) | st.sampled_from(["v", "a\r\nb", ""])), max_size=40))  # fmt: skip
+def test_capped_headers_fast_path_keeps_exactly_what_the_full_rules_keep(pairs):
+    assert capped_headers(pairs) == call_module._capped(pairs)
