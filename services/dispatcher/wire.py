@@ -398,16 +398,14 @@ class Pool:
                 await conn.send(request)
                 return await self._answer(conn, head_only)
             except ProtocolError:
-                retry = reused and not conn.got_bytes and not conn.timed_out
-                self._release(conn, False)
-                if not retry:
+                if not (reused and not conn.got_bytes and not conn.timed_out):
+                    self._release(conn, False)
                     raise
+                conn.close()  # its slot (limit, limit_per_host) goes to the new connection
             except BaseException:
                 self._release(conn, False)
                 raise
             reused = False  # the server had closed the idle connection: once more on a new one
-            self._in_use += 1
-            self._in_use_per[origin] += 1
             try:
                 conn = await self._connect(loop, origin, deadline)
             except BaseException:
