@@ -27,6 +27,8 @@ from notifyagent.dispatcher.http import HttpSender
 from support import Pki
 
 LOOPBACK = NetworkPolicy.from_csv("127.0.0.0/8,::1/128")
+
+
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
@@ -529,7 +531,7 @@ async def test_headers_that_would_break_the_request_are_refused_before_sending(h
 # -- fuzz ---------------------------------------------------------------------------------
 
 
-def _run_against(answer: bytes, close: bool, call_changes: dict) -> tuple[CallOutcome, RawServer, int]:
+def _run_against(answer: bytes, close: bool, call_changes: dict, uvloop: bool = False) -> tuple[CallOutcome, RawServer, int]:
     async def scenario():
         async def respond(writer):
             writer.write(answer)
@@ -547,6 +549,8 @@ def _run_against(answer: bytes, close: bool, call_changes: dict) -> tuple[CallOu
                 tracemalloc.stop()
             return outcome, server, peak
 
+    if uvloop:
+        return pytest.importorskip("uvloop").run(scenario())
     return asyncio.run(scenario())
 
 
@@ -561,9 +565,9 @@ _heads = st.builds(
 
 
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-@given(answer=st.binary(max_size=2000) | _heads, close=st.booleans(), needle=st.sampled_from(["", "hello", "\x00"]))
-def test_any_bytes_as_an_answer_give_an_outcome_with_bounded_memory(answer, close, needle):
-    outcome, _, peak = _run_against(answer, close, {"body_contains": needle})
+@given(answer=st.binary(max_size=2000) | _heads, close=st.booleans(), needle=st.sampled_from(["", "hello", "\x00"]), uvloop=st.booleans())
+def test_any_bytes_as_an_answer_give_an_outcome_with_bounded_memory(answer, close, needle, uvloop):
+    outcome, _, peak = _run_against(answer, close, {"body_contains": needle}, uvloop)
     assert isinstance(outcome, CallOutcome)
     assert len(outcome.snippet) <= 4096
     assert outcome.error_kind in (ErrorKind.NONE, ErrorKind.PROTOCOL, ErrorKind.TIMEOUT)
@@ -608,3 +612,59 @@ async def test_concurrent_new_connections_to_a_name_share_one_checked_lookup():
                           st.text(max_size=300) | st.sampled_from(["v", "a\r\nb", ""])), max_size=40))  # fmt: skip
 def test_capped_headers_fast_path_keeps_exactly_what_the_full_rules_keep(pairs):
     assert capped_headers(pairs) == call_module._capped(pairs)
+
+
+# -- the same on uvloop (what dispatchers run on where it is installed) ----------------------
+
+ON_UVLOOP = [
+    test_keep_alive_sends_many_calls_over_one_connection,
+    test_concurrent_calls_open_connections_and_limit_per_host_bounds_them,
+    test_a_pooled_connection_the_server_closed_while_idle_is_not_used,
+    test_a_request_the_server_closed_on_unanswered_is_sent_again_once_on_a_new_connection,
+    test_no_resend_after_a_response_byte_came_on_a_reused_connection,
+    test_chunked_answer_with_extensions_and_trailers_is_read_and_the_connection_kept,
+    test_answer_without_length_is_read_until_close,
+    test_interim_1xx_answers_are_skipped,
+    test_head_204_and_304_answers_have_no_body_and_keep_the_connection,
+    test_a_decompression_bomb_allocates_no_more_than_the_cap,
+    test_a_head_trickled_byte_by_byte_times_out_on_the_attempts_deadline,
+    test_cancellation_mid_body_closes_the_connection_instead_of_pooling_it,
+    test_the_connection_goes_to_the_checked_address_not_to_the_name_again,
+]
+
+
+@pytest.mark.parametrize("case", ON_UVLOOP, ids=lambda case: case.__name__.removeprefix("test_"))
+def test_on_uvloop(case):
+    pytest.importorskip("uvloop").run(case())
+
+
+def test_https_on_uvloop(tmp_path, monkeypatch):
+    uvloop = pytest.importorskip("uvloop")
+    pki = Pki.make(tmp_path)
+
+    async def scenario():
+        async def hello(request: web.Request) -> web.Response:
+            return web.Response(text="tls ok")
+
+        app = web.Application()
+        app.router.add_get("/", hello)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(pki.cert), str(pki.key))
+        server = TestServer(app, host="127.0.0.1", port=0)
+        await server.start_server(ssl=context)
+        try:
+            monkeypatch.setenv("SSL_CERT_FILE", str(pki.other_ca))
+            async with HttpSender(policy=LOOPBACK) as sender:
+                refused = await sender.send(make_call(f"https://localhost:{server.port}/"))
+            monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
+            async with HttpSender(policy=LOOPBACK) as sender:
+                answers = [await sender.send(make_call(f"https://localhost:{server.port}/")) for _ in range(3)]
+                idle = sender.pool.idle_count()
+        finally:
+            await server.close()
+        return refused, answers, idle
+
+    refused, answers, idle = uvloop.run(scenario())
+    assert refused.error_kind is ErrorKind.CONNECT and "CERTIFICATE_VERIFY_FAILED" in refused.error
+    assert [(a.status_code, a.snippet) for a in answers] == [(200, b"tls ok")] * 3
+    assert idle == 1

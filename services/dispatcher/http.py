@@ -40,6 +40,7 @@ _ACCEPT_ENCODING = "gzip, deflate"
 # Methods that get no "Content-Length: 0" without a body (as aiohttp did).
 _GET_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _MAX_TARGETS = 4096
+_MAX_TIMEOUT = 1e7  # seconds: an event loop's timer cannot take infinity
 
 
 class InvalidURL(ValueError):
@@ -174,7 +175,7 @@ class HttpSender:
 
     async def _exchange(self, pool: Pool, call: OutgoingCall, target: _Target, start: float) -> CallOutcome:
         request = self._request(call, target)
-        deadline = asyncio.get_running_loop().time() + max(call.timeout, 0.001)
+        deadline = asyncio.get_running_loop().time() + min(max(call.timeout, 0.001), _MAX_TIMEOUT)
         resp = await pool.exchange(target.origin, request, deadline, request.startswith(b"HEAD "))
         try:
             needle = call.body_contains.encode()
