@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import gzip
 import socket
 import ssl
@@ -132,14 +133,26 @@ async def test_a_pooled_connection_the_server_closed_while_idle_is_not_used():
         assert (server.connections, len(server.requests), server.dropped) == (2, 2, 0)
 
 
-async def test_a_request_the_server_closed_on_unanswered_is_sent_again_once_on_a_new_connection():
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_an_idempotent_request_the_server_closed_on_unanswered_is_sent_again_once_on_a_new_connection(method):
     # The race of a server closing an idle connection just as the next request goes out.
     async with RawServer(lambda c, n, h: OK if n == 0 else None) as server, HttpSender(policy=LOOPBACK) as sender:
         assert (await sender.send(make_call(server.url()))).success
-        outcome = await sender.send(make_call(server.url(), method="POST", body=b"once"))
+        outcome = await sender.send(make_call(server.url(), method=method, body=b"once"))
         assert outcome.success, outcome.error
         assert (server.connections, server.dropped) == (2, 1)
         assert [(c, body) for c, _, body in server.requests] == [(0, b""), (1, b"once")]
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+async def test_a_post_the_server_read_and_closed_on_is_never_sent_again(method):
+    # The server may have acted on what it read: a duplicate only ever comes from a dispatcher cut off (DESIGN.md).
+    async with RawServer(lambda c, n, h: OK if n == 0 else None) as server, HttpSender(policy=LOOPBACK) as sender:
+        assert (await sender.send(make_call(server.url()))).success
+        outcome = await sender.send(make_call(server.url(), method=method, body=b"once"))
+        assert outcome.error_kind is ErrorKind.PROTOCOL, outcome
+        assert outcome.error == "ServerDisconnected: the server closed the connection"
+        assert (server.connections, server.dropped) == (1, 1)
 
 
 async def test_a_call_on_a_new_connection_is_never_sent_twice():
@@ -620,7 +633,8 @@ ON_UVLOOP = [
     test_keep_alive_sends_many_calls_over_one_connection,
     test_concurrent_calls_open_connections_and_limit_per_host_bounds_them,
     test_a_pooled_connection_the_server_closed_while_idle_is_not_used,
-    test_a_request_the_server_closed_on_unanswered_is_sent_again_once_on_a_new_connection,
+    functools.partial(test_an_idempotent_request_the_server_closed_on_unanswered_is_sent_again_once_on_a_new_connection, "GET"),
+    functools.partial(test_a_post_the_server_read_and_closed_on_is_never_sent_again, "POST"),
     test_no_resend_after_a_response_byte_came_on_a_reused_connection,
     test_chunked_answer_with_extensions_and_trailers_is_read_and_the_connection_kept,
     test_answer_without_length_is_read_until_close,
@@ -633,7 +647,7 @@ ON_UVLOOP = [
 ]
 
 
-@pytest.mark.parametrize("case", ON_UVLOOP, ids=lambda case: case.__name__.removeprefix("test_"))
+@pytest.mark.parametrize("case", ON_UVLOOP, ids=lambda case: getattr(case, "func", case).__name__.removeprefix("test_"))
 def test_on_uvloop(case):
     pytest.importorskip("uvloop").run(case())
 
@@ -668,3 +682,129 @@ def test_https_on_uvloop(tmp_path, monkeypatch):
     assert refused.error_kind is ErrorKind.CONNECT and "CERTIFICATE_VERIFY_FAILED" in refused.error
     assert [(a.status_code, a.snippet) for a in answers] == [(200, b"tls ok")] * 3
     assert idle == 1
+
+
+# -- found by review: hostile answers, shared lookups, several addresses, userinfo, close ---------------
+
+
+async def test_a_body_of_tiny_chunks_with_a_body_match_lets_the_loop_run_and_is_read_whole():
+    body = b"1\r\na\r\n" * 30000 + b"3\r\nend\r\n0\r\n\r\n"
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    async with RawServer(lambda c, n, h: answer) as server, HttpSender(policy=LOOPBACK) as sender:
+        task = asyncio.create_task(ticker())
+        try:
+            found = await sender.send(make_call(server.url(), body_contains="aend"))
+            absent = await sender.send(make_call(server.url(), body_contains="zz"))
+        finally:
+            task.cancel()
+    assert found.success, found.error
+    assert not absent.success and "does not contain 'zz'" in absent.error
+    # Every 64 chunks the read yields: other deliveries (the ticker here) go on meanwhile.
+    assert ticks >= 2 * 30000 // 64 - 10
+
+
+class SlowResolver(FixedResolver):
+    def __init__(self, delay: float, *addresses: str) -> None:
+        super().__init__(*addresses)
+        self.delay = delay
+
+    async def resolve(self, host, port=0, family=socket.AF_INET):
+        await asyncio.sleep(self.delay)
+        return await super().resolve(host, port, family)
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+async def test_a_call_giving_up_on_a_shared_lookup_does_not_end_the_others(how):
+    async with RawServer(lambda c, n, h: OK) as server:
+        resolver = SlowResolver(0.3, "127.0.0.1")
+        async with HttpSender(policy=LOOPBACK, resolver=resolver) as sender:
+            url = f"http://shared.invalid:{server.port}/"
+            first = asyncio.create_task(sender.send(make_call(url, timeout=0.1 if how == "timeout" else 5)))
+            await asyncio.sleep(0.02)
+            second = asyncio.create_task(sender.send(make_call(url, timeout=5)))
+            if how == "cancel":
+                await asyncio.sleep(0.02)
+                first.cancel()
+            outcome = await second  # neither cancelled nor failed by the first caller's end
+            assert outcome.success, outcome.error
+            if how == "timeout":
+                assert (await first).error_kind is ErrorKind.TIMEOUT
+            else:
+                with pytest.raises(asyncio.CancelledError):
+                    await first
+        assert resolver.asked == ["shared.invalid"]
+
+
+async def test_a_silent_first_address_does_not_use_up_the_deadline():
+    # A listener on 127.0.0.2 that never accepts, its backlog full: connection attempts to it get no answer.
+    async with RawServer(lambda c, n, h: OK) as server:
+        silent = socket.socket()
+        silent.bind(("127.0.0.2", server.port))
+        silent.listen(0)
+        fillers = []
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            try:
+                filler.connect(("127.0.0.2", server.port))
+            except BlockingIOError:
+                pass
+            fillers.append(filler)
+        try:
+            await asyncio.sleep(0.1)
+            resolver = FixedResolver("127.0.0.2", "127.0.0.1")
+            async with HttpSender(policy=LOOPBACK, resolver=resolver) as sender:
+                outcome = await sender.send(make_call(f"http://two.invalid:{server.port}/", timeout=3))
+            assert outcome.success, outcome.error
+            assert server.connections == 1
+        finally:
+            for sock in (silent, *fillers):
+                sock.close()
+
+
+async def test_credentials_in_the_url_are_sent_as_basic_authorization_unless_the_caller_set_one():
+    async with RawServer(lambda c, n, h: OK) as server, HttpSender(policy=LOOPBACK) as sender:
+        url = f"http://us%20er:p%3Ass@127.0.0.1:{server.port}/hook"
+        assert (await sender.send(make_call(url))).success
+        assert (await sender.send(make_call(url, headers={"authorization": "Bearer mine"}))).success
+    first, second = (head.decode() for _, head, _ in server.requests)
+    assert "\r\nAuthorization: Basic dXMgZXI6cDpzcw==\r\n" in first  # base64 of "us er:p:ss"
+    assert "us%20er" not in first.split("\r\n", 1)[0] and f"Host: 127.0.0.1:{server.port}" in first
+    assert "\r\nauthorization: Bearer mine\r\n" in second and "Basic" not in second
+
+
+async def test_https_to_a_name_with_a_trailing_dot_verifies_the_name_without_it(tls_target, monkeypatch):
+    server, pki = tls_target
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
+    async with HttpSender(policy=LOOPBACK, resolver=FixedResolver("127.0.0.1")) as sender:
+        outcome = await sender.send(make_call(f"https://localhost.:{server.port}/x", body_contains="tls ok"))
+    assert outcome.success, outcome.error
+
+
+async def test_close_ends_calls_in_flight_and_calls_waiting_for_a_slot():
+    async def never(writer):
+        await asyncio.sleep(30)
+
+    async with RawServer(lambda c, n, h: never) as server:
+        sender = HttpSender(policy=LOOPBACK, limit=1)
+        await sender.start()
+        busy = asyncio.create_task(sender.send(make_call(server.url(), timeout=20)))
+        while not server.requests and server.connections == 0:
+            await asyncio.sleep(0.01)
+        waiting = asyncio.create_task(sender.send(make_call(server.url(), timeout=20)))
+        await asyncio.sleep(0.05)
+        await sender.close()
+        outcome = await asyncio.wait_for(busy, 5)
+        assert outcome.error_kind is ErrorKind.PROTOCOL and "ServerDisconnected" in outcome.error
+        with pytest.raises(RuntimeError, match="the pool is closed"):
+            await asyncio.wait_for(waiting, 5)
+        assert server.connections == 1  # the waiting call did not connect after close()
+

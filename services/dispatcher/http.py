@@ -13,6 +13,7 @@ verdict, error kinds); wire.py speaks HTTP/1.1.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import ipaddress
 import logging
@@ -54,6 +55,7 @@ class _Target:
     host: str  # the Host header
     path: str  # the request target: path and query, no fragment
     refusal: str | None  # the guard's verdict on an IP-literal host
+    authorization: str | None  # Basic credentials from the URL's userinfo (as aiohttp sent them)
 
 
 class HttpSender:
@@ -161,12 +163,20 @@ class HttpSender:
         port = parsed.port
         if port is None:
             raise InvalidURL(url)
+        authorization = None
+        if parsed.user is not None:
+            try:
+                credentials = f"{parsed.user}:{parsed.password or ''}".encode("latin-1")
+            except UnicodeEncodeError:
+                raise InvalidURL(f"{url}: credentials in the URL must be latin-1") from None
+            authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
         target = _Target(
             url=parsed,
             origin=Origin(tls=parsed.scheme == "https", host=host, port=port, literal=literal),
             host=parsed.host_port_subcomponent or host,
             path=parsed.raw_path_qs or "/",
             refusal=refusal,
+            authorization=authorization,
         )
         if len(self._targets) >= _MAX_TARGETS:
             self._targets.clear()
@@ -174,12 +184,12 @@ class HttpSender:
         return target
 
     async def _exchange(self, pool: Pool, call: OutgoingCall, target: _Target, start: float) -> CallOutcome:
-        request = self._request(call, target)
+        method, request = self._request(call, target)
+        needle = call.body_contains.encode()
+        cap = max(self._snippet_limit, self._body_match_limit if needle else 0)
         deadline = asyncio.get_running_loop().time() + min(max(call.timeout, 0.001), _MAX_TIMEOUT)
-        resp = await pool.exchange(target.origin, request, deadline, request.startswith(b"HEAD "))
+        resp = await pool.exchange(target.origin, method, request, deadline)
         try:
-            needle = call.body_contains.encode()
-            cap = max(self._snippet_limit, self._body_match_limit if needle else 0)
             body, read_error = await resp.read_prefix(cap, needle, self._snippet_limit)
         finally:
             resp.release()  # pooled only if the answer was read whole
@@ -197,8 +207,8 @@ class HttpSender:
             headers=capped_headers(resp.headers),
         )
 
-    def _request(self, call: OutgoingCall, target: _Target) -> bytes:
-        """The request's bytes: request line, header fields, body."""
+    def _request(self, call: OutgoingCall, target: _Target) -> tuple[str, bytes]:
+        """The method as sent, and the request's bytes: request line, header fields, body."""
         method = self._methods.get(call.method)
         if method is None:
             method = call.method.upper()
@@ -214,6 +224,8 @@ class HttpSender:
         if isinstance(headers, list):  # ours only: names known, values checked
             lines.append(f"Host: {target.host}")
             lines.extend(f"{name}: {value}" for name, value in headers)
+            if target.authorization is not None:
+                lines.append(f"Authorization: {target.authorization}")
             lines.append(f"Accept: {_ACCEPT}\r\nAccept-Encoding: {_ACCEPT_ENCODING}")
         else:
             if "Host" not in headers:
@@ -221,6 +233,8 @@ class HttpSender:
             for name, value in headers.items():
                 check_header(name, value)
                 lines.append(f"{name}: {value}")
+            if target.authorization is not None and "Authorization" not in headers:
+                lines.append(f"Authorization: {target.authorization}")
             if "Accept" not in headers:
                 lines.append(f"Accept: {_ACCEPT}")
             if "Accept-Encoding" not in headers:
@@ -231,7 +245,7 @@ class HttpSender:
             lines.append("Content-Length: 0")
         lines.append("\r\n")
         head = "\r\n".join(lines).encode()
-        return head + body if body else head
+        return method, head + body if body else head
 
     def _headers(self, call: OutgoingCall) -> list[tuple[str, str]] | CIMultiDict[str]:
         """Our fields (a list) when the caller sent none, else the merge (a CIMultiDict)."""

@@ -11,20 +11,24 @@ sending and reading.
 
 Connections go only to addresses the SSRF guard passed: an IP-literal host
 is checked by the caller, a name is resolved by `GuardedResolver` and the
-connection is made to a checked answer, never to the name again. A request
-that fails before any response byte on a reused connection (the server closed
-it while idle) is sent once more on a new connection; never after a byte came.
+connection is made to a checked answer, never to the name again. An
+idempotent request that fails before any response byte on a reused connection
+(the server closed it while idle) is sent once more on a new connection; never
+after a byte came, never a POST or PATCH.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
 import re
 import socket
 import ssl
 import zlib
 from dataclasses import dataclass
+
+import aiohappyeyeballs
 
 from .guard import GuardedResolver
 
@@ -32,6 +36,10 @@ MAX_HEAD = 65536  # status line and header fields, like aiohttp's limits
 MAX_FIELDS = 256
 MAX_LINE = 8192  # a chunk-size line
 DNS_TTL = 10.0  # seconds a checked DNS answer is used for new connections (aiohttp's default)
+HAPPY_EYEBALLS_DELAY = 0.25  # seconds before the next address is tried beside a silent one (aiohttp's, RFC 8305)
+# Sent again on a new connection when a reused one failed before any answer byte: only these, as aiohttp did,
+# since the server may have acted on a request it read before closing.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _READ_HIGH = 262144  # stop reading from the socket with this much unread
 _NO_BODY_STATUS = frozenset({204, 304})
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
@@ -302,7 +310,7 @@ class Response:
         self._left = int(size, 16)
         if self._left == 0:  # the last chunk: trailers to an empty line
             total = 0
-            while line := await self._line(MAX_HEAD - total):
+            while line := await self._line(max(0, MAX_HEAD - total)):
                 total += len(line) + 2
             self._done = True
 
@@ -327,8 +335,15 @@ class Response:
         snippet are in. A read error comes back with what was read before it."""
         out = bytearray()
         decode = self._encoding != ""
+        found = not needle
+        steps = 0
         try:
             while len(out) < cap:
+                steps += 1
+                if not steps & 63:  # many tiny chunks already buffered never wait: let the loop (and the deadline) run
+                    await asyncio.sleep(0)
+                    if self._conn.timed_out:
+                        raise TimeoutError
                 if decode:
                     tail = self._decoder.unconsumed_tail if self._decoder is not None else b""
                     if tail:
@@ -342,8 +357,11 @@ class Response:
                     data = await self._read_raw(cap - len(out))
                     if not data:
                         break
+                before = len(out)
                 out += data
-                if needle and needle in out and len(out) >= snippet_limit:
+                if not found:  # only the new bytes (and a needle straddling them) are searched again
+                    found = out.find(needle, max(0, before - len(needle) + 1)) >= 0
+                if found and needle and len(out) >= snippet_limit:
                     break
         except (ProtocolError, OSError) as exc:  # TimeoutError is an OSError
             self._keep = False
@@ -385,13 +403,15 @@ class Pool:
         self._closed = False
         # Checked DNS answers per (name, port), kept as long as aiohttp kept them; one lookup at a time per name.
         self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
-        self._dns_pending: dict[tuple[str, int], asyncio.Future[list[str]]] = {}
+        self._dns_pending: dict[tuple[str, int], asyncio.Task[list[str]]] = {}
+        self._busy: set[_Conn] = set()  # connections in use: close() aborts them too
 
-    async def exchange(self, origin: Origin, request: bytes, deadline: float, head_only: bool) -> Response:
-        """Send `request` (head and body bytes) and read the response head by `deadline`."""
+    async def exchange(self, origin: Origin, method: str, request: bytes, deadline: float) -> Response:
+        """Send `request` (head and body bytes of a `method` request) and read the response head by `deadline`."""
         loop = asyncio.get_running_loop()
         conn = await self._acquire(loop, origin, deadline)
-        reused = conn.expires != 0.0
+        head_only = method == "HEAD"
+        reused = conn.expires != 0.0 and method in IDEMPOTENT
         while True:
             try:
                 conn.start(deadline)
@@ -401,6 +421,7 @@ class Pool:
                 if not (reused and not conn.got_bytes and not conn.timed_out):
                     self._release(conn, False)
                     raise
+                self._busy.discard(conn)
                 conn.close()  # its slot (limit, limit_per_host) goes to the new connection
             except BaseException:
                 self._release(conn, False)
@@ -411,6 +432,7 @@ class Pool:
             except BaseException:
                 self._dec(origin)
                 raise
+            self._busy.add(conn)
 
     async def _answer(self, conn: _Conn, head_only: bool) -> Response:
         while True:
@@ -479,6 +501,8 @@ class Pool:
                             self._waiters.remove(waiter)
                         except ValueError:
                             pass
+                    if self._closed:
+                        raise RuntimeError("the pool is closed")
         self._in_use += 1
         self._in_use_per[origin] += 1
         idle = self._idle.get(origin)
@@ -486,13 +510,16 @@ class Pool:
         while idle:
             conn = idle.pop()
             if conn.expires > now and conn.reusable():
+                self._busy.add(conn)
                 return conn
             conn.close()
         try:
-            return await self._connect(loop, origin, deadline)
+            conn = await self._connect(loop, origin, deadline)
         except BaseException:
             self._dec(origin)
             raise
+        self._busy.add(conn)
+        return conn
 
     def _full(self, origin: Origin) -> bool:
         return bool(
@@ -510,20 +537,30 @@ class Pool:
                     addresses = await self._resolve(loop, host, port)
                 except OSError as exc:  # BlockedAddress, gaierror
                     raise ConnectFailed(host, port, exc) from None
-            error: OSError = OSError("no address")
-            for address in addresses:  # each one checked by the guard: never the name again
-                try:
-                    _, conn = await loop.create_connection(
-                        lambda: _Conn(loop, origin),
-                        address,
-                        port,
-                        ssl=self._ssl if origin.tls else None,
-                        server_hostname=host if origin.tls else None,
-                    )
-                    return conn
-                except OSError as exc:  # ssl.SSLError included
-                    error = exc
-            raise ConnectFailed(host, port, error)
+            # Each address was checked by the guard: the connection goes to one of them, never to the name again.
+            # Happy eyeballs as aiohttp did: a silent address does not use up the attempt's deadline.
+            infos = [_addr_info(address, port) for address in addresses]
+            try:
+                sock = await aiohappyeyeballs.start_connection(
+                    infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY, interleave=1, loop=loop
+                )
+            except OSError as exc:
+                raise ConnectFailed(host, port, exc) from None
+            try:
+                _, conn = await loop.create_connection(
+                    lambda: _Conn(loop, origin),
+                    sock=sock,
+                    ssl=self._ssl if origin.tls else None,
+                    # a name's trailing dot is not in its certificate (as aiohttp)
+                    server_hostname=host.rstrip(".") if origin.tls else None,
+                )
+            except OSError as exc:  # ssl.SSLError included
+                sock.close()
+                raise ConnectFailed(host, port, exc) from None
+            except BaseException:
+                sock.close()
+                raise
+            return conn
 
     async def _resolve(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[str]:
         """The addresses the guard passed for a name (cached DNS_TTL seconds)."""
@@ -531,27 +568,26 @@ class Pool:
         cached = self._dns.get(key)
         if cached is not None and cached[0] > loop.time():
             return cached[1]
-        pending = self._dns_pending.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        pending = self._dns_pending[key] = loop.create_future()
-        try:
-            answers = await self._resolver.resolve(host, port, family=socket.AF_UNSPEC)
-            addresses = [answer["host"] for answer in answers]
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                pending.set_exception(exc)
-                pending.exception()  # retrieved: no "never retrieved" warning when nobody else waits
-            else:
-                pending.cancel()
-            raise
-        finally:
-            del self._dns_pending[key]
+        # The lookup is a task of its own that every caller waits for: one caller's deadline or cancellation
+        # ends only that caller's wait, never the lookup the others share.
+        lookup = self._dns_pending.get(key)
+        if lookup is None:
+            lookup = self._dns_pending[key] = loop.create_task(self._lookup(loop, host, port))
+            lookup.add_done_callback(lambda task: self._looked_up(key, task))
+        return await asyncio.shield(lookup)
+
+    async def _lookup(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[str]:
+        answers = await self._resolver.resolve(host, port, family=socket.AF_UNSPEC)
+        addresses = [answer["host"] for answer in answers]
         if len(self._dns) >= 4096:
             self._dns.clear()
-        self._dns[key] = (loop.time() + DNS_TTL, addresses)
-        pending.set_result(addresses)
+        self._dns[(host, port)] = (loop.time() + DNS_TTL, addresses)
         return addresses
+
+    def _looked_up(self, key: tuple[str, int], task: asyncio.Task[list[str]]) -> None:
+        del self._dns_pending[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: no "never retrieved" warning when every caller gave up
 
     def _dec(self, origin: Origin) -> None:
         self._in_use -= 1
@@ -566,6 +602,7 @@ class Pool:
                     waiter.set_result(None)
 
     def _release(self, conn: _Conn, keep: bool) -> None:
+        self._busy.discard(conn)
         conn.end_exchange()
         self._dec(conn.origin)
         if not keep or self._closed or not conn.reusable():
@@ -609,7 +646,18 @@ class Pool:
         for conns in idle.values():
             for conn in conns:
                 conn.close()
+        for conn in self._busy:  # their calls end with ServerDisconnected
+            conn.close()
+        for lookup in self._dns_pending.values():
+            lookup.cancel()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
         await asyncio.sleep(0)  # let the transports finish closing
+
+
+def _addr_info(address: str, port: int) -> tuple[int, int, int, str, tuple]:
+    """A checked address as socket.getaddrinfo would give it, for aiohappyeyeballs."""
+    if ipaddress.ip_address(address.split("%", 1)[0]).version == 6:
+        return (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port, 0, 0))
+    return (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))
