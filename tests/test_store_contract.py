@@ -559,6 +559,31 @@ async def _lose_and_regain_the_writer(store: PostgresStore) -> None:
     assert {n.id for n in await store.load_due(after=START, until_ms=10_000, limit=10)} >= {nid(1), nid(3)}
 
 
+@pytest.mark.postgres
+async def test_postgres_results_written_again_record_each_attempt_once_and_never_move_a_notify_back(tmp_path: Path) -> None:
+    """A results write whose commit went unanswered is made again (a lost connection): each
+    attempt is recorded once, and a write for an earlier attempt leaves a later one's state."""
+    async with backing("postgres", tmp_path) as open_store:
+        store = await open_store()
+        await store.insert([notify(i) for i in range(1, 41)])
+        first = [result(await store.get(nid(i)), state=State.RETRY_WAIT, attempt_record=attempt(1), due_ms=9_000)
+                 for i in range(1, 41)]  # fmt: skip
+        await store.save_results(first)
+        await store.save_results(first)  # the same batch again
+        second = [result(w.notify, state=State.SUCCEEDED, attempt_record=attempt(2, code=200, success=True),
+                         complete_ms=7_000) for w in first[:20]]  # fmt: skip
+        await store.save_results(second + first[20:] + [second[0]])  # one result twice in a batch, too
+        await store.save_results(first[:20])  # late: attempt 1 again, after attempt 2
+        for i in range(1, 41):
+            got = await store.get(nid(i))
+            if i <= 20:
+                assert (got.state, got.attempt_count, got.complete_ms) == (State.SUCCEEDED, 2, 7_000)
+                assert [a.number for a in got.attempts] == [1, 2] and got.attempts[1].success
+            else:
+                assert (got.state, got.attempt_count, got.due_ms) == (State.RETRY_WAIT, 1, 9_000)
+                assert [a.number for a in got.attempts] == [1]
+
+
 async def test_update_replaces_spec_state_and_due_only_in_allowed_states(store: Store) -> None:
     n = notify(1, state=State.SCHEDULED, due_ms=5_000)
     await store.insert([n])
