@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 from notifyagent.scheduler.engine.errors import FailedPrecondition, Unavailable
 from notifyagent.scheduler.engine.model import (
     AttemptRecord,
@@ -808,3 +809,52 @@ def test_the_shared_empty_attempts_cannot_be_appended_to() -> None:
     with pytest.raises(AttributeError):
         n.attempts.append(attempt(1))  # type: ignore[union-attr]
     assert n.attempts is NO_ATTEMPTS == ()
+
+
+# --- results batches, fuzzed ------------------------------------------------------------------
+
+_TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40)
+_MS = st.one_of(st.none(), st.integers(min_value=0, max_value=2**62))
+_RESULT = st.tuples(
+    st.sampled_from([State.PENDING, State.RETRY_WAIT, State.SUCCEEDED, State.FAILED]), _MS, _MS,
+    st.integers(min_value=1, max_value=2**31 - 1), st.integers(min_value=0, max_value=2**62),  # attempt count, first attempt
+    st.one_of(st.none(), st.tuples(st.integers(min_value=0, max_value=599), _TEXT, st.booleans(), st.binary(max_size=64),
+                                   st.dictionaries(_TEXT, _TEXT, max_size=3))),  # the attempt, if any
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ADAPTERS)
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
+def test_a_batch_of_results_is_stored_field_for_field(kind: str, tmp_path: Path) -> None:
+    """save_results writes each notify's new fields and its attempt exactly as given, whatever
+    the values (times up to 2**62, absent ones, any text, binary snippets), one batch at a time."""
+    loop = asyncio.new_event_loop()
+    stack = contextlib.AsyncExitStack()
+    try:
+        open_one = loop.run_until_complete(stack.enter_async_context(backing(kind, tmp_path)))
+        store = loop.run_until_complete(open_one())
+        made = iter(range(1, 10**9))
+
+        @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(st.lists(_RESULT, min_size=1, max_size=30))
+        def batch(rows) -> None:
+            ns = [notify(next(made)) for _ in rows]
+            loop.run_until_complete(store.insert(ns))
+            writes = []
+            for n, (state, due, complete, count, first, a) in zip(ns, rows):
+                after = dataclasses.replace(n, state=state, due_ms=due, complete_ms=complete, attempt_count=count,
+                                            first_attempt_ms=first)  # fmt: skip
+                record = None if a is None else AttemptRecord(count, first, first + 5, "d", a[0], a[1], a[2], a[3], a[4])
+                writes.append(ResultWrite(after, record))
+            loop.run_until_complete(store.save_results(writes))
+            for w in writes:
+                got = loop.run_until_complete(store.get(w.notify.id))
+                want = w.notify
+                assert (got.state, got.due_ms, got.complete_ms, got.attempt_count, got.first_attempt_ms) == (
+                    want.state, want.due_ms, want.complete_ms, want.attempt_count, want.first_attempt_ms)
+                assert list(got.attempts) == ([] if w.attempt is None else [w.attempt])
+
+        batch()
+    finally:
+        loop.run_until_complete(stack.aclose())
+        loop.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import logging
 import os
 import queue
@@ -99,6 +100,17 @@ MIGRATIONS = [("notifies", "group_key", "TEXT NOT NULL DEFAULT ''"), ("attempts"
               ("notifies", "labels", "TEXT NOT NULL DEFAULT ''")]
 
 _INSERT = f"INSERT INTO notifies ({codec.INSERT_COLUMNS}) VALUES ({', '.join('?' * codec.INSERT_COUNT)})"
+# A batch of results' notify updates in one statement over a JSON array of codec.result_rows'
+# state rows (state, due_ms, complete_ms, attempt_count, first_attempt_ms, id): each row found
+# by its primary key, as executemany's UPDATE per row would, at ~3/4 of its cost in the writer
+# (a row per notify: a notify has one result in a batch). A cancelled notify stays cancelled.
+_SAVE_RESULTS = (
+    "UPDATE notifies SET state = r.value ->> 0, due_ms = r.value ->> 1, complete_ms = r.value ->> 2,"
+    " attempt_count = r.value ->> 3, first_attempt_ms = r.value ->> 4"
+    f" FROM json_each(?) AS r WHERE notifies.id = r.value ->> 5 AND notifies.state != {int(State.CANCELLED)}"
+)
+_JSON_ROWS = json.JSONEncoder(separators=(",", ":")).encode
+_ADD_ATTEMPT = f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 # One stored spec with sealed secret headers, either format (a StoredSpec with sealed_headers starts with
 # its field 1 tag, 0x0A; a JSON spec has "hs"), to check NOTIFY_SECRET_KEY at open.
 _SEALED_SAMPLE = ("SELECT id, spec FROM notifies WHERE (typeof(spec) = 'blob' AND substr(spec, 1, 1) = X'0A')"
@@ -335,14 +347,13 @@ class SqliteStore:
     async def save_results(self, writes: list[ResultWrite], *, group_callback: GroupCallback | None = None) -> list[Notification]:
         states, attempts, follow_ups = codec.result_rows(writes, self._box)
         ending = codec.ended_groups(writes) if group_callback else []
+        states_json = _JSON_ROWS(states)  # encoded here: the writer thread runs one statement for them all
 
         def op(conn: sqlite3.Connection) -> list[Notification]:
-            conn.executemany(
-                "UPDATE notifies SET state=?, due_ms=?, complete_ms=?, attempt_count=?, first_attempt_ms=? WHERE id=? AND state != 8",
-                states,
-            )
-            conn.executemany(f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", attempts)
-            conn.executemany(_INSERT, follow_ups)
+            conn.execute(_SAVE_RESULTS, (states_json,))
+            conn.executemany(_ADD_ATTEMPT, attempts)
+            if follow_ups:
+                conn.executemany(_INSERT, follow_ups)
             return groups.end(conn, ending, group_callback)
 
         return await self._write(op)
