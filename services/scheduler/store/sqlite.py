@@ -104,10 +104,12 @@ _INSERT = f"INSERT INTO notifies ({codec.INSERT_COLUMNS}) VALUES ({', '.join('?'
 # state rows (state, due_ms, complete_ms, attempt_count, first_attempt_ms, id): each row found
 # by its primary key, as executemany's UPDATE per row would, at ~3/4 of its cost in the writer
 # (a row per notify: a notify has one result in a batch). A cancelled notify stays cancelled.
+# json_extract, not ->> (SQLite 3.38); UPDATE FROM needs 3.33.
 _SAVE_RESULTS = (
-    "UPDATE notifies SET state = r.value ->> 0, due_ms = r.value ->> 1, complete_ms = r.value ->> 2,"
-    " attempt_count = r.value ->> 3, first_attempt_ms = r.value ->> 4"
-    f" FROM json_each(?) AS r WHERE notifies.id = r.value ->> 5 AND notifies.state != {int(State.CANCELLED)}"
+    "UPDATE notifies SET state = json_extract(r.value, '$[0]'), due_ms = json_extract(r.value, '$[1]'),"
+    " complete_ms = json_extract(r.value, '$[2]'), attempt_count = json_extract(r.value, '$[3]'),"
+    " first_attempt_ms = json_extract(r.value, '$[4]')"
+    f" FROM json_each(?) AS r WHERE notifies.id = json_extract(r.value, '$[5]') AND notifies.state != {int(State.CANCELLED)}"
 )
 _JSON_ROWS = json.JSONEncoder(separators=(",", ":")).encode
 _ADD_ATTEMPT = f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
