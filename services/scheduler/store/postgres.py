@@ -152,8 +152,9 @@ _INSERT = (
     " ON CONFLICT (request_id) WHERE request_id <> '' DO NOTHING RETURNING id"
 )
 # A batch of results in one statement (one round trip, its rows as arrays): the notifies' new
-# fields, each guarded by (id, attempt) so a state never goes back to an earlier attempt, and
-# their attempts, each number recorded once (DISTINCT ON: once within the batch too), in order.
+# fields, each guarded by (id, attempt) so a state never goes back to an earlier attempt (one
+# row per notify: the engine puts one result of a notify in a batch), and their attempts, each
+# number recorded once (DISTINCT ON: once within the batch too), in the batch's order.
 _RESULT_TYPES = ("int", "bigint", "bigint", "int", "bigint", "text")  # codec.result_rows' state rows
 _ATTEMPT_TYPES = ("text", "int", "bigint", "bigint", "text", "int", "text", "bool", "bytea", "text")  # its attempt rows
 _ATTEMPT_COLS = ("notify_id", *codec.ATTEMPT_COLUMNS.split(", "))
