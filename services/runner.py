@@ -20,6 +20,7 @@ An app here has start(), stop(), `async reload(settings) -> list[str]` and
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -233,6 +234,7 @@ async def serve(role: str, settings: Settings, flags: Mapping[str, Any] | None =
         except BaseException:
             await app.stop()
             raise
+        settle_gc()
         await stop.wait()
         log.info("stopping (grace %.0f s)", current.grace)
         await asyncio.gather(*reloads, return_exceptions=True)
@@ -263,6 +265,19 @@ def run(role: str, settings: Settings, flags: Mapping[str, Any] | None = None) -
             runner = uvloop.run
     if runner(serve(role, settings, flags)):
         exec_self()
+
+
+GC_THRESHOLD = (10_000, 10, 10)
+
+
+def settle_gc() -> None:
+    """Once started: what startup made (modules, protobuf descriptors, grpc, settings) is moved out of
+    the collector's reach, and the youngest generation is collected every 10,000 allocations instead of
+    700. Unary CreateNotify spent ~31 us per call in the collector (a full pass over ~55,000 startup
+    objects every few thousand calls), ~5 us after this."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 def _stop_before_start(signum, frame) -> None:
