@@ -811,6 +811,18 @@ def test_the_shared_empty_attempts_cannot_be_appended_to() -> None:
     assert n.attempts is NO_ATTEMPTS == ()
 
 
+
+async def test_a_batch_of_131_results_records_each_attempt_once_with_its_own_values(store: Store) -> None:
+    ns = [notify(i) for i in range(1, 132)]  # 131 = 64 + 64 + 2 + 1: every size of statement the stores split into
+    await store.insert(ns)
+    writes = [ResultWrite(dataclasses.replace(n, state=State.FAILED, complete_ms=9_000 + i, attempt_count=1),
+                          AttemptRecord(1, 2_000 + i, 3_000 + i, f"d{i}", 500 + i % 7, f"error {i}", False, bytes([i]) * i))
+              for i, n in enumerate(ns)]  # fmt: skip
+    await store.save_results(writes)
+    for w in writes:
+        got = await store.get(w.notify.id)
+        assert (got.state, got.complete_ms, list(got.attempts)) == (State.FAILED, w.notify.complete_ms, [w.attempt])
+
 # --- results batches, fuzzed ------------------------------------------------------------------
 
 _TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40)

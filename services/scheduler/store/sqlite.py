@@ -114,7 +114,6 @@ _SAVE_RESULTS = (
     f" FROM json_each(?) AS r WHERE notifies.id = json_extract(r.value, '$[5]') AND notifies.state != {int(State.CANCELLED)}"
 )
 _JSON_ROWS = json.JSONEncoder(separators=(",", ":")).encode
-_ADD_ATTEMPT = f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 # One stored spec with sealed secret headers, either format (a StoredSpec with sealed_headers starts with
 # its field 1 tag, 0x0A; a JSON spec has "hs"), to check NOTIFY_SECRET_KEY at open.
 _SEALED_SAMPLE = ("SELECT id, spec FROM notifies WHERE (typeof(spec) = 'blob' AND substr(spec, 1, 1) = X'0A')"
@@ -371,7 +370,7 @@ class SqliteStore:
 
         def op(conn: sqlite3.Connection) -> list[Notification]:
             conn.execute(_SAVE_RESULTS, (states_json,))
-            conn.executemany(_ADD_ATTEMPT, attempts)
+            add_attempts(conn, attempts)
             if follow_ups:
                 conn.executemany(_INSERT, follow_ups)
             return groups.end(conn, ending, group_callback)
@@ -531,6 +530,23 @@ def insert_many(conn: sqlite3.Connection, rows: list[tuple]) -> None:
 @functools.lru_cache(maxsize=None)  # k is a power of two up to INSERT_CHUNK
 def _insert_sql(k: int) -> str:
     return f"INSERT INTO notifies ({codec.INSERT_COLUMNS}) VALUES " + ", ".join([f"({', '.join('?' * codec.INSERT_COUNT)})"] * k)
+
+
+def add_attempts(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+    """Inserts codec.attempt_row rows in order, as insert_many does notifies: 64 rows per statement
+    (640 values) and fewer, so one sqlite3_step per 64 attempts (2.3 -> 1.8 us per row)."""
+    i, n = 0, len(rows)
+    while i < n:
+        k = INSERT_CHUNK
+        while k > n - i:
+            k >>= 1
+        conn.execute(_attempts_sql(k), list(chain.from_iterable(rows[i:i + k])))
+        i += k
+
+
+@functools.lru_cache(maxsize=None)  # k is a power of two up to INSERT_CHUNK
+def _attempts_sql(k: int) -> str:
+    return f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) VALUES " + ", ".join(["(?,?,?,?,?,?,?,?,?,?)"] * k)
 
 
 class _PlainInsert:
