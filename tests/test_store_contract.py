@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 from notifyagent.scheduler.engine.errors import FailedPrecondition, Unavailable
 from notifyagent.scheduler.engine.model import (
     AttemptRecord,
@@ -559,6 +560,31 @@ async def _lose_and_regain_the_writer(store: PostgresStore) -> None:
     assert {n.id for n in await store.load_due(after=START, until_ms=10_000, limit=10)} >= {nid(1), nid(3)}
 
 
+@pytest.mark.postgres
+async def test_postgres_results_written_again_record_each_attempt_once_and_never_move_a_notify_back(tmp_path: Path) -> None:
+    """A results write whose commit went unanswered is made again (a lost connection): each
+    attempt is recorded once, and a write for an earlier attempt leaves a later one's state."""
+    async with backing("postgres", tmp_path) as open_store:
+        store = await open_store()
+        await store.insert([notify(i) for i in range(1, 41)])
+        first = [result(await store.get(nid(i)), state=State.RETRY_WAIT, attempt_record=attempt(1), due_ms=9_000)
+                 for i in range(1, 41)]  # fmt: skip
+        await store.save_results(first)
+        await store.save_results(first)  # the same batch again
+        second = [result(w.notify, state=State.SUCCEEDED, attempt_record=attempt(2, code=200, success=True),
+                         complete_ms=7_000) for w in first[:20]]  # fmt: skip
+        await store.save_results(second + first[20:] + [second[0]])  # one result twice in a batch, too
+        await store.save_results(first[:20])  # late: attempt 1 again, after attempt 2
+        for i in range(1, 41):
+            got = await store.get(nid(i))
+            if i <= 20:
+                assert (got.state, got.attempt_count, got.complete_ms) == (State.SUCCEEDED, 2, 7_000)
+                assert [a.number for a in got.attempts] == [1, 2] and got.attempts[1].success
+            else:
+                assert (got.state, got.attempt_count, got.due_ms) == (State.RETRY_WAIT, 1, 9_000)
+                assert [a.number for a in got.attempts] == [1]
+
+
 async def test_update_replaces_spec_state_and_due_only_in_allowed_states(store: Store) -> None:
     n = notify(1, state=State.SCHEDULED, due_ms=5_000)
     await store.insert([n])
@@ -783,3 +809,64 @@ def test_the_shared_empty_attempts_cannot_be_appended_to() -> None:
     with pytest.raises(AttributeError):
         n.attempts.append(attempt(1))  # type: ignore[union-attr]
     assert n.attempts is NO_ATTEMPTS == ()
+
+
+
+async def test_a_batch_of_131_results_records_each_attempt_once_with_its_own_values(store: Store) -> None:
+    ns = [notify(i) for i in range(1, 132)]  # 131 = 64 + 64 + 2 + 1: every size of statement the stores split into
+    await store.insert(ns)
+    writes = [ResultWrite(dataclasses.replace(n, state=State.FAILED, complete_ms=9_000 + i, attempt_count=1),
+                          AttemptRecord(1, 2_000 + i, 3_000 + i, f"d{i}", 500 + i % 7, f"error {i}", False, bytes([i]) * i))
+              for i, n in enumerate(ns)]  # fmt: skip
+    await store.save_results(writes)
+    for w in writes:
+        got = await store.get(w.notify.id)
+        assert (got.state, got.complete_ms, list(got.attempts)) == (State.FAILED, w.notify.complete_ms, [w.attempt])
+
+# --- results batches, fuzzed ------------------------------------------------------------------
+
+_TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40)
+_MS = st.one_of(st.none(), st.integers(min_value=0, max_value=2**62))
+_RESULT = st.tuples(
+    st.sampled_from([State.PENDING, State.RETRY_WAIT, State.SUCCEEDED, State.FAILED]), _MS, _MS,
+    st.integers(min_value=1, max_value=2**31 - 1), st.integers(min_value=0, max_value=2**62),  # attempt count, first attempt
+    st.one_of(st.none(), st.tuples(st.integers(min_value=0, max_value=599), _TEXT, st.booleans(), st.binary(max_size=64),
+                                   st.dictionaries(_TEXT, _TEXT, max_size=3))),  # the attempt, if any
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ADAPTERS)
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
+def test_a_batch_of_results_is_stored_field_for_field(kind: str, tmp_path: Path) -> None:
+    """save_results writes each notify's new fields and its attempt exactly as given, whatever
+    the values (times up to 2**62, absent ones, any text, binary snippets), one batch at a time."""
+    loop = asyncio.new_event_loop()
+    stack = contextlib.AsyncExitStack()
+    try:
+        open_one = loop.run_until_complete(stack.enter_async_context(backing(kind, tmp_path)))
+        store = loop.run_until_complete(open_one())
+        made = iter(range(1, 10**9))
+
+        @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(st.lists(_RESULT, min_size=1, max_size=30))
+        def batch(rows) -> None:
+            ns = [notify(next(made)) for _ in rows]
+            loop.run_until_complete(store.insert(ns))
+            writes = []
+            for n, (state, due, complete, count, first, a) in zip(ns, rows):
+                after = dataclasses.replace(n, state=state, due_ms=due, complete_ms=complete, attempt_count=count,
+                                            first_attempt_ms=first)  # fmt: skip
+                record = None if a is None else AttemptRecord(count, first, first + 5, "d", a[0], a[1], a[2], a[3], a[4])
+                writes.append(ResultWrite(after, record))
+            loop.run_until_complete(store.save_results(writes))
+            for w in writes:
+                got = loop.run_until_complete(store.get(w.notify.id))
+                want = w.notify
+                assert (got.state, got.due_ms, got.complete_ms, got.attempt_count, got.first_attempt_ms) == (
+                    want.state, want.due_ms, want.complete_ms, want.attempt_count, want.first_attempt_ms)
+                assert list(got.attempts) == ([] if w.attempt is None else [w.attempt])
+
+        batch()
+    finally:
+        loop.run_until_complete(stack.aclose())
+        loop.close()

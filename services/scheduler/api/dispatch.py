@@ -153,7 +153,9 @@ def _response(items) -> pb.LeaseResponse:
             lease = item.lease
             grant = out.grants.add(lease_id=lease.lease_id, attempt=lease.attempt)  # built in place: no copies
             convert.fill_grant_notify(grant.notify, lease.notify)
-            grant.deadline.FromMilliseconds(lease.deadline_ms)
+            deadline, (seconds, ms) = grant.deadline, divmod(lease.deadline_ms, 1000)  # FromMilliseconds' steps, fewer
+            deadline.seconds = seconds
+            deadline.nanos = ms * 1_000_000
         elif isinstance(item, Ack):
             out.acked_lease_ids.append(item.lease_id)
         elif isinstance(item, Revoke):

@@ -30,32 +30,36 @@ class Granting(Memory):
         sessions = [s for s in self._sessions.values() if s.credit > 0 and not s.closed and not s.stalled]
         now = self._clock.now_ms()
         allowed = lambda q: self._queues.allowed(q, self._leases.in_flight(q), now)  # noqa: E731
-        while sessions and len(self._ready):
-            n = self._ready.pop(allowed)
+        ready, fence, queues, leases, wheel = self._ready, self._fence, self._queues, self._leases, self._wheel
+        margin_s = self._settings.lease_margin_s
+        while sessions and len(ready):
+            n = ready.pop(allowed)
             if n is None:
                 self._wake_for_tokens(now)
                 break
-            part = self._fence.of(n.id)
-            epoch = self._fence.epoch(part)
+            part = fence.of(n.id)
+            epoch = fence.epoch(part)
             if epoch is None:  # its partition was given up (or may have expired): not ours to deliver
                 self._drop(n.id)
                 continue
-            if n.spec.expire_at_ms is not None and now > n.spec.expire_at_ms:
+            spec = n.spec
+            if spec.expire_at_ms is not None and now > spec.expire_at_ms:
                 self._spawn(self._finish_unattempted(n, n.version, "expired: expire_at passed before delivery"))
                 continue
-            self._queues.on_grant(n.spec.queue, now)
+            queues.on_grant(spec.queue, now)
             self._turn = (self._turn + 1) % len(sessions)
             s = sessions[self._turn]
-            deadline = now + int((n.spec.timeout + self._settings.lease_margin_s) * 1000)
-            lease = self._leases.grant(n, s.dispatcher_id, now_ms=now, deadline_ms=deadline)
-            self._no_leases.clear()
+            deadline = now + int((spec.timeout + margin_s) * 1000)
+            lease = leases.grant(n, s.dispatcher_id, now_ms=now, deadline_ms=deadline)
             self._held.move(n, State.DELIVERING, n.due_ms)
             lease.version, lease.partition, lease.epoch = n.version, part, epoch
             s.credit -= 1
             s.send(Grant(lease))
-            self._wheel.add(deadline, lease)
+            wheel.add(deadline, lease)
             if s.credit == 0:
                 sessions.remove(s)
+        if len(leases):
+            self._no_leases.clear()
         self._arm()
 
     def _wake_for_tokens(self, now: int) -> None:

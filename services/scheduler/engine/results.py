@@ -77,22 +77,24 @@ class Results(Memory):
         if results and session.stalled:
             session.stalled = False  # it reports again: it may take grants again
             self._pump()
+        get, epoch, dispatcher_id, attempted = self._leases.get, self._fence.epoch, session.dispatcher_id, self._observers.attempted
         for r in results:
-            lease = self._leases.get(r.lease_id)
-            if (lease is None or lease.notify.version != lease.version or lease.dispatcher_id != session.dispatcher_id
-                    or now > lease.deadline_ms or self._fence.epoch(lease.partition) != lease.epoch):  # fmt: skip
+            lease = get(r.lease_id)
+            if (lease is None or lease.notify.version != lease.version or lease.dispatcher_id != dispatcher_id
+                    or now > lease.deadline_ms or epoch(lease.partition) != lease.epoch):  # fmt: skip
                 log.warning("result for lease %s refused: expired, unknown, not this dispatcher's (%s) or of a"
-                            " partition no longer held", r.lease_id, session.dispatcher_id)  # fmt: skip
+                            " partition no longer held", r.lease_id, dispatcher_id)  # fmt: skip
                 continue
             ended.append(lease)
-            if r.outcome.deferred:
-                writes.append(self._defer(lease.notify, r.outcome, now))
+            n, o = lease.notify, r.outcome
+            if o.deferred:
+                writes.append(self._defer(n, o, now))
                 continue
-            attempt = AttemptRecord(lease.attempt, r.start_ms, r.end_ms, session.dispatcher_id,
-                                    r.outcome.status_code, r.outcome.error, r.outcome.success, r.snippet,
-                                    r.headers or EMPTY)  # fmt: skip
-            self._observers.emit(self._observers.attempted, lease.notify, attempt, lease.notify.due_ms or lease.granted_ms)
-            writes.append(self._apply(lease.notify, attempt, r.outcome, now))
+            attempt = AttemptRecord(lease.attempt, r.start_ms, r.end_ms, dispatcher_id, o.status_code, o.error, o.success,
+                                    r.snippet, r.headers or EMPTY)  # fmt: skip
+            if attempted:
+                self._observers.emit(attempted, n, attempt, n.due_ms or lease.granted_ms)
+            writes.append(self._apply(n, attempt, o, now))
         return writes, ended
 
     def _flush(self) -> None:
@@ -194,9 +196,11 @@ class Results(Memory):
         """Applies a decision in memory; a final one brings the result callback along.
         Returns the write and the notify's version it is for."""
         self._held.move(n, d.state, d.due_ms)
-        n.complete_ms = now if d.state.terminal else None
-        write = ResultWrite(n, attempt, self._callback(n, attempt, d.reason) if d.state.terminal else None, d.reason)
-        return write, n.version
+        if d.state.terminal:
+            n.complete_ms = now
+            return ResultWrite(n, attempt, self._callback(n, attempt, d.reason), d.reason), n.version
+        n.complete_ms = None
+        return ResultWrite(n, attempt, None, d.reason), n.version
 
     async def _save_until_committed(self, writes: list[ResultWrite]) -> tuple[list[Notification], list[ResultWrite]]:
         """Results are facts: a store outage delays their commit but never drops one (a
@@ -252,13 +256,14 @@ class Results(Memory):
             writes = [(w, v) for w, v in writes if id(w) not in gone]
         for follow_up in made:  # group callbacks
             self.admit(follow_up)
+        current, committed = self._current, self._held.committed
         for w, version in writes:
             if w.follow_up is not None:
                 self.admit(w.follow_up)
             n = w.notify
-            if not self._current(n, version):
+            if not current(n, version):
                 continue  # cancelled while the write was in flight
-            self._held.committed(n)
+            committed(n)
             if n.state.terminal:
                 if n.state == State.SUCCEEDED:
                     self._sent_ok += 1

@@ -24,7 +24,7 @@ def queue_columns(fields: Iterable[str]) -> str:
     return ", ".join(f"{f} = EXCLUDED.{f}" for f in names)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per result, and frozen construction costs 4x; nothing changes one
 class ResultWrite:
     """An attempt's outcome to persist: the notify's new fields and the attempt record."""
 

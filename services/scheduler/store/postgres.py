@@ -151,15 +151,25 @@ _INSERT = (
     + f") WITH ORDINALITY AS t({', '.join(_COLS)}, ord) ORDER BY ord"
     " ON CONFLICT (request_id) WHERE request_id <> '' DO NOTHING RETURNING id"
 )
-# Each notify write is guarded by (id, attempt): a state never goes back to an earlier attempt,
-# and an attempt number is recorded once.
-_SAVE = (
-    "UPDATE notifies SET state=$1, due_ms=$2, complete_ms=$3, attempt_count=$4, first_attempt_ms=$5"
-    f" WHERE id=$6 AND state <> {int(State.CANCELLED)} AND attempt_count <= $4"
-)
-_ADD_ATTEMPT = (
-    f"INSERT INTO attempts (notify_id, {codec.ATTEMPT_COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10"
-    " WHERE NOT EXISTS (SELECT 1 FROM attempts WHERE notify_id = $1 AND number = $2)"
+# A batch of results in one statement (one round trip, its rows as arrays): the notifies' new
+# fields, each guarded by (id, attempt) so a state never goes back to an earlier attempt (one
+# row per notify: the engine puts one result of a notify in a batch), and their attempts, each
+# number recorded once (DISTINCT ON: once within the batch too), in the batch's order.
+_RESULT_TYPES = ("int", "bigint", "bigint", "int", "bigint", "text")  # codec.result_rows' state rows
+_ATTEMPT_TYPES = ("text", "int", "bigint", "bigint", "text", "int", "text", "bool", "bytea", "text")  # its attempt rows
+_ATTEMPT_COLS = ("notify_id", *codec.ATTEMPT_COLUMNS.split(", "))
+_SAVE_RESULTS = (
+    "WITH saved AS (UPDATE notifies n SET state = r.state, due_ms = r.due_ms, complete_ms = r.complete_ms,"
+    " attempt_count = r.attempt_count, first_attempt_ms = r.first_attempt_ms FROM unnest("
+    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_RESULT_TYPES, 1))
+    + ") AS r(state, due_ms, complete_ms, attempt_count, first_attempt_ms, id)"
+    f" WHERE n.id = r.id AND n.state <> {int(State.CANCELLED)} AND n.attempt_count <= r.attempt_count)"
+    f" INSERT INTO attempts ({', '.join(_ATTEMPT_COLS)}) SELECT {', '.join(_ATTEMPT_COLS)} FROM ("
+    f"SELECT DISTINCT ON (notify_id, number) * FROM unnest("
+    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_ATTEMPT_TYPES, len(_RESULT_TYPES) + 1))
+    + f") WITH ORDINALITY AS a({', '.join(_ATTEMPT_COLS)}, ord) ORDER BY notify_id, number, ord) a"
+    " WHERE NOT EXISTS (SELECT 1 FROM attempts x WHERE x.notify_id = a.notify_id AND x.number = a.number)"
+    " ORDER BY ord"
 )
 _BY_ID = f"SELECT {groups.SELECT} FROM notifies WHERE id = $1"
 _BY_REQUEST_IDS = f"SELECT {groups.SELECT} FROM notifies WHERE request_id = ANY($1::text[])"
@@ -474,10 +484,10 @@ class PostgresStore:
         states, attempts, follow_ups = codec.result_rows(writes, self._box)
         ending = codec.ended_groups(writes) if group_callback else []
 
+        columns = [list(c) for c in zip(*states)] + ([list(c) for c in zip(*attempts)] if attempts else [[]] * len(_ATTEMPT_TYPES))
+
         async def op(conn: asyncpg.Connection) -> list[Notification]:
-            await conn.executemany(_SAVE, states)
-            if attempts:
-                await conn.executemany(_ADD_ATTEMPT, attempts)
+            await conn.execute(_SAVE_RESULTS, *columns)
             if follow_ups:
                 await conn.fetch(_INSERT, *[list(c) for c in zip(*follow_ups)])
             return await groups.end(conn, ending, group_callback)
