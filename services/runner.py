@@ -20,6 +20,7 @@ An app here has start(), stop(), `async reload(settings) -> list[str]` and
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -233,6 +234,12 @@ async def serve(role: str, settings: Settings, flags: Mapping[str, Any] | None =
         except BaseException:
             await app.stop()
             raise
+        # What start-up made (modules, the app, the notifies loaded into memory) mostly lives as long
+        # as the process: the cyclic GC need not scan it again in every full collection. Those scans
+        # were pauses of 20-50 ms on a busy scheduler, and whatever fell due meanwhile waited them out.
+        # Frozen objects are still freed by their reference counts; only a cycle among them would stay.
+        gc.collect()
+        gc.freeze()
         await stop.wait()
         log.info("stopping (grace %.0f s)", current.grace)
         await asyncio.gather(*reloads, return_exceptions=True)
