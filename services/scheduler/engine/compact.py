@@ -80,7 +80,7 @@ class Waiting:
     def _set(self, i: int, value) -> None:
         more = list(self._all())
         more[i] = value
-        if more[1] is _SCHEDULED and more[2] == 1 and tuple(more[3:]) == _PLAIN:
+        if more[1] == _SCHEDULED and more[2] == 1 and tuple(more[3:]) == _PLAIN:
             self._more = more[0]  # the plain form: just the create time
         else:
             self._more = tuple(more)
