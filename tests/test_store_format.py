@@ -202,3 +202,60 @@ async def test_insert_new_stores_the_message_once_and_answers_the_first_of_a_req
         assert n.spec.request.headers == {"Cookie": "c-SEKRIT", "X-T": "t"} and n.spec.labels == {"n": "1"} and not n.attempts
         assert [x.id for x in await store.list(ListFilter(label_key="n", label_value="2"), after_id="", limit=10)] == [nid(2)]
         assert await store.get(nid(3)) is None and await store.get(nid(4)) is None
+
+
+async def test_sqlite_creates_that_wait_together_commit_as_one_statement_and_a_bad_one_fails_alone(tmp_path) -> None:
+    """CreateNotify calls queued while the writer is busy (a group): their rows go in as one statement; one
+    that cannot (an id taken) fails alone, and the ops around it (a request_id, a group) still commit in order."""
+    import asyncio
+    import threading
+    from notifyagent.scheduler.api import convert
+    from notifyagent.scheduler.engine.model import NewGroup
+    from notifyagent.v1 import notify_pb2 as pb
+    from test_store_contract import nid
+
+    def row(i: int, request_id: str = "") -> tuple:
+        m = pb.Notify(request=pb.HttpRequest(url=f"https://example.com/{i}"), delay={"seconds": 60})
+        return codec.new_row(convert.incoming(m, request_id, now_ms=1_000), nid(i), State.SCHEDULED, 61_000, 1_000)
+
+    store = SqliteStore(tmp_path / "n.db")
+    await store.open()
+    try:
+        await store.insert_new([row(1)])
+        for _ in range(2):  # the second round: a run that fails as one is taken apart, then the next run joins up again
+            busy = threading.Event()
+            store._write(lambda conn: busy.wait(5))  # noqa: B023 - the writer is busy: what follows waits as one group
+            base = 10 if _ == 0 else 30
+            calls = [store.insert_new([row(base), row(base + 1)]), store.insert_new([row(1)]), store.insert_new([row(base + 2)]),
+                     store.insert_new([row(base + 3, f"r{base}")]), store.insert_new([row(base + 4)]),
+                     store.insert_new([row(base + 5)], group=NewGroup(f"g{base}", "")), store.insert_new([row(base + 6)]),
+                     store.insert_new([row(base + 7)])]  # fmt: skip
+            tasks = [asyncio.ensure_future(c) for c in calls]
+            await asyncio.sleep(0.05)
+            busy.set()
+            got = await asyncio.gather(*tasks, return_exceptions=True)
+            assert isinstance(got[1], sqlite3.IntegrityError), "the id is taken"
+            assert [g for i, g in enumerate(got) if i != 1] == [[None, None], [None], [None], [None], [None], [None], [None]]
+            for i in range(8):
+                n = await store.get(nid(base + i))
+                assert n is not None and n.spec.request.url == f"https://example.com/{base + i}"
+        assert (await store.get(nid(1))).spec.request.url == "https://example.com/1"
+        again = await store.insert_new([row(50, "r10")])
+        assert again[0].id == nid(13), "the request_id stored inside the group"
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 63, 64, 65, 131, 1000])
+def test_sqlite_insert_many_stores_the_rows_executemany_stores(tmp_path, n) -> None:
+    from notifyagent.scheduler.store import sqlite as sq
+
+    def table(name: str, insert) -> list[tuple]:
+        conn = sqlite3.connect(tmp_path / f"{name}.db", isolation_level=None)
+        conn.executescript(sq.SCHEMA)
+        conn.executescript(sq.INDEXES)
+        insert(conn, [(f"01J{i:023d}", f"r{i}" if i % 3 else "", i % 8, "q", "", f"t{i % 2}", i * 7 if i % 5 else None, i,
+                       None, 0, 0, None, bytes([i % 256]) * (i % 40), "", "") for i in range(n)])  # fmt: skip
+        return conn.execute(f"SELECT {codec.INSERT_COLUMNS}, typeof(spec), typeof(due_ms) FROM notifies ORDER BY id").fetchall()
+
+    assert table("many", sq.insert_many) == table("one_by_one", lambda conn, rows: conn.executemany(sq._INSERT, rows))

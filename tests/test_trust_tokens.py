@@ -343,3 +343,49 @@ def test_fuzzed_secret_settings_fail_only_with_config_errors():
                 build(text)
             except ConfigError:
                 pass
+
+
+async def test_the_interceptor_checks_every_call_and_runs_each_as_its_own_token(tmp_path):
+    """The handler run as a principal is built once per method and token; every call is still checked:
+    calls of two tokens interleaved each see their own name, and a token revoked by a reload is refused."""
+    from collections import namedtuple
+
+    (a, a_line), (b, b_line) = auth.new_token("alice", "client"), auth.new_token("bob", "admin")
+    path = tmp_path / "tokens"
+    path.write_text(f"{a_line}\n{b_line}\n")
+    interceptor = auth.AuthInterceptor(auth.Authenticator(str(path)))
+    authenticator = interceptor._auth
+
+    async def who(request, context):
+        await asyncio.sleep(0)  # interleaved with the other calls
+        return auth.current().name
+
+    handler = grpc.unary_unary_rpc_method_handler(who)
+
+    async def continuation(details):
+        return handler
+
+    class Refused(Exception):
+        pass
+
+    class Context:
+        async def abort(self, code, message):
+            raise Refused(code)
+
+    Details = namedtuple("Details", "method invocation_metadata")
+
+    async def call(token: str, method: str = "/notifyagent.v1.NotifyService/CreateNotify"):
+        h = await interceptor.intercept_service(continuation, Details(method, auth.call_metadata(token)))
+        try:
+            return await h.unary_unary(None, Context())
+        except Refused as e:
+            return e.args[0]
+
+    tokens = [a, b, a, "nope", b, ""] * 20
+    want = {a: "alice", b: "bob", "nope": grpc.StatusCode.UNAUTHENTICATED, "": grpc.StatusCode.UNAUTHENTICATED}
+    assert await asyncio.gather(*(call(t) for t in tokens)) == [want[t] for t in tokens]
+    assert await call(a, "/notifyagent.v1.AdminService/PauseQueue") == grpc.StatusCode.PERMISSION_DENIED
+    assert await call(b, "/notifyagent.v1.AdminService/PauseQueue") == "bob"
+    path.write_text(f"{b_line}\n")  # alice revoked
+    assert authenticator.reload()
+    assert await asyncio.gather(call(a), call(b)) == [grpc.StatusCode.UNAUTHENTICATED, "bob"]

@@ -89,14 +89,21 @@ def run_as(principal: Principal) -> None:
 def required_scopes(method: str) -> frozenset[str]:
     """Any one of these scopes allows `method` (a full gRPC method name, or METRICS)."""
     if method == METRICS:
-        return frozenset({"read", "admin"})
+        return _READ_OR_ADMIN
     if method in READ_METHODS:
-        return frozenset({"client", "read", "admin"})
+        return _READERS
     if method.startswith(NOTIFY_SERVICE):
-        return frozenset({"client", "admin"})
+        return _CLIENT_OR_ADMIN
     if method == LEASE_METHOD:
-        return frozenset({"dispatcher", "admin"})
-    return frozenset({"admin"})
+        return _DISPATCHER_OR_ADMIN
+    return _ADMIN
+
+
+_READ_OR_ADMIN = frozenset({"read", "admin"})
+_READERS = frozenset({"client", "read", "admin"})
+_CLIENT_OR_ADMIN = frozenset({"client", "admin"})
+_DISPATCHER_OR_ADMIN = frozenset({"dispatcher", "admin"})
+_ADMIN = frozenset({"admin"})
 
 
 def is_open(method: str) -> bool:
@@ -252,23 +259,40 @@ def authorize(authenticator: Authenticator, metadata_or_header, method: str) -> 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates and authorizes every call before its handler runs; the handler
-    sees the caller as `auth.current()`."""
+    sees the caller as `auth.current()`.
+
+    Every call is checked (its token hashed and compared, its scopes against the method);
+    what is kept is only the handler that runs as a principal, built once per method and
+    principal rather than per call (a principal is its name and scopes: a reloaded token
+    with other scopes is another principal, a revoked one is refused before this)."""
+
+    MAX_WRAPPED = 4096  # method x principal pairs kept; beyond that the cache starts again
 
     def __init__(self, authenticator: Authenticator) -> None:
         self._auth = authenticator
+        self._wrapped: dict[tuple[str, Principal], tuple] = {}  # -> (the handler, it run as the principal)
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if handler is None or not self._auth.enabled or is_open(details.method):
+        method = details.method
+        if handler is None or not self._auth.enabled or is_open(method):
             return handler
         try:
-            principal = self._auth.authorize(details.invocation_metadata, details.method)
+            principal = self._auth.authorize(details.invocation_metadata, method)
         except AuthError as e:
-            log.warning("refused %s: %s: %s", details.method, e.code.name, e)
+            log.warning("refused %s: %s: %s", method, e.code.name, e)
             return _refusing(handler, e)
-        audit = details.method.startswith(ADMIN_SERVICE) and not details.method.endswith("/GetStatus")
-        log.log(logging.INFO if audit else logging.DEBUG, "%s by token %s", details.method, principal.name)
-        return _as(handler, principal)
+        if method.startswith(ADMIN_SERVICE) and not method.endswith("/GetStatus"):
+            log.info("%s by token %s", method, principal.name)  # admin changes are audited
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("%s by token %s", method, principal.name)
+        key = (method, principal)
+        kept = self._wrapped.get(key)
+        if kept is None or kept[0] is not handler:
+            if len(self._wrapped) >= self.MAX_WRAPPED:
+                self._wrapped.clear()
+            kept = self._wrapped[key] = (handler, _as(handler, principal))
+        return kept[1]
 
 
 def _kind(handler) -> str:

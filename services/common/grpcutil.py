@@ -140,6 +140,17 @@ def strict(handler):
         kind = "unary_unary" if handler.unary_unary is not None else "unary_stream"
     behaviour = getattr(handler, kind)
 
+    if kind == "unary_unary" and inspect.iscoroutinefunction(behaviour):  # every unary RPC here: one coroutine per call
+
+        async def unary(raw: bytes, context):
+            try:
+                request = decode(raw)
+            except Exception as e:  # noqa: BLE001 - as above
+                await context.abort_with_status(rpc_status.to_status(_malformed(e)))
+            return await behaviour(request, context)
+
+        return handler._replace(request_deserializer=None, unary_unary=unary)
+
     async def requests(raw, context):
         return each(raw, context) if handler.request_streaming else await one(raw, context)
 

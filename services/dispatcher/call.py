@@ -77,6 +77,12 @@ MAX_HEADERS_TOTAL = 4096
 def capped_headers(pairs) -> dict[str, str]:
     """Response headers to keep with an attempt: at most MAX_HEADERS names, each value cut
     to MAX_HEADER_VALUE characters, MAX_HEADERS_TOTAL in all; repeats joined with ", "."""
+    pairs = list(pairs)
+    fits = _fits(pairs)
+    return fits if fits is not None else _capped(pairs)
+
+
+def _capped(pairs: list) -> dict[str, str]:
     out: dict[str, str] = {}
     keys: dict[str, str] = {}  # lower-case name -> the name kept (its first spelling)
     total = 0
@@ -94,6 +100,26 @@ def capped_headers(pairs) -> dict[str, str]:
             keys[name.lower()] = name
         total += grow
     return out
+
+
+def _fits(pairs: list) -> dict[str, str] | None:
+    """The usual answer's headers as they are, when nothing in them needs cutting, joining or
+    cleaning (what capped_headers would keep unchanged); else None."""
+    if len(pairs) > MAX_HEADERS:
+        return None
+    seen = set()
+    total = 0
+    for name, value in pairs:
+        if type(name) is not str or type(value) is not str or len(name) > MAX_HEADER_VALUE or len(value) > MAX_HEADER_VALUE:
+            return None
+        if not (name.isprintable() and value.isprintable()):
+            return None
+        key = name.lower()
+        if key in seen:
+            return None
+        seen.add(key)
+        total += len(name) + len(value)
+    return dict(pairs) if total <= MAX_HEADERS_TOTAL else None
 
 
 def _printable(text: str) -> str:

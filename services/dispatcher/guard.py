@@ -5,8 +5,9 @@ private, link-local, CGNAT, multicast, reserved, unspecified, and IPv6 forms
 that embed one of those) unless an allowed network (NOTIFY_ALLOW_NETWORKS)
 contains it. `GuardedResolver` applies the policy to DNS answers, after
 resolution, so a name that resolves to an inner address (DNS rebinding
-included) never gets a connection. aiohttp skips the resolver for IP-literal
-hosts: the sender checks those itself with `NetworkPolicy.check`.
+included) never gets a connection: the sender connects to a checked answer,
+never to the name again. IP-literal hosts are not resolved: the sender checks
+those itself with `NetworkPolicy.check`.
 """
 
 from __future__ import annotations
