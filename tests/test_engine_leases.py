@@ -2,9 +2,11 @@
 when a test moves it, so nothing here sleeps."""
 
 import asyncio
+import gc
 
 import pytest
 from notifyagent.scheduler.engine.core import Engine, EngineSettings, ResultIn
+from notifyagent.scheduler.engine.leases import Lease
 from notifyagent.scheduler.engine.model import NewNotify, RetryPolicy, State
 from notifyagent.scheduler.engine.operations import Operations
 from notifyagent.scheduler.engine.retry import Outcome
@@ -101,6 +103,25 @@ async def test_a_second_result_for_one_lease_counts_once(env):
     stored = await store.get(n.id)
     assert stored.state == State.SUCCEEDED and stored.attempt_count == 1 and len(stored.attempts) == 1
     assert e.snapshot().sent_ok == 1
+
+
+async def test_a_finished_lease_is_let_go_at_once_not_kept_until_its_deadline(env):
+    """The wheel keeps a lease's deadline until it passes (lazy removal): by the lease's id, so a
+    lease that ended (and its notify, spec and request) is not kept in memory that long."""
+    e, store, clock, ops = env
+    s = e.connect(dispatcher_id="d", version="", capacity=1, credit=1)
+    [n] = await ops.create([NewNotify(spec(timeout=10.0))])
+    await turn()
+    [lease] = granted_leases(s)
+    lease_id = lease.lease_id
+    await e.complete(s, [ResultIn(lease_id, Outcome(200, True, ""), T0, T0)])
+    del lease
+    await turn()  # the results write is done with it
+    gc.collect()
+    assert [o for o in gc.get_objects() if isinstance(o, Lease) and o.lease_id == lease_id] == []
+    clock.advance(15_000)  # its deadline passes and changes nothing
+    await turn()
+    assert (await store.get(n.id)).state == State.SUCCEEDED and e.held(n.id) is None
 
 
 async def test_extending_a_lease_moves_its_deadline(env):

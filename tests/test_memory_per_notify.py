@@ -10,10 +10,12 @@ import asyncio
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings, strategies as st
 from notifyagent.scheduler.api import convert
 from notifyagent.scheduler.engine.compact import SharedSpecs, Waiting
 from notifyagent.scheduler.engine.core import Engine, EngineSettings
 from notifyagent.scheduler.engine.operations import Operations
+from notifyagent.scheduler.engine.transitions import MOVES, Held
 from notifyagent.scheduler.store.memory import MemoryStore
 from notifyagent.scheduler.engine.model import EMPTY, NewNotify, Notification, Request, RetryPolicy, Spec, State, Success
 from notifyagent.v1 import notify_pb2 as pb
@@ -101,6 +103,36 @@ def test_a_waiting_notify_unpacks_to_the_notify_it_was():
         assert (w.id, w.state, w.due_ms, w.attempt_count, w.request_id, w.unreadable) == (
             n.id, n.state, n.due_ms, n.attempt_count, n.request_id, n.unreadable)  # fmt: skip
         assert w.full() == replace(n, version=0, timer_version=1), "versions count per copy"
+
+
+@settings(max_examples=200, deadline=None)
+@given(state=st.sampled_from([State.SCHEDULED, State.PENDING, State.RETRY_WAIT]), due=st.integers(1, 2**62),
+       create=st.integers(0, 2**62), count=st.integers(0, 50), request_id=st.sampled_from(["", "r-1"]),
+       moves=st.lists(st.integers(0, 7), max_size=4))  # fmt: skip
+def test_a_waiting_notify_takes_the_moves_a_held_notify_takes_and_unpacks_to_what_they_made(state, due, create, count, request_id,
+                                                                                           moves):  # fmt: skip
+    """A Waiting keeps most held notifies (scheduled, never attempted, version 1) in a shorter form
+    than the rest: whatever moves Held makes on it (one MOVES lists, or letting it go), it reads and unpacks like the
+    Notification the same moves make."""
+    plain = held(1)
+    n = Notification(id=nid(1), spec=plain.spec, state=state, create_ms=create, request_id=request_id, due_ms=due,
+                     attempt_count=count)  # fmt: skip
+    w, twin = Waiting(n, n.spec), replace(n, version=0, timer_version=1)
+    book, twin_book = Held(), Held()
+    book.take(w)
+    twin_book.take(twin)
+    for pick in moves:
+        allowed = sorted(MOVES[w.state])
+        if pick == 7 or not allowed:
+            book.release(w)
+            twin_book.release(twin)
+        else:
+            book.move(w, allowed[pick % len(allowed)], due + 1)
+            twin_book.move(twin, allowed[pick % len(allowed)], due + 1)
+        assert (w.state, w.version, w.due_ms, w.create_ms, w.attempt_count, w.request_id) == (
+            twin.state, twin.version, twin.due_ms, twin.create_ms, twin.attempt_count, twin.request_id)  # fmt: skip
+    assert w.full() == twin
+    assert book.counts({}) == twin_book.counts({})
 
 
 def test_the_sharing_caches_keep_small_calls_only_so_big_bodies_sent_once_are_not_pinned():

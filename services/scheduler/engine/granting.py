@@ -55,7 +55,7 @@ class Granting(Memory):
             lease.version, lease.partition, lease.epoch = n.version, part, epoch
             s.credit -= 1
             s.send(Grant(lease))
-            wheel.add(deadline, lease)
+            wheel.add(deadline, lease.lease_id)  # by id, as memory._schedule_lease does
             if s.credit == 0:
                 sessions.remove(s)
         if len(leases):

@@ -175,7 +175,10 @@ class Memory:
         self._arm()
 
     def _schedule_lease(self, lease: Lease) -> None:
-        self._wheel.add(lease.deadline_ms, lease)
+        # By id, not the lease: an entry stays in the wheel until its deadline (lazy removal), and a
+        # lease that ended would keep its notify, spec and request alive (and scanned by the cyclic
+        # GC) that long; an (int, str) tuple is neither.
+        self._wheel.add(lease.deadline_ms, lease.lease_id)
         self._arm()
 
     def _arm(self) -> None:
@@ -194,9 +197,9 @@ class Memory:
         self._timer_at = None
         now = self._clock.now_ms()
         for entry in self._wheel.advance(now):
-            if isinstance(entry, tuple):  # a lease's deadline
-                lease = entry[1]
-                if self._leases.get(lease.lease_id) is not None and lease.deadline_ms == entry[0]:
+            if isinstance(entry, tuple):  # a lease's deadline: (deadline_ms, lease_id)
+                lease = self._leases.get(entry[1])
+                if lease is not None and lease.deadline_ms == entry[0]:
                     self._spawn(self._expire(lease))
             elif self._current(entry, entry.timer_version) and entry.due_ms is not None and entry.due_ms <= now:
                 if isinstance(entry, Waiting):  # unpacked: the full notify takes its place
