@@ -28,9 +28,11 @@ from notifyagent.registry import MemoryRegistry
 from notifyagent.common.config import LOOPBACK
 from notifyagent.dispatcher.app import DispatcherApp
 from notifyagent.scheduler.app import SchedulerApp
-from notifyagent.scheduler.engine.model import Request, Spec
+from notifyagent.scheduler.api import convert
+from notifyagent.scheduler.engine.model import Notification, Request, Spec, State
 from notifyagent.scheduler.engine.clock import FakeClock  # noqa: F401  (engine-level tests use it from here)
 from notifyagent.scheduler.engine.sessions import Grant
+from notifyagent.scheduler.store import codec
 from notifyagent.v1 import admin_service_pb2_grpc, notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc
 
 
@@ -467,6 +469,23 @@ T0 = 1_700_000_000_000
 
 def spec(**fields) -> Spec:
     return Spec(request=Request(method="POST", url="https://example.com/hook"), **fields)
+
+
+async def create(ops, specs: list[Spec], *, batch: bool = False) -> list[Notification]:
+    """Creates specs the way the servicer does: each as the caller's Notify message (the
+    project's own converters both ways), through Operations.create_incoming; returns the
+    created notifies as the store keeps them (their spec read back off the stored message)."""
+    now = ops.clock.now_ms()
+    news = [convert.incoming(convert.notify_to_proto(Notification("", s, State.PENDING, 0), secret=frozenset()), "",
+                             now_ms=now, created_by=s.created_by) for s in specs]  # fmt: skip
+    out = []
+    for new, got in zip(news, await ops.create_incoming(news, batch=batch)):
+        if not isinstance(got, Notification):  # created now, not the first with its request_id
+            stored = codec.spec_from_message(new.message, trigger_key=new.trigger_key, ordering_key=new.ordering_key,
+                                             queue=new.queue, group_key=got.group_key)  # fmt: skip
+            got = Notification(got.id, stored, got.state, got.create_ms, new.request_id, got.due_ms)
+        out.append(got)
+    return out
 
 
 def granted_leases(session) -> list:

@@ -1,6 +1,7 @@
 """The create path on the message gives what the path through domain objects gives: the same
-violations (check_incoming against check_new), the same answer (fill_created against
-fill_notify) and the same stored spec, for valid and hostile notifies alike."""
+violations (check_incoming against the domain rules UpdateNotify checks, check_spec and
+check_schedule_input), the same answer (fill_created against fill_notify, which GetNotify
+answers with) and the same stored spec, for valid and hostile notifies alike."""
 
 from __future__ import annotations
 
@@ -34,11 +35,18 @@ def first_state(new) -> tuple[State, int | None]:
     return State.PENDING, NOW
 
 
+def domain_violations(new, prefix: str = "notify") -> list[tuple[str, str]]:
+    """The oracle: a NewNotify judged by the domain rules (a request_id, then what only the wire
+    form tells, then the spec), in the order check_incoming reports them."""
+    return (validate._check_request_id(new.request_id, prefix) + validate.check_schedule_input(new, limits=LIMITS, prefix=prefix)
+            + validate.check_spec(new.spec, now_ms=NOW, limits=LIMITS, prefix=prefix))  # fmt: skip
+
+
 def both_ways(message: pb.Notify, request_id: str = "", by: str = "svc"):
     """(the old path's violations, answer, spec), (the message path's), for one notify."""
     old_new = convert.new_notify(message, request_id, now_ms=NOW, created_by=by)  # reads the message, changes nothing
     inc = convert.incoming(message, request_id, now_ms=NOW, created_by=by)  # the same map: the same order of violations
-    old_bad = validate.check_new(old_new, now_ms=NOW, limits=LIMITS)
+    old_bad = domain_violations(old_new)
     new_bad = validate.check_incoming(inc, now_ms=NOW, limits=LIMITS)
     if old_bad or new_bad:
         return (old_bad, None, None), (new_bad, None, None)

@@ -7,12 +7,12 @@ import gc
 import pytest
 from notifyagent.scheduler.engine.core import Engine, EngineSettings, ResultIn
 from notifyagent.scheduler.engine.leases import Lease
-from notifyagent.scheduler.engine.model import NewNotify, RetryPolicy, State
+from notifyagent.scheduler.engine.model import RetryPolicy, State
 from notifyagent.scheduler.engine.operations import Operations
 from notifyagent.scheduler.engine.retry import Outcome
 from notifyagent.scheduler.engine.sessions import Ack, Revoke
 from notifyagent.scheduler.store.memory import MemoryStore
-from support import T0, FakeClock, granted_leases, spec
+from support import T0, FakeClock, create, granted_leases, spec
 
 MARGIN_S = 5.0
 
@@ -40,7 +40,7 @@ async def test_an_expired_lease_is_a_failed_attempt_and_the_notify_is_granted_ag
     e, store, clock, ops = env
     s = e.connect(dispatcher_id="d", version="", capacity=2, credit=2)
     retry = RetryPolicy(max_attempts=3, min_backoff=1.0, max_backoff=1.0, multiplier=1.0)
-    [n] = await ops.create([NewNotify(spec(timeout=10.0, retry=retry))])
+    [n] = await create(ops, [spec(timeout=10.0, retry=retry)])
     await turn()
     [first] = granted_leases(s)
     assert first.deadline_ms == T0 + 15_000
@@ -64,7 +64,7 @@ async def test_a_stalled_stream_takes_grants_again_once_it_reports(env):
     e, store, clock, ops = env
     s = e.connect(dispatcher_id="d", version="", capacity=3, credit=3)  # one credit stays unused
     retry = RetryPolicy(max_attempts=3, min_backoff=1.0, max_backoff=1.0, multiplier=1.0)
-    [a, b] = await ops.create([NewNotify(spec(timeout=10.0, retry=retry)), NewNotify(spec(timeout=30.0))])
+    [a, b] = await create(ops, [spec(timeout=10.0, retry=retry), spec(timeout=30.0)])
     await turn()
     leases = {lease.notify.id: lease for lease in granted_leases(s)}
     clock.advance(15_000)  # a's deadline; b's is later
@@ -80,7 +80,7 @@ async def test_a_stalled_stream_takes_grants_again_once_it_reports(env):
 async def test_a_result_after_the_deadline_is_refused_acked_and_changes_nothing(env):
     e, store, clock, ops = env
     s = e.connect(dispatcher_id="d", version="", capacity=1, credit=1)
-    [n] = await ops.create([NewNotify(spec(timeout=1.0, retry=RetryPolicy(max_attempts=1)))])
+    [n] = await create(ops, [spec(timeout=1.0, retry=RetryPolicy(max_attempts=1))])
     await turn()
     [lease] = granted_leases(s)
     clock.advance(6_001)
@@ -95,7 +95,7 @@ async def test_a_result_after_the_deadline_is_refused_acked_and_changes_nothing(
 async def test_a_second_result_for_one_lease_counts_once(env):
     e, store, clock, ops = env
     s = e.connect(dispatcher_id="d", version="", capacity=1, credit=1)
-    [n] = await ops.create([NewNotify(spec())])
+    [n] = await create(ops, [spec()])
     await turn()
     [lease] = granted_leases(s)
     ok = ResultIn(lease.lease_id, Outcome(200, True, ""), T0, T0)
@@ -110,7 +110,7 @@ async def test_a_finished_lease_is_let_go_at_once_not_kept_until_its_deadline(en
     lease that ended (and its notify, spec and request) is not kept in memory that long."""
     e, store, clock, ops = env
     s = e.connect(dispatcher_id="d", version="", capacity=1, credit=1)
-    [n] = await ops.create([NewNotify(spec(timeout=10.0))])
+    [n] = await create(ops, [spec(timeout=10.0)])
     await turn()
     [lease] = granted_leases(s)
     lease_id = lease.lease_id
@@ -127,7 +127,7 @@ async def test_a_finished_lease_is_let_go_at_once_not_kept_until_its_deadline(en
 async def test_extending_a_lease_moves_its_deadline(env):
     e, store, clock, ops = env
     s = e.connect(dispatcher_id="d", version="", capacity=1, credit=1)
-    [n] = await ops.create([NewNotify(spec(timeout=1.0))])
+    [n] = await create(ops, [spec(timeout=1.0)])
     await turn()
     [lease] = granted_leases(s)
     clock.advance(5_000)
@@ -142,7 +142,7 @@ async def test_extending_a_lease_moves_its_deadline(env):
 async def test_a_delayed_notify_is_granted_at_its_time_not_a_millisecond_before(env):
     e, store, clock, ops = env
     s = e.connect(dispatcher_id="d", version="", capacity=1, credit=1)
-    [n] = await ops.create([NewNotify(spec(deliver_at_ms=T0 + 90_000))])
+    [n] = await create(ops, [spec(deliver_at_ms=T0 + 90_000)])
     clock.advance(89_999)
     await turn()
     assert granted_leases(s) == []
@@ -154,7 +154,7 @@ async def test_a_delayed_notify_is_granted_at_its_time_not_a_millisecond_before(
 async def test_cancel_while_leased_revokes_and_a_late_result_does_not_revive_it(env):
     e, store, clock, ops = env
     s = e.connect(dispatcher_id="d", version="", capacity=1, credit=1)
-    [n] = await ops.create([NewNotify(spec())])
+    [n] = await create(ops, [spec()])
     await turn()
     [lease] = granted_leases(s)
     await ops.cancel(n.id)
@@ -166,7 +166,7 @@ async def test_cancel_while_leased_revokes_and_a_late_result_does_not_revive_it(
 
 async def test_counts_show_due_and_leased_notifies_as_memory_holds_them(env):
     e, store, clock, ops = env
-    a, b, c = await ops.create([NewNotify(spec(deliver_at_ms=T0 + 1_000)) for _ in range(3)])
+    a, b, c = await create(ops, [spec(deliver_at_ms=T0 + 1_000) for _ in range(3)])
     assert (await e.counts()) == {("default", State.SCHEDULED): 3}
     clock.advance(1_000)
     await turn()
@@ -182,7 +182,7 @@ async def test_counts_show_due_and_leased_notifies_as_memory_holds_them(env):
 async def test_drain_returns_when_the_last_lease_ends(env):
     e, store, clock, ops = env
     s = e.connect(dispatcher_id="d", version="", capacity=1, credit=1)
-    await ops.create([NewNotify(spec())])
+    await create(ops, [spec()])
     await turn()
     [lease] = granted_leases(s)
     drain = asyncio.create_task(e.drain(30.0))
@@ -196,7 +196,7 @@ async def test_drain_returns_when_the_last_lease_ends(env):
 async def test_drain_gives_up_after_its_grace_on_the_clock(env):
     e, store, clock, ops = env
     s = e.connect(dispatcher_id="d", version="", capacity=1, credit=1)
-    await ops.create([NewNotify(spec())])
+    await create(ops, [spec()])
     await turn()
     assert len(granted_leases(s)) == 1
     drain = asyncio.create_task(e.drain(30.0))

@@ -9,12 +9,12 @@ import pytest
 from notifyagent.common.ids import partition_of
 from notifyagent.scheduler.engine.core import Engine, EngineSettings, ResultIn
 from notifyagent.scheduler.engine.errors import Fenced, NotOwner
-from notifyagent.scheduler.engine.model import NewNotify, State
+from notifyagent.scheduler.engine.model import State
 from notifyagent.scheduler.engine.operations import Operations
 from notifyagent.scheduler.engine.ownership import Fence
 from notifyagent.scheduler.engine.retry import Outcome
 from notifyagent.scheduler.store.memory import MemoryData, MemoryStore
-from support import T0, FakeClock, granted_leases, spec
+from support import T0, FakeClock, create, granted_leases, spec
 
 P = 4
 FOREVER = float("inf")
@@ -44,12 +44,14 @@ def key_in(p: int) -> str:
 
 async def test_creates_go_to_held_partitions_and_a_foreign_ordering_key_is_not_owned_here(env):
     e, store, clock, ops, fence = env
-    made = await ops.create([NewNotify(spec()) for _ in range(6)])
+    made = [n for _ in range(6) for n in await create(ops, [spec()])]  # one CreateNotify each
     assert {partition_of(n.id, P) for n in made} == {0, 1}
-    [mine] = await ops.create([NewNotify(spec(ordering_key=key_in(1)))])
+    batch = await create(ops, [spec() for _ in range(4)], batch=True)
+    assert len({partition_of(n.id, P) for n in batch}) == 1, "a call's keyless notifies share one partition"
+    [mine] = await create(ops, [spec(ordering_key=key_in(1))])
     assert partition_of(mine.id, P) == 1
     with pytest.raises(NotOwner) as e_info:
-        await ops.create([NewNotify(spec(ordering_key=key_in(3)))])
+        await create(ops, [spec(ordering_key=key_in(3))])
     assert e_info.value.partition == 3
     foreign = mine.id[:-2] + "03"  # partition 3
     with pytest.raises(NotOwner):
@@ -59,7 +61,7 @@ async def test_creates_go_to_held_partitions_and_a_foreign_ordering_key_is_not_o
 async def test_a_partition_given_up_leaves_memory_and_its_results_are_refused(env):
     e, store, clock, ops, fence = env
     s = e.connect(dispatcher_id="d", version="", capacity=10, credit=10)
-    made = await ops.create([NewNotify(spec()) for _ in range(4)])
+    made = [n for _ in range(4) for n in await create(ops, [spec()])]  # one CreateNotify each: both partitions
     await turn()
     leases = granted_leases(s)
     assert len(leases) == 4 and {lease.epoch for lease in leases} == {7}
@@ -76,7 +78,7 @@ async def test_a_partition_given_up_leaves_memory_and_its_results_are_refused(en
 async def test_a_result_for_an_epoch_no_longer_held_is_refused(env):
     e, store, clock, ops, fence = env
     s = e.connect(dispatcher_id="d", version="", capacity=1, credit=1)
-    [n] = await ops.create([NewNotify(spec())])
+    [n] = await create(ops, [spec()])
     await turn()
     [lease] = granted_leases(s)
     fence.set(lease.partition, 8, FOREVER)  # lost and taken again meanwhile: a new epoch
@@ -90,7 +92,7 @@ async def test_a_partition_taken_loads_its_due_work_at_once(env):
     other.set(3, 1, FOREVER)
     writer = Engine(store=store, settings=EngineSettings(load_interval_s=3600), clock=clock, fence=other)
     await writer.start()
-    [n] = await Operations(writer, store).create([NewNotify(spec())])  # made by the owner of partition 3
+    [n] = await create(Operations(writer, store), [spec()])  # made by the owner of partition 3
     await writer.stop()
     assert partition_of(n.id, P) == 3 and e.held(n.id) is None
     fence.set(3, 2, FOREVER)
@@ -106,7 +108,7 @@ async def test_a_partition_taken_loads_its_due_work_at_once(env):
 async def test_a_dropped_dispatchers_leases_go_back_to_the_ready_queue_after_the_grace(env):
     e, store, clock, ops, fence = env
     s = e.connect(dispatcher_id="gone", version="", capacity=1, credit=1)
-    [n] = await ops.create([NewNotify(spec(timeout=30.0))])
+    [n] = await create(ops, [spec(timeout=30.0)])
     await turn()
     assert len(granted_leases(s)) == 1
     e.disconnect(s)
@@ -123,7 +125,7 @@ async def test_a_dropped_dispatchers_leases_go_back_to_the_ready_queue_after_the
 async def test_a_dispatcher_back_within_the_grace_keeps_its_leases(env):
     e, store, clock, ops, fence = env
     s = e.connect(dispatcher_id="d", version="", capacity=1, credit=1)
-    [n] = await ops.create([NewNotify(spec(timeout=30.0))])
+    [n] = await create(ops, [spec(timeout=30.0)])
     await turn()
     [lease] = granted_leases(s)
     e.disconnect(s)
@@ -179,7 +181,7 @@ async def test_taking_partitions_while_memory_is_full_reads_one_page_and_pages_t
     other.set(3, 1, FOREVER)
     writer = Engine(store=store, settings=EngineSettings(load_interval_s=3600), clock=clock, fence=other)
     await writer.start()
-    made = await Operations(writer, store).create([NewNotify(spec()) for _ in range(30)], batch=True)  # partition 3's
+    made = await create(Operations(writer, store), [spec() for _ in range(30)], batch=True)  # partition 3's
     await writer.stop()
     reads = []
     load_due = store.load_due
@@ -242,7 +244,7 @@ async def test_a_results_write_fenced_for_one_partition_still_commits_the_others
     s = e.connect(dispatcher_id="d", version="", capacity=10, credit=10)
     made = []
     for _ in range(6):
-        made += await ops.create([NewNotify(spec())])
+        made += await create(ops, [spec()])
     moved = {n.id for n in made if partition_of(n.id, P) == 1}
     assert moved and len(moved) < len(made), "the notifies span both held partitions"
     await turn()

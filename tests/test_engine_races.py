@@ -5,11 +5,11 @@ import asyncio, threading
 import pytest
 from notifyagent.scheduler.engine.core import Engine, EngineSettings, ResultIn
 from notifyagent.scheduler.engine.errors import FailedPrecondition, Unavailable
-from notifyagent.scheduler.engine.model import NewNotify, State
+from notifyagent.scheduler.engine.model import State
 from notifyagent.scheduler.engine.operations import Operations
 from notifyagent.scheduler.engine.retry import Outcome
 from notifyagent.scheduler.store.sqlite import SqliteStore
-from support import T0, FakeClock, granted_leases, spec
+from support import T0, FakeClock, create, granted_leases, spec
 
 
 class Flaky:
@@ -54,7 +54,7 @@ async def turn():
 
 async def test_a_failed_load_does_not_skip_notifies(env):
     e, store, clock, ops = env
-    [n] = await ops.create([NewNotify(spec(deliver_at_ms=T0 + 400_000))])   # beyond the horizon: the loader's job
+    [n] = await create(ops, [spec(deliver_at_ms=T0 + 400_000)])   # beyond the horizon: the loader's job
     assert e.held(n.id) is None
     clock.advance(200_000)
     store.fail_load = 1
@@ -67,7 +67,7 @@ async def test_a_failed_load_does_not_skip_notifies(env):
 async def test_a_failed_result_commit_does_not_strand_the_notify(env):
     e, store, clock, ops = env
     s = e.connect(dispatcher_id="d1", version="", capacity=4, credit=4)
-    [n] = await ops.create([NewNotify(spec(ordering_key="k"))])
+    [n] = await create(ops, [spec(ordering_key="k")])
     await turn()
     [lease] = grants(s)
     store.fail_save = 1
@@ -91,8 +91,7 @@ async def test_a_failed_result_commit_does_not_strand_the_notify(env):
 async def test_update_racing_an_expire_at_failure_does_not_block_the_ordering_key(env):
     e, store, clock, ops = env
     s = e.connect(dispatcher_id="d1", version="", capacity=4, credit=0)
-    a, b = await ops.create([NewNotify(spec(ordering_key="k", expire_at_ms=T0 + 1_000)),
-                             NewNotify(spec(ordering_key="k"))])
+    a, b = await create(ops, [spec(ordering_key="k", expire_at_ms=T0 + 1_000), spec(ordering_key="k")])
     clock.advance(2_000)                # a's expire_at has passed
     store.hold_get = asyncio.Event()
     upd = asyncio.create_task(ops.update(a.id, {"expire_at"}, spec(expire_at_ms=T0 + 100_000)))  # extend the deadline
@@ -112,7 +111,7 @@ async def test_update_racing_an_expire_at_failure_does_not_block_the_ordering_ke
 async def test_cancel_racing_a_retry_result_commit_answers_ok(env):
     e, store, clock, ops = env
     s = e.connect(dispatcher_id="d1", version="", capacity=4, credit=4)
-    [n] = await ops.create([NewNotify(spec())])
+    [n] = await create(ops, [spec()])
     await turn()
     [lease] = grants(s)
     busy = threading.Event()

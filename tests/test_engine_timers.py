@@ -2,10 +2,10 @@
 
 import asyncio
 from notifyagent.scheduler.engine.core import Engine, EngineSettings
-from notifyagent.scheduler.engine.model import NewNotify, Notification, QueueConfig, State
+from notifyagent.scheduler.engine.model import Notification, QueueConfig, State
 from notifyagent.scheduler.engine.operations import Operations
 from notifyagent.scheduler.store.memory import MemoryStore
-from support import T0, FakeClock, granted_leases, spec
+from support import T0, FakeClock, create, granted_leases, spec
 
 
 async def turn():
@@ -42,9 +42,9 @@ async def test_a_slow_queues_token_wait_does_not_delay_a_fast_queue():
     ops = Operations(e, store)
     try:
         s = e.connect(dispatcher_id="d", version="", capacity=10, credit=10)
-        await ops.create([NewNotify(spec(queue="slow")), NewNotify(spec(queue="slow"))])
+        await create(ops, [spec(queue="slow"), spec(queue="slow")])
         await turn(); clock.advance(50); await turn()
-        await ops.create([NewNotify(spec(queue="fast")), NewNotify(spec(queue="fast"))])
+        await create(ops, [spec(queue="fast"), spec(queue="fast")])
         await turn(); clock.advance(500); await turn()   # the fast queue's next token is 10 ms away
         got = granted(s)
         assert len(got) == 3, f"{len(got)} granted; the 2nd 'fast' waits for the 'slow' queue's 10 s timer"

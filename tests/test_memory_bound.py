@@ -8,12 +8,11 @@ import time
 import pytest
 
 from notifyagent.scheduler.engine.core import Engine, EngineSettings, ResultIn
-from notifyagent.scheduler.engine.model import NewNotify
 from notifyagent.scheduler.engine.operations import Operations
 from notifyagent.scheduler.engine.retry import Outcome
 from notifyagent.scheduler.store.sqlite import SqliteStore
 from notifyagent.v1 import notify_pb2 as pb, notify_service_pb2 as api, notify_service_pb2_grpc
-from support import Proc, free_port, granted_leases, open_channel, spec, wait_serving
+from support import Proc, create, free_port, granted_leases, open_channel, spec, wait_serving
 
 
 async def test_beyond_the_bound_due_work_waits_in_the_store_and_is_delivered_in_order_once(tmp_path):
@@ -25,7 +24,7 @@ async def test_beyond_the_bound_due_work_waits_in_the_store_and_is_delivered_in_
     try:
         ids = []
         for _ in range(10):  # due now, in creation order; one ordering key keeps them FIFO
-            ids += [n.id for n in await ops.create([NewNotify(spec(ordering_key="k")) for _ in range(50)], batch=True)]
+            ids += [n.id for n in await create(ops, [spec(ordering_key="k") for _ in range(50)], batch=True)]
         await asyncio.sleep(0.3)
         assert e.snapshot().held <= 100, "memory holds at most the bound"
         s = e.connect(dispatcher_id="d", version="", capacity=20, credit=20)
@@ -55,7 +54,7 @@ async def test_creates_beyond_the_bound_are_committed_and_paged_in(tmp_path):
     await e.start()
     ops = Operations(e, store)
     try:
-        ids = [n.id for n in await ops.create([NewNotify(spec()) for _ in range(300)], batch=True)]
+        ids = [n.id for n in await create(ops, [spec() for _ in range(300)], batch=True)]
         assert e.snapshot().held == 100
         s = e.connect(dispatcher_id="d", version="", capacity=300, credit=300)
         got = []

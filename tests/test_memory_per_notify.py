@@ -17,10 +17,10 @@ from notifyagent.scheduler.engine.core import Engine, EngineSettings
 from notifyagent.scheduler.engine.operations import Operations
 from notifyagent.scheduler.engine.transitions import MOVES, Held
 from notifyagent.scheduler.store.memory import MemoryStore
-from notifyagent.scheduler.engine.model import EMPTY, NewNotify, Notification, Request, RetryPolicy, Spec, State, Success
+from notifyagent.scheduler.engine.model import EMPTY, Notification, Request, RetryPolicy, Spec, State, Success
 from notifyagent.v1 import notify_pb2 as pb
 
-from support import T0, FakeClock, granted_leases
+from support import T0, FakeClock, create, granted_leases
 from test_store_contract import START, backing, nid
 
 
@@ -77,9 +77,9 @@ async def test_notifies_waiting_within_the_horizon_are_delivered_as_created_and_
     await e.start()
     try:
         ops = Operations(e, store)
-        news = [NewNotify(Spec(request=Request("POST", f"https://example.com/{i % 2}", json_body='{"a":1}'),
-                               deliver_at_ms=T0 + 1_000 + i)) for i in range(6)]  # fmt: skip
-        made = await ops.create(news, batch=True)
+        specs = [Spec(request=Request("POST", f"https://example.com/{i % 2}", json_body='{"a":1}'), deliver_at_ms=T0 + 1_000 + i)
+                 for i in range(6)]  # fmt: skip
+        made = await create(ops, specs, batch=True)
         assert [n.spec.deliver_at_ms for n in made] == [T0 + 1_000 + i for i in range(6)], "the answers are as created"
         s = e.connect(dispatcher_id="d", version="", capacity=10, credit=10)
         clock.advance(1_010)

@@ -5,13 +5,13 @@ import pytest
 
 from notifyagent.scheduler.engine.core import Engine, EngineSettings
 from notifyagent.scheduler.engine.errors import InvalidArgument
-from notifyagent.scheduler.engine.model import NewNotify, Request, Spec
+from notifyagent.scheduler.engine.model import Request, Spec
 from notifyagent.scheduler.engine.operations import Operations
 from notifyagent.scheduler.engine.validate import Limits
 from notifyagent.scheduler.store.sqlite import SqliteStore
 from notifyagent.v1 import notify_pb2 as pb, notify_service_pb2 as api
 from notifyagent.dispatcher.app import DispatcherApp
-from support import System, settings_for
+from support import System, create, settings_for
 
 
 async def test_twenty_notifies_with_1_mib_bodies_waiting_for_a_dispatcher_are_all_delivered_once(tmp_path, target):
@@ -53,7 +53,7 @@ async def test_a_notify_that_cannot_fit_one_grant_is_refused_at_create_time(tmp_
     try:
         big = Spec(request=Request(method="POST", url="https://example.com/x", body=b"x" * (600 << 10)))
         with pytest.raises(InvalidArgument) as err:
-            await Operations(e, store).create([NewNotify(big)])
+            await create(Operations(e, store), [big])
         assert "notify.request" in dict(err.value.violations)
         assert await store.counts() == {}
     finally:

@@ -5,11 +5,11 @@ import time
 
 from notifyagent.scheduler.engine.core import Engine, EngineSettings, ResultIn
 from notifyagent.scheduler.engine.errors import Unavailable
-from notifyagent.scheduler.engine.model import NewNotify, State
+from notifyagent.scheduler.engine.model import State
 from notifyagent.scheduler.engine.operations import Operations
 from notifyagent.scheduler.engine.retry import Outcome
 from notifyagent.scheduler.store.sqlite import SqliteStore
-from support import granted_leases, spec
+from support import create, granted_leases, spec
 
 
 class FlakyStore(SqliteStore):
@@ -31,7 +31,7 @@ async def test_results_that_fail_to_commit_are_committed_later_and_never_granted
     await e.start()
     try:
         s = e.connect(dispatcher_id="d", version="", capacity=10, credit=10)
-        [n] = await Operations(e, store).create([NewNotify(spec())])
+        [n] = await create(Operations(e, store), [spec()])
         await asyncio.sleep(0.05)
         [lease] = granted_leases(s)
         store.failures = 4

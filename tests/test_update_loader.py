@@ -2,10 +2,9 @@
 
 import asyncio, threading
 from notifyagent.scheduler.engine.core import Engine, EngineSettings
-from notifyagent.scheduler.engine.model import NewNotify
 from notifyagent.scheduler.engine.operations import Operations
 from notifyagent.scheduler.store.sqlite import SqliteStore
-from support import T0, FakeClock, spec
+from support import T0, FakeClock, create, spec
 
 async def test_update_racing_the_loader_keeps_the_new_schedule(tmp_path):
     store = SqliteStore(tmp_path / "s.db"); await store.open()
@@ -13,7 +12,7 @@ async def test_update_racing_the_loader_keeps_the_new_schedule(tmp_path):
     e = Engine(store=store, settings=EngineSettings(horizon_s=300, load_interval_s=3600), clock=clock)
     await e.start(); ops = Operations(e, store)
     try:
-        [n] = await ops.create([NewNotify(spec(deliver_at_ms=T0 + 400_000))])
+        [n] = await create(ops, [spec(deliver_at_ms=T0 + 400_000)])
         clock.advance(200_000)                       # it now falls inside the horizon
         busy = threading.Event(); store._write(lambda c: busy.wait(5))
         load = asyncio.create_task(e.load())         # the loader's read is queued...

@@ -18,7 +18,7 @@ from .model import GroupStatus, ListFilter, NewGroup, NewNotify, Notification, R
 from .outcomes import UPDATABLE, first_state
 from .transitions import RETRYABLE, UNFINISHED, UPDATABLE_STATES
 from .validate import (Incoming, check_batch, check_filter, check_group, check_group_key, check_id, check_incoming,
-                       check_new, incoming_size, check_schedule_input, check_trigger, require_valid, show)  # fmt: skip
+                       incoming_size, check_schedule_input, check_trigger, require_valid, show)  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -46,42 +46,12 @@ class Operations:
     def limits(self):
         return self._e.settings.limits
 
-    async def create(self, news: list[NewNotify], *, batch: bool = False, group: NewGroup | None = None) -> list[Notification]:
-        """Commits news; a group's key is stamped on each (whose own must be empty or the same)."""
-        if not self._e.accepting:
-            raise Unavailable("scheduler is not accepting work (starting or shutting down)")
-        now = self._e.clock.now_ms()
-        limits = self._e.settings.limits
-        if batch:
-            check_batch(news, limits=limits)
-        violations = check_group(group, limits=limits) if group else []
-        items = []
-        for i, new in enumerate(news):
-            prefix = "notify" if not batch else f"requests[{i}].notify"
-            if group and group.key and not violations:
-                if new.spec.group_key not in ("", group.key):
-                    violations.append((f"{prefix}.group_key", f"differs from the batch's group_key {show(group.key)}"))
-                new = replace(new, spec=replace(new.spec, group_key=group.key))
-            violations += check_new(new, now_ms=now, limits=limits, prefix=prefix)
-            if not violations:
-                items.append(self._e.new_notification(new, now))
-        if violations:
-            raise InvalidArgument(violations)
-        stored = await self._store.insert(items, group=group if group and group.key else None)
-        made = 0
-        for mine, got in zip(items, stored):
-            if got.id == mine.id:  # not a request_id seen before
-                log.debug("notify %s created: %s %s, due %s", got.id, got.spec.request.method, got.spec.request.url, got.due_ms)
-                self._e.admit(got)
-                made += 1
-        self._e.observers.emit(self._e.observers.created, made)
-        return stored
-
     async def create_incoming(self, news: list[Incoming], *, batch: bool = False, group: NewGroup | None = None
                               ) -> list[Created | Notification]:  # fmt: skip
-        """create() on the callers' messages: checked as they are, each stored spec encoded once
-        from its message, and a Notification built only for what memory takes (due within what
-        is loaded). Per item: Created, or the first notify with its request_id."""
+        """Commits the callers' messages (a group's key is stamped on each, whose own must be empty
+        or the same): checked as they are, each stored spec encoded once from its message, and a
+        Notification built only for what memory takes (due within what is loaded). Per item:
+        Created, or the first notify with its request_id."""
         if not self._e.accepting:
             raise Unavailable("scheduler is not accepting work (starting or shutting down)")
         now = self._e.clock.now_ms()
@@ -129,9 +99,9 @@ class Operations:
         part = None if new.ordering_key else spread
         return Created(self._e.new_id(new.ordering_key, now, partition=part), state, due, now, new.group_key)
 
-    def partition_for(self, new: NewNotify | Incoming) -> int:
+    def partition_for(self, new: Incoming) -> int:
         """The partition a new notify would go to here; NotOwner when another scheduler owns it."""
-        return self._e.partition_for(new.ordering_key if isinstance(new, Incoming) else new.spec.ordering_key)
+        return self._e.partition_for(new.ordering_key)
 
     async def get(self, notify_id: str) -> Notification:
         check_id(notify_id)

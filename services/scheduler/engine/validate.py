@@ -25,14 +25,6 @@ KEY_RULE = "must be 1-200 characters of letters, digits and ._:/@+-="
 # --- notifies ----------------------------------------------------------------
 
 
-def check_new(new: NewNotify, *, now_ms: int, limits: Limits, prefix: str = "notify") -> list[tuple[str, str]]:
-    """Violations of a notify to create (empty when it is valid)."""
-    out = _check_request_id(new.request_id, prefix)
-    out += check_schedule_input(new, limits=limits, prefix=prefix)
-    out += check_spec(new.spec, now_ms=now_ms, limits=limits, prefix=prefix)
-    return out
-
-
 class Incoming(NamedTuple):
     """A notify to create as the transport received it: the caller's Notify message itself
     (read here field by field, never converted) and what the transport read off it once,
@@ -56,8 +48,9 @@ class Incoming(NamedTuple):
 
 
 def check_incoming(new: Incoming, *, now_ms: int, limits: Limits, prefix: str = "notify", size=None) -> list[tuple[str, str]]:
-    """check_new on the message: the same rules, bounds and violations, read off the Notify
-    without building a Spec (only notifies that memory takes get one)."""
+    """Violations of a notify to create (empty when it is valid): check_spec's rules, bounds and
+    violations read off the caller's message, without building a Spec (only notifies that
+    memory takes get one)."""
     out = _check_request_id(new.request_id, prefix) if new.request_id else []
     out += _check_schedule_input(new.delay_s, new.schedule, new.trigger_key, limits=limits, prefix=prefix)
     m = new.message
@@ -252,12 +245,13 @@ def check_filter(f: ListFilter) -> None:
         raise InvalidArgument(bad)
 
 
-def check_batch(news: list[NewNotify] | list[Incoming], *, limits: Limits, sizes: list[int] | None = None) -> None:
+def check_batch(news: list[Incoming], *, limits: Limits, sizes: list[int]) -> None:
+    """A batch's count, and its size (sizes: incoming_size of each)."""
     if not news:
         raise InvalidArgument([("requests", "must hold at least one request")])
     if len(news) > limits.max_batch:
         raise InvalidArgument([("requests", f"{len(news)} requests; at most {limits.max_batch} in one batch")])
-    total = sum(sizes) if sizes is not None else sum(notify_size(n.spec) for n in news)
+    total = sum(sizes)
     if total > limits.max_notify_bytes:
         raise InvalidArgument([("requests", f"the batch takes about {total} bytes; its answer must fit"
                                             f" {limits.max_notify_bytes}: send fewer at once")])  # fmt: skip
