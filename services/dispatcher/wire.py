@@ -427,12 +427,7 @@ class Pool:
                 self._release(conn, False)
                 raise
             reused = False  # the server had closed the idle connection: once more on a new one
-            try:
-                conn = await self._connect(loop, origin, deadline)
-            except BaseException:
-                self._dec(origin)
-                raise
-            self._busy.add(conn)
+            conn = await self._open(loop, origin, deadline)
 
     async def _answer(self, conn: _Conn, head_only: bool) -> Response:
         while True:
@@ -513,6 +508,10 @@ class Pool:
                 self._busy.add(conn)
                 return conn
             conn.close()
+        return await self._open(loop, origin, deadline)
+
+    async def _open(self, loop: asyncio.AbstractEventLoop, origin: Origin, deadline: float) -> _Conn:
+        """A new connection in a slot already counted for it: the slot is given back if connecting fails."""
         try:
             conn = await self._connect(loop, origin, deadline)
         except BaseException:

@@ -518,13 +518,7 @@ def insert_many(conn: sqlite3.Connection, rows: list[tuple]) -> None:
     """conn.executemany(_INSERT, rows) as multi-row INSERTs of 64, 32, ... 1 rows (a few cached statements):
     one sqlite3_step per 64 rows instead of one per row, and with it one release of the GIL. The writer's
     CPU per row 8.5 -> 4.9 us (the same rows, indexes and fsync; tests/test_store_format.py pins the rows)."""
-    i, n = 0, len(rows)
-    while i < n:
-        k = INSERT_CHUNK
-        while k > n - i:
-            k >>= 1
-        conn.execute(_insert_sql(k), list(chain.from_iterable(rows[i:i + k])))
-        i += k
+    _insert_chunked(conn, _insert_sql, rows)
 
 
 @functools.lru_cache(maxsize=None)  # k is a power of two up to INSERT_CHUNK
@@ -535,12 +529,17 @@ def _insert_sql(k: int) -> str:
 def add_attempts(conn: sqlite3.Connection, rows: list[tuple]) -> None:
     """Inserts codec.attempt_row rows in order, as insert_many does notifies: 64 rows per statement
     (640 values) and fewer, so one sqlite3_step per 64 attempts (2.3 -> 1.8 us per row)."""
+    _insert_chunked(conn, _attempts_sql, rows)
+
+
+def _insert_chunked(conn: sqlite3.Connection, sql_for, rows: list[tuple]) -> None:
+    """Runs rows in order through sql_for(k), an INSERT of k rows, with k = 64, 32, ... 1."""
     i, n = 0, len(rows)
     while i < n:
         k = INSERT_CHUNK
         while k > n - i:
             k >>= 1
-        conn.execute(_attempts_sql(k), list(chain.from_iterable(rows[i:i + k])))
+        conn.execute(sql_for(k), list(chain.from_iterable(rows[i:i + k])))
         i += k
 
 
