@@ -274,6 +274,14 @@ async def test_save_results_without_an_attempt_only_updates_the_notify(store: St
     assert (got.state, got.complete_ms) == (State.FAILED, 3_000) and got.attempts is NO_ATTEMPTS  # shared, never appended to
 
 
+async def test_save_results_of_an_empty_batch_changes_nothing(store: Store) -> None:
+    n = notify(1)
+    await store.insert([n])
+    assert await store.save_results([]) == []
+    got = await store.get(n.id)
+    assert (got.state, got.attempts) == (n.state, NO_ATTEMPTS)
+
+
 async def test_save_results_does_not_resurrect_a_cancelled_notify(store: Store) -> None:
     n = notify(1)
     await store.insert([n])

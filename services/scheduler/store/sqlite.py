@@ -551,7 +551,7 @@ def _attempts_sql(k: int) -> str:
 class _PlainInsert:
     """An insert_new op whose rows have no request_id and no group: nothing in them can conflict, so
     the writer runs consecutive ones as one statement in one savepoint (CreateNotify calls that
-    arrive together: one executemany for the group instead of three statements per call)."""
+    arrive together: multi-row INSERTs for the group instead of a savepoint and an INSERT per call)."""
 
     __slots__ = ("rows",)
 
