@@ -207,3 +207,31 @@ async def test_drain_gives_up_after_its_grace_on_the_clock(env):
     clock.advance(1)
     await asyncio.wait_for(drain, 5)
     assert e.snapshot().leases == 1
+
+
+async def test_get_shows_delivering_until_the_attempts_result_is_committed(env, monkeypatch):
+    """A result is applied in memory before the store commits it: Get meanwhile shows DELIVERING,
+    never the state stored before the attempt (PENDING without it), then the committed result."""
+    e, store, clock, ops = env
+    s = e.connect(dispatcher_id="d", version="", capacity=1, credit=1)
+    [n] = await create(ops, [spec(timeout=10.0)])
+    await turn()
+    [lease] = granted_leases(s)
+    assert (await ops.get(n.id)).state == State.DELIVERING
+    gate, save = asyncio.Event(), store.save_results
+
+    async def held_back(writes, **kw):
+        await gate.wait()
+        return await save(writes, **kw)
+
+    monkeypatch.setattr(store, "save_results", held_back)
+    done = asyncio.create_task(e.complete(s, [ResultIn(lease.lease_id, Outcome(200, True, ""), T0, T0)]))
+    await turn()
+    assert e.held(n.id).state == State.SUCCEEDED  # memory is ahead of the store
+    got = await ops.get(n.id)
+    assert (got.state, got.attempts) == (State.DELIVERING, ())
+    gate.set()
+    await done
+    await turn()
+    got = await ops.get(n.id)
+    assert got.state == State.SUCCEEDED and len(got.attempts) == 1

@@ -117,10 +117,14 @@ class Operations:
         return [self._overlay(n) for n in await self._store.list(f, after_id=after_id, limit=limit)]
 
     def _overlay(self, n: Notification) -> Notification:
-        """The stored copy with the in-memory state (DELIVERING lives only in memory)."""
+        """The stored copy with the in-memory state (DELIVERING lives only in memory). A lease's
+        result is applied in memory before the store commits it: until then the notify shows
+        DELIVERING, not the state stored before its attempt (PENDING without that attempt)."""
         mine = self._e.held(n.id)
-        if mine is not None and not n.state.terminal and mine.state in (State.PENDING, State.DELIVERING):
-            n.state = mine.state  # due, or leased: known only here; other changes show once committed
+        if mine is not None and not n.state.terminal:
+            state = State.DELIVERING if mine.leased else mine.state
+            if state in (State.PENDING, State.DELIVERING):
+                n.state = state  # due, or leased: known only here; other changes show once committed
         return n
 
     async def cancel(self, notify_id: str) -> Notification:
