@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 from support import Proc, free_port, wait_serving
 
 
@@ -31,3 +32,22 @@ async def test_a_second_process_on_the_same_sqlite_file_exits_at_once_naming_the
         await wait_serving(again.args[2], proc=again)  # the lock went with its holder
     finally:
         again.terminate()
+
+
+async def test_a_sqlite_library_too_old_for_the_store_is_refused_at_open_in_one_line(tmp_path, monkeypatch):
+    """RETURNING needs SQLite 3.35 and UPDATE ... FROM 3.33: an older library (a Python built
+    against it) is named at open, before the store file or its lock is touched, not met as a
+    syntax error at the first write."""
+    import sqlite3
+
+    from notifyagent.common.config import ConfigError
+    from notifyagent.scheduler.store.sqlite import SqliteStore
+
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    store = SqliteStore(str(tmp_path / "n.db"))
+    with pytest.raises(ConfigError) as e:
+        await store.open()
+    assert str(e.value) == ("NOTIFY_STORE: this Python's SQLite is 3.31.1; the SQLite store needs 3.35.0 or later"
+                            " (RETURNING, UPDATE ... FROM): use a Python built with a newer SQLite, or a postgresql:// store")
+    assert list(tmp_path.iterdir()) == []

@@ -122,6 +122,7 @@ _SEALED_SAMPLE = ("SELECT id, spec FROM notifies WHERE (typeof(spec) = 'blob' AN
 _LABELS = "CASE WHEN typeof(spec) = 'text' THEN CASE WHEN json_valid(spec) THEN json_extract(spec, '$.l') END ELSE nullif(labels, '') END"
 _ACTIVE_SQL = ", ".join(str(int(s)) for s in ACTIVE)
 MAX_GROUP = 4096
+MIN_SQLITE = (3, 35, 0)  # RETURNING (3.35), UPDATE ... FROM (3.33), upserts and partial indexes (older)
 
 
 class StoreInUse(ConfigError):
@@ -158,6 +159,10 @@ class SqliteStore:
         return conn
 
     async def open(self) -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise ConfigError(f"NOTIFY_STORE: this Python's SQLite is {sqlite3.sqlite_version}; the SQLite store needs"
+                              f" {'.'.join(map(str, MIN_SQLITE))} or later (RETURNING, UPDATE ... FROM): use a Python"
+                              " built with a newer SQLite, or a postgresql:// store")  # fmt: skip
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
             self._take_lock()
