@@ -23,6 +23,22 @@ def message_options(max_message_bytes: int) -> list[tuple[str, int]]:
     return [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
 
 
+def runs_within(items: list, budget: int, cost) -> list[list]:
+    """items in order, in runs whose cost(item)s add up to at most budget (one item alone may
+    exceed it): what one stream message may carry under NOTIFY_MAX_MESSAGE_BYTES. At least one
+    run, empty when there are no items."""
+    runs: list[list] = [[]]
+    size = 0
+    for item in items:
+        n = cost(item)
+        if runs[-1] and size + n > budget:
+            runs.append([])
+            size = 0
+        runs[-1].append(item)
+        size += n
+    return runs
+
+
 def create_server(
     addr: str, registrations, service_names: list[str], *, interceptors=(), credentials: grpc.ServerCredentials | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,

@@ -28,7 +28,7 @@ import grpc
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from .. import __version__
-from ..common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES, message_options
+from ..common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES, message_options, runs_within
 from ..registry import RegistryError
 from ..v1 import dispatch_service_pb2 as pb
 from .call import CallOutcome, ErrorKind, Sender
@@ -211,7 +211,7 @@ class LeaseClient:
         generation = self._generation
         try:
             hello = self._hello()
-            first, *rest = _split(list(self._unacked.values()), self._budget)
+            first, *rest = runs_within(list(self._unacked.values()), self._budget, _result_cost)
             hello.results.extend(first)
             await call.write(hello)
             for part in rest:  # every unacked result again, in messages within the limit
@@ -226,7 +226,7 @@ class LeaseClient:
                     return
                 ids, self._unsent = self._unsent, []
                 unacked = self._unacked
-                *full, last = _split([unacked[i] for i in ids if i in unacked], self._budget)
+                *full, last = runs_within([unacked[i] for i in ids if i in unacked], self._budget, _result_cost)
                 for part in full:  # all but the last run alone; the last goes with the credit
                     await call.write(pb.LeaseRequest(results=part))
                 req = pb.LeaseRequest(results=last)
@@ -325,17 +325,8 @@ class LeaseClient:
                         "latency_ms": latency_ms, "dispatcher_id": self.dispatcher_id, "lease_id": grant.lease_id})  # fmt: skip
 
 
-def _split(results: list[pb.LeaseResult], budget: int) -> list[list[pb.LeaseResult]]:
-    """Results in runs whose encoded size stays within budget (one alone may exceed it: the
-    scheduler bounds what a result carries), so that many unacked results never make one
-    message over NOTIFY_MAX_MESSAGE_BYTES that the stream would refuse on every reconnect."""
-    parts: list[list[pb.LeaseResult]] = [[]]  # at least one run, empty when there are no results
-    size = 0
-    for r in results:
-        n = r.ByteSize() + 8  # the field's tag and length
-        if parts[-1] and size + n > budget:
-            parts.append([])
-            size = 0
-        parts[-1].append(r)
-        size += n
-    return parts
+def _result_cost(r: pb.LeaseResult) -> int:
+    """A result's bytes in a LeaseRequest: the field's tag and length with it. One alone may exceed
+    the budget (the scheduler bounds what a result carries); runs keep many unacked results from
+    making one message over NOTIFY_MAX_MESSAGE_BYTES that the stream would refuse on every reconnect."""
+    return r.ByteSize() + 8

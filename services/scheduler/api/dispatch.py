@@ -15,7 +15,7 @@ import grpc
 
 from ...common import auth
 from ...v1 import dispatch_service_pb2 as pb, dispatch_service_pb2_grpc as pb_grpc
-from ...common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES
+from ...common.grpcutil import DEFAULT_MAX_MESSAGE_BYTES, runs_within
 from . import convert
 from ..engine.limits import bound_result
 from ..engine.validate import check_hello, notify_size
@@ -85,7 +85,7 @@ class DispatchServicer(pb_grpc.DispatchServiceServicer):
         reader = asyncio.create_task(self._read(first, request_iterator, session, pending))
         try:
             while (items := await session.next_batch()) is not None:
-                for part in _split(items, self._budget):
+                for part in runs_within(items, self._budget, _grant_cost):  # never more than the dispatcher takes
                     yield _response(part)
         finally:
             reader.cancel()
@@ -131,19 +131,10 @@ def _result(r: pb.LeaseResult) -> ResultIn:
                                  a.response_snippet, headers))
 
 
-def _split(items: list, budget: int):
-    """The items in runs whose grants stay within budget bytes: a response never exceeds
-    what the dispatcher accepts (validation keeps every single notify well below it)."""
-    run, size = [], 0
-    for item in items:
-        cost = notify_size(item.lease.notify.spec) if isinstance(item, Grant) else 64
-        if run and size + cost > budget:
-            yield run
-            run, size = [], 0
-        run.append(item)
-        size += cost
-    if run:
-        yield run
+def _grant_cost(item) -> int:
+    """About the bytes an item takes in a LeaseResponse (validation keeps every single notify well
+    below what the dispatcher accepts)."""
+    return notify_size(item.lease.notify.spec) if isinstance(item, Grant) else 64
 
 
 def _response(items) -> pb.LeaseResponse:
