@@ -246,6 +246,86 @@ async def test_sqlite_creates_that_wait_together_commit_as_one_statement_and_a_b
         await store.close()
 
 
+async def test_sqlite_creates_that_keep_arriving_join_one_group_and_a_lone_one_does_not_wait(tmp_path, monkeypatch) -> None:
+    """Under concurrent writes the writer waits, tick by tick, while creates keep arriving, and commits
+    them as one group; after a group of one it does not wait at all; a close while it waits still
+    commits what came. (Ticks are stretched here so the test does not depend on the machine's pace.)"""
+    import asyncio
+    import threading
+    import time
+    from notifyagent.scheduler.api import convert
+    from notifyagent.scheduler.store import sqlite as sqlite_store
+    from notifyagent.v1 import notify_pb2 as pb
+    from test_store_contract import nid
+
+    monkeypatch.setattr(sqlite_store, "GATHER_TICK_S", 0.2)
+    monkeypatch.setattr(sqlite_store, "GATHER_MAX_S", 5.0)
+
+    def row(i: int) -> tuple:
+        m = pb.Notify(request=pb.HttpRequest(url=f"https://example.com/{i}"), delay={"seconds": 60})
+        return codec.new_row(convert.incoming(m, "", now_ms=1_000), nid(i), State.SCHEDULED, 61_000, 1_000)
+
+    store = SqliteStore(tmp_path / "n.db")
+    await store.open()
+    sizes: list[int] = []
+    gathers: list[int] = []
+    run_group, gather = store._run_group, store._gather
+    store._run_group = lambda conn, batch: (sizes.append(len(batch)), run_group(conn, batch))[1]
+    store._gather = lambda: (gathers.append(len(sizes)), gather())[1]
+    loop = asyncio.get_running_loop()
+    try:
+        assert await store.insert_new([row(1)]) == [None]
+        assert await store.insert_new([row(2)]) == [None]
+        assert gathers == [], "after groups of one, a create goes at once"
+
+        async def two_at_once(a: int, b: int) -> None:
+            """Two creates queued behind a busy writer: the last group held two ops."""
+            busy = threading.Event()
+            store._write(lambda conn: busy.wait(5))
+            held = [asyncio.ensure_future(store.insert_new([row(i)])) for i in (a, b)]
+            await asyncio.sleep(0.05)
+            busy.set()
+            await asyncio.gather(*held)
+
+        await two_at_once(3, 4)
+        await store._write(lambda conn: None)
+        assert gathers == [], "only creates wait for company (results, cancels and the rest go at once)"
+        await two_at_once(5, 6)
+
+        def feed(start: int, until_close: bool = False) -> list:
+            """Creates one every 20 ms (well inside a tick) from the loop; their futures."""
+            out = []
+            for i in range(start, start + 8):
+                out.append(asyncio.run_coroutine_threadsafe(store.insert_new([row(i)]), loop))
+                time.sleep(0.02)
+            if until_close:
+                asyncio.run_coroutine_threadsafe(store.close(), loop)
+            return out
+
+        before = len(sizes)
+        fed = [await asyncio.wrap_future(f) for f in await asyncio.to_thread(feed, 10)]
+        assert fed == [[None]] * 8
+        assert sizes[before:] == [8], "the creates that kept arriving committed as one group"
+        assert len(gathers) == 1
+
+        await two_at_once(7, 8)
+        closing = await asyncio.to_thread(feed, 20, True)
+        for _ in range(200):
+            if store._writer is not None and not store._writer.is_alive():
+                break
+            await asyncio.sleep(0.05)
+        assert [await asyncio.wrap_future(f) for f in closing] == [[None]] * 8, "what came while it waited was committed"
+    finally:
+        await store.close()
+    again = SqliteStore(tmp_path / "n.db")
+    await again.open()
+    try:
+        for i in [*range(1, 9), *range(10, 18), *range(20, 28)]:
+            assert (await again.get(nid(i))).spec.request.url == f"https://example.com/{i}"
+    finally:
+        await again.close()
+
+
 @pytest.mark.parametrize("n", [0, 1, 3, 63, 64, 65, 131, 1000])
 def test_sqlite_insert_many_stores_the_rows_executemany_stores(tmp_path, n) -> None:
     from notifyagent.scheduler.store import sqlite as sq

@@ -20,6 +20,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from pathlib import Path
@@ -122,6 +123,14 @@ _SEALED_SAMPLE = ("SELECT id, spec FROM notifies WHERE (typeof(spec) = 'blob' AN
 _LABELS = "CASE WHEN typeof(spec) = 'text' THEN CASE WHEN json_valid(spec) THEN json_extract(spec, '$.l') END ELSE nullif(labels, '') END"
 _ACTIVE_SQL = ", ".join(str(int(s)) for s in ACTIVE)
 MAX_GROUP = 4096
+# Creates that arrive together commit together: when the last group held more than one op (callers
+# are writing concurrently) and the next starts with creates, the writer waits while more keep
+# arriving, GATHER_TICK_S at a time, at most GATHER_MAX_S, before it commits. Fewer, larger groups
+# cost the event loop fewer wake-ups and the disk fewer fsyncs: unary CreateNotify with 128 in flight
+# 1.16x the calls/s and 0.86x the CPU per call (bench/run ingest --before). A lone caller (groups of
+# one) never waits, nor does a group that starts with results, a cancel or any other write.
+GATHER_TICK_S = 0.0003
+GATHER_MAX_S = 0.002
 MIN_SQLITE = (3, 35, 0)  # RETURNING (3.35), UPDATE ... FROM (3.33), upserts and partial indexes (older)
 
 
@@ -245,10 +254,13 @@ class SqliteStore:
     # --- plumbing -------------------------------------------------------
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
+        last = 1  # ops in the last group
         while True:
             op = self._ops.get()
             if op is None:
                 break
+            if last > 1 and type(op[0]) is _PlainInsert:
+                self._gather()
             batch = [op]
             stop = False
             while len(batch) < MAX_GROUP:
@@ -261,9 +273,21 @@ class SqliteStore:
                     break
                 batch.append(nxt)
             self._run_group(conn, batch)
+            last = len(batch)
             if stop:
                 break
         conn.close()
+
+    def _gather(self) -> None:
+        """Waits while ops keep arriving (one tick at a time, up to GATHER_MAX_S): they join the group."""
+        waited, seen = 0.0, self._ops.qsize()
+        while waited < GATHER_MAX_S:
+            time.sleep(GATHER_TICK_S)
+            waited += GATHER_TICK_S
+            now = self._ops.qsize()
+            if now == seen:
+                return
+            seen = now
 
     def _run_group(self, conn: sqlite3.Connection, batch: list) -> None:
         results: list[tuple[Any, Any, BaseException | None]] = []
