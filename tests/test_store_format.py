@@ -246,6 +246,36 @@ async def test_sqlite_creates_that_wait_together_commit_as_one_statement_and_a_b
         await store.close()
 
 
+async def test_sqlite_a_group_of_creates_alone_with_a_bad_one_commits_the_rest(tmp_path) -> None:
+    """A group made only of creates (as unary CreateNotify calls make under load): when one of them
+    cannot go in (an id taken), that one fails alone and the others commit."""
+    import asyncio
+    import threading
+    from notifyagent.scheduler.api import convert
+    from notifyagent.v1 import notify_pb2 as pb
+    from test_store_contract import nid
+
+    def row(i: int) -> tuple:
+        m = pb.Notify(request=pb.HttpRequest(url=f"https://example.com/{i}"), delay={"seconds": 60})
+        return codec.new_row(convert.incoming(m, "", now_ms=1_000), nid(i), State.SCHEDULED, 61_000, 1_000)
+
+    store = SqliteStore(tmp_path / "n.db")
+    await store.open()
+    try:
+        await store.insert_new([row(1)])
+        busy = threading.Event()
+        store._write(lambda conn: busy.wait(5))
+        tasks = [asyncio.ensure_future(store.insert_new(rows)) for rows in ([row(2), row(3)], [row(4)], [row(1)], [row(5)])]
+        await asyncio.sleep(0.05)
+        busy.set()
+        got = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(got[2], sqlite3.IntegrityError) and [got[0], got[1], got[3]] == [[None, None], [None], [None]]
+        assert [(await store.get(nid(i))).spec.request.url for i in range(1, 6)] == [f"https://example.com/{i}" for i in range(1, 6)]
+        assert await store.insert_new([row(6), row(7)]) == [None, None], "the writer goes on"
+    finally:
+        await store.close()
+
+
 async def test_sqlite_creates_that_keep_arriving_join_one_group_and_a_lone_one_does_not_wait(tmp_path, monkeypatch) -> None:
     """Under concurrent writes the writer waits, tick by tick, while creates keep arriving, and commits
     them as one group; after a group of one it does not wait at all; a close while it waits still
