@@ -127,8 +127,8 @@ MAX_GROUP = 4096
 # are writing concurrently) and the next starts with creates, the writer waits while more keep
 # arriving, GATHER_TICK_S at a time, at most GATHER_MAX_S, before it commits. Fewer, larger groups
 # cost the event loop fewer wake-ups and the disk fewer fsyncs: unary CreateNotify with 128 in flight
-# 1.16x the calls/s and 0.86x the CPU per call (bench/run ingest --before). A lone caller (groups of
-# one) never waits, nor does a group that starts with results, a cancel or any other write.
+# 1.24x the calls/s at 0.79x the CPU per call (docs/benchmarks.md, fourth wave). A lone caller (groups
+# of one) never waits, nor does a group that starts with results, a cancel or any other write.
 GATHER_TICK_S = 0.0003
 GATHER_MAX_S = 0.002
 MIN_SQLITE = (3, 35, 0)  # RETURNING (3.35), UPDATE ... FROM (3.33), upserts and partial indexes (older)
