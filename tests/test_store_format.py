@@ -322,14 +322,15 @@ async def test_sqlite_creates_that_keep_arriving_join_one_group_and_a_lone_one_d
         assert gathers == [], "only creates wait for company (results, cancels and the rest go at once)"
         await two_at_once(5, 6)
 
-        def feed(start: int, until_close: bool = False) -> list:
-            """Creates one every 20 ms (well inside a tick) from the loop; their futures."""
+        def feed(start: int, then_close: bool = False) -> list:
+            """Creates one every 20 ms (well inside a tick) from the loop, then maybe closes the store;
+            the futures of the creates (and of the close, last)."""
             out = []
             for i in range(start, start + 8):
                 out.append(asyncio.run_coroutine_threadsafe(store.insert_new([row(i)]), loop))
                 time.sleep(0.02)
-            if until_close:
-                asyncio.run_coroutine_threadsafe(store.close(), loop)
+            if then_close:
+                out.append(asyncio.run_coroutine_threadsafe(store.close(), loop))
             return out
 
         before = len(sizes)
@@ -339,11 +340,8 @@ async def test_sqlite_creates_that_keep_arriving_join_one_group_and_a_lone_one_d
         assert len(gathers) == 1
 
         await two_at_once(7, 8)
-        closing = await asyncio.to_thread(feed, 20, True)
-        for _ in range(200):
-            if store._writer is not None and not store._writer.is_alive():
-                break
-            await asyncio.sleep(0.05)
+        *closing, closed = await asyncio.to_thread(feed, 20, True)
+        await asyncio.wrap_future(closed)
         assert [await asyncio.wrap_future(f) for f in closing] == [[None]] * 8, "what came while it waited was committed"
     finally:
         await store.close()
