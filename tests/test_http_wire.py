@@ -469,6 +469,13 @@ async def test_the_connection_goes_to_the_checked_address_not_to_the_name_again(
 @pytest.fixture
 async def tls_target(tmp_path):
     pki = Pki.make(tmp_path)
+    server = await start_tls_server(pki)
+    yield server, pki
+    await server.close()
+
+
+async def start_tls_server(pki: Pki) -> TestServer:
+    """An HTTPS target on 127.0.0.1 with pki's certificate, answering every GET with the host it was asked for."""
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text=f"tls ok, host {request.host}")
 
@@ -478,8 +485,7 @@ async def tls_target(tmp_path):
     context.load_cert_chain(str(pki.cert), str(pki.key))
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server(ssl=context)
-    yield server, pki
-    await server.close()
+    return server
 
 
 async def test_https_is_refused_without_trust_in_the_targets_ca(tls_target, monkeypatch):
@@ -657,15 +663,8 @@ def test_https_on_uvloop(tmp_path, monkeypatch):
     pki = Pki.make(tmp_path)
 
     async def scenario():
-        async def hello(request: web.Request) -> web.Response:
-            return web.Response(text="tls ok")
-
-        app = web.Application()
-        app.router.add_get("/", hello)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(str(pki.cert), str(pki.key))
-        server = TestServer(app, host="127.0.0.1", port=0)
-        await server.start_server(ssl=context)
+        server = await start_tls_server(pki)
+        port = server.port
         try:
             monkeypatch.setenv("SSL_CERT_FILE", str(pki.other_ca))
             async with HttpSender(policy=LOOPBACK) as sender:
@@ -676,11 +675,11 @@ def test_https_on_uvloop(tmp_path, monkeypatch):
                 idle = sender.pool.idle_count()
         finally:
             await server.close()
-        return refused, answers, idle
+        return refused, answers, idle, port
 
-    refused, answers, idle = uvloop.run(scenario())
+    refused, answers, idle, port = uvloop.run(scenario())
     assert refused.error_kind is ErrorKind.CONNECT and "CERTIFICATE_VERIFY_FAILED" in refused.error
-    assert [(a.status_code, a.snippet) for a in answers] == [(200, b"tls ok")] * 3
+    assert [(a.status_code, a.snippet) for a in answers] == [(200, f"tls ok, host localhost:{port}".encode())] * 3
     assert idle == 1
 
 
