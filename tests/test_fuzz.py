@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ctypes
+import json
 import math
 import os
 import threading
@@ -358,3 +359,27 @@ def test_no_input_gets_unknown_or_internal_stores_anything_invalid_or_breaks_a_r
     # that keep climbing, so the later half may not outgrow the earlier half's peak.
     half = len(rounds_rss) // 2
     assert max(rounds_rss[half:]) - max(rounds_rss[:half]) < RSS_GROWTH_MB, f"memory keeps growing with hostile input: {rounds_rss}"
+
+
+_JSON_TEXT = st.text(alphabet='{}[]",:0123456789.eE+- \t\n\rtrunfalsNIiy\\u\ufeff', max_size=30)
+_JSON_VALUES = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=5),
+                            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                            max_leaves=10).map(json.dumps)  # fmt: skip
+_EDITS = st.sampled_from(["", " ", "\n", "x", "}", "]", ",", "0", "\ufeff", '"'])
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(
+    _JSON_TEXT,
+    st.tuples(_EDITS, _JSON_VALUES, _EDITS).map("".join),  # a value with something before or after it
+    st.tuples(_JSON_VALUES, st.integers(0, 40)).map(lambda t: t[0][: t[1]]),  # cut short
+))  # fmt: skip
+def test_json_body_check_takes_exactly_what_json_loads_takes(body):
+    """The JSON check's fast path (the scanner alone, when one value fills the text) never takes what
+    json.loads refuses nor refuses what it takes (nesting within the limit)."""
+    try:
+        json.loads(body)
+        loads_ok = True
+    except ValueError:
+        loads_ok = False
+    assert (validate.json_problem(body, 32) == "") == loads_ok, body

@@ -68,11 +68,25 @@ def json_problem(text: str, max_depth: int) -> str:
             deepest = max(deepest, depth)
         if deepest > max_depth:
             return f"nests deeper than {max_depth} levels"
+    if text[:1] in "{[" and _whole_value(text):  # the common case, without json.loads's Python around the scanner
+        return ""
     try:
         json.loads(text)
     except (ValueError, RecursionError) as e:
         return f"not valid JSON: {str(e)[:100]}"
     return ""
+
+
+_SCAN = json.JSONDecoder().scan_once  # json.loads's own scanner
+
+
+def _whole_value(text: str) -> bool:
+    """Whether json.loads(text) takes it because one JSON value starting at its first character ends at its
+    last (False also for what json.loads may still take, e.g. trailing whitespace: it decides those)."""
+    try:
+        return _SCAN(text, 0)[1] == len(text)
+    except (ValueError, RecursionError, StopIteration):
+        return False
 
 
 def check_url(url: str, fname: str, add, limits: Limits) -> None:
