@@ -329,7 +329,7 @@ def main() -> None:
         "bench/run report           # this page and the chart from bench/out/results.json",
         "bench/run e2e --profile    # also py-spy profiles of the project's processes in bench/out/profiles/",
         "bench/run profile-summary bench/out/profiles/e2e-dev-dev.txt",
-        "bench/run stages           # BatchCreateNotify's handler without gRPC: CPU per notify, stage by stage",
+        "bench/run stages           # BatchCreateNotify's handler, no network: CPU per notify, stage by stage",
         "```",
         "",
         "## Details",
