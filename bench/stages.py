@@ -108,9 +108,11 @@ def stages(raw: bytes, repeat: int) -> dict[str, float]:
 
     limits, now, gen = Limits(), int(time.time() * 1000), IdGenerator()
 
+    def incoming(request) -> list:  # what the handler's first line makes of a request
+        return [convert.incoming(r.notify, r.request_id, now_ms=now, created_by="") for r in request.requests]
+
     def fresh() -> list:  # the batch as the handler receives it: parsed, not yet normalized
-        return [convert.incoming(r.notify, r.request_id, now_ms=now, created_by="")
-                for r in api.BatchCreateNotifyRequest.FromString(raw).requests]  # fmt: skip
+        return incoming(api.BatchCreateNotifyRequest.FromString(raw))
 
     def with_ids(news) -> tuple[list, list]:
         return news, [Created(gen.new(now), State.PENDING, now + 3_600_000, now, "") for _ in news]
@@ -127,8 +129,7 @@ def stages(raw: bytes, repeat: int) -> dict[str, float]:
 
     # name: (what the run gets, untimed; the stage, timed)
     parts = {
-        "convert": (lambda: api.BatchCreateNotifyRequest.FromString(raw),
-                    lambda req: [convert.incoming(r.notify, r.request_id, now_ms=now, created_by="") for r in req.requests]),
+        "convert": (lambda: api.BatchCreateNotifyRequest.FromString(raw), incoming),
         "size and checks": (fresh, lambda news: [check_incoming(new, now_ms=now, limits=limits, size=incoming_size(new))
                                                  for new in news]),
         "id": (lambda: range(BATCH), lambda n: [gen.new(now) for _ in n]),
