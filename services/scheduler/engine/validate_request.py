@@ -68,7 +68,7 @@ def json_problem(text: str, max_depth: int) -> str:
             deepest = max(deepest, depth)
         if deepest > max_depth:
             return f"nests deeper than {max_depth} levels"
-    if text[:1] in "{[" and _whole_value(text):  # the common case, without json.loads's Python around the scanner
+    if text[:1] in ("{", "[") and _whole_value(text):  # the common case, without json.loads's Python around the scanner
         return ""
     try:
         json.loads(text)
